@@ -1,0 +1,256 @@
+//! What a step kind is: typed parameters, a documented set of outputs, and an
+//! async `run`. A kind lives in the `steps` crate (one file) and is added to the
+//! registry with one line; nothing here changes when a kind is added.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use tokio::time::Instant;
+
+use crate::redact::Redactor;
+
+/// Step outputs: key -> JSON value.
+pub type Outputs = BTreeMap<String, Json>;
+
+/// Whether trying again may help. Decided by the kind (its one classifier), and
+/// by the engine for its own failures (timeouts are retryable, template errors fatal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    Retryable,
+    Fatal,
+}
+
+/// A step failure: what failed, why, and what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{message}")]
+pub struct StepError {
+    pub class: ErrorClass,
+    pub message: String,
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+impl StepError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Retryable, message: message.into(), hint: None }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Fatal, message: message.into(), hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn is_retryable(&self) -> bool {
+        self.class == ErrorClass::Retryable
+    }
+}
+
+/// Which outputs a kind produces, for `${{ steps.X.outputs.Y }}` checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputSpec {
+    /// Always these keys.
+    Fixed(Vec<&'static str>),
+    /// The keys the step's parameters declare (for example `shell`'s `outputs:`).
+    Declared(Vec<String>),
+}
+
+/// Documentation of a kind, for `ca-a2a-flow steps describe KIND`.
+#[derive(Debug, Clone)]
+pub struct KindDoc {
+    pub summary: &'static str,
+    /// (name, type, description)
+    pub params: Vec<(&'static str, &'static str, &'static str)>,
+    /// (name, description)
+    pub outputs: Vec<(&'static str, &'static str)>,
+    pub example: &'static str,
+}
+
+/// A problem with one parameter, found before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamProblem {
+    /// Path below `with:` (map keys and list indexes); empty for `with:` itself.
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl ParamProblem {
+    pub fn at(path: &[&str], message: impl Into<String>) -> Self {
+        Self { path: path.iter().map(|s| s.to_string()).collect(), message: message.into() }
+    }
+}
+
+/// Something a step says while it runs: shown live and kept in the event log.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A line for the event log (a command's output, a decision taken).
+    Log(String),
+    /// The current state of what the step waits for ("status 503, 12 checks").
+    Progress(String),
+}
+
+/// Where a running step sends its reports (the engine redacts and stores them).
+pub type ReportSink = Arc<dyn Fn(&str, Report) + Send + Sync>;
+
+/// What a step attempt knows about its run.
+#[derive(Clone)]
+pub struct StepContext {
+    pub run_id: String,
+    pub run_name: String,
+    pub step_id: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// When this attempt's deadline expires; the engine cuts the attempt then.
+    pub deadline: Instant,
+    /// The directory of the workflow file; relative paths resolve from here.
+    pub workflow_dir: PathBuf,
+    pub redactor: Redactor,
+    pub(crate) sink: ReportSink,
+}
+
+impl StepContext {
+    pub fn log(&self, line: impl AsRef<str>) {
+        (self.sink)(&self.step_id, Report::Log(self.redactor.redact(line.as_ref())));
+    }
+    pub fn progress(&self, what: impl AsRef<str>) {
+        (self.sink)(&self.step_id, Report::Progress(self.redactor.redact(what.as_ref())));
+    }
+    /// Declares a value secret: it is masked in every log, event and error from now on.
+    pub fn secret(&self, value: &str) {
+        self.redactor.add(value);
+    }
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// A context for exercising a kind outside a run (tests, benchmarks).
+    pub fn detached(step_id: &str, deadline: Duration, sink: ReportSink) -> Self {
+        Self {
+            run_id: "detached".into(),
+            run_name: "detached".into(),
+            step_id: step_id.into(),
+            attempt: 1,
+            max_attempts: 1,
+            deadline: Instant::now() + deadline,
+            workflow_dir: PathBuf::from("."),
+            redactor: Redactor::default(),
+            sink,
+        }
+    }
+}
+
+/// A step kind with typed parameters. Implement this in `steps/<kind>.rs`.
+pub trait Step: Send + Sync + 'static {
+    type Params: DeserializeOwned + Send + 'static;
+
+    /// The name used in `uses:`, like `shell` or `aws.ec2.vpc`.
+    const KIND: &'static str;
+
+    fn doc(&self) -> KindDoc;
+
+    /// Outputs, given the (possibly templated) parameters.
+    fn outputs(&self, params: &Json) -> OutputSpec;
+
+    /// Checks beyond the parameters' types (ranges, combinations).
+    fn check(&self, _params: &Self::Params) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+
+    fn run(&self, ctx: &StepContext, params: Self::Params) -> impl Future<Output = Result<Outputs, StepError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A step kind with its parameter type erased, as the registry holds it.
+pub trait ErasedKind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn doc(&self) -> KindDoc;
+    fn outputs(&self, params: &Json) -> OutputSpec;
+    /// Type-checks parameters that may still contain templates.
+    fn validate(&self, params: &Json) -> Vec<ParamProblem>;
+    fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
+}
+
+impl<S: Step> ErasedKind for S {
+    fn name(&self) -> &'static str {
+        S::KIND
+    }
+    fn doc(&self) -> KindDoc {
+        Step::doc(self)
+    }
+    fn outputs(&self, params: &Json) -> OutputSpec {
+        Step::outputs(self, params)
+    }
+    fn validate(&self, params: &Json) -> Vec<ParamProblem> {
+        match serde_path_to_error::deserialize::<_, S::Params>(params.clone()) {
+            Ok(typed) => self.check(&typed),
+            Err(err) => {
+                let path = path_segments(err.path());
+                let message = err.inner().to_string();
+                // A templated value is checked when it is resolved, not now.
+                if value_at(params, &path).is_some_and(|v| v.as_str().is_some_and(crate::template::contains_template)) {
+                    return Vec::new();
+                }
+                vec![ParamProblem { path, message }]
+            }
+        }
+    }
+    fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(async move {
+            let typed: S::Params = serde_path_to_error::deserialize(params).map_err(|e| {
+                StepError::fatal(format!("parameter `{}`: {}", e.path(), e.inner()))
+                    .with_hint("a template resolved to a value of the wrong type; check the referenced input or output")
+            })?;
+            self.run(ctx, typed).await
+        })
+    }
+}
+
+fn path_segments(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|s| match s {
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn value_at<'a>(value: &'a Json, path: &[String]) -> Option<&'a Json> {
+    path.iter().try_fold(value, |v, seg| match v {
+        Json::Object(m) => m.get(seg),
+        Json::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// The step kinds a workflow may use.
+#[derive(Default, Clone)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn register<S: Step>(mut self, kind: S) -> Self {
+        self.kinds.insert(S::KIND, Arc::new(kind));
+        self
+    }
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {
+        self.kinds.get(name)
+    }
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

@@ -1,0 +1,33 @@
+//! The ca-a2a-flow engine: workflow files, validation, durable DAG execution,
+//! retries, deadlines, leases and checkpoints. It knows nothing about AWS: step
+//! kinds come from the `steps` crate through the [`Registry`].
+//!
+//! - [`load`]: YAML -> validated [`Workflow`], every problem with `file:line:col`.
+//! - [`Engine`]: creates and drives runs against a [`Store`].
+//! - [`store`]: SQLite (default) and Postgres checkpoints.
+
+pub mod diag;
+pub mod duration;
+pub mod executor;
+pub mod kind;
+pub mod load;
+pub mod model;
+pub mod redact;
+pub mod store;
+pub mod template;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
+pub use kind::{ErrorClass, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError};
+pub use load::{load, resolve_inputs};
+pub use model::{RetryPolicy, StepDef, Workflow};
+pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};
+
+/// Milliseconds since the Unix epoch: the unit of every stored time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,562 @@
+//! Loading and validating a workflow file: every problem at once, each with
+//! `file:line:col`, before anything runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::diag::{Diagnostic, Diagnostics, closest};
+use crate::kind::{OutputSpec, Registry};
+use crate::model::{Defaults, InputSpec, RetryPolicy, StepDef, Workflow};
+use crate::template::{self, Ref};
+use crate::yaml::{self, Key, Loc, Node, Value};
+
+const TOP_KEYS: &[&str] = &["name", "description", "inputs", "defaults", "include", "steps"];
+const STEP_KEYS: &[&str] =
+    &["id", "uses", "with", "needs", "timeout", "attempt_timeout", "retry", "secret_outputs", "description"];
+const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry"];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"];
+const INPUT_KEYS: &[&str] = &["default", "description"];
+
+/// Loads `path` and the files it includes, and validates the whole workflow.
+pub fn load(path: &Path, registry: &Registry) -> Result<Workflow, Diagnostics> {
+    let mut loader = Loader { registry, diags: Diagnostics::default(), steps: Vec::new(), inputs: BTreeMap::new() };
+    let mut stack = Vec::new();
+    let name = loader.file(path, Defaults::default(), &mut stack, None);
+    let workflow = loader.finish(path, name);
+    let mut diags = loader.diags;
+    if diags.is_empty() {
+        Ok(workflow)
+    } else {
+        diags.sort();
+        Err(diags)
+    }
+}
+
+struct RawStep {
+    def: StepDef,
+    file: PathBuf,
+    id_loc: Loc,
+    uses_loc: Loc,
+    with: Option<Node>,
+    needs: Vec<(String, Loc)>,
+}
+
+struct Loader<'r> {
+    registry: &'r Registry,
+    diags: Diagnostics,
+    steps: Vec<RawStep>,
+    inputs: BTreeMap<String, (InputSpec, PathBuf, Loc)>,
+}
+
+impl Loader<'_> {
+    fn err(&mut self, file: &Path, loc: Loc, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(file, loc, message));
+    }
+
+    fn err_hint(&mut self, file: &Path, loc: Loc, message: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::new(file, loc, message).hint(hint));
+    }
+
+    /// Reads one file (recursively its includes); returns the workflow name.
+    fn file(
+        &mut self,
+        path: &Path,
+        inherited: Defaults,
+        stack: &mut Vec<PathBuf>,
+        included_at: Option<(&Path, Loc)>,
+    ) -> Option<String> {
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                match included_at {
+                    Some((from, loc)) => self.err(from, loc, format!("cannot read included file `{}`: {e}", path.display())),
+                    None => self.err(path, Loc::default(), format!("cannot read workflow file: {e}")),
+                }
+                return None;
+            }
+        };
+        if stack.contains(&canonical) {
+            let (from, loc) = included_at.expect("only includes can recurse");
+            self.err(from, loc, format!("`{}` includes itself (through {} file(s))", path.display(), stack.len()));
+            return None;
+        }
+        let doc = match yaml::parse(&text) {
+            Ok(d) => d,
+            Err((reason, loc)) => {
+                self.err(path, loc, format!("invalid YAML: {reason}"));
+                return None;
+            }
+        };
+        if doc.as_map().is_none() {
+            self.err(path, doc.loc, format!("a workflow file is a mapping with `name` and `steps`, found {}", doc.type_name()));
+            return None;
+        }
+        self.check_keys(path, &doc, TOP_KEYS, "workflow");
+
+        let name = match doc.get("name") {
+            Some(n) => self.string(path, n, "`name`"),
+            None if included_at.is_none() => {
+                self.err(path, doc.loc, "the workflow has no `name`");
+                None
+            }
+            None => None,
+        };
+
+        if let Some(inputs) = doc.get("inputs") {
+            self.inputs_section(path, inputs);
+        }
+        let defaults = match doc.get("defaults") {
+            Some(d) => self.defaults(path, d, inherited),
+            None => inherited,
+        };
+
+        stack.push(canonical);
+        if let Some(include) = doc.get("include") {
+            for (file, loc) in self.string_list(path, include, "`include`") {
+                let target = path.parent().unwrap_or(Path::new(".")).join(&file);
+                self.file(&target, defaults, stack, Some((path, loc)));
+            }
+        }
+        stack.pop();
+
+        match doc.get("steps") {
+            Some(Node { value: Value::Seq(items), loc }) => {
+                if items.is_empty() && included_at.is_none() && self.steps.is_empty() {
+                    self.err(path, *loc, "`steps` is empty: a workflow needs at least one step");
+                }
+                for item in items {
+                    self.step(path, item, &defaults);
+                }
+            }
+            Some(other) => self.err(path, other.loc, format!("`steps` must be a list, found {}", other.type_name())),
+            None if included_at.is_none() && self.steps.is_empty() => {
+                self.err(path, doc.loc, "the workflow has no `steps`")
+            }
+            None => {}
+        }
+        name
+    }
+
+    fn check_keys(&mut self, file: &Path, node: &Node, allowed: &[&str], what: &str) {
+        let Some(entries) = node.as_map() else { return };
+        let mut seen: BTreeMap<&str, Loc> = BTreeMap::new();
+        for (Key { name, loc }, _) in entries {
+            if let Some(first) = seen.insert(name, *loc) {
+                self.err(file, *loc, format!("duplicate key `{name}` (first at line {})", first.line));
+            }
+            if !allowed.contains(&name.as_str()) {
+                let hint = match closest(name, allowed.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("the keys of a {what} are: {}", allowed.join(", ")),
+                };
+                self.err_hint(file, *loc, format!("unknown key `{name}` in {what}"), hint);
+            }
+        }
+    }
+
+    fn string(&mut self, file: &Path, node: &Node, what: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            _ => {
+                self.err(file, node.loc, format!("{what} must be a string, found {}", node.type_name()));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, file: &Path, node: &Node, what: &str) -> Vec<(String, Loc)> {
+        match &node.value {
+            Value::Seq(items) => items.iter().filter_map(|n| self.string(file, n, what).map(|s| (s, n.loc))).collect(),
+            _ => {
+                self.err(file, node.loc, format!("{what} must be a list, found {}", node.type_name()));
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, file: &Path, node: &Node, what: &str) -> Option<Duration> {
+        let text = self.string(file, node, what)?;
+        match crate::duration::parse(&text) {
+            Ok(d) if d.is_zero() => {
+                self.err(file, node.loc, format!("{what} must be longer than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err_hint(file, node.loc, format!("{what}: {e}"), "durations look like 500ms, 30s, 5m, 1h30m");
+                None
+            }
+        }
+    }
+
+    fn inputs_section(&mut self, file: &Path, node: &Node) {
+        let Some(entries) = node.as_map() else {
+            self.err(file, node.loc, format!("`inputs` must be a mapping of input names, found {}", node.type_name()));
+            return;
+        };
+        for (key, value) in entries {
+            let spec = match &value.value {
+                Value::Map(_) => {
+                    self.check_keys(file, value, INPUT_KEYS, "input");
+                    InputSpec {
+                        default: value.get("default").map(Node::to_json),
+                        description: value.get("description").and_then(|d| self.string(file, d, "`description`")),
+                    }
+                }
+                Value::Null => InputSpec::default(),
+                Value::Seq(_) => {
+                    self.err(file, value.loc, format!("input `{}` must be a value or a mapping with `default`", key.name));
+                    continue;
+                }
+                _ => InputSpec { default: Some(value.to_json()), description: None },
+            };
+            // An includer's input wins over an included file's (it is read first).
+            self.inputs.entry(key.name.clone()).or_insert((spec, file.to_path_buf(), key.loc));
+        }
+    }
+
+    fn retry(&mut self, file: &Path, node: &Node, mut policy: RetryPolicy) -> RetryPolicy {
+        if node.as_map().is_none() {
+            self.err(file, node.loc, format!("`retry` must be a mapping, found {}", node.type_name()));
+            return policy;
+        }
+        self.check_keys(file, node, RETRY_KEYS, "retry policy");
+        if let Some(n) = node.get("max_attempts") {
+            match n.value {
+                Value::Int(i) if (1..=100).contains(&i) => policy.max_attempts = i as u32,
+                _ => self.err(file, n.loc, "`max_attempts` must be an integer from 1 to 100"),
+            }
+        }
+        if let Some(n) = node.get("initial_delay") {
+            policy.initial_delay = self.duration(file, n, "`initial_delay`").unwrap_or(policy.initial_delay);
+        }
+        if let Some(n) = node.get("max_delay") {
+            policy.max_delay = self.duration(file, n, "`max_delay`").unwrap_or(policy.max_delay);
+        }
+        if let Some(n) = node.get("multiplier") {
+            match n.value {
+                Value::Float(f) if (1.0..=10.0).contains(&f) => policy.multiplier = f,
+                Value::Int(i) if (1..=10).contains(&i) => policy.multiplier = i as f64,
+                _ => self.err(file, n.loc, "`multiplier` must be a number from 1 to 10"),
+            }
+        }
+        if let Some(n) = node.get("jitter") {
+            match n.value {
+                Value::Bool(b) => policy.jitter = b,
+                _ => self.err(file, n.loc, format!("`jitter` must be true or false, found {}", n.type_name())),
+            }
+        }
+        policy
+    }
+
+    fn defaults(&mut self, file: &Path, node: &Node, mut d: Defaults) -> Defaults {
+        if node.as_map().is_none() {
+            self.err(file, node.loc, format!("`defaults` must be a mapping, found {}", node.type_name()));
+            return d;
+        }
+        self.check_keys(file, node, DEFAULT_KEYS, "`defaults` section");
+        if let Some(n) = node.get("timeout") {
+            d.timeout = self.duration(file, n, "`timeout`").unwrap_or(d.timeout);
+        }
+        if let Some(n) = node.get("attempt_timeout") {
+            d.attempt_timeout = self.duration(file, n, "`attempt_timeout`").unwrap_or(d.attempt_timeout);
+        }
+        if let Some(n) = node.get("retry") {
+            d.retry = self.retry(file, n, d.retry);
+        }
+        d
+    }
+
+    fn step(&mut self, file: &Path, node: &Node, defaults: &Defaults) {
+        if node.as_map().is_none() {
+            self.err(file, node.loc, format!("a step must be a mapping with `id` and `uses`, found {}", node.type_name()));
+            return;
+        }
+        self.check_keys(file, node, STEP_KEYS, "step");
+        let id = node.get("id").and_then(|n| self.string(file, n, "`id`"));
+        let id_loc = node.get("id").map_or(node.loc, |n| n.loc);
+        if node.get("id").is_none() {
+            self.err(file, node.loc, "this step has no `id`");
+        }
+        if let Some(id) = &id {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                self.err_hint(
+                    file,
+                    id_loc,
+                    format!("step id `{id}` is not valid"),
+                    "use letters, digits, `-` and `_` (ids appear in templates like steps.ID.outputs.KEY)",
+                );
+            }
+        }
+        let uses = node.get("uses").and_then(|n| self.string(file, n, "`uses`"));
+        let uses_loc = node.get("uses").map_or(node.loc, |n| n.loc);
+        if node.get("uses").is_none() {
+            self.err(file, node.loc, format!("step `{}` has no `uses` (which step kind runs it)", id.as_deref().unwrap_or("?")));
+        }
+        let needs = match node.get("needs") {
+            Some(n) => self.string_list(file, n, "`needs`"),
+            None => Vec::new(),
+        };
+        let timeout = node.get("timeout").and_then(|n| self.duration(file, n, "`timeout`")).unwrap_or(defaults.timeout);
+        let attempt_timeout = node
+            .get("attempt_timeout")
+            .and_then(|n| self.duration(file, n, "`attempt_timeout`"))
+            .unwrap_or(defaults.attempt_timeout);
+        let retry = match node.get("retry") {
+            Some(n) => self.retry(file, n, defaults.retry),
+            None => defaults.retry,
+        };
+        let secret_outputs = match node.get("secret_outputs") {
+            Some(n) => self.string_list(file, n, "`secret_outputs`").into_iter().map(|(s, _)| s).collect(),
+            None => Vec::new(),
+        };
+        let with = node.get("with").cloned();
+        if let Some(w) = &with {
+            if !matches!(w.value, Value::Map(_) | Value::Null) {
+                self.err(file, w.loc, format!("`with` must be a mapping of parameters, found {}", w.type_name()));
+            }
+        }
+        let description = node.get("description").and_then(|n| self.string(file, n, "`description`"));
+        let (Some(id), Some(uses)) = (id, uses) else { return };
+        self.steps.push(RawStep {
+            def: StepDef {
+                id,
+                uses,
+                description,
+                with: with.as_ref().map_or(Json::Object(Default::default()), |w| match w.value {
+                    Value::Null => Json::Object(Default::default()),
+                    _ => w.to_json(),
+                }),
+                needs: Vec::new(),
+                timeout,
+                attempt_timeout,
+                retry,
+                secret_outputs,
+                source: format!("{}:{}", file.display(), node.loc),
+                loc: node.loc,
+            },
+            file: file.to_path_buf(),
+            id_loc,
+            uses_loc,
+            with,
+            needs,
+        });
+    }
+
+    /// Whole-workflow checks: ids, kinds, parameters, needs, templates, cycles.
+    fn finish(&mut self, path: &Path, name: Option<String>) -> Workflow {
+        let mut first: BTreeMap<String, (PathBuf, Loc)> = BTreeMap::new();
+        let mut diags = Vec::new();
+        for s in &self.steps {
+            if let Some((f, l)) = first.get(&s.def.id) {
+                diags.push(Diagnostic::new(
+                    &s.file,
+                    s.id_loc,
+                    format!("duplicate step id `{}` (first defined at {}:{l})", s.def.id, f.display()),
+                ).hint("step ids must be unique across the workflow and the files it includes"));
+            } else {
+                first.insert(s.def.id.clone(), (s.file.clone(), s.id_loc));
+            }
+        }
+        let ids: Vec<String> = first.keys().cloned().collect();
+        let known_kinds: Vec<&str> = self.registry.names().collect();
+        let input_names: Vec<String> = self.inputs.keys().cloned().collect();
+
+        for i in 0..self.steps.len() {
+            let s = &self.steps[i];
+            let kind = self.registry.get(&s.def.uses);
+            if kind.is_none() {
+                let hint = match closest(&s.def.uses, known_kinds.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? known kinds: {}", known_kinds.join(", ")),
+                    None => format!("known kinds: {}", known_kinds.join(", ")),
+                };
+                diags.push(Diagnostic::new(&s.file, s.uses_loc, format!("unknown step kind `{}`", s.def.uses)).hint(hint));
+            }
+            if let Some(kind) = kind {
+                let with_node = s.with.clone().unwrap_or(Node { value: Value::Map(Vec::new()), loc: s.uses_loc });
+                for p in kind.validate(&s.def.with) {
+                    let mut loc = with_node.lookup(&p.path).loc;
+                    if let Some(field) = unknown_field(&p.message) {
+                        loc = with_node.lookup(&p.path).key_loc(field).unwrap_or(loc);
+                    }
+                    let at = if p.path.is_empty() { String::new() } else { format!(" `{}`", p.path.join(".")) };
+                    diags.push(
+                        Diagnostic::new(&s.file, loc, format!("step `{}` ({}): parameter{at}: {}", s.def.id, s.def.uses, p.message))
+                            .hint(format!("see `ca-a2a-flow steps describe {}`", s.def.uses)),
+                    );
+                }
+            }
+            let mut needs: Vec<String> = Vec::new();
+            for (n, loc) in &s.needs {
+                if ids.contains(n) {
+                    if !needs.contains(n) {
+                        needs.push(n.clone());
+                    }
+                } else {
+                    let hint = closest(n, ids.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
+                    let mut d = Diagnostic::new(&s.file, *loc, format!("step `{}` needs `{n}`, which is not a step", s.def.id));
+                    d.hint = hint;
+                    diags.push(d);
+                }
+            }
+            let mut strings = Vec::new();
+            if let Some(w) = &s.with {
+                w.strings(&mut strings);
+            }
+            for (text, loc) in strings {
+                let refs = match template::references(&text) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        diags.push(Diagnostic::new(&s.file, loc, format!("step `{}`: {e}", s.def.id)));
+                        continue;
+                    }
+                };
+                for r in refs {
+                    match r {
+                        Ref::Input(name) if !input_names.contains(&name) => {
+                            let hint = match closest(&name, input_names.iter().map(String::as_str)) {
+                                Some(c) => format!("did you mean `{c}`?"),
+                                None => "declare it under `inputs:`".to_string(),
+                            };
+                            diags.push(Diagnostic::new(&s.file, loc, format!("step `{}` uses input `{name}`, which is not declared", s.def.id)).hint(hint));
+                        }
+                        Ref::StepOutput { step, output } => {
+                            let Some(target) = self.steps.iter().find(|t| t.def.id == step) else {
+                                let mut d = Diagnostic::new(&s.file, loc, format!("step `{}` refers to step `{step}`, which does not exist", s.def.id));
+                                d.hint = closest(&step, ids.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
+                                diags.push(d);
+                                continue;
+                            };
+                            if let Some(tk) = self.registry.get(&target.def.uses) {
+                                let declared: Vec<String> = match tk.outputs(&target.def.with) {
+                                    OutputSpec::Fixed(v) => v.into_iter().map(String::from).collect(),
+                                    OutputSpec::Declared(v) => v,
+                                };
+                                if !declared.contains(&output) {
+                                    let hint = if declared.is_empty() {
+                                        format!("step `{step}` ({}) declares no outputs", target.def.uses)
+                                    } else {
+                                        format!("step `{step}` ({}) has outputs: {}", target.def.uses, declared.join(", "))
+                                    };
+                                    diags.push(Diagnostic::new(&s.file, loc, format!("step `{}` uses output `{output}` of step `{step}`, which it does not produce", s.def.id)).hint(hint));
+                                }
+                            }
+                            if !needs.contains(&step) {
+                                needs.push(step);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.steps[i].def.needs = needs;
+        }
+        diags.extend(self.cycles());
+        for d in diags {
+            self.diags.push(d);
+        }
+        Workflow {
+            name: name.unwrap_or_default(),
+            description: None,
+            file: path.display().to_string(),
+            inputs: self.inputs.iter().map(|(k, (spec, _, _))| (k.clone(), spec.clone())).collect(),
+            steps: self.steps.iter().map(|s| s.def.clone()).collect(),
+        }
+    }
+
+    /// Every dependency cycle, printed as `a -> b -> a` at the first step in it.
+    fn cycles(&self) -> Vec<Diagnostic> {
+        let index: BTreeMap<&str, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.def.id.as_str(), i)).collect();
+        let mut state = vec![0u8; self.steps.len()]; // 0 new, 1 on stack, 2 done
+        let mut found: Vec<Diagnostic> = Vec::new();
+        let mut reported: BTreeSet<Vec<usize>> = BTreeSet::new();
+        fn visit(
+            i: usize,
+            steps: &[RawStep],
+            index: &BTreeMap<&str, usize>,
+            state: &mut [u8],
+            path: &mut Vec<usize>,
+            out: &mut Vec<(Vec<usize>, usize)>,
+        ) {
+            state[i] = 1;
+            path.push(i);
+            for n in &steps[i].def.needs {
+                let Some(&j) = index.get(n.as_str()) else { continue };
+                if state[j] == 1 {
+                    let start = path.iter().position(|&p| p == j).unwrap_or(0);
+                    out.push((path[start..].to_vec(), j));
+                } else if state[j] == 0 {
+                    visit(j, steps, index, state, path, out);
+                }
+            }
+            path.pop();
+            state[i] = 2;
+        }
+        for i in 0..self.steps.len() {
+            if state[i] == 0 {
+                let mut cycles = Vec::new();
+                visit(i, &self.steps, &index, &mut state, &mut Vec::new(), &mut cycles);
+                for (cycle, _) in cycles {
+                    let mut key = cycle.clone();
+                    key.sort();
+                    if !reported.insert(key) {
+                        continue;
+                    }
+                    // `cycle` lists steps each needing the next's predecessor; print in dependency order.
+                    let mut names: Vec<&str> = cycle.iter().map(|&c| self.steps[c].def.id.as_str()).collect();
+                    names.push(names[0]);
+                    let first = &self.steps[cycle[0]];
+                    found.push(
+                        Diagnostic::new(&first.file, first.id_loc, format!("dependency cycle: {}", names.join(" -> ")))
+                            .hint("a step cannot depend on itself, directly or through others; remove one `needs` or template reference"),
+                    );
+                }
+            }
+        }
+        found
+    }
+}
+
+/// serde's "unknown field `x`, expected ..." names the field to point at.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(&rest[..rest.find('`')?])
+}
+
+/// Resolves run inputs: given values (strings from `--input k=v`), then
+/// defaults. Values that parse as JSON scalars keep their type when the default
+/// has that type. Errors name every missing or unknown input.
+pub fn resolve_inputs(workflow: &Workflow, given: &[(String, String)]) -> Result<BTreeMap<String, Json>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = BTreeMap::new();
+    for (k, v) in given {
+        let Some(spec) = workflow.inputs.get(k) else {
+            let hint = closest(k, workflow.inputs.keys().map(String::as_str))
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            errors.push(format!("unknown input `{k}`{hint}; this workflow declares: {}", workflow.inputs.keys().cloned().collect::<Vec<_>>().join(", ")));
+            continue;
+        };
+        let value = match &spec.default {
+            Some(Json::Number(_)) | Some(Json::Bool(_)) => serde_json::from_str(v).unwrap_or(Json::String(v.clone())),
+            _ => Json::String(v.clone()),
+        };
+        out.insert(k.clone(), value);
+    }
+    for (k, spec) in &workflow.inputs {
+        if out.contains_key(k) {
+            continue;
+        }
+        match &spec.default {
+            Some(d) => {
+                out.insert(k.clone(), d.clone());
+            }
+            None => errors.push(format!("input `{k}` is required: pass --input {k}=VALUE")),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}

@@ -1,0 +1,219 @@
+//! The workflow model after loading and validation. It is what a run stores
+//! (as JSON) and what `resume` executes, so it has no source-file dependencies
+//! besides the locations kept for messages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::yaml::Loc;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The file the workflow was loaded from (for messages and `resume`).
+    pub file: String,
+    pub inputs: BTreeMap<String, InputSpec>,
+    pub steps: Vec<StepDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct InputSpec {
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepDef {
+    pub id: String,
+    pub uses: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Parameters, templates unresolved (resolved at each attempt).
+    pub with: serde_json::Value,
+    /// Explicit `needs` plus dependencies inferred from `${{ steps.X... }}`.
+    pub needs: Vec<String>,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    #[serde(with = "millis")]
+    pub attempt_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Output keys whose values must never be stored or shown.
+    #[serde(default)]
+    pub secret_outputs: Vec<String>,
+    /// Where the step is defined: `file:line:col`.
+    pub source: String,
+    #[serde(skip)]
+    pub loc: Loc,
+}
+
+impl StepDef {
+    /// Content hash of everything that changes what the step does. The source
+    /// location is left out so that moving a step in its file changes nothing.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::json!({
+            "uses": self.uses,
+            "with": self.with,
+            "needs": self.needs,
+            "timeout_ms": self.timeout.as_millis() as u64,
+            "attempt_timeout_ms": self.attempt_timeout.as_millis() as u64,
+            "retry": self.retry,
+            "secret_outputs": self.secret_outputs,
+        });
+        // serde_json maps are sorted (BTreeMap), so this is canonical.
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// How a failed attempt is retried. Persisted with each step, so a resumed run
+/// keeps the policy it started with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    #[serde(with = "millis")]
+    pub initial_delay: Duration,
+    #[serde(with = "millis")]
+    pub max_delay: Duration,
+    pub multiplier: f64,
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 for the first retry).
+    /// With jitter the delay lies in [d/2, d], so retries of many steps spread out.
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let exponent = next_attempt.saturating_sub(2).min(63) as i32;
+        let base = self.initial_delay.as_secs_f64() * self.multiplier.powi(exponent);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let secs = if self.jitter { capped * (0.5 + fastrand::f64() * 0.5) } else { capped };
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Engine-wide defaults, overridden by a file's `defaults:` then by each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defaults {
+    pub timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30 * 60),
+            attempt_timeout: Duration::from_secs(10 * 60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl Workflow {
+    pub fn step(&self, id: &str) -> Option<&StepDef> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Steps grouped in waves: each wave depends only on earlier ones.
+    pub fn waves(&self) -> Vec<Vec<&StepDef>> {
+        let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+        // Steps are validated acyclic; iterate until every level is known.
+        let mut remaining: Vec<&StepDef> = self.steps.iter().collect();
+        while !remaining.is_empty() {
+            let before = remaining.len();
+            remaining.retain(|s| {
+                let levels: Option<Vec<usize>> = s.needs.iter().map(|n| level.get(n.as_str()).copied()).collect();
+                match levels {
+                    Some(l) => {
+                        level.insert(&s.id, l.into_iter().max().map_or(0, |m| m + 1));
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if remaining.len() == before {
+                break;
+            }
+        }
+        let depth = level.values().copied().max().map_or(0, |m| m + 1);
+        let mut waves = vec![Vec::new(); depth];
+        for s in &self.steps {
+            if let Some(l) = level.get(s.id.as_str()) {
+                waves[*l].push(s);
+            }
+        }
+        waves
+    }
+
+    /// The steps that depend on any of `roots`, directly or not, plus the roots.
+    pub fn with_dependents(&self, roots: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = roots.to_vec();
+        loop {
+            let added: Vec<String> = self
+                .steps
+                .iter()
+                .filter(|s| !out.contains(&s.id) && s.needs.iter().any(|n| out.contains(n)))
+                .map(|s| s.id.clone())
+                .collect();
+            if added.is_empty() {
+                break;
+            }
+            out.extend(added);
+        }
+        out
+    }
+}
+
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_by_the_multiplier_and_stop_at_the_cap() {
+        let p = RetryPolicy { jitter: false, ..RetryPolicy::default() };
+        assert_eq!(p.delay_before(2), Duration::from_secs(2));
+        assert_eq!(p.delay_before(3), Duration::from_secs(4));
+        assert_eq!(p.delay_before(4), Duration::from_secs(8));
+        assert_eq!(p.delay_before(20), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jittered_delays_stay_between_half_and_full() {
+        let p = RetryPolicy::default();
+        for _ in 0..100 {
+            let d = p.delay_before(3);
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Where runs are checkpointed. One small trait, one implementation per
+//! database (SQLite by default, Postgres for shared state), no `sqlx::Any`.
+//!
+//! Every state change goes through [`Store::apply`]: a batch of [`Write`]s
+//! committed in one transaction, and only if the caller still holds the run's
+//! lease generation (its fencing token). A process that lost its lease cannot
+//! overwrite the state of the process that took over.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde_json::Value as Json;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::kind::StepError;
+use crate::model::Workflow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run `{0}` does not exist in this state store")]
+    RunNotFound(String),
+    #[error("run `{run}` is held by {holder}")]
+    LeaseHeld { run: String, holder: LeaseInfo },
+    #[error("this process no longer owns run `{run}` (generation {generation} was superseded): another process took over")]
+    Fenced { run: String, generation: i64 },
+    #[error("state store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store holds data this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub fn as_str(self) -> &'static str { match self { $(Self::$variant => $text),* } }
+            pub fn parse(s: &str) -> Result<Self, StoreError> {
+                match s { $($text => Ok(Self::$variant),)* other => Err(StoreError::Corrupt(format!("unknown {} `{other}`", stringify!($name)))) }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+string_enum!(
+    /// The state of a run.
+    RunStatus { Pending = "pending", Running = "running", Succeeded = "succeeded", Failed = "failed", Interrupted = "interrupted", Cancelled = "cancelled" }
+);
+string_enum!(
+    /// The state of a step within a run.
+    StepStatus { Pending = "pending", Running = "running", RetryWait = "retry_wait", Succeeded = "succeeded", Failed = "failed", Blocked = "blocked", Interrupted = "interrupted", Cancelled = "cancelled" }
+);
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Who holds a run's lease.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LeaseInfo {
+    pub owner: String,
+    pub host: String,
+    pub pid: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Display for LeaseInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let left = self.expires_at - crate::now_ms();
+        write!(f, "pid {} on host {} (owner {}, lease ", self.pid, self.host, self.owner)?;
+        if left > 0 { write!(f, "expires in {}s)", (left + 999) / 1000) } else { write!(f, "expired)") }
+    }
+}
+
+/// The identity a process presents when it takes a lease.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub owner: String,
+    pub host: String,
+    pub pid: i64,
+}
+
+impl Holder {
+    pub fn this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "unknown-host".into());
+        let pid = std::process::id() as i64;
+        Self { owner: format!("{host}-{pid}-{:04x}", fastrand::u16(..)), host, pid }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub workflow: &'a Workflow,
+    pub inputs: &'a BTreeMap<String, Json>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow_name: String,
+    pub workflow_file: String,
+    #[serde(skip)]
+    pub definition: Workflow,
+    pub inputs: BTreeMap<String, Json>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    pub generation: i64,
+    pub lease: Option<LeaseInfo>,
+    pub heartbeat_at: Option<i64>,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    pub step_id: String,
+    pub position: i64,
+    pub kind: String,
+    pub hash: String,
+    pub status: StepStatus,
+    pub attempt: u32,
+    pub first_started_at: Option<i64>,
+    pub attempt_started_at: Option<i64>,
+    pub deadline_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub outputs: Option<BTreeMap<String, Json>>,
+    pub error: Option<StepError>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRecord {
+    pub step_id: String,
+    pub attempt: u32,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: String,
+    pub error: Option<StepError>,
+    pub retry_delay_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub step_id: Option<String>,
+    pub at: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// One change to a run's state, applied with others in one fenced transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Committed before a step's first side effect.
+    StepStarted { step: String, attempt: u32, at: i64, deadline_at: i64 },
+    StepSucceeded { step: String, attempt: u32, at: i64, outputs: BTreeMap<String, Json> },
+    /// A failed attempt that will be retried at `next_attempt_at`.
+    StepRetry { step: String, attempt: u32, at: i64, next_attempt_at: i64, delay_ms: i64, error: StepError },
+    /// A step that ends without success (`failed`, `blocked`, `cancelled`, `interrupted`).
+    StepEnded { step: String, status: StepStatus, at: i64, error: Option<StepError> },
+    RunStatus { status: RunStatus, at: i64, error: Option<String> },
+    /// Taking over a run: in-flight attempts become `interrupted`, failed,
+    /// blocked and cancelled steps get a fresh start, running deadlines move by
+    /// the time nobody owned the run.
+    Recover { at: i64, outage_ms: i64 },
+    /// `resume --accept-changes`: the new definition; `reset` steps start over,
+    /// `removed` steps are dropped.
+    Redefine { definition: Box<Workflow>, reset: Vec<String>, removed: Vec<String> },
+    Event { step: Option<String>, level: &'static str, message: String, at: i64 },
+}
+
+/// A run's checkpoints. Implemented once per database.
+pub trait Store: Clone + Send + Sync + 'static {
+    fn create_run(&self, run: NewRun<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes the lease if it is free, expired, or already ours; returns the new generation.
+    fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Extends the lease; returns whether a cancel was requested.
+    fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release(&self, run: &str, generation: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn append_events(&self, run: &str, events: Vec<(Option<String>, &'static str, String, i64)>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn request_cancel(&self, run: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn run(&self, run: &str) -> impl Future<Output = Result<RunRecord, StoreError>> + Send;
+    fn steps(&self, run: &str) -> impl Future<Output = Result<Vec<StepRecord>, StoreError>> + Send;
+    fn attempts(&self, run: &str) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
+    fn events(&self, run: &str, step: Option<&str>, after_id: i64, limit: i64) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+    fn list_runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+}
+
+/// A store chosen at run time from a URL: `sqlite://PATH` or `postgres://...`.
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Opens (creating if needed) and migrates the store at `url`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::open(url).await?))
+        } else {
+            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+            Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path)).await?))
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
+        delegate!(self, s => s.create_run(run).await)
+    }
+    async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
+        delegate!(self, s => s.acquire(run, holder, ttl_ms, now).await)
+    }
+    async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
+        delegate!(self, s => s.renew(run, generation, ttl_ms, now).await)
+    }
+    async fn release(&self, run: &str, generation: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.release(run, generation).await)
+    }
+    async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
+        delegate!(self, s => s.apply(run, generation, writes).await)
+    }
+    async fn append_events(&self, run: &str, events: Vec<(Option<String>, &'static str, String, i64)>) -> Result<(), StoreError> {
+        delegate!(self, s => s.append_events(run, events).await)
+    }
+    async fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.request_cancel(run).await)
+    }
+    async fn run(&self, run: &str) -> Result<RunRecord, StoreError> {
+        delegate!(self, s => s.run(run).await)
+    }
+    async fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
+        delegate!(self, s => s.steps(run).await)
+    }
+    async fn attempts(&self, run: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        delegate!(self, s => s.attempts(run).await)
+    }
+    async fn events(&self, run: &str, step: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        delegate!(self, s => s.events(run, step, after_id, limit).await)
+    }
+    async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+        delegate!(self, s => s.list_runs(limit).await)
+    }
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

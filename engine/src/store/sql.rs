@@ -1,0 +1,469 @@
+//! The SQL both databases understand, expanded once per database by
+//! [`sql_store!`] into a concrete `impl Store` (no `sqlx::Any`). Placeholders are
+//! `$N`, numbered in order of first appearance, which SQLite and Postgres both
+//! bind positionally. What differs between the two (types, autoincrement,
+//! connection setup) lives in their migrations and their `open`.
+
+macro_rules! sql_store {
+    ($store:ident, $row:ty) => {
+        use sqlx::Row;
+
+        use super::{
+            AttemptRecord, EventRecord, Holder, LeaseInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, Store,
+            Write, parse_json,
+        };
+
+        fn run_record(row: &$row) -> Result<RunRecord, StoreError> {
+            let owner: Option<String> = row.try_get("lease_owner")?;
+            let lease = match owner {
+                Some(owner) => Some(LeaseInfo {
+                    owner,
+                    host: row.try_get::<Option<String>, _>("lease_host")?.unwrap_or_default(),
+                    pid: row.try_get::<Option<i64>, _>("lease_pid")?.unwrap_or_default(),
+                    expires_at: row.try_get::<Option<i64>, _>("lease_expires_at")?.unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok(RunRecord {
+                id: row.try_get("id")?,
+                workflow_name: row.try_get("workflow_name")?,
+                workflow_file: row.try_get("workflow_file")?,
+                definition: parse_json(&row.try_get::<String, _>("definition")?, "run definition")?,
+                inputs: parse_json(&row.try_get::<String, _>("inputs")?, "run inputs")?,
+                status: RunStatus::parse(&row.try_get::<String, _>("status")?)?,
+                error: row.try_get("error")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                finished_at: row.try_get("finished_at")?,
+                generation: row.try_get("generation")?,
+                lease,
+                heartbeat_at: row.try_get("heartbeat_at")?,
+                cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+            })
+        }
+
+        fn step_record(row: &$row) -> Result<StepRecord, StoreError> {
+            let outputs: Option<String> = row.try_get("outputs")?;
+            let error: Option<String> = row.try_get("error")?;
+            Ok(StepRecord {
+                step_id: row.try_get("step_id")?,
+                position: row.try_get("position")?,
+                kind: row.try_get("kind")?,
+                hash: row.try_get("hash")?,
+                status: StepStatus::parse(&row.try_get::<String, _>("status")?)?,
+                attempt: row.try_get::<i64, _>("attempt")? as u32,
+                first_started_at: row.try_get("first_started_at")?,
+                attempt_started_at: row.try_get("attempt_started_at")?,
+                deadline_at: row.try_get("deadline_at")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                finished_at: row.try_get("finished_at")?,
+                outputs: outputs.map(|o| parse_json(&o, "step outputs")).transpose()?,
+                error: error.map(|e| parse_json(&e, "step error")).transpose()?,
+            })
+        }
+
+        fn to_json<T: serde::Serialize>(value: &T) -> String {
+            serde_json::to_string(value).expect("state values serialize")
+        }
+
+        impl Store for $store {
+            async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO runs (id, workflow_name, workflow_file, definition, inputs, status, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+                )
+                .bind(run.id)
+                .bind(&run.workflow.name)
+                .bind(&run.workflow.file)
+                .bind(to_json(run.workflow))
+                .bind(to_json(run.inputs))
+                .bind(run.now)
+                .execute(&mut *tx)
+                .await?;
+                for (position, step) in run.workflow.steps.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO steps (run_id, step_id, position, kind, hash, status) VALUES ($1, $2, $3, $4, $5, 'pending')",
+                    )
+                    .bind(run.id)
+                    .bind(&step.id)
+                    .bind(position as i64)
+                    .bind(&step.uses)
+                    .bind(step.hash())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
+                let row = sqlx::query(
+                    "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
+                            lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
+                     WHERE id = $6 AND (lease_owner IS NULL OR lease_expires_at < $7 OR lease_owner = $8)
+                     RETURNING generation",
+                )
+                .bind(&holder.owner)
+                .bind(&holder.host)
+                .bind(holder.pid)
+                .bind(now + ttl_ms)
+                .bind(now)
+                .bind(run)
+                .bind(now)
+                .bind(&holder.owner)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => Ok(row.try_get("generation")?),
+                    None => {
+                        let record = self.run(run).await?;
+                        match record.lease {
+                            Some(holder) => Err(StoreError::LeaseHeld { run: run.to_string(), holder }),
+                            None => Err(StoreError::Corrupt(format!("run `{run}`: lease neither free nor held"))),
+                        }
+                    }
+                }
+            }
+
+            async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
+                let row = sqlx::query(
+                    "UPDATE runs SET lease_expires_at = $1, heartbeat_at = $2 WHERE id = $3 AND generation = $4
+                     RETURNING cancel_requested",
+                )
+                .bind(now + ttl_ms)
+                .bind(now)
+                .bind(run)
+                .bind(generation)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => Ok(row.try_get::<i64, _>("cancel_requested")? != 0),
+                    None => Err(StoreError::Fenced { run: run.to_string(), generation }),
+                }
+            }
+
+            async fn release(&self, run: &str, generation: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE runs SET lease_owner = NULL, lease_host = NULL, lease_pid = NULL, lease_expires_at = NULL
+                     WHERE id = $1 AND generation = $2",
+                )
+                .bind(run)
+                .bind(generation)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The fence: also takes the write lock on the run before anything else.
+                let fenced = sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2 AND generation = $3")
+                    .bind(crate::now_ms())
+                    .bind(run)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await?;
+                if fenced.rows_affected() == 0 {
+                    return Err(StoreError::Fenced { run: run.to_string(), generation });
+                }
+                for write in writes {
+                    match write {
+                        Write::StepStarted { step, attempt, at, deadline_at } => {
+                            sqlx::query(
+                                "UPDATE steps SET status = 'running', attempt = $1, attempt_started_at = $2,
+                                        first_started_at = COALESCE(first_started_at, $2),
+                                        deadline_at = COALESCE(deadline_at, $3), next_attempt_at = NULL
+                                 WHERE run_id = $4 AND step_id = $5",
+                            )
+                            .bind(attempt as i64)
+                            .bind(at)
+                            .bind(deadline_at)
+                            .bind(run)
+                            .bind(&step)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "INSERT INTO attempts (run_id, step_id, attempt, started_at, outcome) VALUES ($1, $2, $3, $4, 'running')",
+                            )
+                            .bind(run)
+                            .bind(&step)
+                            .bind(attempt as i64)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::StepSucceeded { step, attempt, at, outputs } => {
+                            sqlx::query(
+                                "UPDATE steps SET status = 'succeeded', finished_at = $1, outputs = $2, error = NULL, next_attempt_at = NULL
+                                 WHERE run_id = $3 AND step_id = $4",
+                            )
+                            .bind(at)
+                            .bind(to_json(&outputs))
+                            .bind(run)
+                            .bind(&step)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "UPDATE attempts SET finished_at = $1, outcome = 'succeeded'
+                                 WHERE run_id = $2 AND step_id = $3 AND attempt = $4 AND outcome = 'running'",
+                            )
+                            .bind(at)
+                            .bind(run)
+                            .bind(&step)
+                            .bind(attempt as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::StepRetry { step, attempt, at, next_attempt_at, delay_ms, error } => {
+                            let error = to_json(&error);
+                            sqlx::query(
+                                "UPDATE steps SET status = 'retry_wait', next_attempt_at = $1, error = $2 WHERE run_id = $3 AND step_id = $4",
+                            )
+                            .bind(next_attempt_at)
+                            .bind(&error)
+                            .bind(run)
+                            .bind(&step)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "UPDATE attempts SET finished_at = $1, outcome = 'retry', error = $2, retry_delay_ms = $3
+                                 WHERE run_id = $4 AND step_id = $5 AND attempt = $6 AND outcome = 'running'",
+                            )
+                            .bind(at)
+                            .bind(&error)
+                            .bind(delay_ms)
+                            .bind(run)
+                            .bind(&step)
+                            .bind(attempt as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::StepEnded { step, status, at, error } => {
+                            let error = error.as_ref().map(to_json);
+                            sqlx::query(
+                                "UPDATE steps SET status = $1, finished_at = $2, error = $3, next_attempt_at = NULL
+                                 WHERE run_id = $4 AND step_id = $5",
+                            )
+                            .bind(status.as_str())
+                            .bind(at)
+                            .bind(&error)
+                            .bind(run)
+                            .bind(&step)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query(
+                                "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3
+                                 WHERE run_id = $4 AND step_id = $5 AND outcome = 'running'",
+                            )
+                            .bind(at)
+                            .bind(status.as_str())
+                            .bind(&error)
+                            .bind(run)
+                            .bind(&step)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Write::RunStatus { status, at, error } => {
+                            sqlx::query("UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
+                                .bind(status.as_str())
+                                .bind(error)
+                                .bind(status.is_terminal().then_some(at))
+                                .bind(run)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Write::Recover { at, outage_ms } => {
+                            sqlx::query("UPDATE attempts SET outcome = 'interrupted', finished_at = $1 WHERE run_id = $2 AND outcome = 'running'")
+                                .bind(at)
+                                .bind(run)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(
+                                "UPDATE steps SET deadline_at = deadline_at + $1
+                                 WHERE run_id = $2 AND status IN ('running', 'interrupted', 'retry_wait') AND deadline_at IS NOT NULL",
+                            )
+                            .bind(outage_ms)
+                            .bind(run)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query("UPDATE steps SET status = 'interrupted' WHERE run_id = $1 AND status = 'running'")
+                                .bind(run)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(
+                                "UPDATE steps SET status = 'pending', attempt = 0, error = NULL, first_started_at = NULL,
+                                        attempt_started_at = NULL, deadline_at = NULL, next_attempt_at = NULL, finished_at = NULL
+                                 WHERE run_id = $1 AND status IN ('failed', 'blocked', 'cancelled')",
+                            )
+                            .bind(run)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, cancel_requested = 0 WHERE id = $1")
+                                .bind(run)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Write::Redefine { definition, reset, removed } => {
+                            sqlx::query("UPDATE runs SET definition = $1, workflow_name = $2 WHERE id = $3")
+                                .bind(to_json(&*definition))
+                                .bind(&definition.name)
+                                .bind(run)
+                                .execute(&mut *tx)
+                                .await?;
+                            for step in &removed {
+                                sqlx::query("DELETE FROM steps WHERE run_id = $1 AND step_id = $2")
+                                    .bind(run)
+                                    .bind(step)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            for (position, step) in definition.steps.iter().enumerate() {
+                                sqlx::query(
+                                    "INSERT INTO steps (run_id, step_id, position, kind, hash, status) VALUES ($1, $2, $3, $4, $5, 'pending')
+                                     ON CONFLICT (run_id, step_id) DO UPDATE SET position = excluded.position",
+                                )
+                                .bind(run)
+                                .bind(&step.id)
+                                .bind(position as i64)
+                                .bind(&step.uses)
+                                .bind(step.hash())
+                                .execute(&mut *tx)
+                                .await?;
+                                if reset.contains(&step.id) {
+                                    sqlx::query(
+                                        "UPDATE steps SET status = 'pending', kind = $1, hash = $2, attempt = 0, outputs = NULL, error = NULL,
+                                                first_started_at = NULL, attempt_started_at = NULL, deadline_at = NULL,
+                                                next_attempt_at = NULL, finished_at = NULL
+                                         WHERE run_id = $3 AND step_id = $4",
+                                    )
+                                    .bind(&step.uses)
+                                    .bind(step.hash())
+                                    .bind(run)
+                                    .bind(&step.id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                }
+                            }
+                        }
+                        Write::Event { step, level, message, at } => {
+                            sqlx::query("INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, $2, $3, $4, $5)")
+                                .bind(run)
+                                .bind(step)
+                                .bind(at)
+                                .bind(level)
+                                .bind(message)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn append_events(
+                &self,
+                run: &str,
+                events: Vec<(Option<String>, &'static str, String, i64)>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for (step, level, message, at) in events {
+                    sqlx::query("INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(run)
+                        .bind(step)
+                        .bind(at)
+                        .bind(level)
+                        .bind(message)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
+                let done = sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1").bind(run).execute(&self.pool).await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::RunNotFound(run.to_string()));
+                }
+                Ok(())
+            }
+
+            async fn run(&self, run: &str) -> Result<RunRecord, StoreError> {
+                let row = sqlx::query("SELECT * FROM runs WHERE id = $1").bind(run).fetch_optional(&self.pool).await?;
+                match row {
+                    Some(row) => run_record(&row),
+                    None => Err(StoreError::RunNotFound(run.to_string())),
+                }
+            }
+
+            async fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
+                    .bind(run)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(step_record).collect()
+            }
+
+            async fn attempts(&self, run: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = $1 ORDER BY id").bind(run).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let error: Option<String> = row.try_get("error")?;
+                        Ok(AttemptRecord {
+                            step_id: row.try_get("step_id")?,
+                            attempt: row.try_get::<i64, _>("attempt")? as u32,
+                            started_at: row.try_get("started_at")?,
+                            finished_at: row.try_get("finished_at")?,
+                            outcome: row.try_get("outcome")?,
+                            error: error.map(|e| parse_json(&e, "attempt error")).transpose()?,
+                            retry_delay_ms: row.try_get("retry_delay_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn events(&self, run: &str, step: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+                let rows = match step {
+                    Some(step) => sqlx::query(
+                        "SELECT * FROM events WHERE run_id = $1 AND id > $2 AND step_id = $3 ORDER BY id LIMIT $4",
+                    )
+                    .bind(run)
+                    .bind(after_id)
+                    .bind(step)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    None => sqlx::query("SELECT * FROM events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+                        .bind(run)
+                        .bind(after_id)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?,
+                };
+                rows.iter()
+                    .map(|row| {
+                        Ok(EventRecord {
+                            id: row.try_get("id")?,
+                            step_id: row.try_get("step_id")?,
+                            at: row.try_get("at")?,
+                            level: row.try_get("level")?,
+                            message: row.try_get("message")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
+                let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(run_record).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;
