@@ -1,0 +1,237 @@
+//! `shell`: runs a command with `sh -c`. Its output goes to the event log (the
+//! tail is shown on failure); `key=value` lines it writes to the file named by
+//! `$FLOW_OUTPUT` become the step's outputs.
+//!
+//! The command runs in its own process group, killed whole when the attempt is
+//! cut (deadline, interrupt); and it dies with the engine if the engine is
+//! killed, so no orphan keeps running after a crash.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::Value as Json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn default_shell() -> String {
+    "sh".into()
+}
+fn default_tail() -> usize {
+    20
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The command line, run with `<shell> -c`.
+    pub run: String,
+    #[serde(default)]
+    pub env: BTreeMap<String, Json>,
+    /// Working directory; relative to the workflow file's directory.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    /// Output keys the command writes to `$FLOW_OUTPUT`; each must be written.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Exit codes that mean "retrying will not help" (126 and 127 always do).
+    #[serde(default)]
+    pub fatal_exit_codes: Vec<i32>,
+    /// How many output lines to show when the command fails.
+    #[serde(default = "default_tail")]
+    pub tail_lines: usize,
+}
+
+pub struct Shell;
+
+impl Step for Shell {
+    type Params = Params;
+    const KIND: &'static str = "shell";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "Runs a shell command; `key=value` lines written to $FLOW_OUTPUT become outputs.",
+            params: vec![
+                ("run", "string", "command line, run with `sh -c` (required)"),
+                ("env", "map", "extra environment variables"),
+                ("workdir", "string", "working directory, relative to the workflow file"),
+                ("shell", "string", "shell to run the command with (default sh)"),
+                ("outputs", "list", "output keys the command must write to $FLOW_OUTPUT"),
+                ("fatal_exit_codes", "list", "exit codes not worth retrying (126 and 127 always are)"),
+                ("tail_lines", "integer", "output lines shown on failure (default 20)"),
+            ],
+            outputs: vec![("<declared>", "each key listed in `outputs`")],
+            example: "- id: tag\n  uses: shell\n  with:\n    run: echo \"tag=$(git rev-parse --short HEAD)\" >> \"$FLOW_OUTPUT\"\n    outputs: [tag]\n",
+        }
+    }
+
+    fn outputs(&self, params: &Json) -> OutputSpec {
+        let declared = params
+            .get("outputs")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        OutputSpec::Declared(declared)
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if p.run.trim().is_empty() {
+            problems.push(ParamProblem::at(&["run"], "the command is empty"));
+        }
+        for (i, key) in p.outputs.iter().enumerate() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                problems.push(ParamProblem::at(&["outputs", &i.to_string()], format!("`{key}` is not a valid output name")));
+            }
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let output_file = std::env::temp_dir().join(format!(
+            "ca-a2a-flow-{}-{}-{}-{:08x}.out",
+            ctx.run_id,
+            ctx.step_id,
+            ctx.attempt,
+            std::process::id() ^ (ctx.attempt << 16)
+        ));
+        std::fs::write(&output_file, b"")
+            .map_err(|e| StepError::fatal(format!("cannot create {}: {e}", output_file.display())))?;
+        let _cleanup = RemoveOnDrop(output_file.clone());
+
+        let workdir = match &p.workdir {
+            Some(dir) => ctx.workflow_dir.join(dir),
+            None => ctx.workflow_dir.clone(),
+        };
+        let mut cmd = Command::new(&p.shell);
+        cmd.arg("-c")
+            .arg(&p.run)
+            .current_dir(&workdir)
+            .env("FLOW_OUTPUT", &output_file)
+            .env("FLOW_RUN_ID", &ctx.run_id)
+            .env("FLOW_STEP_ID", &ctx.step_id)
+            .env("FLOW_ATTEMPT", ctx.attempt.to_string())
+            .env("FLOW_PID", std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        for (k, v) in &p.env {
+            cmd.env(k, match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            StepError::fatal(format!("cannot start `{}` in {}: {e}", p.shell, workdir.display()))
+                .with_hint("check that the shell exists and the working directory is right")
+        })?;
+        let group = GroupKill(child.id().map(|pid| pid as i32));
+
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut push = |line: String| {
+            let line = ctx.redactor.redact(&line);
+            ctx.log(&line);
+            if tail.len() == p.tail_lines.max(1) {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        };
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            tokio::select! {
+                line = stdout.next_line(), if out_open => match line {
+                    Ok(Some(l)) => push(l),
+                    _ => out_open = false,
+                },
+                line = stderr.next_line(), if err_open => match line {
+                    Ok(Some(l)) => push(l),
+                    _ => err_open = false,
+                },
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| StepError::retryable(format!("lost track of the command: {e}")))?;
+        drop(group);
+
+        let shown = if tail.is_empty() {
+            "(no output)".to_string()
+        } else {
+            tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+        };
+        match status.code() {
+            Some(0) => read_outputs(&output_file, &p.outputs),
+            Some(code) => {
+                let fatal = code == 126 || code == 127 || p.fatal_exit_codes.contains(&code);
+                let message = format!("command exited with status {code}; last output:\n{shown}");
+                let error = if fatal { StepError::fatal(message) } else { StepError::retryable(message) };
+                Err(error.with_hint(match code {
+                    127 => "the command was not found: check its spelling and PATH".to_string(),
+                    126 => "the command is not executable: check its permissions".to_string(),
+                    _ => format!("run `ca-a2a-flow logs {} --step {}` for the whole output", ctx.run_id, ctx.step_id),
+                }))
+            }
+            None => Err(StepError::retryable(format!("command was killed by a signal; last output:\n{shown}"))),
+        }
+    }
+}
+
+/// Reads `key=value` lines; every declared key must be present.
+fn read_outputs(path: &PathBuf, declared: &[String]) -> Result<Outputs, StepError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StepError::fatal(format!("cannot read $FLOW_OUTPUT ({}): {e}", path.display())))?;
+    let mut outputs = Outputs::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        match line.split_once('=') {
+            Some((k, v)) => {
+                outputs.insert(k.trim().to_string(), Json::String(v.to_string()));
+            }
+            None => return Err(StepError::fatal(format!("$FLOW_OUTPUT line `{line}` is not key=value"))),
+        }
+    }
+    let missing: Vec<&str> = declared.iter().filter(|k| !outputs.contains_key(*k)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(StepError::fatal(format!("the command succeeded but did not write output(s) {} to $FLOW_OUTPUT", missing.join(", ")))
+            .with_hint("write lines like `key=value` to the file named by $FLOW_OUTPUT"));
+    }
+    Ok(outputs)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Kills the command's whole process group when the attempt ends or is cut.
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill has no memory-safety preconditions; a group that is
+            // already gone makes it return ESRCH, which is fine.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
