@@ -97,7 +97,7 @@ pub fn new_run_id() -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -464,6 +464,7 @@ impl<S: Store> Engine<S> {
         let (status, error) = match (stopped, &first_failure) {
             (Some(Stop::Cancel), _) => (RunStatus::Cancelled, Some("cancelled by request".to_string())),
             (Some(Stop::Interrupt), _) => (RunStatus::Interrupted, Some("interrupted by a signal".to_string())),
+            (None, Some((id, e))) if e.message.starts_with(&format!("step `{id}`")) => (RunStatus::Failed, Some(e.message.clone())),
             (None, Some((id, e))) => (RunStatus::Failed, Some(format!("step `{id}` failed: {}", e.message))),
             (None, None) if shared.workflow.steps.iter().all(|s| states[&s.id].status == StepStatus::Succeeded) => {
                 (RunStatus::Succeeded, None)

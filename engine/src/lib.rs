@@ -31,3 +31,11 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// `2026-11-24 03:01:12Z` for a time in milliseconds since the epoch.
+pub fn format_timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = executor::civil_from_days(secs.div_euclid(86_400));
+    let tod = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}Z", tod / 3600, (tod % 3600) / 60, tod % 60)
+}

@@ -1,0 +1,115 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "ca-a2a-flow", version, about = "Durable workflows that deploy and operate the CA-A2A stack", long_about = None)]
+pub struct Cli {
+    /// State store: a SQLite file path (`sqlite://PATH` or a plain path) or a
+    /// `postgres://` URL. Default: $XDG_STATE_HOME/ca-a2a-flow/state.db.
+    #[arg(long, global = true, env = "CA_A2A_FLOW_STATE")]
+    pub state: Option<String>,
+
+    /// How long a run's lease lasts without a heartbeat before another process
+    /// may take the run over.
+    #[arg(long, global = true, env = "CA_A2A_FLOW_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: std::time::Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate a workflow, record a new run and execute it.
+    Run {
+        file: PathBuf,
+        /// An input value, `name=value` (repeatable).
+        #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
+        inputs: Vec<(String, String)>,
+        /// How many independent steps may run at once.
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// Continue an interrupted or failed run from its last checkpoint.
+    Resume {
+        run_id: String,
+        /// Re-run the steps whose definition changed in the workflow file, and their dependents.
+        #[arg(long)]
+        accept_changes: bool,
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// Show a run: its state and every step's state, attempts, durations and last error.
+    Status {
+        run_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List runs, newest first.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show a run's event log (step output, attempts, errors).
+    Logs {
+        run_id: String,
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep printing new events until the run ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Ask the process running a run to stop it (or mark an idle run cancelled).
+    Cancel { run_id: String },
+    /// Check a workflow file and report every problem; runs nothing.
+    Validate { file: PathBuf },
+    /// Print a workflow's dependency graph.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// List the step kinds, or describe one.
+    Steps {
+        #[command(subcommand)]
+        what: Option<StepsCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StepsCommand {
+    /// Parameters, outputs and an example of one kind.
+    Describe { kind: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not name=value")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    ca_a2a_flow_engine::duration::parse(s)
+}
+
+pub fn parse() -> Cli {
+    Cli::parse()
+}

@@ -1,0 +1,496 @@
+//! What each subcommand does. Errors come back as [`CliError`] and are
+//! rendered in one place ([`main`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ca_a2a_flow_engine::duration::format as fmt_duration;
+use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
+use ca_a2a_flow_engine::{
+    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms,
+    resolve_inputs,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cli::{Cli, Command, GraphFormat, Output, StepsCommand};
+use crate::error::{CliError, exit};
+
+pub fn main(cli: Cli) -> i32 {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::STATE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => e.report(),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let registry = ca_a2a_flow_steps::registry();
+    let state = cli.state.clone();
+    let ttl = cli.lease_ttl;
+    match cli.command {
+        Command::Validate { file } => {
+            let wf = load_file(&file, &registry)?;
+            eprintln!("{}: valid ({} steps, {} inputs)", file.display(), wf.steps.len(), wf.inputs.len());
+            Ok(())
+        }
+        Command::Graph { file, format } => {
+            let wf = load_file(&file, &registry)?;
+            print!("{}", graph(&wf, format));
+            Ok(())
+        }
+        Command::Steps { what } => steps_command(&registry, what),
+        Command::Run { file, inputs, parallelism } => {
+            let wf = load_file(&file, &registry)?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let store = open_store(state.as_deref()).await?;
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            let run_id = engine.create(&wf, &inputs).await?;
+            drive(engine, renderer, &run_id, None, state.as_deref()).await
+        }
+        Command::Resume { run_id, accept_changes, parallelism } => {
+            let store = open_store(state.as_deref()).await?;
+            let run = store.run(&run_id).await?;
+            let redefine = changes(&run, &registry, accept_changes)?;
+            if run.status == RunStatus::Succeeded && redefine.is_none() {
+                eprintln!("run {run_id} already succeeded; nothing to do");
+                return Ok(());
+            }
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            drive(engine, renderer, &run_id, redefine, state.as_deref()).await
+        }
+        Command::Status { run_id, output } => {
+            let store = open_store(state.as_deref()).await?;
+            status(&store, &run_id, output).await
+        }
+        Command::List { output, limit } => {
+            let store = open_store(state.as_deref()).await?;
+            list(&store, output, limit).await
+        }
+        Command::Logs { run_id, step, follow } => {
+            let store = open_store(state.as_deref()).await?;
+            logs(&store, &run_id, step.as_deref(), follow).await
+        }
+        Command::Cancel { run_id } => {
+            let store = open_store(state.as_deref()).await?;
+            cancel(store, registry, &run_id, ttl).await
+        }
+    }
+}
+
+fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {
+    load(file, registry).map_err(CliError::Invalid)
+}
+
+/// The default state file: `$XDG_STATE_HOME/ca-a2a-flow/state.db`.
+fn default_state() -> String {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    base.join("ca-a2a-flow").join("state.db").display().to_string()
+}
+
+async fn open_store(state: Option<&str>) -> Result<AnyStore, CliError> {
+    let url = state.map(String::from).unwrap_or_else(default_state);
+    Ok(AnyStore::open(&url).await?)
+}
+
+fn engine(store: AnyStore, registry: Registry, parallelism: usize, ttl: Duration) -> (Engine<AnyStore>, tokio::task::JoinHandle<()>) {
+    let (observer, renderer) = crate::progress::start();
+    let config = EngineConfig { parallelism, lease_ttl: ttl, holder: Holder::this_process() };
+    (Engine::new(store, registry, config, observer), renderer)
+}
+
+fn resume_command(run_id: &str, state: Option<&str>) -> String {
+    match state {
+        Some(s) if std::env::var("CA_A2A_FLOW_STATE").ok().as_deref() != Some(s) => {
+            format!("ca-a2a-flow --state '{}' resume {run_id}", redact_url(s))
+        }
+        _ => format!("ca-a2a-flow resume {run_id}"),
+    }
+}
+
+/// Hides a password in a `postgres://user:password@host` URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Drives a run with SIGINT/SIGTERM handling, then turns its end into an exit.
+async fn drive(
+    engine: Engine<AnyStore>,
+    renderer: tokio::task::JoinHandle<()>,
+    run_id: &str,
+    redefine: Option<(Workflow, Vec<String>, Vec<String>)>,
+    state: Option<&str>,
+) -> Result<(), CliError> {
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)");
+        let _ = stop_tx.send(Some(Stop::Interrupt));
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(exit::INTERRUPTED);
+    });
+    let outcome = engine.drive(run_id, redefine, stop_rx).await;
+    signals.abort();
+    // The renderer ends once the engine (its only sender) is gone: let it print
+    // the last events before the summary.
+    drop(engine);
+    let _ = renderer.await;
+    let outcome = outcome?;
+    let resume = resume_command(run_id, state);
+    match outcome.status {
+        RunStatus::Succeeded => {
+            eprintln!("run {run_id} succeeded; `ca-a2a-flow status {run_id}` shows each step");
+            Ok(())
+        }
+        RunStatus::Interrupted => Err(CliError::Interrupted { run_id: run_id.into(), resume }),
+        RunStatus::Cancelled => Err(CliError::Cancelled { run_id: run_id.into() }),
+        _ => Err(CliError::RunFailed { run_id: run_id.into(), error: outcome.error.unwrap_or_default(), resume }),
+    }
+}
+
+/// For `resume`: compares the workflow file with the stored definition.
+fn changes(
+    run: &RunRecord,
+    registry: &Registry,
+    accept: bool,
+) -> Result<Option<(Workflow, Vec<String>, Vec<String>)>, CliError> {
+    let path = Path::new(&run.workflow_file);
+    if !path.exists() {
+        eprintln!("note: {} no longer exists; resuming with the definition stored in the run", path.display());
+        return Ok(None);
+    }
+    let current = load_file(path, registry)?;
+    let stored = &run.definition;
+    let mut changed = Vec::new();
+    let mut lines = Vec::new();
+    for step in &current.steps {
+        match stored.step(&step.id) {
+            None => {
+                changed.push(step.id.clone());
+                lines.push(format!("+ {} (new step, {})", step.id, step.source));
+            }
+            Some(old) if old.hash() != step.hash() => {
+                changed.push(step.id.clone());
+                lines.push(format!("~ {} (changed, {})", step.id, step.source));
+            }
+            Some(_) => {}
+        }
+    }
+    let removed: Vec<String> =
+        stored.steps.iter().filter(|s| current.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
+    lines.extend(removed.iter().map(|id| format!("- {id} (removed)")));
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    if !accept {
+        return Err(CliError::Changed { run_id: run.id.clone(), file: run.workflow_file.clone(), changes: lines });
+    }
+    let reset = current.with_dependents(&changed);
+    eprintln!("accepting changes: re-running {}", reset.join(", "));
+    Ok(Some((current, reset, removed)))
+}
+
+async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration) -> Result<(), CliError> {
+    let run = store.run(run_id).await?;
+    if run.status.is_terminal() {
+        eprintln!("run {run_id} already ended ({})", run.status);
+        return Ok(());
+    }
+    let live = run.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
+    store.request_cancel(run_id).await?;
+    if live {
+        eprintln!("cancel requested; the process driving run {run_id} stops it within a few seconds");
+        return Ok(());
+    }
+    // Nobody drives it: take the lease and record the cancellation ourselves.
+    let (observer, _) = crate::progress::start();
+    let config = EngineConfig { parallelism: 1, lease_ttl: ttl, holder: Holder::this_process() };
+    let engine = Engine::new(store, registry, config, observer);
+    let (_tx, rx) = watch::channel(Some(Stop::Cancel));
+    engine.drive(run_id, None, rx).await?;
+    eprintln!("run {run_id} cancelled");
+    Ok(())
+}
+
+fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), CliError> {
+    match what {
+        None => {
+            for name in registry.names() {
+                let doc = registry.get(name).expect("listed").doc();
+                println!("{name:<24} {}", doc.summary);
+            }
+            Ok(())
+        }
+        Some(StepsCommand::Describe { kind }) => {
+            let Some(k) = registry.get(&kind) else {
+                let names: Vec<&str> = registry.names().collect();
+                let hint = ca_a2a_flow_engine::diag::closest(&kind, names.iter().copied())
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                return Err(CliError::Usage(format!("unknown step kind `{kind}`{hint}; known: {}", names.join(", "))));
+            };
+            let doc = k.doc();
+            println!("{kind}: {}\n\nparameters:", doc.summary);
+            for (name, ty, desc) in &doc.params {
+                println!("  {name:<18} {ty:<9} {desc}");
+            }
+            if doc.params.is_empty() {
+                println!("  (none)");
+            }
+            println!("\noutputs:");
+            for (name, desc) in &doc.outputs {
+                println!("  {name:<18} {desc}");
+            }
+            if doc.outputs.is_empty() {
+                println!("  (none)");
+            }
+            println!("\nexample:\n{}", doc.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+            Ok(())
+        }
+    }
+}
+
+fn graph(wf: &Workflow, format: GraphFormat) -> String {
+    let mut out = String::new();
+    match format {
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart TD\n");
+            for s in &wf.steps {
+                out.push_str(&format!("  {}[\"{} ({})\"]\n", node_id(&s.id), s.id, s.uses));
+            }
+            for s in &wf.steps {
+                for n in &s.needs {
+                    out.push_str(&format!("  {} --> {}\n", node_id(n), node_id(&s.id)));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=TB;\n", wf.name));
+            for s in &wf.steps {
+                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"];\n", s.id, s.id, s.uses));
+            }
+            for s in &wf.steps {
+                for n in &s.needs {
+                    out.push_str(&format!("  \"{n}\" -> \"{}\";\n", s.id));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
+}
+
+/// Mermaid node ids cannot contain `-`.
+fn node_id(id: &str) -> String {
+    id.replace('-', "_")
+}
+
+fn step_duration(s: &StepRecord) -> Option<i64> {
+    let start = s.first_started_at?;
+    Some(s.finished_at.unwrap_or_else(now_ms) - start)
+}
+
+async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), CliError> {
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    let attempts = store.attempts(run_id).await?;
+    let max_attempts: BTreeMap<&str, u32> =
+        run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
+    if output == Output::Json {
+        let doc = json!({
+            "run": {
+                "id": run.id,
+                "workflow": run.workflow_name,
+                "file": run.workflow_file,
+                "status": run.status,
+                "error": run.error,
+                "created_at": run.created_at,
+                "finished_at": run.finished_at,
+                "inputs": run.inputs,
+                "lease": run.lease,
+            },
+            "steps": steps.iter().map(|s| json!({
+                "id": s.step_id,
+                "kind": s.kind,
+                "status": s.status,
+                "attempt": s.attempt,
+                "max_attempts": max_attempts.get(s.step_id.as_str()),
+                "started_at": s.first_started_at,
+                "finished_at": s.finished_at,
+                "duration_ms": step_duration(s),
+                "deadline_at": s.deadline_at,
+                "next_attempt_at": s.next_attempt_at,
+                "outputs": s.outputs,
+                "error": s.error,
+                "attempts": attempts.iter().filter(|a| a.step_id == s.step_id).map(|a| json!({
+                    "attempt": a.attempt,
+                    "outcome": a.outcome,
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "retry_delay_ms": a.retry_delay_ms,
+                    "error": a.error.as_ref().map(|e| &e.message),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        return Ok(());
+    }
+    let took = run.finished_at.unwrap_or_else(now_ms) - run.created_at;
+    println!("run      {}", run.id);
+    println!("workflow {} ({})", run.workflow_name, run.workflow_file);
+    println!("status   {}", run.status);
+    println!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
+    if let Some(l) = &run.lease {
+        if l.expires_at > now_ms() && !run.status.is_terminal() {
+            println!("driver   {l}");
+        }
+    }
+    if let Some(e) = &run.error {
+        println!("error    {e}");
+    }
+    println!();
+    println!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
+    for s in &steps {
+        let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
+        let note = match s.status {
+            StepStatus::Running => match s.deadline_at {
+                Some(d) => format!("deadline in {}", fmt_ms(d - now_ms())),
+                None => String::new(),
+            },
+            StepStatus::RetryWait => {
+                let next = s.next_attempt_at.map(|t| fmt_ms(t - now_ms())).unwrap_or_default();
+                format!("next attempt in {next}; last error: {}", s.error.as_ref().map(|e| first_line(&e.message)).unwrap_or(""))
+            }
+            _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
+        };
+        println!(
+            "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
+            s.step_id,
+            s.kind,
+            s.status.as_str(),
+            format!("{}/{}", s.attempt, max),
+            step_duration(s).map(fmt_ms).unwrap_or_default(),
+            note
+        );
+    }
+    Ok(())
+}
+
+async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliError> {
+    let runs = store.list_runs(limit).await?;
+    if output == Output::Json {
+        let doc: Vec<_> = runs
+            .iter()
+            .map(|r| json!({
+                "id": r.id,
+                "workflow": r.workflow_name,
+                "file": r.workflow_file,
+                "status": r.status,
+                "error": r.error,
+                "created_at": r.created_at,
+                "finished_at": r.finished_at,
+            }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        return Ok(());
+    }
+    if runs.is_empty() {
+        eprintln!("no runs yet; start one with `ca-a2a-flow run workflows/demo.yaml`");
+        return Ok(());
+    }
+    println!("{:<26} {:<16} {:<12} {:<21} {:>9}  {}", "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR");
+    for r in runs {
+        let took = r.finished_at.unwrap_or_else(now_ms) - r.created_at;
+        println!(
+            "{:<26} {:<16} {:<12} {:<21} {:>9}  {}",
+            r.id,
+            r.workflow_name,
+            r.status.as_str(),
+            format_timestamp(r.created_at),
+            fmt_ms(took),
+            r.error.as_deref().map(first_line).unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) -> Result<(), CliError> {
+    store.run(run_id).await?;
+    let mut after = 0;
+    loop {
+        let batch: Vec<EventRecord> = store.events(run_id, step, after, 1000).await?;
+        for e in &batch {
+            let who = e.step_id.as_deref().unwrap_or("run");
+            println!("{} {:<8} {:<20} {}", format_timestamp(e.at), e.level, who, e.message);
+            after = e.id;
+        }
+        if batch.len() == 1000 {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        let run = store.run(run_id).await?;
+        if run.status.is_terminal() || run.status == RunStatus::Interrupted {
+            // One last read for events written while we looked.
+            if store.events(run_id, step, after, 1).await?.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn fmt_ms(ms: i64) -> String {
+    fmt_duration(Duration::from_millis(ms.max(0) as u64))
+}
+
+fn ago(t: i64) -> String {
+    fmt_ms(now_ms() - t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_password_never_appears_in_the_resume_command() {
+        assert_eq!(redact_url("postgres://flow:s3cret@db:5432/state"), "postgres://flow:***@db:5432/state");
+        assert_eq!(redact_url("/tmp/state.db"), "/tmp/state.db");
+    }
+}
