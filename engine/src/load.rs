@@ -40,6 +40,7 @@ struct RawStep {
     file: PathBuf,
     id_loc: Loc,
     uses_loc: Loc,
+    with_key_loc: Option<Loc>,
     with: Option<Node>,
     needs: Vec<(String, Loc)>,
 }
@@ -95,6 +96,11 @@ impl Loader<'_> {
             self.err(path, doc.loc, format!("a workflow file is a mapping with `name` and `steps`, found {}", doc.type_name()));
             return None;
         }
+        let mut dups = Vec::new();
+        yaml::duplicate_keys(&doc, &mut dups);
+        for (key, loc, first) in dups {
+            self.err(path, loc, format!("duplicate key `{key}` (first at line {}, column {})", first.line, first.col));
+        }
         self.check_keys(path, &doc, TOP_KEYS, "workflow");
 
         let name = match doc.get("name") {
@@ -143,11 +149,7 @@ impl Loader<'_> {
 
     fn check_keys(&mut self, file: &Path, node: &Node, allowed: &[&str], what: &str) {
         let Some(entries) = node.as_map() else { return };
-        let mut seen: BTreeMap<&str, Loc> = BTreeMap::new();
         for (Key { name, loc }, _) in entries {
-            if let Some(first) = seen.insert(name, *loc) {
-                self.err(file, *loc, format!("duplicate key `{name}` (first at line {})", first.line));
-            }
             if !allowed.contains(&name.as_str()) {
                 let hint = match closest(name, allowed.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
@@ -179,6 +181,10 @@ impl Loader<'_> {
     }
 
     fn duration(&mut self, file: &Path, node: &Node, what: &str) -> Option<Duration> {
+        if let Value::Int(n) = node.value {
+            self.err_hint(file, node.loc, format!("{what}: `{n}` has no unit"), format!("write {n}s, {n}m or {n}h"));
+            return None;
+        }
         let text = self.string(file, node, what)?;
         match crate::duration::parse(&text) {
             Ok(d) if d.is_zero() => {
@@ -342,6 +348,7 @@ impl Loader<'_> {
             file: file.to_path_buf(),
             id_loc,
             uses_loc,
+            with_key_loc: node.key_loc("with"),
             with,
             needs,
         });
@@ -380,8 +387,16 @@ impl Loader<'_> {
                 let with_node = s.with.clone().unwrap_or(Node { value: Value::Map(Vec::new()), loc: s.uses_loc });
                 for p in kind.validate(&s.def.with) {
                     let mut loc = with_node.lookup(&p.path).loc;
+                    if p.path.is_empty() {
+                        // A missing parameter: point at `with:` (or the step's kind).
+                        loc = s.with_key_loc.unwrap_or(s.uses_loc);
+                    }
                     if let Some(field) = unknown_field(&p.message) {
-                        loc = with_node.lookup(&p.path).key_loc(field).unwrap_or(loc);
+                        let parent = match p.path.last() {
+                            Some(last) if last == field => &p.path[..p.path.len() - 1],
+                            _ => &p.path[..],
+                        };
+                        loc = with_node.lookup(parent).key_loc(field).unwrap_or(loc);
                     }
                     let at = if p.path.is_empty() { String::new() } else { format!(" `{}`", p.path.join(".")) };
                     diags.push(

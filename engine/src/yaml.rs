@@ -142,14 +142,41 @@ pub fn parse(text: &str) -> Result<Node, (String, Loc)> {
     if text.trim().is_empty() {
         return Ok(Node { value: Value::Null, loc: Loc::new(1, 1) });
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| {
+    // Repeated keys reach our visitor, so they are reported with every other
+    // problem (see `duplicate_keys`) instead of stopping the parse.
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let loc = e.location().map(|l| Loc::from_saphyr(&l)).unwrap_or_default();
-        // The first line of the library's message is the reason; the rest is a
-        // rendered snippet that we render ourselves.
-        let message = e.to_string();
-        let reason = message.lines().next().unwrap_or("invalid YAML").to_string();
-        (reason, loc)
+        (reason_of(&e.to_string()), loc)
     })
+}
+
+/// The library's message without its `error: line L column C:` prefix and the
+/// snippet it renders (we render our own).
+fn reason_of(message: &str) -> String {
+    let first = message.lines().next().unwrap_or("invalid YAML");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, reason)) if position.contains("column") => reason.to_string(),
+        _ => first.to_string(),
+    }
+}
+
+/// Every key that repeats within its mapping: (key, location, first location).
+pub fn duplicate_keys(node: &Node, out: &mut Vec<(String, Loc, Loc)>) {
+    match &node.value {
+        Value::Map(entries) => {
+            for (i, (key, value)) in entries.iter().enumerate() {
+                if let Some((first, _)) = entries[..i].iter().find(|(k, _)| k.name == key.name) {
+                    out.push((key.name.clone(), key.loc, first.loc));
+                }
+                duplicate_keys(value, out);
+            }
+        }
+        Value::Seq(items) => items.iter().for_each(|n| duplicate_keys(n, out)),
+        _ => {}
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {
@@ -237,6 +264,19 @@ mod tests {
     fn a_syntax_error_carries_its_location() {
         let (_, loc) = parse("name: demo\nsteps: [a, b\n").unwrap_err();
         assert!(loc.line >= 2, "got {loc}");
+    }
+
+    #[test]
+    fn repeated_keys_are_reported_with_both_places() {
+        let doc = parse("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n").unwrap();
+        let mut dups = Vec::new();
+        duplicate_keys(&doc, &mut dups);
+        assert_eq!(dups, vec![("c".into(), Loc::new(4, 3), Loc::new(3, 3)), ("a".into(), Loc::new(5, 1), Loc::new(1, 1))]);
+    }
+
+    #[test]
+    fn syntax_messages_lose_the_library_position_prefix() {
+        assert_eq!(reason_of("error: line 6 column 11: unclosed bracket '{'\n  --> snippet"), "unclosed bracket '{'");
     }
 
     #[test]
