@@ -8,8 +8,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms,
-    resolve_inputs,
+    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp,
+    load, now_ms, resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -19,7 +19,10 @@ use crate::error::{CliError, exit};
 
 pub fn main(cli: Cli) -> i32 {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -35,7 +38,10 @@ pub fn main(cli: Cli) -> i32 {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -45,7 +51,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Validate { file } => {
             let wf = load_file(&file, &registry)?;
-            eprintln!("{}: valid ({} steps, {} inputs)", file.display(), wf.steps.len(), wf.inputs.len());
+            eprintln!(
+                "{}: valid ({} steps, {} inputs)",
+                file.display(),
+                wf.steps.len(),
+                wf.inputs.len()
+            );
             Ok(())
         }
         Command::Graph { file, format } => {
@@ -54,15 +65,24 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Steps { what } => steps_command(&registry, what),
-        Command::Run { file, inputs, parallelism } => {
+        Command::Run {
+            file,
+            inputs,
+            parallelism,
+        } => {
             let wf = load_file(&file, &registry)?;
-            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let inputs = resolve_inputs(&wf, &inputs)
+                .map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
             let store = open_store(state.as_deref()).await?;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
         }
-        Command::Resume { run_id, accept_changes, parallelism } => {
+        Command::Resume {
+            run_id,
+            accept_changes,
+            parallelism,
+        } => {
             let store = open_store(state.as_deref()).await?;
             let run = store.run(&run_id).await?;
             let redefine = changes(&run, &registry, accept_changes)?;
@@ -81,7 +101,11 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let store = open_store(state.as_deref()).await?;
             list(&store, output, limit).await
         }
-        Command::Logs { run_id, step, follow } => {
+        Command::Logs {
+            run_id,
+            step,
+            follow,
+        } => {
             let store = open_store(state.as_deref()).await?;
             logs(&store, &run_id, step.as_deref(), follow).await
         }
@@ -102,7 +126,10 @@ fn default_state() -> String {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    base.join("ca-a2a-flow").join("state.db").display().to_string()
+    base.join("ca-a2a-flow")
+        .join("state.db")
+        .display()
+        .to_string()
 }
 
 async fn open_store(state: Option<&str>) -> Result<AnyStore, CliError> {
@@ -110,9 +137,18 @@ async fn open_store(state: Option<&str>) -> Result<AnyStore, CliError> {
     Ok(AnyStore::open(&url).await?)
 }
 
-fn engine(store: AnyStore, registry: Registry, parallelism: usize, ttl: Duration) -> (Engine<AnyStore>, tokio::task::JoinHandle<()>) {
+fn engine(
+    store: AnyStore,
+    registry: Registry,
+    parallelism: usize,
+    ttl: Duration,
+) -> (Engine<AnyStore>, tokio::task::JoinHandle<()>) {
     let (observer, renderer) = crate::progress::start();
-    let config = EngineConfig { parallelism, lease_ttl: ttl, holder: Holder::this_process() };
+    let config = EngineConfig {
+        parallelism,
+        lease_ttl: ttl,
+        holder: Holder::this_process(),
+    };
     (Engine::new(store, registry, config, observer), renderer)
 }
 
@@ -150,11 +186,16 @@ async fn drive(
     let (stop_tx, stop_rx) = watch::channel(None);
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!("\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)");
+        eprintln!(
+            "\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)"
+        );
         let _ = stop_tx.send(Some(Stop::Interrupt));
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(exit::INTERRUPTED);
@@ -172,9 +213,18 @@ async fn drive(
             eprintln!("run {run_id} succeeded; `ca-a2a-flow status {run_id}` shows each step");
             Ok(())
         }
-        RunStatus::Interrupted => Err(CliError::Interrupted { run_id: run_id.into(), resume }),
-        RunStatus::Cancelled => Err(CliError::Cancelled { run_id: run_id.into() }),
-        _ => Err(CliError::RunFailed { run_id: run_id.into(), error: outcome.error.unwrap_or_default(), resume }),
+        RunStatus::Interrupted => Err(CliError::Interrupted {
+            run_id: run_id.into(),
+            resume,
+        }),
+        RunStatus::Cancelled => Err(CliError::Cancelled {
+            run_id: run_id.into(),
+        }),
+        _ => Err(CliError::RunFailed {
+            run_id: run_id.into(),
+            error: outcome.error.unwrap_or_default(),
+            resume,
+        }),
     }
 }
 
@@ -186,7 +236,10 @@ fn changes(
 ) -> Result<Option<(Workflow, Vec<String>, Vec<String>)>, CliError> {
     let path = Path::new(&run.workflow_file);
     if !path.exists() {
-        eprintln!("note: {} no longer exists; resuming with the definition stored in the run", path.display());
+        eprintln!(
+            "note: {} no longer exists; resuming with the definition stored in the run",
+            path.display()
+        );
         return Ok(None);
     }
     let current = load_file(path, registry)?;
@@ -206,21 +259,34 @@ fn changes(
             Some(_) => {}
         }
     }
-    let removed: Vec<String> =
-        stored.steps.iter().filter(|s| current.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
+    let removed: Vec<String> = stored
+        .steps
+        .iter()
+        .filter(|s| current.step(&s.id).is_none())
+        .map(|s| s.id.clone())
+        .collect();
     lines.extend(removed.iter().map(|id| format!("- {id} (removed)")));
     if lines.is_empty() {
         return Ok(None);
     }
     if !accept {
-        return Err(CliError::Changed { run_id: run.id.clone(), file: run.workflow_file.clone(), changes: lines });
+        return Err(CliError::Changed {
+            run_id: run.id.clone(),
+            file: run.workflow_file.clone(),
+            changes: lines,
+        });
     }
     let reset = current.with_dependents(&changed);
     eprintln!("accepting changes: re-running {}", reset.join(", "));
     Ok(Some((current, reset, removed)))
 }
 
-async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration) -> Result<(), CliError> {
+async fn cancel(
+    store: AnyStore,
+    registry: Registry,
+    run_id: &str,
+    ttl: Duration,
+) -> Result<(), CliError> {
     let run = store.run(run_id).await?;
     if run.status.is_terminal() {
         eprintln!("run {run_id} already ended ({})", run.status);
@@ -229,12 +295,18 @@ async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration
     let live = run.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
     store.request_cancel(run_id).await?;
     if live {
-        eprintln!("cancel requested; the process driving run {run_id} stops it within a few seconds");
+        eprintln!(
+            "cancel requested; the process driving run {run_id} stops it within a few seconds"
+        );
         return Ok(());
     }
     // Nobody drives it: take the lease and record the cancellation ourselves.
     let (observer, _) = crate::progress::start();
-    let config = EngineConfig { parallelism: 1, lease_ttl: ttl, holder: Holder::this_process() };
+    let config = EngineConfig {
+        parallelism: 1,
+        lease_ttl: ttl,
+        holder: Holder::this_process(),
+    };
     let engine = Engine::new(store, registry, config, observer);
     let (_tx, rx) = watch::channel(Some(Stop::Cancel));
     engine.drive(run_id, None, rx).await?;
@@ -257,7 +329,10 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
                 let hint = ca_a2a_flow_engine::diag::closest(&kind, names.iter().copied())
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
-                return Err(CliError::Usage(format!("unknown step kind `{kind}`{hint}; known: {}", names.join(", "))));
+                return Err(CliError::Usage(format!(
+                    "unknown step kind `{kind}`{hint}; known: {}",
+                    names.join(", ")
+                )));
             };
             let doc = k.doc();
             println!("{kind}: {}\n\nparameters:", doc.summary);
@@ -274,7 +349,14 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
             if doc.outputs.is_empty() {
                 println!("  (none)");
             }
-            println!("\nexample:\n{}", doc.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+            println!(
+                "\nexample:\n{}",
+                doc.example
+                    .lines()
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             Ok(())
         }
     }
@@ -286,7 +368,12 @@ fn graph(wf: &Workflow, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for s in &wf.steps {
-                out.push_str(&format!("  {}[\"{} ({})\"]\n", node_id(&s.id), s.id, s.uses));
+                out.push_str(&format!(
+                    "  {}[\"{} ({})\"]\n",
+                    node_id(&s.id),
+                    s.id,
+                    s.uses
+                ));
             }
             for s in &wf.steps {
                 for n in &s.needs {
@@ -297,7 +384,10 @@ fn graph(wf: &Workflow, format: GraphFormat) -> String {
         GraphFormat::Dot => {
             out.push_str(&format!("digraph \"{}\" {{\n  rankdir=TB;\n", wf.name));
             for s in &wf.steps {
-                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"];\n", s.id, s.id, s.uses));
+                out.push_str(&format!(
+                    "  \"{}\" [label=\"{}\\n{}\"];\n",
+                    s.id, s.id, s.uses
+                ));
             }
             for s in &wf.steps {
                 for n in &s.needs {
@@ -324,8 +414,12 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     let attempts = store.attempts(run_id).await?;
-    let max_attempts: BTreeMap<&str, u32> =
-        run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
+    let max_attempts: BTreeMap<&str, u32> = run
+        .definition
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.retry.max_attempts))
+        .collect();
     if output == Output::Json {
         let doc = json!({
             "run": {
@@ -369,7 +463,12 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     println!("run      {}", run.id);
     println!("workflow {} ({})", run.workflow_name, run.workflow_file);
     println!("status   {}", run.status);
-    println!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
+    println!(
+        "started  {} ({} ago, ran {})",
+        format_timestamp(run.created_at),
+        ago(run.created_at),
+        fmt_ms(took)
+    );
     if let Some(l) = &run.lease {
         if l.expires_at > now_ms() && !run.status.is_terminal() {
             println!("driver   {l}");
@@ -379,7 +478,10 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
         println!("error    {e}");
     }
     println!();
-    println!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
+    println!(
+        "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
+        "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE"
+    );
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
@@ -388,10 +490,23 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                 None => String::new(),
             },
             StepStatus::RetryWait => {
-                let next = s.next_attempt_at.map(|t| fmt_ms(t - now_ms())).unwrap_or_default();
-                format!("next attempt in {next}; last error: {}", s.error.as_ref().map(|e| first_line(&e.message)).unwrap_or(""))
+                let next = s
+                    .next_attempt_at
+                    .map(|t| fmt_ms(t - now_ms()))
+                    .unwrap_or_default();
+                format!(
+                    "next attempt in {next}; last error: {}",
+                    s.error
+                        .as_ref()
+                        .map(|e| first_line(&e.message))
+                        .unwrap_or("")
+                )
             }
-            _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
+            _ => s
+                .error
+                .as_ref()
+                .map(|e| first_line(&e.message).to_string())
+                .unwrap_or_default(),
         };
         println!(
             "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
@@ -411,15 +526,17 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
     if output == Output::Json {
         let doc: Vec<_> = runs
             .iter()
-            .map(|r| json!({
-                "id": r.id,
-                "workflow": r.workflow_name,
-                "file": r.workflow_file,
-                "status": r.status,
-                "error": r.error,
-                "created_at": r.created_at,
-                "finished_at": r.finished_at,
-            }))
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "workflow": r.workflow_name,
+                    "file": r.workflow_file,
+                    "status": r.status,
+                    "error": r.error,
+                    "created_at": r.created_at,
+                    "finished_at": r.finished_at,
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         return Ok(());
@@ -428,7 +545,10 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
         eprintln!("no runs yet; start one with `ca-a2a-flow run workflows/demo.yaml`");
         return Ok(());
     }
-    println!("{:<26} {:<16} {:<12} {:<21} {:>9}  {}", "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR");
+    println!(
+        "{:<26} {:<16} {:<12} {:<21} {:>9}  {}",
+        "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR"
+    );
     for r in runs {
         let took = r.finished_at.unwrap_or_else(now_ms) - r.created_at;
         println!(
@@ -444,14 +564,25 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
     Ok(())
 }
 
-async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) -> Result<(), CliError> {
+async fn logs(
+    store: &AnyStore,
+    run_id: &str,
+    step: Option<&str>,
+    follow: bool,
+) -> Result<(), CliError> {
     store.run(run_id).await?;
     let mut after = 0;
     loop {
         let batch: Vec<EventRecord> = store.events(run_id, step, after, 1000).await?;
         for e in &batch {
             let who = e.step_id.as_deref().unwrap_or("run");
-            println!("{} {:<8} {:<20} {}", format_timestamp(e.at), e.level, who, e.message);
+            println!(
+                "{} {:<8} {:<20} {}",
+                format_timestamp(e.at),
+                e.level,
+                who,
+                e.message
+            );
             after = e.id;
         }
         if batch.len() == 1000 {
@@ -490,7 +621,10 @@ mod tests {
 
     #[test]
     fn a_postgres_password_never_appears_in_the_resume_command() {
-        assert_eq!(redact_url("postgres://flow:s3cret@db:5432/state"), "postgres://flow:***@db:5432/state");
+        assert_eq!(
+            redact_url("postgres://flow:s3cret@db:5432/state"),
+            "postgres://flow:***@db:5432/state"
+        );
         assert_eq!(redact_url("/tmp/state.db"), "/tmp/state.db");
     }
 }

@@ -33,13 +33,21 @@ pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("run {run_id} failed: {error}")]
-    RunFailed { run_id: String, error: String, resume: String },
+    RunFailed {
+        run_id: String,
+        error: String,
+        resume: String,
+    },
     #[error("run {run_id} was cancelled")]
     Cancelled { run_id: String },
     #[error("run {run_id} was interrupted")]
     Interrupted { run_id: String, resume: String },
     #[error("the workflow file changed since run {run_id} started")]
-    Changed { run_id: String, file: String, changes: Vec<String> },
+    Changed {
+        run_id: String,
+        file: String,
+        changes: Vec<String>,
+    },
 }
 
 impl CliError {
@@ -51,7 +59,9 @@ impl CliError {
                 exit::INVALID
             }
             CliError::Inputs(msg) => {
-                eprintln!("error: {msg}\n  = hint: inputs are declared under `inputs:` in the workflow; pass them with --input NAME=VALUE");
+                eprintln!(
+                    "error: {msg}\n  = hint: inputs are declared under `inputs:` in the workflow; pass them with --input NAME=VALUE"
+                );
                 exit::INVALID
             }
             CliError::Usage(msg) => {
@@ -68,9 +78,15 @@ impl CliError {
                 eprintln!("error: {e}");
                 exit::STATE
             }
-            CliError::RunFailed { run_id, error, resume } => {
+            CliError::RunFailed {
+                run_id,
+                error,
+                resume,
+            } => {
                 eprintln!("error: run {run_id} failed: {error}");
-                eprintln!("  = hint: `ca-a2a-flow status {run_id}` and `ca-a2a-flow logs {run_id}` show what happened; fix the cause, then `{resume}`");
+                eprintln!(
+                    "  = hint: `ca-a2a-flow status {run_id}` and `ca-a2a-flow logs {run_id}` show what happened; fix the cause, then `{resume}`"
+                );
                 exit::RUN_FAILED
             }
             CliError::Cancelled { run_id } => {
@@ -81,12 +97,18 @@ impl CliError {
                 eprintln!("run {run_id} interrupted; nothing is lost. Resume it with:\n  {resume}");
                 exit::INTERRUPTED
             }
-            CliError::Changed { run_id, file, changes } => {
+            CliError::Changed {
+                run_id,
+                file,
+                changes,
+            } => {
                 eprintln!("error: {file} changed since run {run_id} started; these steps differ:");
                 for c in changes {
                     eprintln!("  {c}");
                 }
-                eprintln!("  = hint: `ca-a2a-flow resume {run_id} --accept-changes` re-runs them and the steps that depend on them; or restore the file");
+                eprintln!(
+                    "  = hint: `ca-a2a-flow resume {run_id} --accept-changes` re-runs them and the steps that depend on them; or restore the file"
+                );
                 exit::CHANGED
             }
         }
@@ -97,12 +119,16 @@ fn report_store(e: &StoreError) -> i32 {
     match e {
         StoreError::LeaseHeld { run, holder } => {
             eprintln!("error: run {run} is being driven by another process: {holder}");
-            eprintln!("  = hint: wait for it (`ca-a2a-flow status {run}`), stop it (`ca-a2a-flow cancel {run}`), or if that process is dead, resume again once its lease expires");
+            eprintln!(
+                "  = hint: wait for it (`ca-a2a-flow status {run}`), stop it (`ca-a2a-flow cancel {run}`), or if that process is dead, resume again once its lease expires"
+            );
             exit::HELD
         }
         StoreError::RunNotFound(run) => {
             eprintln!("error: no run `{run}` in this state store");
-            eprintln!("  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere");
+            eprintln!(
+                "  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere"
+            );
             exit::INVALID
         }
         StoreError::Fenced { run, .. } => {
@@ -112,7 +138,9 @@ fn report_store(e: &StoreError) -> i32 {
         }
         other => {
             eprintln!("error: {other}");
-            eprintln!("  = hint: check --state / CA_A2A_FLOW_STATE (a SQLite path or a postgres:// URL) and that the database is reachable");
+            eprintln!(
+                "  = hint: check --state / CA_A2A_FLOW_STATE (a SQLite path or a postgres:// URL) and that the database is reachable"
+            );
             exit::STATE
         }
     }

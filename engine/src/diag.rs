@@ -15,7 +15,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &Path, loc: Loc, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), loc, message: message.into(), hint: None }
+        Self {
+            file: file.to_path_buf(),
+            loc,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -25,15 +30,24 @@ impl Diagnostic {
 
     /// `path:line:col: error: message`, the offending line, a caret, and the hint.
     pub fn render(&self) -> String {
-        let mut out = format!("{}:{}: error: {}\n", self.file.display(), self.loc, self.message);
+        let mut out = format!(
+            "{}:{}: error: {}\n",
+            self.file.display(),
+            self.loc,
+            self.message
+        );
         if self.loc.line > 0 {
             if let Ok(text) = std::fs::read_to_string(&self.file) {
                 if let Some(line) = text.lines().nth(self.loc.line as usize - 1) {
                     let gutter = self.loc.line.to_string();
                     let pad = " ".repeat(gutter.len());
                     let col = (self.loc.col.max(1) - 1) as usize;
-                    let width = line.chars().skip(col).take_while(|c| !c.is_whitespace() && *c != ':').count().max(1);
-                    out.push_str(&format!("{pad} |\n{gutter} | {line}\n{pad} | {}{}\n", " ".repeat(col), "^".repeat(width)));
+                    let width = underline_width(line, col);
+                    out.push_str(&format!(
+                        "{pad} |\n{gutter} | {line}\n{pad} | {}{}\n",
+                        " ".repeat(col),
+                        "^".repeat(width)
+                    ));
                 }
             }
         }
@@ -47,6 +61,21 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: {}", self.file.display(), self.loc, self.message)
+    }
+}
+
+/// How many characters of `line` from `col` make the offending token: a
+/// quoted string whole, otherwise up to a space or YAML punctuation.
+fn underline_width(line: &str, col: usize) -> usize {
+    let mut chars = line.chars().skip(col);
+    match chars.next() {
+        Some(q @ ('"' | '\'')) => 2 + chars.take_while(|c| *c != q).count(),
+        Some(_) => {
+            1 + chars
+                .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | ']' | '}'))
+                .count()
+        }
+        None => 1,
     }
 }
 
@@ -65,13 +94,17 @@ impl Diagnostics {
         self.0.len()
     }
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| (&a.file, a.loc).cmp(&(&b.file, b.loc)));
+        self.0
+            .sort_by(|a, b| (&a.file, a.loc).cmp(&(&b.file, b.loc)));
         self.0.dedup();
     }
     pub fn render(&self) -> String {
         let mut out: String = self.0.iter().map(|d| d.render() + "\n").collect();
         let n = self.0.len();
-        out.push_str(&format!("{n} problem{} found; nothing was run.\n", if n == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "{n} problem{} found; nothing was run.\n",
+            if n == 1 { "" } else { "s" }
+        ));
         out
     }
 }
@@ -101,7 +134,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -113,9 +148,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_underline_covers_the_token_and_no_punctuation() {
+        assert_eq!(underline_width("    needs: [ghost]", 12), 5);
+        assert_eq!(underline_width(r#"    run: "echo ${{ x }}" # c"#, 9), 15);
+        assert_eq!(underline_width("a", 5), 1);
+    }
+
+    #[test]
     fn suggests_the_closest_name_for_a_typo() {
-        assert_eq!(closest("shel", ["shell", "sleep", "wait.http"]), Some("shell"));
-        assert_eq!(closest("wait.htp", ["shell", "sleep", "wait.http"]), Some("wait.http"));
+        assert_eq!(
+            closest("shel", ["shell", "sleep", "wait.http"]),
+            Some("shell")
+        );
+        assert_eq!(
+            closest("wait.htp", ["shell", "sleep", "wait.http"]),
+            Some("wait.http")
+        );
         assert_eq!(closest("kubernetes", ["shell", "sleep"]), None);
     }
 }

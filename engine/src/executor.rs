@@ -27,7 +27,9 @@ use crate::template::Scope;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("run `{run}`: lease lost to another process; this process stopped without further writes")]
+    #[error(
+        "run `{run}`: lease lost to another process; this process stopped without further writes"
+    )]
     LeaseLost { run: String },
     #[error("run `{run}` was defined with kind `{kind}`, which this build does not know")]
     UnknownKind { run: String, kind: String },
@@ -36,16 +38,56 @@ pub enum EngineError {
 /// What the engine reports while it works (for the terminal and tests).
 #[derive(Debug, Clone)]
 pub enum Event {
-    RunStarted { run_id: String, name: String, steps: usize, resumed: bool },
-    StepStarted { step: String, kind: String, attempt: u32, max_attempts: u32, attempt_deadline: Duration, step_deadline: Duration },
-    StepProgress { step: String, message: String },
-    StepLog { step: String, line: String },
-    StepSucceeded { step: String, attempt: u32, elapsed: Duration },
-    StepRetrying { step: String, attempt: u32, delay: Duration, error: StepError },
-    StepFailed { step: String, attempt: u32, error: StepError },
-    StepBlocked { step: String, by: String },
-    StepInterrupted { step: String },
-    RunFinished { run_id: String, status: RunStatus, error: Option<String> },
+    RunStarted {
+        run_id: String,
+        name: String,
+        steps: usize,
+        resumed: bool,
+    },
+    StepStarted {
+        step: String,
+        kind: String,
+        attempt: u32,
+        max_attempts: u32,
+        attempt_deadline: Duration,
+        step_deadline: Duration,
+    },
+    StepProgress {
+        step: String,
+        message: String,
+    },
+    StepLog {
+        step: String,
+        line: String,
+    },
+    StepSucceeded {
+        step: String,
+        attempt: u32,
+        elapsed: Duration,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        delay: Duration,
+        error: StepError,
+    },
+    StepFailed {
+        step: String,
+        attempt: u32,
+        error: StepError,
+    },
+    StepBlocked {
+        step: String,
+        by: String,
+    },
+    StepInterrupted {
+        step: String,
+    },
+    RunFinished {
+        run_id: String,
+        status: RunStatus,
+        error: Option<String>,
+    },
 }
 
 pub type Observer = Arc<dyn Fn(Event) + Send + Sync>;
@@ -68,7 +110,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { parallelism: 8, lease_ttl: Duration::from_secs(30), holder: Holder::this_process() }
+        Self {
+            parallelism: 8,
+            lease_ttl: Duration::from_secs(30),
+            holder: Holder::this_process(),
+        }
     }
 }
 
@@ -93,7 +139,13 @@ pub fn new_run_id() -> String {
     let secs = ms / 1000;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    format!("r-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:04x}", tod / 3600, (tod % 3600) / 60, tod % 60, fastrand::u16(..))
+    format!(
+        "r-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:04x}",
+        tod / 3600,
+        (tod % 3600) / 60,
+        tod % 60,
+        fastrand::u16(..)
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -112,8 +164,13 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Test hook: `CA_A2A_FLOW_FAILPOINT=after_start:b,before_commit:c` makes the
 /// process SIGKILL itself at that point of that step, to prove crash recovery.
 fn failpoint(point: &str, step: &str) {
-    let Ok(spec) = std::env::var("CA_A2A_FLOW_FAILPOINT") else { return };
-    if spec.split(',').any(|p| p.trim() == format!("{point}:{step}")) {
+    let Ok(spec) = std::env::var("CA_A2A_FLOW_FAILPOINT") else {
+        return;
+    };
+    if spec
+        .split(',')
+        .any(|p| p.trim() == format!("{point}:{step}"))
+    {
         tracing::warn!(point, step, "failpoint reached: killing this process");
         // SAFETY: getpid and kill have no memory-safety preconditions.
         unsafe {
@@ -154,7 +211,12 @@ struct Shared<S: Store> {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, registry: Registry, config: EngineConfig, observer: Observer) -> Self {
-        Self { store, registry, config, observer }
+        Self {
+            store,
+            registry,
+            config,
+            observer,
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -162,9 +224,20 @@ impl<S: Store> Engine<S> {
     }
 
     /// Records a new run (its definition, inputs and per-step hashes); runs nothing.
-    pub async fn create(&self, workflow: &Workflow, inputs: &BTreeMap<String, Json>) -> Result<String, EngineError> {
+    pub async fn create(
+        &self,
+        workflow: &Workflow,
+        inputs: &BTreeMap<String, Json>,
+    ) -> Result<String, EngineError> {
         let id = new_run_id();
-        self.store.create_run(NewRun { id: &id, workflow, inputs, now: crate::now_ms() }).await?;
+        self.store
+            .create_run(NewRun {
+                id: &id,
+                workflow,
+                inputs,
+                now: crate::now_ms(),
+            })
+            .await?;
         Ok(id)
     }
 
@@ -180,7 +253,20 @@ impl<S: Store> Engine<S> {
         let before = self.store.run(run_id).await?;
         let ttl_ms = self.config.lease_ttl.as_millis() as i64;
         let now = crate::now_ms();
-        let generation = self.store.acquire(run_id, &self.config.holder, ttl_ms, now).await?;
+        let generation = match self
+            .store
+            .acquire(run_id, &self.config.holder, ttl_ms, now)
+            .await
+        {
+            Err(StoreError::LeaseHeld { holder, .. }) if holder.holder_is_gone() => {
+                tracing::info!(owner = %holder.owner, "the previous holder's process is gone; taking the run over");
+                self.store.break_lease(run_id, &holder.owner).await?;
+                self.store
+                    .acquire(run_id, &self.config.holder, ttl_ms, now)
+                    .await?
+            }
+            other => other?,
+        };
         let resumed = before.status != RunStatus::Pending;
         let outage_ms = match (resumed, before.heartbeat_at) {
             (true, Some(h)) => (now - h).max(0),
@@ -188,7 +274,11 @@ impl<S: Store> Engine<S> {
         };
         let mut writes = Vec::new();
         if let Some((definition, reset, removed)) = redefine {
-            writes.push(Write::Redefine { definition: Box::new(definition), reset, removed });
+            writes.push(Write::Redefine {
+                definition: Box::new(definition),
+                reset,
+                removed,
+            });
         }
         writes.push(Write::Recover { at: now, outage_ms });
         writes.push(Write::Event {
@@ -206,7 +296,10 @@ impl<S: Store> Engine<S> {
         let run = self.store.run(run_id).await?;
         for step in &run.definition.steps {
             if self.registry.get(&step.uses).is_none() {
-                return Err(EngineError::UnknownKind { run: run_id.into(), kind: step.uses.clone() });
+                return Err(EngineError::UnknownKind {
+                    run: run_id.into(),
+                    kind: step.uses.clone(),
+                });
             }
         }
         (self.observer)(Event::RunStarted {
@@ -252,14 +345,25 @@ impl<S: Store> Engine<S> {
 
         // Step logs are written in batches, outside the fenced state writes.
         let (log_tx, log_rx) = mpsc::unbounded_channel::<(String, Report)>();
-        let log_writer = tokio::spawn(write_logs(self.store.clone(), run_id.to_string(), log_rx, self.observer.clone()));
+        let log_writer = tokio::spawn(write_logs(
+            self.store.clone(),
+            run_id.to_string(),
+            log_rx,
+            self.observer.clone(),
+        ));
         let sink: ReportSink = Arc::new(move |step: &str, report: Report| {
             let _ = log_tx.send((step.to_string(), report));
         });
 
         let workflow_dir = PathBuf::from(&run.workflow_file)
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
             .unwrap_or_else(|| PathBuf::from("."));
         let shared = Arc::new(Shared {
             store: self.store.clone(),
@@ -275,7 +379,9 @@ impl<S: Store> Engine<S> {
             sink,
         });
 
-        let result = self.schedule(&shared, &mut stop, &mut cancel_rx, &mut lost_rx).await;
+        let result = self
+            .schedule(&shared, &mut stop, &mut cancel_rx, &mut lost_rx)
+            .await;
         heartbeat.abort();
         drop(shared);
         let _ = log_writer.await;
@@ -310,7 +416,12 @@ impl<S: Store> Engine<S> {
             }
             states.insert(
                 rec.step_id.clone(),
-                StepState { status: rec.status, attempt: rec.attempt, deadline_at: rec.deadline_at, next_attempt_at: rec.next_attempt_at },
+                StepState {
+                    status: rec.status,
+                    attempt: rec.attempt,
+                    deadline_at: rec.deadline_at,
+                    next_attempt_at: rec.next_attempt_at,
+                },
             );
         }
         let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
@@ -319,6 +430,9 @@ impl<S: Store> Engine<S> {
         let mut stopped: Option<Stop> = None;
         let mut first_failure: Option<(String, StepError)> = None;
         let mut lease_lost = false;
+        // A watch channel whose sender is gone answers `changed()` at once,
+        // forever: its branch is switched off once it closes.
+        let (mut stop_open, mut cancel_open, mut lost_open) = (true, true, true);
 
         loop {
             // Dependents of failed or blocked steps will never run.
@@ -326,8 +440,12 @@ impl<S: Store> Engine<S> {
             for step in &shared.workflow.steps {
                 let st = &states[&step.id];
                 if matches!(st.status, StepStatus::Pending) {
-                    if let Some(dep) = step.needs.iter().find(|n| matches!(states[*n].status, StepStatus::Failed | StepStatus::Blocked)) {
-                        let error = StepError::fatal(format!("not run: it needs step `{dep}`, which did not succeed"));
+                    if let Some(dep) = step.needs.iter().find(|n| {
+                        matches!(states[*n].status, StepStatus::Failed | StepStatus::Blocked)
+                    }) {
+                        let error = StepError::fatal(format!(
+                            "not run: it needs step `{dep}`, which did not succeed"
+                        ));
                         blocked_writes.push((step.id.clone(), dep.clone(), error));
                     }
                 }
@@ -336,7 +454,12 @@ impl<S: Store> Engine<S> {
                 let now = crate::now_ms();
                 let writes = blocked_writes
                     .iter()
-                    .map(|(id, _, e)| Write::StepEnded { step: id.clone(), status: StepStatus::Blocked, at: now, error: Some(e.clone()) })
+                    .map(|(id, _, e)| Write::StepEnded {
+                        step: id.clone(),
+                        status: StepStatus::Blocked,
+                        at: now,
+                        error: Some(e.clone()),
+                    })
                     .collect();
                 self.store.apply(&run_id, generation, writes).await?;
                 for (id, dep, _) in blocked_writes {
@@ -349,7 +472,7 @@ impl<S: Store> Engine<S> {
             // Start what is ready.
             let now = crate::now_ms();
             let mut next_wake: Option<i64> = None;
-            if stopped.is_none() && first_failure.is_none() {
+            if stopped.is_none() && first_failure.is_none() && !lease_lost {
                 for step in &shared.workflow.steps {
                     if running.len() >= self.config.parallelism.max(1) {
                         break;
@@ -369,12 +492,22 @@ impl<S: Store> Engine<S> {
                     if !runnable || running.contains(&step.id) {
                         continue;
                     }
-                    if !step.needs.iter().all(|n| states[n].status == StepStatus::Succeeded) {
+                    if !step
+                        .needs
+                        .iter()
+                        .all(|n| states[n].status == StepStatus::Succeeded)
+                    {
                         continue;
                     }
                     // An interrupted attempt is re-done under the same number.
-                    let attempt = if st.status == StepStatus::Interrupted { st.attempt.max(1) } else { st.attempt + 1 };
-                    let deadline_at = st.deadline_at.unwrap_or(now + step.timeout.as_millis() as i64);
+                    let attempt = if st.status == StepStatus::Interrupted {
+                        st.attempt.max(1)
+                    } else {
+                        st.attempt + 1
+                    };
+                    let deadline_at = st
+                        .deadline_at
+                        .unwrap_or(now + step.timeout.as_millis() as i64);
                     let deps: BTreeMap<String, BTreeMap<String, Json>> = step
                         .needs
                         .iter()
@@ -384,14 +517,19 @@ impl<S: Store> Engine<S> {
                     let (shared, step, stop_rx) = (shared.clone(), step.clone(), stop_rx.clone());
                     inflight.spawn(async move {
                         let id = step.id.clone();
-                        let end = run_attempt(&shared, &step, attempt, deadline_at, deps, stop_rx).await;
+                        let end =
+                            run_attempt(&shared, &step, attempt, deadline_at, deps, stop_rx).await;
                         (id, end)
                     });
                 }
             }
 
             if inflight.is_empty() {
-                let all_done = shared.workflow.steps.iter().all(|s| states[&s.id].status == StepStatus::Succeeded);
+                let all_done = shared
+                    .workflow
+                    .steps
+                    .iter()
+                    .all(|s| states[&s.id].status == StepStatus::Succeeded);
                 if all_done || stopped.is_some() || first_failure.is_some() || lease_lost {
                     break;
                 }
@@ -401,7 +539,9 @@ impl<S: Store> Engine<S> {
                 }
             }
 
-            let wake = next_wake.map(|t| Instant::now() + Duration::from_millis((t - crate::now_ms()).max(0) as u64));
+            let wake = next_wake.map(|t| {
+                Instant::now() + Duration::from_millis((t - crate::now_ms()).max(0) as u64)
+            });
             tokio::select! {
                 joined = inflight.join_next(), if !inflight.is_empty() => {
                     let (id, end) = match joined {
@@ -434,20 +574,23 @@ impl<S: Store> Engine<S> {
                         }
                     }
                 }
-                changed = stop.changed(), if stopped.is_none() => {
-                    let why = if changed.is_ok() { *stop.borrow() } else { None };
+                changed = stop.changed(), if stop_open && stopped.is_none() => {
+                    stop_open = changed.is_ok();
+                    let why = *stop.borrow();
                     if let Some(why) = why {
                         stopped = Some(why);
                         let _ = stop_tx.send(Some(why));
                     }
                 }
-                _ = cancel_rx.changed(), if stopped.is_none() => {
+                changed = cancel_rx.changed(), if cancel_open && stopped.is_none() => {
+                    cancel_open = changed.is_ok();
                     if *cancel_rx.borrow() {
                         stopped = Some(Stop::Cancel);
                         let _ = stop_tx.send(Some(Stop::Cancel));
                     }
                 }
-                _ = lost_rx.changed(), if !lease_lost => {
+                changed = lost_rx.changed(), if lost_open && !lease_lost => {
+                    lost_open = changed.is_ok();
                     if *lost_rx.borrow() {
                         lease_lost = true;
                         let _ = stop_tx.send(Some(Stop::Interrupt));
@@ -462,27 +605,63 @@ impl<S: Store> Engine<S> {
         }
         let now = crate::now_ms();
         let (status, error) = match (stopped, &first_failure) {
-            (Some(Stop::Cancel), _) => (RunStatus::Cancelled, Some("cancelled by request".to_string())),
-            (Some(Stop::Interrupt), _) => (RunStatus::Interrupted, Some("interrupted by a signal".to_string())),
-            (None, Some((id, e))) if e.message.starts_with(&format!("step `{id}`")) => (RunStatus::Failed, Some(e.message.clone())),
-            (None, Some((id, e))) => (RunStatus::Failed, Some(format!("step `{id}` failed: {}", e.message))),
-            (None, None) if shared.workflow.steps.iter().all(|s| states[&s.id].status == StepStatus::Succeeded) => {
+            (Some(Stop::Cancel), _) => (
+                RunStatus::Cancelled,
+                Some("cancelled by request".to_string()),
+            ),
+            (Some(Stop::Interrupt), _) => (
+                RunStatus::Interrupted,
+                Some("interrupted by a signal".to_string()),
+            ),
+            (None, Some((id, e))) if e.message.starts_with(&format!("step `{id}`")) => {
+                (RunStatus::Failed, Some(e.message.clone()))
+            }
+            (None, Some((id, e))) => (
+                RunStatus::Failed,
+                Some(format!("step `{id}` failed: {}", e.message)),
+            ),
+            (None, None)
+                if shared
+                    .workflow
+                    .steps
+                    .iter()
+                    .all(|s| states[&s.id].status == StepStatus::Succeeded) =>
+            {
                 (RunStatus::Succeeded, None)
             }
-            (None, None) => (RunStatus::Failed, Some("no step could make progress".to_string())),
+            (None, None) => (
+                RunStatus::Failed,
+                Some("no step could make progress".to_string()),
+            ),
         };
         let mut writes = Vec::new();
         if status == RunStatus::Cancelled {
             for s in &shared.workflow.steps {
-                if matches!(states[&s.id].status, StepStatus::Pending | StepStatus::RetryWait | StepStatus::Interrupted) {
-                    writes.push(Write::StepEnded { step: s.id.clone(), status: StepStatus::Cancelled, at: now, error: None });
+                if matches!(
+                    states[&s.id].status,
+                    StepStatus::Pending | StepStatus::RetryWait | StepStatus::Interrupted
+                ) {
+                    writes.push(Write::StepEnded {
+                        step: s.id.clone(),
+                        status: StepStatus::Cancelled,
+                        at: now,
+                        error: None,
+                    });
                 }
             }
         }
-        writes.push(Write::RunStatus { status, at: now, error: error.clone() });
+        writes.push(Write::RunStatus {
+            status,
+            at: now,
+            error: error.clone(),
+        });
         writes.push(Write::Event {
             step: None,
-            level: if status == RunStatus::Succeeded { "info" } else { "error" },
+            level: if status == RunStatus::Succeeded {
+                "info"
+            } else {
+                "error"
+            },
             message: match &error {
                 Some(e) => format!("run {status}: {e}"),
                 None => format!("run {status}"),
@@ -490,7 +669,11 @@ impl<S: Store> Engine<S> {
             at: now,
         });
         self.store.apply(&run_id, generation, writes).await?;
-        Ok(Outcome { run_id, status, error })
+        Ok(Outcome {
+            run_id,
+            status,
+            error,
+        })
     }
 }
 
@@ -509,8 +692,18 @@ async fn run_attempt<S: Store>(
     let started = crate::now_ms();
     let started_at = Instant::now();
     let start = vec![
-        Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at },
-        Write::Event { step: Some(step.id.clone()), level: "info", message: format!("attempt {attempt}/{max} started"), at: started },
+        Write::StepStarted {
+            step: step.id.clone(),
+            attempt,
+            at: started,
+            deadline_at,
+        },
+        Write::Event {
+            step: Some(step.id.clone()),
+            level: "info",
+            message: format!("attempt {attempt}/{max} started"),
+            at: started,
+        },
     ];
     if let Err(e) = store.apply(run, generation, start).await {
         return store_failure(e);
@@ -529,9 +722,18 @@ async fn run_attempt<S: Store>(
         step_deadline: step_left,
     });
 
-    let kind = shared.registry.get(&step.uses).expect("kinds checked when the run started").clone();
+    let kind = shared
+        .registry
+        .get(&step.uses)
+        .expect("kinds checked when the run started")
+        .clone();
     let resolved = {
-        let secret = |s: &str, key: &str| shared.workflow.step(s).is_some_and(|d| d.secret_outputs.iter().any(|k| k == key));
+        let secret = |s: &str, key: &str| {
+            shared
+                .workflow
+                .step(s)
+                .is_some_and(|d| d.secret_outputs.iter().any(|k| k == key))
+        };
         let env = |name: &str| std::env::var(name).ok();
         let scope = Scope {
             run_id: run,
@@ -543,6 +745,34 @@ async fn run_attempt<S: Store>(
         };
         scope.resolve(&step.with)
     };
+    // A step that produces secret outputs may print them before the engine
+    // knows their values: its reports are held until the attempt ends, then
+    // masked and written.
+    let held: Option<Arc<std::sync::Mutex<Vec<Report>>>> =
+        (!step.secret_outputs.is_empty()).then(|| Arc::new(std::sync::Mutex::new(Vec::new())));
+    let sink: ReportSink = match &held {
+        Some(buffer) => {
+            let buffer = buffer.clone();
+            Arc::new(move |_: &str, report: Report| {
+                buffer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(report)
+            })
+        }
+        None => shared.sink.clone(),
+    };
+    let release_held = || {
+        if let Some(buffer) = &held {
+            for report in buffer.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                let report = match report {
+                    Report::Log(l) => Report::Log(shared.redactor.redact(&l)),
+                    Report::Progress(p) => Report::Progress(shared.redactor.redact(&p)),
+                };
+                (shared.sink)(&step.id, report);
+            }
+        }
+    };
     let ctx = StepContext {
         run_id: run.to_string(),
         run_name: shared.run_name.clone(),
@@ -552,7 +782,7 @@ async fn run_attempt<S: Store>(
         deadline: Instant::now() + budget,
         workflow_dir: shared.workflow_dir.clone(),
         redactor: shared.redactor.clone(),
-        sink: shared.sink.clone(),
+        sink,
     };
 
     enum Ran {
@@ -561,7 +791,9 @@ async fn run_attempt<S: Store>(
         Stopped(Stop),
     }
     let ran = match resolved {
-        Err(e) => Ran::Done(Err(StepError::fatal(format!("cannot resolve parameters: {e}")))),
+        Err(e) => Ran::Done(Err(StepError::fatal(format!(
+            "cannot resolve parameters: {e}"
+        )))),
         Ok(_) if budget.is_zero() => Ran::TimedOut,
         Ok(params) => {
             if let Some(why) = *stop.borrow() {
@@ -582,8 +814,16 @@ async fn run_attempt<S: Store>(
     let result = match ran {
         Ran::Done(r) => r,
         Ran::TimedOut => {
-            let limit = if step_bound { step.timeout } else { step.attempt_timeout };
-            let which = if step_bound { "timeout" } else { "attempt_timeout" };
+            let limit = if step_bound {
+                step.timeout
+            } else {
+                step.attempt_timeout
+            };
+            let which = if step_bound {
+                "timeout"
+            } else {
+                "attempt_timeout"
+            };
             let mut e = StepError::fatal(format!(
                 "step `{}` timed out after {} (attempt {attempt}/{max})",
                 step.id,
@@ -598,12 +838,29 @@ async fn run_attempt<S: Store>(
             Err(e)
         }
         Ran::Stopped(why) => {
-            let status = if why == Stop::Cancel { StepStatus::Cancelled } else { StepStatus::Interrupted };
+            release_held();
+            let status = if why == Stop::Cancel {
+                StepStatus::Cancelled
+            } else {
+                StepStatus::Interrupted
+            };
             let writes = vec![
-                Write::StepEnded { step: step.id.clone(), status, at: now, error: None },
-                Write::Event { step: Some(step.id.clone()), level: "warn", message: format!("attempt {attempt} {status}"), at: now },
+                Write::StepEnded {
+                    step: step.id.clone(),
+                    status,
+                    at: now,
+                    error: None,
+                },
+                Write::Event {
+                    step: Some(step.id.clone()),
+                    level: "warn",
+                    message: format!("attempt {attempt} {status}"),
+                    at: now,
+                },
             ];
-            (shared.observer)(Event::StepInterrupted { step: step.id.clone() });
+            (shared.observer)(Event::StepInterrupted {
+                step: step.id.clone(),
+            });
             return match store.apply(run, generation, writes).await {
                 Ok(()) => AttemptEnd::Stopped,
                 Err(e) => store_failure(e),
@@ -622,13 +879,22 @@ async fn run_attempt<S: Store>(
                     *v = Json::String(MASK.into());
                 }
             }
+            release_held();
             failpoint("before_commit", &step.id);
             let writes = vec![
-                Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() },
+                Write::StepSucceeded {
+                    step: step.id.clone(),
+                    attempt,
+                    at: now,
+                    outputs: outputs.clone(),
+                },
                 Write::Event {
                     step: Some(step.id.clone()),
                     level: "info",
-                    message: format!("succeeded on attempt {attempt} in {}", duration::format(started_at.elapsed())),
+                    message: format!(
+                        "succeeded on attempt {attempt} in {}",
+                        duration::format(started_at.elapsed())
+                    ),
                     at: now,
                 },
             ];
@@ -636,21 +902,37 @@ async fn run_attempt<S: Store>(
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
-            (shared.observer)(Event::StepSucceeded { step: step.id.clone(), attempt, elapsed: started_at.elapsed() });
+            (shared.observer)(Event::StepSucceeded {
+                step: step.id.clone(),
+                attempt,
+                elapsed: started_at.elapsed(),
+            });
             AttemptEnd::Succeeded(outputs)
         }
         Err(mut error) => {
+            release_held();
             error.message = shared.redactor.redact(&error.message);
             let delay = step.retry.delay_before(attempt + 1);
             let next_at = now + delay.as_millis() as i64;
             let retry = error.is_retryable() && attempt < max && next_at < deadline_at;
             if retry {
                 let writes = vec![
-                    Write::StepRetry { step: step.id.clone(), attempt, at: now, next_attempt_at: next_at, delay_ms: delay.as_millis() as i64, error: error.clone() },
+                    Write::StepRetry {
+                        step: step.id.clone(),
+                        attempt,
+                        at: now,
+                        next_attempt_at: next_at,
+                        delay_ms: delay.as_millis() as i64,
+                        error: error.clone(),
+                    },
                     Write::Event {
                         step: Some(step.id.clone()),
                         level: "warn",
-                        message: format!("attempt {attempt}/{max} failed: {}; retrying in {}", error.message, duration::format(delay)),
+                        message: format!(
+                            "attempt {attempt}/{max} failed: {}; retrying in {}",
+                            error.message,
+                            duration::format(delay)
+                        ),
                         at: now,
                     },
                 ];
@@ -658,24 +940,46 @@ async fn run_attempt<S: Store>(
                     return store_failure(e);
                 }
                 failpoint("after_retry_scheduled", &step.id);
-                (shared.observer)(Event::StepRetrying { step: step.id.clone(), attempt, delay, error });
+                (shared.observer)(Event::StepRetrying {
+                    step: step.id.clone(),
+                    attempt,
+                    delay,
+                    error,
+                });
                 AttemptEnd::Retry
             } else {
                 if error.is_retryable() && attempt < max {
                     error.hint.get_or_insert_with(|| {
-                        format!("no time was left for another attempt before the step's {} deadline", duration::format(step.timeout))
+                        format!(
+                            "no time was left for another attempt before the step's {} deadline",
+                            duration::format(step.timeout)
+                        )
                     });
                 } else if error.is_retryable() {
                     error.message = format!("{} (gave up after {attempt} attempts)", error.message);
                 }
                 let writes = vec![
-                    Write::StepEnded { step: step.id.clone(), status: StepStatus::Failed, at: now, error: Some(error.clone()) },
-                    Write::Event { step: Some(step.id.clone()), level: "error", message: format!("failed on attempt {attempt}/{max}: {}", error.message), at: now },
+                    Write::StepEnded {
+                        step: step.id.clone(),
+                        status: StepStatus::Failed,
+                        at: now,
+                        error: Some(error.clone()),
+                    },
+                    Write::Event {
+                        step: Some(step.id.clone()),
+                        level: "error",
+                        message: format!("failed on attempt {attempt}/{max}: {}", error.message),
+                        at: now,
+                    },
                 ];
                 if let Err(e) = store.apply(run, generation, writes).await {
                     return store_failure(e);
                 }
-                (shared.observer)(Event::StepFailed { step: step.id.clone(), attempt, error: error.clone() });
+                (shared.observer)(Event::StepFailed {
+                    step: step.id.clone(),
+                    attempt,
+                    error: error.clone(),
+                });
                 AttemptEnd::Failed(error)
             }
         }
@@ -693,7 +997,12 @@ fn store_failure(e: StoreError) -> AttemptEnd {
 }
 
 /// Writes step logs and progress (deduplicated) to the event log in batches.
-async fn write_logs<S: Store>(store: S, run: String, mut rx: mpsc::UnboundedReceiver<(String, Report)>, observer: Observer) {
+async fn write_logs<S: Store>(
+    store: S,
+    run: String,
+    mut rx: mpsc::UnboundedReceiver<(String, Report)>,
+    observer: Observer,
+) {
     let mut last_progress: BTreeMap<String, String> = BTreeMap::new();
     let mut batch = Vec::new();
     loop {
@@ -712,11 +1021,17 @@ async fn write_logs<S: Store>(store: S, run: String, mut rx: mpsc::UnboundedRece
         let now = crate::now_ms();
         match report {
             Report::Log(line) => {
-                observer(Event::StepLog { step: step.clone(), line: line.clone() });
+                observer(Event::StepLog {
+                    step: step.clone(),
+                    line: line.clone(),
+                });
                 batch.push((Some(step), "log", line, now));
             }
             Report::Progress(message) => {
-                observer(Event::StepProgress { step: step.clone(), message: message.clone() });
+                observer(Event::StepProgress {
+                    step: step.clone(),
+                    message: message.clone(),
+                });
                 if last_progress.get(&step) != Some(&message) {
                     last_progress.insert(step.clone(), message.clone());
                     batch.push((Some(step), "progress", message, now));
@@ -730,7 +1045,11 @@ async fn write_logs<S: Store>(store: S, run: String, mut rx: mpsc::UnboundedRece
     flush(&store, &run, &mut batch).await;
 }
 
-async fn flush<S: Store>(store: &S, run: &str, batch: &mut Vec<(Option<String>, &'static str, String, i64)>) {
+async fn flush<S: Store>(
+    store: &S,
+    run: &str,
+    batch: &mut Vec<(Option<String>, &'static str, String, i64)>,
+) {
     if batch.is_empty() {
         return;
     }

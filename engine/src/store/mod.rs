@@ -27,7 +27,9 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("run `{run}` is held by {holder}")]
     LeaseHeld { run: String, holder: LeaseInfo },
-    #[error("this process no longer owns run `{run}` (generation {generation} was superseded): another process took over")]
+    #[error(
+        "this process no longer owns run `{run}` (generation {generation} was superseded): another process took over"
+    )]
     Fenced { run: String, generation: i64 },
     #[error("state store: {0}")]
     Database(#[from] sqlx::Error),
@@ -82,8 +84,16 @@ pub struct LeaseInfo {
 impl std::fmt::Display for LeaseInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let left = self.expires_at - crate::now_ms();
-        write!(f, "pid {} on host {} (owner {}, lease ", self.pid, self.host, self.owner)?;
-        if left > 0 { write!(f, "expires in {}s)", (left + 999) / 1000) } else { write!(f, "expired)") }
+        write!(
+            f,
+            "pid {} on host {} (owner {}, lease ",
+            self.pid, self.host, self.owner
+        )?;
+        if left > 0 {
+            write!(f, "expires in {}s)", (left + 999) / 1000)
+        } else {
+            write!(f, "expired)")
+        }
     }
 }
 
@@ -96,13 +106,45 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// `pid.random@host#boot`: the boot id tells whether a holder ran on this
+    /// very boot of this machine, where its pid can be checked.
     pub fn this_process() -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "unknown-host".into());
         let pid = std::process::id() as i64;
-        Self { owner: format!("{host}-{pid}-{:04x}", fastrand::u16(..)), host, pid }
+        let boot = boot_id().unwrap_or_else(|| "noboot".into());
+        Self {
+            owner: format!("{pid}.{:04x}@{host}#{boot}", fastrand::u16(..)),
+            host,
+            pid,
+        }
+    }
+}
+
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().chars().filter(|c| *c != '-').take(12).collect())
+}
+
+impl LeaseInfo {
+    /// True when the holder ran on this boot of this machine and its process
+    /// no longer exists: nobody can renew the lease, so it may be broken now
+    /// instead of at expiry. Anything else (another machine, a live or frozen
+    /// process) must wait for expiry.
+    pub fn holder_is_gone(&self) -> bool {
+        let Some(mine) = boot_id() else { return false };
+        let Some((_, theirs)) = self.owner.rsplit_once('#') else {
+            return false;
+        };
+        if theirs != mine || self.pid <= 0 || self.pid == std::process::id() as i64 {
+            return false;
+        }
+        // SAFETY: kill with signal 0 only checks for existence.
+        let alive = unsafe { libc::kill(self.pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        !alive
     }
 }
 
@@ -174,39 +216,117 @@ pub struct EventRecord {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Committed before a step's first side effect.
-    StepStarted { step: String, attempt: u32, at: i64, deadline_at: i64 },
-    StepSucceeded { step: String, attempt: u32, at: i64, outputs: BTreeMap<String, Json> },
+    StepStarted {
+        step: String,
+        attempt: u32,
+        at: i64,
+        deadline_at: i64,
+    },
+    StepSucceeded {
+        step: String,
+        attempt: u32,
+        at: i64,
+        outputs: BTreeMap<String, Json>,
+    },
     /// A failed attempt that will be retried at `next_attempt_at`.
-    StepRetry { step: String, attempt: u32, at: i64, next_attempt_at: i64, delay_ms: i64, error: StepError },
+    StepRetry {
+        step: String,
+        attempt: u32,
+        at: i64,
+        next_attempt_at: i64,
+        delay_ms: i64,
+        error: StepError,
+    },
     /// A step that ends without success (`failed`, `blocked`, `cancelled`, `interrupted`).
-    StepEnded { step: String, status: StepStatus, at: i64, error: Option<StepError> },
-    RunStatus { status: RunStatus, at: i64, error: Option<String> },
+    StepEnded {
+        step: String,
+        status: StepStatus,
+        at: i64,
+        error: Option<StepError>,
+    },
+    RunStatus {
+        status: RunStatus,
+        at: i64,
+        error: Option<String>,
+    },
     /// Taking over a run: in-flight attempts become `interrupted`, failed,
     /// blocked and cancelled steps get a fresh start, running deadlines move by
     /// the time nobody owned the run.
     Recover { at: i64, outage_ms: i64 },
     /// `resume --accept-changes`: the new definition; `reset` steps start over,
     /// `removed` steps are dropped.
-    Redefine { definition: Box<Workflow>, reset: Vec<String>, removed: Vec<String> },
-    Event { step: Option<String>, level: &'static str, message: String, at: i64 },
+    Redefine {
+        definition: Box<Workflow>,
+        reset: Vec<String>,
+        removed: Vec<String>,
+    },
+    Event {
+        step: Option<String>,
+        level: &'static str,
+        message: String,
+        at: i64,
+    },
 }
 
 /// A run's checkpoints. Implemented once per database.
 pub trait Store: Clone + Send + Sync + 'static {
     fn create_run(&self, run: NewRun<'_>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Takes the lease if it is free, expired, or already ours; returns the new generation.
-    fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    fn acquire(
+        &self,
+        run: &str,
+        holder: &Holder,
+        ttl_ms: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Extends the lease; returns whether a cancel was requested.
-    fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn release(&self, run: &str, generation: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn append_events(&self, run: &str, events: Vec<(Option<String>, &'static str, String, i64)>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn renew(
+        &self,
+        run: &str,
+        generation: i64,
+        ttl_ms: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release(
+        &self,
+        run: &str,
+        generation: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Expires the lease of `owner` (whose process is known to be gone).
+    fn break_lease(
+        &self,
+        run: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn apply(
+        &self,
+        run: &str,
+        generation: i64,
+        writes: Vec<Write>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn append_events(
+        &self,
+        run: &str,
+        events: Vec<(Option<String>, &'static str, String, i64)>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn request_cancel(&self, run: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn run(&self, run: &str) -> impl Future<Output = Result<RunRecord, StoreError>> + Send;
     fn steps(&self, run: &str) -> impl Future<Output = Result<Vec<StepRecord>, StoreError>> + Send;
-    fn attempts(&self, run: &str) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
-    fn events(&self, run: &str, step: Option<&str>, after_id: i64, limit: i64) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
-    fn list_runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    fn attempts(
+        &self,
+        run: &str,
+    ) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
+    fn events(
+        &self,
+        run: &str,
+        step: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+    fn list_runs(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }
 
 /// A store chosen at run time from a URL: `sqlite://PATH` or `postgres://...`.
@@ -222,8 +342,13 @@ impl AnyStore {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres(PgStore::open(url).await?))
         } else {
-            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-            Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path)).await?))
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            Ok(Self::Sqlite(
+                SqliteStore::open(std::path::Path::new(path)).await?,
+            ))
         }
     }
 }
@@ -241,19 +366,43 @@ impl Store for AnyStore {
     async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
         delegate!(self, s => s.create_run(run).await)
     }
-    async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
+    async fn acquire(
+        &self,
+        run: &str,
+        holder: &Holder,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Result<i64, StoreError> {
         delegate!(self, s => s.acquire(run, holder, ttl_ms, now).await)
     }
-    async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
+    async fn renew(
+        &self,
+        run: &str,
+        generation: i64,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         delegate!(self, s => s.renew(run, generation, ttl_ms, now).await)
     }
     async fn release(&self, run: &str, generation: i64) -> Result<(), StoreError> {
         delegate!(self, s => s.release(run, generation).await)
     }
-    async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
+    async fn break_lease(&self, run: &str, owner: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.break_lease(run, owner).await)
+    }
+    async fn apply(
+        &self,
+        run: &str,
+        generation: i64,
+        writes: Vec<Write>,
+    ) -> Result<(), StoreError> {
         delegate!(self, s => s.apply(run, generation, writes).await)
     }
-    async fn append_events(&self, run: &str, events: Vec<(Option<String>, &'static str, String, i64)>) -> Result<(), StoreError> {
+    async fn append_events(
+        &self,
+        run: &str,
+        events: Vec<(Option<String>, &'static str, String, i64)>,
+    ) -> Result<(), StoreError> {
         delegate!(self, s => s.append_events(run, events).await)
     }
     async fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
@@ -268,7 +417,13 @@ impl Store for AnyStore {
     async fn attempts(&self, run: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         delegate!(self, s => s.attempts(run).await)
     }
-    async fn events(&self, run: &str, step: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+    async fn events(
+        &self,
+        run: &str,
+        step: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         delegate!(self, s => s.events(run, step, after_id, limit).await)
     }
     async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
@@ -276,6 +431,9 @@ impl Store for AnyStore {
     }
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

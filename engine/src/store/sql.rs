@@ -155,6 +155,15 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn break_lease(&self, run: &str, owner: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE runs SET lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2")
+                    .bind(run)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // The fence: also takes the write lock on the run before anything else.

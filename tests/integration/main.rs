@@ -1,0 +1,14 @@
+//! Integration tests: the real binary, real SQLite files, a real Postgres.
+//! One test binary (compiled once); each module is one capability.
+
+mod support;
+
+mod changes;
+mod crash;
+mod deadlines;
+mod leases;
+mod retries;
+mod signals;
+mod status;
+mod store;
+mod validate;

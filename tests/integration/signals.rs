@@ -1,0 +1,69 @@
+//! SIGINT stops scheduling, records the run as interrupted, prints the exact
+//! resume command and exits 130; `resume` finishes the run. `cancel` stops a
+//! run driven by another process.
+
+use std::time::Duration;
+
+use ca_a2a_flow_engine::{RunStatus, StepStatus};
+
+use crate::support::{Env, both, count, lines, signal};
+
+fn three(env: &Env) -> String {
+    env.write(
+        "three.yaml",
+        "name: three\nsteps:\n  - id: a\n    uses: shell\n    with: { run: \"echo a >> done.log\" }\n  - id: b\n    uses: shell\n    needs: [a]\n    with: { run: \"echo b >> started.log; sleep ${B_SLEEP:-0}; echo b >> done.log\" }\n  - id: c\n    uses: shell\n    needs: [b]\n    with: { run: \"echo c >> done.log\" }\n",
+    )
+    .display()
+    .to_string()
+}
+
+both!(
+    sigint_records_the_run_interrupted_prints_the_resume_command_and_resume_finishes_it,
+    |env: &Env| {
+        let wf = three(env);
+        let child = env.spawn(&["run", &wf], &[("B_SLEEP", "30")]);
+        env.wait_until("step b to start", Duration::from_secs(30), || {
+            lines(&env.path("started.log")).contains(&"b".into())
+        });
+        signal(&child, libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        let run = env.only_run();
+        assert!(
+            stderr.contains(&format!("resume {}", run.id)),
+            "prints the resume command: {stderr}"
+        );
+        assert_eq!(run.status, RunStatus::Interrupted);
+        assert_eq!(env.step(&run.id, "b").status, StepStatus::Interrupted);
+        assert_eq!(env.step(&run.id, "c").status, StepStatus::Pending);
+
+        env.run(&["resume", &run.id]).expect_success();
+        let done = lines(&env.path("done.log"));
+        assert_eq!(
+            (count(&done, "a"), count(&done, "b"), count(&done, "c")),
+            (1, 1, 1)
+        );
+        assert_eq!(env.run_record(&run.id).status, RunStatus::Succeeded);
+    }
+);
+
+both!(cancel_stops_a_run_driven_by_another_process, |env: &Env| {
+    let wf = three(env);
+    let child = env.spawn(&["--lease-ttl", "1s", "run", &wf], &[("B_SLEEP", "30")]);
+    env.wait_until("step b to start", Duration::from_secs(30), || {
+        lines(&env.path("started.log")).contains(&"b".into())
+    });
+    let run = env.only_run();
+    env.run(&["cancel", &run.id]).expect_success();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = env.run_record(&run.id);
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(env.step(&run.id, "c").status, StepStatus::Cancelled);
+});

@@ -1,0 +1,308 @@
+//! What every integration test needs: a scratch directory, a state store on
+//! SQLite or on a fresh Postgres database, and the real binary to run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ca_a2a_flow_engine::store::{AnyStore, AttemptRecord, RunRecord, StepRecord, Store};
+
+/// Runs the same test on SQLite and on Postgres: `both!(name, |env| { ... });`
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[test]
+            fn sqlite() {
+                let env = $crate::support::Env::sqlite();
+                ($body)(&env);
+            }
+
+            #[test]
+            fn postgres() {
+                let env = $crate::support::Env::postgres();
+                ($body)(&env);
+            }
+        }
+    };
+}
+pub(crate) use both;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub state: String,
+    pg_database: Option<String>,
+}
+
+/// The Postgres server tests create their databases in (`DATABASE_URL`, or the
+/// local server these machines run).
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database part");
+    format!("{base}/{db}")
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+impl Env {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state.db").display().to_string();
+        Self {
+            dir,
+            state,
+            pg_database: None,
+        }
+    }
+
+    /// A fresh database on the real Postgres server; dropped afterwards.
+    pub fn postgres() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = format!("flow_test_{}_{:08x}", std::process::id(), fastrand::u32(..));
+        let admin = admin_url();
+        block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("tests need Postgres at {admin} (set DATABASE_URL): {e}")
+                });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+        });
+        Self {
+            dir,
+            state: with_database(&admin, &name),
+            pg_database: Some(name),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a workflow (or any file) into the scratch directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// The binary, in the scratch directory, on this env's state store.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ca-a2a-flow"));
+        cmd.current_dir(self.dir.path())
+            .arg("--state")
+            .arg(&self.state)
+            .args(args)
+            .env_remove("CA_A2A_FLOW_STATE")
+            .env_remove("CA_A2A_FLOW_FAILPOINT")
+            .env_remove("CA_A2A_FLOW_LEASE_TTL")
+            .env("CI", "true")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        Out::from(cmd.output().expect("run ca-a2a-flow"))
+    }
+
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("spawn ca-a2a-flow")
+    }
+
+    fn store(&self) -> AnyStore {
+        block_on(AnyStore::open(&self.state)).expect("open state store")
+    }
+
+    pub fn runs(&self) -> Vec<RunRecord> {
+        let store = self.store();
+        block_on(store.list_runs(1000)).expect("list runs")
+    }
+
+    pub fn only_run(&self) -> RunRecord {
+        let runs = self.runs();
+        assert_eq!(
+            runs.len(),
+            1,
+            "expected exactly one run, found {}",
+            runs.len()
+        );
+        runs.into_iter().next().unwrap()
+    }
+
+    pub fn run_record(&self, run: &str) -> RunRecord {
+        let store = self.store();
+        block_on(store.run(run)).expect("run")
+    }
+
+    pub fn steps(&self, run: &str) -> Vec<StepRecord> {
+        let store = self.store();
+        block_on(store.steps(run)).expect("steps")
+    }
+
+    pub fn step(&self, run: &str, id: &str) -> StepRecord {
+        self.steps(run)
+            .into_iter()
+            .find(|s| s.step_id == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+    }
+
+    pub fn attempts(&self, run: &str, step: &str) -> Vec<AttemptRecord> {
+        let store = self.store();
+        block_on(store.attempts(run))
+            .expect("attempts")
+            .into_iter()
+            .filter(|a| a.step_id == step)
+            .collect()
+    }
+
+    /// Everything the state store holds, as text: the SQLite files' bytes, or
+    /// every row of every Postgres table.
+    pub fn everything_stored(&self) -> String {
+        if self.pg_database.is_none() {
+            let mut all = Vec::new();
+            for file in [self.state.clone(), format!("{}-wal", self.state)] {
+                all.extend(std::fs::read(&file).unwrap_or_default());
+            }
+            return String::from_utf8_lossy(&all).into_owned();
+        }
+        let url = self.state.clone();
+        block_on(async move {
+            use sqlx::{Connection, Row};
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let row = sqlx::query(
+                "SELECT COALESCE(string_agg(t, ' '), '') AS all_rows FROM (
+                   SELECT r::text AS t FROM runs r UNION ALL SELECT s::text FROM steps s
+                   UNION ALL SELECT a::text FROM attempts a UNION ALL SELECT e::text FROM events e) x",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("dump");
+            row.get::<String, _>("all_rows")
+        })
+    }
+
+    /// Waits until `done` holds, failing the test after `limit`.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < limit,
+                "gave up waiting for {what} after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(db) = &self.pg_database {
+            let admin = admin_url();
+            let db = db.clone();
+            let _ = std::thread::spawn(move || {
+                block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// What a finished command did.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+    #[track_caller]
+    pub fn expect_success(&self) -> &Self {
+        self.expect_code(0)
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Lines of a file as a list (for "ran exactly once" checks).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+pub fn count(lines: &[String], what: &str) -> usize {
+    lines.iter().filter(|l| *l == what).count()
+}
