@@ -8,8 +8,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp,
-    load, now_ms, resolve_inputs,
+    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms,
+    resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -19,10 +19,7 @@ use crate::error::{CliError, exit};
 
 pub fn main(cli: Cli) -> i32 {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -38,10 +35,7 @@ pub fn main(cli: Cli) -> i32 {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -51,12 +45,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Validate { file } => {
             let wf = load_file(&file, &registry)?;
-            eprintln!(
-                "{}: valid ({} steps, {} inputs)",
-                file.display(),
-                wf.steps.len(),
-                wf.inputs.len()
-            );
+            eprintln!("{}: valid ({} steps, {} inputs)", file.display(), wf.steps.len(), wf.inputs.len());
             Ok(())
         }
         Command::Graph { file, format } => {
@@ -65,24 +54,15 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Steps { what } => steps_command(&registry, what),
-        Command::Run {
-            file,
-            inputs,
-            parallelism,
-        } => {
+        Command::Run { file, inputs, parallelism } => {
             let wf = load_file(&file, &registry)?;
-            let inputs = resolve_inputs(&wf, &inputs)
-                .map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
             let store = open_store(state.as_deref()).await?;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
         }
-        Command::Resume {
-            run_id,
-            accept_changes,
-            parallelism,
-        } => {
+        Command::Resume { run_id, accept_changes, parallelism } => {
             let store = open_store(state.as_deref()).await?;
             let run = store.run(&run_id).await?;
             let redefine = changes(&run, &registry, accept_changes)?;
@@ -101,11 +81,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let store = open_store(state.as_deref()).await?;
             list(&store, output, limit).await
         }
-        Command::Logs {
-            run_id,
-            step,
-            follow,
-        } => {
+        Command::Logs { run_id, step, follow } => {
             let store = open_store(state.as_deref()).await?;
             logs(&store, &run_id, step.as_deref(), follow).await
         }
@@ -126,10 +102,7 @@ fn default_state() -> String {
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    base.join("ca-a2a-flow")
-        .join("state.db")
-        .display()
-        .to_string()
+    base.join("ca-a2a-flow").join("state.db").display().to_string()
 }
 
 async fn open_store(state: Option<&str>) -> Result<AnyStore, CliError> {
@@ -144,11 +117,7 @@ fn engine(
     ttl: Duration,
 ) -> (Engine<AnyStore>, tokio::task::JoinHandle<()>) {
     let (observer, renderer) = crate::progress::start();
-    let config = EngineConfig {
-        parallelism,
-        lease_ttl: ttl,
-        holder: Holder::this_process(),
-    };
+    let config = EngineConfig { parallelism, lease_ttl: ttl, holder: Holder::this_process() };
     (Engine::new(store, registry, config, observer), renderer)
 }
 
@@ -186,16 +155,11 @@ async fn drive(
     let (stop_tx, stop_rx) = watch::channel(None);
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!(
-            "\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)"
-        );
+        eprintln!("\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)");
         let _ = stop_tx.send(Some(Stop::Interrupt));
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(exit::INTERRUPTED);
@@ -213,18 +177,9 @@ async fn drive(
             eprintln!("run {run_id} succeeded; `ca-a2a-flow status {run_id}` shows each step");
             Ok(())
         }
-        RunStatus::Interrupted => Err(CliError::Interrupted {
-            run_id: run_id.into(),
-            resume,
-        }),
-        RunStatus::Cancelled => Err(CliError::Cancelled {
-            run_id: run_id.into(),
-        }),
-        _ => Err(CliError::RunFailed {
-            run_id: run_id.into(),
-            error: outcome.error.unwrap_or_default(),
-            resume,
-        }),
+        RunStatus::Interrupted => Err(CliError::Interrupted { run_id: run_id.into(), resume }),
+        RunStatus::Cancelled => Err(CliError::Cancelled { run_id: run_id.into() }),
+        _ => Err(CliError::RunFailed { run_id: run_id.into(), error: outcome.error.unwrap_or_default(), resume }),
     }
 }
 
@@ -236,10 +191,7 @@ fn changes(
 ) -> Result<Option<(Workflow, Vec<String>, Vec<String>)>, CliError> {
     let path = Path::new(&run.workflow_file);
     if !path.exists() {
-        eprintln!(
-            "note: {} no longer exists; resuming with the definition stored in the run",
-            path.display()
-        );
+        eprintln!("note: {} no longer exists; resuming with the definition stored in the run", path.display());
         return Ok(None);
     }
     let current = load_file(path, registry)?;
@@ -259,34 +211,21 @@ fn changes(
             Some(_) => {}
         }
     }
-    let removed: Vec<String> = stored
-        .steps
-        .iter()
-        .filter(|s| current.step(&s.id).is_none())
-        .map(|s| s.id.clone())
-        .collect();
+    let removed: Vec<String> =
+        stored.steps.iter().filter(|s| current.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
     lines.extend(removed.iter().map(|id| format!("- {id} (removed)")));
     if lines.is_empty() {
         return Ok(None);
     }
     if !accept {
-        return Err(CliError::Changed {
-            run_id: run.id.clone(),
-            file: run.workflow_file.clone(),
-            changes: lines,
-        });
+        return Err(CliError::Changed { run_id: run.id.clone(), file: run.workflow_file.clone(), changes: lines });
     }
     let reset = current.with_dependents(&changed);
     eprintln!("accepting changes: re-running {}", reset.join(", "));
     Ok(Some((current, reset, removed)))
 }
 
-async fn cancel(
-    store: AnyStore,
-    registry: Registry,
-    run_id: &str,
-    ttl: Duration,
-) -> Result<(), CliError> {
+async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration) -> Result<(), CliError> {
     let run = store.run(run_id).await?;
     if run.status.is_terminal() {
         eprintln!("run {run_id} already ended ({})", run.status);
@@ -295,18 +234,12 @@ async fn cancel(
     let live = run.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
     store.request_cancel(run_id).await?;
     if live {
-        eprintln!(
-            "cancel requested; the process driving run {run_id} stops it within a few seconds"
-        );
+        eprintln!("cancel requested; the process driving run {run_id} stops it within a few seconds");
         return Ok(());
     }
     // Nobody drives it: take the lease and record the cancellation ourselves.
     let (observer, _) = crate::progress::start();
-    let config = EngineConfig {
-        parallelism: 1,
-        lease_ttl: ttl,
-        holder: Holder::this_process(),
-    };
+    let config = EngineConfig { parallelism: 1, lease_ttl: ttl, holder: Holder::this_process() };
     let engine = Engine::new(store, registry, config, observer);
     let (_tx, rx) = watch::channel(Some(Stop::Cancel));
     engine.drive(run_id, None, rx).await?;
@@ -329,10 +262,7 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
                 let hint = ca_a2a_flow_engine::diag::closest(&kind, names.iter().copied())
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
-                return Err(CliError::Usage(format!(
-                    "unknown step kind `{kind}`{hint}; known: {}",
-                    names.join(", ")
-                )));
+                return Err(CliError::Usage(format!("unknown step kind `{kind}`{hint}; known: {}", names.join(", "))));
             };
             let doc = k.doc();
             println!("{kind}: {}\n\nparameters:", doc.summary);
@@ -349,14 +279,7 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
             if doc.outputs.is_empty() {
                 println!("  (none)");
             }
-            println!(
-                "\nexample:\n{}",
-                doc.example
-                    .lines()
-                    .map(|l| format!("  {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            println!("\nexample:\n{}", doc.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
             Ok(())
         }
     }
@@ -368,12 +291,7 @@ fn graph(wf: &Workflow, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for s in &wf.steps {
-                out.push_str(&format!(
-                    "  {}[\"{} ({})\"]\n",
-                    node_id(&s.id),
-                    s.id,
-                    s.uses
-                ));
+                out.push_str(&format!("  {}[\"{} ({})\"]\n", node_id(&s.id), s.id, s.uses));
             }
             for s in &wf.steps {
                 for n in &s.needs {
@@ -384,10 +302,7 @@ fn graph(wf: &Workflow, format: GraphFormat) -> String {
         GraphFormat::Dot => {
             out.push_str(&format!("digraph \"{}\" {{\n  rankdir=TB;\n", wf.name));
             for s in &wf.steps {
-                out.push_str(&format!(
-                    "  \"{}\" [label=\"{}\\n{}\"];\n",
-                    s.id, s.id, s.uses
-                ));
+                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"];\n", s.id, s.id, s.uses));
             }
             for s in &wf.steps {
                 for n in &s.needs {
@@ -414,12 +329,8 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     let attempts = store.attempts(run_id).await?;
-    let max_attempts: BTreeMap<&str, u32> = run
-        .definition
-        .steps
-        .iter()
-        .map(|s| (s.id.as_str(), s.retry.max_attempts))
-        .collect();
+    let max_attempts: BTreeMap<&str, u32> =
+        run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
     if output == Output::Json {
         let doc = json!({
             "run": {
@@ -463,12 +374,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     println!("run      {}", run.id);
     println!("workflow {} ({})", run.workflow_name, run.workflow_file);
     println!("status   {}", run.status);
-    println!(
-        "started  {} ({} ago, ran {})",
-        format_timestamp(run.created_at),
-        ago(run.created_at),
-        fmt_ms(took)
-    );
+    println!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
     if let Some(l) = &run.lease {
         if l.expires_at > now_ms() && !run.status.is_terminal() {
             println!("driver   {l}");
@@ -478,10 +384,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
         println!("error    {e}");
     }
     println!();
-    println!(
-        "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
-        "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE"
-    );
+    println!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
@@ -490,23 +393,13 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                 None => String::new(),
             },
             StepStatus::RetryWait => {
-                let next = s
-                    .next_attempt_at
-                    .map(|t| fmt_ms(t - now_ms()))
-                    .unwrap_or_default();
+                let next = s.next_attempt_at.map(|t| fmt_ms(t - now_ms())).unwrap_or_default();
                 format!(
                     "next attempt in {next}; last error: {}",
-                    s.error
-                        .as_ref()
-                        .map(|e| first_line(&e.message))
-                        .unwrap_or("")
+                    s.error.as_ref().map(|e| first_line(&e.message)).unwrap_or("")
                 )
             }
-            _ => s
-                .error
-                .as_ref()
-                .map(|e| first_line(&e.message).to_string())
-                .unwrap_or_default(),
+            _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
         };
         println!(
             "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
@@ -545,10 +438,7 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
         eprintln!("no runs yet; start one with `ca-a2a-flow run workflows/demo.yaml`");
         return Ok(());
     }
-    println!(
-        "{:<26} {:<16} {:<12} {:<21} {:>9}  {}",
-        "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR"
-    );
+    println!("{:<26} {:<16} {:<12} {:<21} {:>9}  {}", "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR");
     for r in runs {
         let took = r.finished_at.unwrap_or_else(now_ms) - r.created_at;
         println!(
@@ -564,40 +454,105 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
     Ok(())
 }
 
-async fn logs(
+/// One line of `logs`: from the event log (step output, run events) or from
+/// the attempts table (each attempt's start and end).
+struct LogLine {
+    at: i64,
+    step: Option<String>,
+    level: &'static str,
+    message: String,
+}
+
+/// What happened since the last call: new events, attempts that ended, and
+/// attempts that started. `seen` remembers what was already returned.
+async fn new_log_lines(
     store: &AnyStore,
-    run_id: &str,
+    run: &RunRecord,
     step: Option<&str>,
-    follow: bool,
-) -> Result<(), CliError> {
-    store.run(run_id).await?;
-    let mut after = 0;
-    loop {
-        let batch: Vec<EventRecord> = store.events(run_id, step, after, 1000).await?;
-        for e in &batch {
-            let who = e.step_id.as_deref().unwrap_or("run");
-            println!(
-                "{} {:<8} {:<20} {}",
-                format_timestamp(e.at),
-                e.level,
-                who,
-                e.message
-            );
-            after = e.id;
+    after_event: &mut i64,
+    seen: &mut std::collections::HashSet<(String, u32, &'static str, i64)>,
+) -> Result<Vec<LogLine>, CliError> {
+    let max: BTreeMap<&str, u32> = run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
+    let wanted = |id: &str| step.is_none_or(|s| s == id);
+    let mut out = Vec::new();
+    let mut fresh = |key: (String, u32, &'static str, i64)| seen.insert(key);
+    for a in store.attempts(&run.id).await?.iter().filter(|a| wanted(&a.step_id)) {
+        let m = max.get(a.step_id.as_str()).copied().unwrap_or(1);
+        if fresh((a.step_id.clone(), a.attempt, "start", a.started_at)) {
+            let message = format!("attempt {}/{m} started", a.attempt);
+            out.push(LogLine { at: a.started_at, step: Some(a.step_id.clone()), level: "info", message });
         }
-        if batch.len() == 1000 {
+        let Some(end) = a.finished_at else { continue };
+        if !fresh((a.step_id.clone(), a.attempt, "end", a.started_at)) {
             continue;
         }
+        let why = a.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default();
+        let (level, message) = match a.outcome.as_str() {
+            "succeeded" => ("info", format!("succeeded on attempt {} in {}", a.attempt, fmt_ms(end - a.started_at))),
+            "retry" => (
+                "warn",
+                format!(
+                    "attempt {}/{m} failed: {why}; retrying in {}",
+                    a.attempt,
+                    fmt_ms(a.retry_delay_ms.unwrap_or(0))
+                ),
+            ),
+            "failed" => ("error", format!("failed on attempt {}/{m}: {why}", a.attempt)),
+            other => ("warn", format!("attempt {} {other}", a.attempt)),
+        };
+        out.push(LogLine { at: end, step: Some(a.step_id.clone()), level, message });
+    }
+    for s in store.steps(&run.id).await?.iter().filter(|s| s.status == StepStatus::Running && wanted(&s.step_id)) {
+        let at = s.attempt_started_at.unwrap_or_default();
+        if fresh((s.step_id.clone(), s.attempt, "start", at)) {
+            let m = max.get(s.step_id.as_str()).copied().unwrap_or(1);
+            let message = format!("attempt {}/{m} started", s.attempt);
+            out.push(LogLine { at, step: Some(s.step_id.clone()), level: "info", message });
+        }
+    }
+    loop {
+        let batch: Vec<EventRecord> = store.events(&run.id, step, *after_event, 1000).await?;
+        for e in &batch {
+            let level = match e.level.as_str() {
+                "log" => "log",
+                "progress" => "progress",
+                "warn" => "warn",
+                "error" => "error",
+                _ => "info",
+            };
+            out.push(LogLine { at: e.at, step: e.step_id.clone(), level, message: e.message.clone() });
+            *after_event = e.id;
+        }
+        if batch.len() < 1000 {
+            break;
+        }
+    }
+    // Same time: the run's own lines, then attempts starting, output, attempts ending.
+    out.sort_by_key(|l| l.at);
+    Ok(out)
+}
+
+async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) -> Result<(), CliError> {
+    let run = store.run(run_id).await?;
+    let mut after_event = 0;
+    let mut seen = std::collections::HashSet::new();
+    let print = |lines: Vec<LogLine>| {
+        for l in lines {
+            let who = l.step.as_deref().unwrap_or("run");
+            println!("{} {:<8} {:<20} {}", format_timestamp(l.at), l.level, who, l.message);
+        }
+    };
+    loop {
+        print(new_log_lines(store, &run, step, &mut after_event, &mut seen).await?);
         if !follow {
             return Ok(());
         }
-        let run = store.run(run_id).await?;
-        if run.status.is_terminal() || run.status == RunStatus::Interrupted {
-            // One last read for events written while we looked.
-            if store.events(run_id, step, after, 1).await?.is_empty() {
-                return Ok(());
-            }
-            continue;
+        let now = store.run(run_id).await?;
+        let still_driven = now.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
+        if now.status.is_terminal() || (now.status == RunStatus::Interrupted && !still_driven) {
+            // One last look for lines written while we read.
+            print(new_log_lines(store, &run, step, &mut after_event, &mut seen).await?);
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -621,10 +576,7 @@ mod tests {
 
     #[test]
     fn a_postgres_password_never_appears_in_the_resume_command() {
-        assert_eq!(
-            redact_url("postgres://flow:s3cret@db:5432/state"),
-            "postgres://flow:***@db:5432/state"
-        );
+        assert_eq!(redact_url("postgres://flow:s3cret@db:5432/state"), "postgres://flow:***@db:5432/state");
         assert_eq!(redact_url("/tmp/state.db"), "/tmp/state.db");
     }
 }

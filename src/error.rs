@@ -33,21 +33,13 @@ pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("run {run_id} failed: {error}")]
-    RunFailed {
-        run_id: String,
-        error: String,
-        resume: String,
-    },
+    RunFailed { run_id: String, error: String, resume: String },
     #[error("run {run_id} was cancelled")]
     Cancelled { run_id: String },
     #[error("run {run_id} was interrupted")]
     Interrupted { run_id: String, resume: String },
     #[error("the workflow file changed since run {run_id} started")]
-    Changed {
-        run_id: String,
-        file: String,
-        changes: Vec<String>,
-    },
+    Changed { run_id: String, file: String, changes: Vec<String> },
 }
 
 impl CliError {
@@ -78,11 +70,7 @@ impl CliError {
                 eprintln!("error: {e}");
                 exit::STATE
             }
-            CliError::RunFailed {
-                run_id,
-                error,
-                resume,
-            } => {
+            CliError::RunFailed { run_id, error, resume } => {
                 eprintln!("error: run {run_id} failed: {error}");
                 eprintln!(
                     "  = hint: `ca-a2a-flow status {run_id}` and `ca-a2a-flow logs {run_id}` show what happened; fix the cause, then `{resume}`"
@@ -97,11 +85,7 @@ impl CliError {
                 eprintln!("run {run_id} interrupted; nothing is lost. Resume it with:\n  {resume}");
                 exit::INTERRUPTED
             }
-            CliError::Changed {
-                run_id,
-                file,
-                changes,
-            } => {
+            CliError::Changed { run_id, file, changes } => {
                 eprintln!("error: {file} changed since run {run_id} started; these steps differ:");
                 for c in changes {
                     eprintln!("  {c}");
@@ -126,9 +110,7 @@ fn report_store(e: &StoreError) -> i32 {
         }
         StoreError::RunNotFound(run) => {
             eprintln!("error: no run `{run}` in this state store");
-            eprintln!(
-                "  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere"
-            );
+            eprintln!("  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere");
             exit::INVALID
         }
         StoreError::Fenced { run, .. } => {

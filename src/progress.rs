@@ -44,25 +44,13 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Event>, tty: bool) {
         let mut lines: Vec<String> = Vec::new();
         if let Some(event) = event {
             match event {
-                Event::RunStarted {
-                    run_id,
-                    name,
-                    steps,
-                    resumed,
-                } => {
+                Event::RunStarted { run_id, name, steps, resumed } => {
                     lines.push(format!(
                         "{} run {run_id} ({name}, {steps} steps)",
                         if resumed { "resuming" } else { "starting" }
                     ));
                 }
-                Event::StepStarted {
-                    step,
-                    kind,
-                    attempt,
-                    max_attempts,
-                    attempt_deadline,
-                    ..
-                } => {
+                Event::StepStarted { step, kind, attempt, max_attempts, attempt_deadline, .. } => {
                     if !tty {
                         lines.push(format!(
                             "  > {step} ({kind}) attempt {attempt}/{max_attempts}, deadline {}",
@@ -81,57 +69,32 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Event>, tty: bool) {
                         },
                     );
                 }
-                Event::StepProgress { step, message }
-                | Event::StepLog {
-                    step,
-                    line: message,
-                } => {
+                Event::StepProgress { step, message } | Event::StepLog { step, line: message } => {
                     if let Some(l) = live.get_mut(&step) {
                         l.note = message.clone();
                     }
                     if !tty {
                         // Plain output: a progress line when it changes, at most every 10 s per step.
                         let show = match last_plain_progress.get(&step) {
-                            Some((m, at)) => {
-                                *m != message && at.elapsed() >= Duration::from_secs(10)
-                            }
+                            Some((m, at)) => *m != message && at.elapsed() >= Duration::from_secs(10),
                             None => true,
                         };
                         if show {
                             let elapsed = live
                                 .get(&step)
-                                .map(|l| {
-                                    format!(
-                                        " [{} / {}]",
-                                        format(l.since.elapsed()),
-                                        format(l.deadline)
-                                    )
-                                })
+                                .map(|l| format!(" [{} / {}]", format(l.since.elapsed()), format(l.deadline)))
                                 .unwrap_or_default();
                             lines.push(format!("  . {step}{elapsed}: {message}"));
                             last_plain_progress.insert(step, (message, Instant::now()));
                         }
                     }
                 }
-                Event::StepSucceeded {
-                    step,
-                    attempt,
-                    elapsed,
-                } => {
+                Event::StepSucceeded { step, attempt, elapsed } => {
                     live.remove(&step);
-                    let retries = if attempt > 1 {
-                        format!(" (attempt {attempt})")
-                    } else {
-                        String::new()
-                    };
+                    let retries = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
                     lines.push(format!("  ✓ {step} {}{retries}", format(elapsed)));
                 }
-                Event::StepRetrying {
-                    step,
-                    attempt,
-                    delay,
-                    error,
-                } => {
+                Event::StepRetrying { step, attempt, delay, error } => {
                     live.remove(&step);
                     lines.push(format!(
                         "  ↻ {step} attempt {attempt} failed, retrying in {}: {}",
@@ -139,23 +102,14 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Event>, tty: bool) {
                         first_line(&error.message)
                     ));
                 }
-                Event::StepFailed {
-                    step,
-                    attempt,
-                    error,
-                } => {
+                Event::StepFailed { step, attempt, error } => {
                     live.remove(&step);
-                    lines.push(format!(
-                        "  ✗ {step} failed on attempt {attempt}: {}",
-                        error.message
-                    ));
+                    lines.push(format!("  ✗ {step} failed on attempt {attempt}: {}", error.message));
                     if let Some(h) = error.hint {
                         lines.push(format!("    hint: {h}"));
                     }
                 }
-                Event::StepBlocked { step, by } => {
-                    lines.push(format!("  - {step} not run: `{by}` did not succeed"))
-                }
+                Event::StepBlocked { step, by } => lines.push(format!("  - {step} not run: `{by}` did not succeed")),
                 Event::StepInterrupted { step } => {
                     live.remove(&step);
                     lines.push(format!("  ! {step} interrupted"));
@@ -211,8 +165,8 @@ fn truncate(s: &str, width: usize) -> String {
 }
 
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(120)
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; on failure it is left zeroed.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 { size.ws_col as usize } else { 120 }
 }

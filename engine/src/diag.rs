@@ -15,12 +15,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &Path, loc: Loc, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            loc,
-            message: message.into(),
-            hint: None,
-        }
+        Self { file: file.to_path_buf(), loc, message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -30,12 +25,7 @@ impl Diagnostic {
 
     /// `path:line:col: error: message`, the offending line, a caret, and the hint.
     pub fn render(&self) -> String {
-        let mut out = format!(
-            "{}:{}: error: {}\n",
-            self.file.display(),
-            self.loc,
-            self.message
-        );
+        let mut out = format!("{}:{}: error: {}\n", self.file.display(), self.loc, self.message);
         if self.loc.line > 0 {
             if let Ok(text) = std::fs::read_to_string(&self.file) {
                 if let Some(line) = text.lines().nth(self.loc.line as usize - 1) {
@@ -70,11 +60,7 @@ fn underline_width(line: &str, col: usize) -> usize {
     let mut chars = line.chars().skip(col);
     match chars.next() {
         Some(q @ ('"' | '\'')) => 2 + chars.take_while(|c| *c != q).count(),
-        Some(_) => {
-            1 + chars
-                .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | ']' | '}'))
-                .count()
-        }
+        Some(_) => 1 + chars.take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | ']' | '}')).count(),
         None => 1,
     }
 }
@@ -94,17 +80,13 @@ impl Diagnostics {
         self.0.len()
     }
     pub fn sort(&mut self) {
-        self.0
-            .sort_by(|a, b| (&a.file, a.loc).cmp(&(&b.file, b.loc)));
+        self.0.sort_by(|a, b| (&a.file, a.loc).cmp(&(&b.file, b.loc)));
         self.0.dedup();
     }
     pub fn render(&self) -> String {
         let mut out: String = self.0.iter().map(|d| d.render() + "\n").collect();
         let n = self.0.len();
-        out.push_str(&format!(
-            "{n} problem{} found; nothing was run.\n",
-            if n == 1 { "" } else { "s" }
-        ));
+        out.push_str(&format!("{n} problem{} found; nothing was run.\n", if n == 1 { "" } else { "s" }));
         out
     }
 }
@@ -134,9 +116,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -156,14 +136,8 @@ mod tests {
 
     #[test]
     fn suggests_the_closest_name_for_a_typo() {
-        assert_eq!(
-            closest("shel", ["shell", "sleep", "wait.http"]),
-            Some("shell")
-        );
-        assert_eq!(
-            closest("wait.htp", ["shell", "sleep", "wait.http"]),
-            Some("wait.http")
-        );
+        assert_eq!(closest("shel", ["shell", "sleep", "wait.http"]), Some("shell"));
+        assert_eq!(closest("wait.htp", ["shell", "sleep", "wait.http"]), Some("wait.http"));
         assert_eq!(closest("kubernetes", ["shell", "sleep"]), None);
     }
 }

@@ -12,21 +12,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "`{s}` is not a duration (expected a number then a unit, like 30s, 5m or 1h30m)"
-            ));
+            return Err(format!("`{s}` is not a duration (expected a number then a unit, like 30s, 5m or 1h30m)"));
         }
-        let n: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{s}`: number too large"))?;
+        let n: u128 = rest[..digits].parse().map_err(|_| format!("`{s}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let ms = match unit {
             "ms" => 1,
@@ -36,17 +28,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "d" => 86_400_000,
             "" => return Err(format!("`{s}` has no unit (write {n}s, {n}m or {n}h)")),
             other => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                ));
+                return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m, h or d)"));
             }
         };
         total = total.saturating_add(n.saturating_mul(ms));
         rest = &rest[unit_len..];
     }
-    u64::try_from(total)
-        .map(Duration::from_millis)
-        .map_err(|_| format!("`{s}` is too long"))
+    u64::try_from(total).map(Duration::from_millis).map_err(|_| format!("`{s}` is too long"))
 }
 
 /// Formats compactly: `2s`, `5m`, `6m12s`, `1h2m`, `350ms`.
@@ -60,11 +48,7 @@ pub fn format(d: Duration) -> String {
     match (h, m, s) {
         (0, 0, s) => {
             let tenths = (ms % 1_000) / 100;
-            if tenths == 0 || s >= 10 {
-                format!("{s}s")
-            } else {
-                format!("{s}.{tenths}s")
-            }
+            if tenths == 0 || s >= 10 { format!("{s}s") } else { format!("{s}.{tenths}s") }
         }
         (0, m, 0) => format!("{m}m"),
         (0, m, s) => format!("{m}m{s:02}s"),
@@ -80,9 +64,7 @@ pub struct HumanDuration(pub Duration);
 impl<'de> serde::Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse(&s)
-            .map(HumanDuration)
-            .map_err(serde::de::Error::custom)
+        parse(&s).map(HumanDuration).map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,7 +5,7 @@
 //! lease renewed by heartbeat, and every write carries the lease generation, so
 //! a process that lost its lease cannot overwrite the one that took over.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +27,7 @@ use crate::template::Scope;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(
-        "run `{run}`: lease lost to another process; this process stopped without further writes"
-    )]
+    #[error("run `{run}`: lease lost to another process; this process stopped without further writes")]
     LeaseLost { run: String },
     #[error("run `{run}` was defined with kind `{kind}`, which this build does not know")]
     UnknownKind { run: String, kind: String },
@@ -110,11 +108,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            parallelism: 8,
-            lease_ttl: Duration::from_secs(30),
-            holder: Holder::this_process(),
-        }
+        Self { parallelism: 8, lease_ttl: Duration::from_secs(30), holder: Holder::this_process() }
     }
 }
 
@@ -139,13 +133,7 @@ pub fn new_run_id() -> String {
     let secs = ms / 1000;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    format!(
-        "r-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:04x}",
-        tod / 3600,
-        (tod % 3600) / 60,
-        tod % 60,
-        fastrand::u16(..)
-    )
+    format!("r-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{:04x}", tod / 3600, (tod % 3600) / 60, tod % 60, fastrand::u16(..))
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -167,10 +155,7 @@ fn failpoint(point: &str, step: &str) {
     let Ok(spec) = std::env::var("CA_A2A_FLOW_FAILPOINT") else {
         return;
     };
-    if spec
-        .split(',')
-        .any(|p| p.trim() == format!("{point}:{step}"))
-    {
+    if spec.split(',').any(|p| p.trim() == format!("{point}:{step}")) {
         tracing::warn!(point, step, "failpoint reached: killing this process");
         // SAFETY: getpid and kill have no memory-safety preconditions.
         unsafe {
@@ -179,7 +164,7 @@ fn failpoint(point: &str, step: &str) {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct StepState {
     status: StepStatus,
     attempt: u32,
@@ -187,11 +172,12 @@ struct StepState {
     next_attempt_at: Option<i64>,
 }
 
+/// How an attempt ended, with what the scheduler needs to know next.
 enum AttemptEnd {
     Succeeded(BTreeMap<String, Json>),
-    Retry,
+    Retry(StepState),
     Failed(StepError),
-    Stopped,
+    Stopped(StepState),
     LeaseLost,
 }
 
@@ -211,12 +197,7 @@ struct Shared<S: Store> {
 
 impl<S: Store> Engine<S> {
     pub fn new(store: S, registry: Registry, config: EngineConfig, observer: Observer) -> Self {
-        Self {
-            store,
-            registry,
-            config,
-            observer,
-        }
+        Self { store, registry, config, observer }
     }
 
     pub fn store(&self) -> &S {
@@ -224,20 +205,9 @@ impl<S: Store> Engine<S> {
     }
 
     /// Records a new run (its definition, inputs and per-step hashes); runs nothing.
-    pub async fn create(
-        &self,
-        workflow: &Workflow,
-        inputs: &BTreeMap<String, Json>,
-    ) -> Result<String, EngineError> {
+    pub async fn create(&self, workflow: &Workflow, inputs: &BTreeMap<String, Json>) -> Result<String, EngineError> {
         let id = new_run_id();
-        self.store
-            .create_run(NewRun {
-                id: &id,
-                workflow,
-                inputs,
-                now: crate::now_ms(),
-            })
-            .await?;
+        self.store.create_run(NewRun { id: &id, workflow, inputs, now: crate::now_ms() }).await?;
         Ok(id)
     }
 
@@ -253,17 +223,11 @@ impl<S: Store> Engine<S> {
         let before = self.store.run(run_id).await?;
         let ttl_ms = self.config.lease_ttl.as_millis() as i64;
         let now = crate::now_ms();
-        let generation = match self
-            .store
-            .acquire(run_id, &self.config.holder, ttl_ms, now)
-            .await
-        {
+        let generation = match self.store.acquire(run_id, &self.config.holder, ttl_ms, now).await {
             Err(StoreError::LeaseHeld { holder, .. }) if holder.holder_is_gone() => {
                 tracing::info!(owner = %holder.owner, "the previous holder's process is gone; taking the run over");
                 self.store.break_lease(run_id, &holder.owner).await?;
-                self.store
-                    .acquire(run_id, &self.config.holder, ttl_ms, now)
-                    .await?
+                self.store.acquire(run_id, &self.config.holder, ttl_ms, now).await?
             }
             other => other?,
         };
@@ -274,11 +238,7 @@ impl<S: Store> Engine<S> {
         };
         let mut writes = Vec::new();
         if let Some((definition, reset, removed)) = redefine {
-            writes.push(Write::Redefine {
-                definition: Box::new(definition),
-                reset,
-                removed,
-            });
+            writes.push(Write::Redefine { definition: Box::new(definition), reset, removed });
         }
         writes.push(Write::Recover { at: now, outage_ms });
         writes.push(Write::Event {
@@ -296,10 +256,7 @@ impl<S: Store> Engine<S> {
         let run = self.store.run(run_id).await?;
         for step in &run.definition.steps {
             if self.registry.get(&step.uses).is_none() {
-                return Err(EngineError::UnknownKind {
-                    run: run_id.into(),
-                    kind: step.uses.clone(),
-                });
+                return Err(EngineError::UnknownKind { run: run_id.into(), kind: step.uses.clone() });
             }
         }
         (self.observer)(Event::RunStarted {
@@ -345,25 +302,15 @@ impl<S: Store> Engine<S> {
 
         // Step logs are written in batches, outside the fenced state writes.
         let (log_tx, log_rx) = mpsc::unbounded_channel::<(String, Report)>();
-        let log_writer = tokio::spawn(write_logs(
-            self.store.clone(),
-            run_id.to_string(),
-            log_rx,
-            self.observer.clone(),
-        ));
+        let log_writer =
+            tokio::spawn(write_logs(self.store.clone(), run_id.to_string(), log_rx, self.observer.clone()));
         let sink: ReportSink = Arc::new(move |step: &str, report: Report| {
             let _ = log_tx.send((step.to_string(), report));
         });
 
         let workflow_dir = PathBuf::from(&run.workflow_file)
             .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    p.to_path_buf()
-                }
-            })
+            .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
             .unwrap_or_else(|| PathBuf::from("."));
         let shared = Arc::new(Shared {
             store: self.store.clone(),
@@ -379,9 +326,7 @@ impl<S: Store> Engine<S> {
             sink,
         });
 
-        let result = self
-            .schedule(&shared, &mut stop, &mut cancel_rx, &mut lost_rx)
-            .await;
+        let result = self.schedule(&shared, &mut stop, &mut cancel_rx, &mut lost_rx).await;
         heartbeat.abort();
         drop(shared);
         let _ = log_writer.await;
@@ -408,25 +353,34 @@ impl<S: Store> Engine<S> {
     ) -> Result<Outcome, EngineError> {
         let run_id = shared.run_id.clone();
         let generation = shared.generation;
-        let mut states: BTreeMap<String, StepState> = BTreeMap::new();
-        let mut outputs: BTreeMap<String, BTreeMap<String, Json>> = BTreeMap::new();
+        let steps = &shared.workflow.steps;
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let needs: Vec<Vec<usize>> =
+            steps.iter().map(|s| s.needs.iter().filter_map(|n| index.get(n.as_str()).copied()).collect()).collect();
+        let mut states: Vec<StepState> = vec![StepState::default(); steps.len()];
+        let mut outputs: Vec<Option<BTreeMap<String, Json>>> = vec![None; steps.len()];
         for rec in self.store.steps(&run_id).await? {
-            if let Some(o) = &rec.outputs {
-                outputs.insert(rec.step_id.clone(), o.clone());
-            }
-            states.insert(
-                rec.step_id.clone(),
-                StepState {
+            if let Some(&i) = index.get(rec.step_id.as_str()) {
+                outputs[i] = rec.outputs.clone();
+                states[i] = StepState {
                     status: rec.status,
                     attempt: rec.attempt,
                     deadline_at: rec.deadline_at,
                     next_attempt_at: rec.next_attempt_at,
-                },
-            );
+                };
+            }
         }
+        let done = |st: &StepState| {
+            matches!(
+                st.status,
+                StepStatus::Succeeded | StepStatus::Failed | StepStatus::Blocked | StepStatus::Cancelled
+            )
+        };
+        // Steps that may still run; scanning only these keeps scheduling linear.
+        let mut open: Vec<usize> = (0..steps.len()).filter(|&i| !done(&states[i])).collect();
         let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
-        let mut inflight: JoinSet<(String, AttemptEnd)> = JoinSet::new();
-        let mut running: BTreeSet<String> = BTreeSet::new();
+        let mut inflight: JoinSet<(usize, AttemptEnd)> = JoinSet::new();
+        let mut running = vec![false; steps.len()];
         let mut stopped: Option<Stop> = None;
         let mut first_failure: Option<(String, StepError)> = None;
         let mut lease_lost = false;
@@ -435,49 +389,60 @@ impl<S: Store> Engine<S> {
         let (mut stop_open, mut cancel_open, mut lost_open) = (true, true, true);
 
         loop {
+            // A stop already requested before this point (`cancel` of an idle
+            // run) is seen here, not through `changed()`.
+            if stopped.is_none() {
+                let why = *stop.borrow();
+                if let Some(why) = why {
+                    stopped = Some(why);
+                    let _ = stop_tx.send(Some(why));
+                }
+            }
+
             // Dependents of failed or blocked steps will never run.
-            let mut blocked_writes = Vec::new();
-            for step in &shared.workflow.steps {
-                let st = &states[&step.id];
-                if matches!(st.status, StepStatus::Pending) {
-                    if let Some(dep) = step.needs.iter().find(|n| {
-                        matches!(states[*n].status, StepStatus::Failed | StepStatus::Blocked)
-                    }) {
-                        let error = StepError::fatal(format!(
-                            "not run: it needs step `{dep}`, which did not succeed"
-                        ));
-                        blocked_writes.push((step.id.clone(), dep.clone(), error));
+            let now = crate::now_ms();
+            let mut blocked = Vec::new();
+            for &i in &open {
+                if states[i].status == StepStatus::Pending {
+                    let failed = needs[i]
+                        .iter()
+                        .find(|&&n| matches!(states[n].status, StepStatus::Failed | StepStatus::Blocked));
+                    if let Some(&dep) = failed {
+                        blocked.push((i, dep));
                     }
                 }
             }
-            if !blocked_writes.is_empty() {
-                let now = crate::now_ms();
-                let writes = blocked_writes
+            if !blocked.is_empty() {
+                let writes = blocked
                     .iter()
-                    .map(|(id, _, e)| Write::StepEnded {
-                        step: id.clone(),
+                    .map(|&(i, dep)| Write::StepEnded {
+                        step: steps[i].id.clone(),
                         status: StepStatus::Blocked,
                         at: now,
-                        error: Some(e.clone()),
+                        error: Some(StepError::fatal(format!(
+                            "not run: it needs step `{}`, which did not succeed",
+                            steps[dep].id
+                        ))),
                     })
                     .collect();
                 self.store.apply(&run_id, generation, writes).await?;
-                for (id, dep, _) in blocked_writes {
-                    states.get_mut(&id).expect("known step").status = StepStatus::Blocked;
-                    (shared.observer)(Event::StepBlocked { step: id, by: dep });
+                for (i, dep) in blocked {
+                    states[i].status = StepStatus::Blocked;
+                    (shared.observer)(Event::StepBlocked { step: steps[i].id.clone(), by: steps[dep].id.clone() });
                 }
+                open.retain(|&i| !done(&states[i]));
                 continue;
             }
 
             // Start what is ready.
-            let now = crate::now_ms();
             let mut next_wake: Option<i64> = None;
+            let mut in_flight = running.iter().filter(|r| **r).count();
             if stopped.is_none() && first_failure.is_none() && !lease_lost {
-                for step in &shared.workflow.steps {
-                    if running.len() >= self.config.parallelism.max(1) {
+                for &i in &open {
+                    if in_flight >= self.config.parallelism.max(1) {
                         break;
                     }
-                    let st = &states[&step.id];
+                    let st = &states[i];
                     let runnable = match st.status {
                         StepStatus::Pending | StepStatus::Interrupted => true,
                         StepStatus::RetryWait => match st.next_attempt_at {
@@ -489,90 +454,60 @@ impl<S: Store> Engine<S> {
                         },
                         _ => false,
                     };
-                    if !runnable || running.contains(&step.id) {
-                        continue;
-                    }
-                    if !step
-                        .needs
-                        .iter()
-                        .all(|n| states[n].status == StepStatus::Succeeded)
-                    {
+                    if !runnable || running[i] || !needs[i].iter().all(|&n| states[n].status == StepStatus::Succeeded) {
                         continue;
                     }
                     // An interrupted attempt is re-done under the same number.
-                    let attempt = if st.status == StepStatus::Interrupted {
-                        st.attempt.max(1)
-                    } else {
-                        st.attempt + 1
-                    };
-                    let deadline_at = st
-                        .deadline_at
-                        .unwrap_or(now + step.timeout.as_millis() as i64);
-                    let deps: BTreeMap<String, BTreeMap<String, Json>> = step
-                        .needs
+                    let attempt = if st.status == StepStatus::Interrupted { st.attempt.max(1) } else { st.attempt + 1 };
+                    let deadline_at = st.deadline_at.unwrap_or(now + steps[i].timeout.as_millis() as i64);
+                    let deps: BTreeMap<String, BTreeMap<String, Json>> = needs[i]
                         .iter()
-                        .filter_map(|n| outputs.get(n).map(|o| (n.clone(), o.clone())))
+                        .filter_map(|&n| outputs[n].as_ref().map(|o| (steps[n].id.clone(), o.clone())))
                         .collect();
-                    running.insert(step.id.clone());
-                    let (shared, step, stop_rx) = (shared.clone(), step.clone(), stop_rx.clone());
+                    running[i] = true;
+                    in_flight += 1;
+                    let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
                     inflight.spawn(async move {
-                        let id = step.id.clone();
-                        let end =
-                            run_attempt(&shared, &step, attempt, deadline_at, deps, stop_rx).await;
-                        (id, end)
+                        let step = &shared.workflow.steps[i];
+                        let end = run_attempt(&shared, step, attempt, deadline_at, deps, stop_rx).await;
+                        (i, end)
                     });
                 }
             }
 
             if inflight.is_empty() {
-                let all_done = shared
-                    .workflow
-                    .steps
-                    .iter()
-                    .all(|s| states[&s.id].status == StepStatus::Succeeded);
-                if all_done || stopped.is_some() || first_failure.is_some() || lease_lost {
-                    break;
-                }
-                if next_wake.is_none() {
-                    // Nothing runnable and nothing to wait for: a state we cannot progress from.
+                let finished = open.is_empty() && states.iter().all(|s| s.status == StepStatus::Succeeded);
+                if finished || stopped.is_some() || first_failure.is_some() || lease_lost || next_wake.is_none() {
+                    // Done, stopping, or nothing runnable and nothing to wait for.
                     break;
                 }
             }
 
-            let wake = next_wake.map(|t| {
-                Instant::now() + Duration::from_millis((t - crate::now_ms()).max(0) as u64)
-            });
+            let wake = next_wake.map(|t| Instant::now() + Duration::from_millis((t - crate::now_ms()).max(0) as u64));
             tokio::select! {
                 joined = inflight.join_next(), if !inflight.is_empty() => {
-                    let (id, end) = match joined {
+                    let (i, end) = match joined {
                         Some(Ok(pair)) => pair,
                         Some(Err(e)) => panic!("a step task panicked: {e}"),
                         None => continue,
                     };
-                    running.remove(&id);
-                    let st = states.get_mut(&id).expect("known step");
-                    // Re-read what the task committed (attempt, deadline, next time).
+                    running[i] = false;
                     match end {
                         AttemptEnd::Succeeded(out) => {
-                            st.status = StepStatus::Succeeded;
-                            outputs.insert(id, out);
+                            states[i].status = StepStatus::Succeeded;
+                            outputs[i] = Some(out);
                         }
-                        AttemptEnd::Retry | AttemptEnd::Stopped => {
-                            if let Some(rec) = self.store.steps(&run_id).await?.into_iter().find(|r| r.step_id == id) {
-                                *st = StepState { status: rec.status, attempt: rec.attempt, deadline_at: rec.deadline_at, next_attempt_at: rec.next_attempt_at };
-                            }
-                        }
+                        AttemptEnd::Retry(next) | AttemptEnd::Stopped(next) => states[i] = next,
                         AttemptEnd::Failed(error) => {
-                            st.status = StepStatus::Failed;
-                            if first_failure.is_none() {
-                                first_failure = Some((id, error));
-                            }
+                            states[i].status = StepStatus::Failed;
+                            first_failure.get_or_insert((steps[i].id.clone(), error));
                         }
                         AttemptEnd::LeaseLost => {
                             lease_lost = true;
                             let _ = stop_tx.send(Some(Stop::Interrupt));
                         }
                     }
+                    open.retain(|&i| !done(&states[i]));
                 }
                 changed = stop.changed(), if stop_open && stopped.is_none() => {
                     stop_open = changed.is_ok();
@@ -604,43 +539,21 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::LeaseLost { run: run_id });
         }
         let now = crate::now_ms();
+        let all_succeeded = states.iter().all(|s| s.status == StepStatus::Succeeded);
         let (status, error) = match (stopped, &first_failure) {
-            (Some(Stop::Cancel), _) => (
-                RunStatus::Cancelled,
-                Some("cancelled by request".to_string()),
-            ),
-            (Some(Stop::Interrupt), _) => (
-                RunStatus::Interrupted,
-                Some("interrupted by a signal".to_string()),
-            ),
+            (Some(Stop::Cancel), _) => (RunStatus::Cancelled, Some("cancelled by request".to_string())),
+            (Some(Stop::Interrupt), _) => (RunStatus::Interrupted, Some("interrupted by a signal".to_string())),
             (None, Some((id, e))) if e.message.starts_with(&format!("step `{id}`")) => {
                 (RunStatus::Failed, Some(e.message.clone()))
             }
-            (None, Some((id, e))) => (
-                RunStatus::Failed,
-                Some(format!("step `{id}` failed: {}", e.message)),
-            ),
-            (None, None)
-                if shared
-                    .workflow
-                    .steps
-                    .iter()
-                    .all(|s| states[&s.id].status == StepStatus::Succeeded) =>
-            {
-                (RunStatus::Succeeded, None)
-            }
-            (None, None) => (
-                RunStatus::Failed,
-                Some("no step could make progress".to_string()),
-            ),
+            (None, Some((id, e))) => (RunStatus::Failed, Some(format!("step `{id}` failed: {}", e.message))),
+            (None, None) if all_succeeded => (RunStatus::Succeeded, None),
+            (None, None) => (RunStatus::Failed, Some("no step could make progress".to_string())),
         };
         let mut writes = Vec::new();
         if status == RunStatus::Cancelled {
-            for s in &shared.workflow.steps {
-                if matches!(
-                    states[&s.id].status,
-                    StepStatus::Pending | StepStatus::RetryWait | StepStatus::Interrupted
-                ) {
+            for (i, s) in steps.iter().enumerate() {
+                if matches!(states[i].status, StepStatus::Pending | StepStatus::RetryWait | StepStatus::Interrupted) {
                     writes.push(Write::StepEnded {
                         step: s.id.clone(),
                         status: StepStatus::Cancelled,
@@ -650,18 +563,10 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        writes.push(Write::RunStatus {
-            status,
-            at: now,
-            error: error.clone(),
-        });
+        writes.push(Write::RunStatus { status, at: now, error: error.clone() });
         writes.push(Write::Event {
             step: None,
-            level: if status == RunStatus::Succeeded {
-                "info"
-            } else {
-                "error"
-            },
+            level: if status == RunStatus::Succeeded { "info" } else { "error" },
             message: match &error {
                 Some(e) => format!("run {status}: {e}"),
                 None => format!("run {status}"),
@@ -669,11 +574,7 @@ impl<S: Store> Engine<S> {
             at: now,
         });
         self.store.apply(&run_id, generation, writes).await?;
-        Ok(Outcome {
-            run_id,
-            status,
-            error,
-        })
+        Ok(Outcome { run_id, status, error })
     }
 }
 
@@ -691,20 +592,7 @@ async fn run_attempt<S: Store>(
     let max = step.retry.max_attempts;
     let started = crate::now_ms();
     let started_at = Instant::now();
-    let start = vec![
-        Write::StepStarted {
-            step: step.id.clone(),
-            attempt,
-            at: started,
-            deadline_at,
-        },
-        Write::Event {
-            step: Some(step.id.clone()),
-            level: "info",
-            message: format!("attempt {attempt}/{max} started"),
-            at: started,
-        },
-    ];
+    let start = vec![Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at }];
     if let Err(e) = store.apply(run, generation, start).await {
         return store_failure(e);
     }
@@ -722,18 +610,10 @@ async fn run_attempt<S: Store>(
         step_deadline: step_left,
     });
 
-    let kind = shared
-        .registry
-        .get(&step.uses)
-        .expect("kinds checked when the run started")
-        .clone();
+    let kind = shared.registry.get(&step.uses).expect("kinds checked when the run started").clone();
     let resolved = {
-        let secret = |s: &str, key: &str| {
-            shared
-                .workflow
-                .step(s)
-                .is_some_and(|d| d.secret_outputs.iter().any(|k| k == key))
-        };
+        let secret =
+            |s: &str, key: &str| shared.workflow.step(s).is_some_and(|d| d.secret_outputs.iter().any(|k| k == key));
         let env = |name: &str| std::env::var(name).ok();
         let scope = Scope {
             run_id: run,
@@ -753,12 +633,7 @@ async fn run_attempt<S: Store>(
     let sink: ReportSink = match &held {
         Some(buffer) => {
             let buffer = buffer.clone();
-            Arc::new(move |_: &str, report: Report| {
-                buffer
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(report)
-            })
+            Arc::new(move |_: &str, report: Report| buffer.lock().unwrap_or_else(|e| e.into_inner()).push(report))
         }
         None => shared.sink.clone(),
     };
@@ -791,9 +666,7 @@ async fn run_attempt<S: Store>(
         Stopped(Stop),
     }
     let ran = match resolved {
-        Err(e) => Ran::Done(Err(StepError::fatal(format!(
-            "cannot resolve parameters: {e}"
-        )))),
+        Err(e) => Ran::Done(Err(StepError::fatal(format!("cannot resolve parameters: {e}")))),
         Ok(_) if budget.is_zero() => Ran::TimedOut,
         Ok(params) => {
             if let Some(why) = *stop.borrow() {
@@ -814,16 +687,8 @@ async fn run_attempt<S: Store>(
     let result = match ran {
         Ran::Done(r) => r,
         Ran::TimedOut => {
-            let limit = if step_bound {
-                step.timeout
-            } else {
-                step.attempt_timeout
-            };
-            let which = if step_bound {
-                "timeout"
-            } else {
-                "attempt_timeout"
-            };
+            let limit = if step_bound { step.timeout } else { step.attempt_timeout };
+            let which = if step_bound { "timeout" } else { "attempt_timeout" };
             let mut e = StepError::fatal(format!(
                 "step `{}` timed out after {} (attempt {attempt}/{max})",
                 step.id,
@@ -839,30 +704,12 @@ async fn run_attempt<S: Store>(
         }
         Ran::Stopped(why) => {
             release_held();
-            let status = if why == Stop::Cancel {
-                StepStatus::Cancelled
-            } else {
-                StepStatus::Interrupted
-            };
-            let writes = vec![
-                Write::StepEnded {
-                    step: step.id.clone(),
-                    status,
-                    at: now,
-                    error: None,
-                },
-                Write::Event {
-                    step: Some(step.id.clone()),
-                    level: "warn",
-                    message: format!("attempt {attempt} {status}"),
-                    at: now,
-                },
-            ];
-            (shared.observer)(Event::StepInterrupted {
-                step: step.id.clone(),
-            });
+            let status = if why == Stop::Cancel { StepStatus::Cancelled } else { StepStatus::Interrupted };
+            let writes = vec![Write::StepEnded { step: step.id.clone(), status, at: now, error: None }];
+            (shared.observer)(Event::StepInterrupted { step: step.id.clone() });
+            let next = StepState { status, attempt, deadline_at: Some(deadline_at), next_attempt_at: None };
             return match store.apply(run, generation, writes).await {
-                Ok(()) => AttemptEnd::Stopped,
+                Ok(()) => AttemptEnd::Stopped(next),
                 Err(e) => store_failure(e),
             };
         }
@@ -881,32 +728,13 @@ async fn run_attempt<S: Store>(
             }
             release_held();
             failpoint("before_commit", &step.id);
-            let writes = vec![
-                Write::StepSucceeded {
-                    step: step.id.clone(),
-                    attempt,
-                    at: now,
-                    outputs: outputs.clone(),
-                },
-                Write::Event {
-                    step: Some(step.id.clone()),
-                    level: "info",
-                    message: format!(
-                        "succeeded on attempt {attempt} in {}",
-                        duration::format(started_at.elapsed())
-                    ),
-                    at: now,
-                },
-            ];
+            let writes =
+                vec![Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() }];
             if let Err(e) = store.apply(run, generation, writes).await {
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
-            (shared.observer)(Event::StepSucceeded {
-                step: step.id.clone(),
-                attempt,
-                elapsed: started_at.elapsed(),
-            });
+            (shared.observer)(Event::StepSucceeded { step: step.id.clone(), attempt, elapsed: started_at.elapsed() });
             AttemptEnd::Succeeded(outputs)
         }
         Err(mut error) => {
@@ -916,37 +744,25 @@ async fn run_attempt<S: Store>(
             let next_at = now + delay.as_millis() as i64;
             let retry = error.is_retryable() && attempt < max && next_at < deadline_at;
             if retry {
-                let writes = vec![
-                    Write::StepRetry {
-                        step: step.id.clone(),
-                        attempt,
-                        at: now,
-                        next_attempt_at: next_at,
-                        delay_ms: delay.as_millis() as i64,
-                        error: error.clone(),
-                    },
-                    Write::Event {
-                        step: Some(step.id.clone()),
-                        level: "warn",
-                        message: format!(
-                            "attempt {attempt}/{max} failed: {}; retrying in {}",
-                            error.message,
-                            duration::format(delay)
-                        ),
-                        at: now,
-                    },
-                ];
+                let writes = vec![Write::StepRetry {
+                    step: step.id.clone(),
+                    attempt,
+                    at: now,
+                    next_attempt_at: next_at,
+                    delay_ms: delay.as_millis() as i64,
+                    error: error.clone(),
+                }];
                 if let Err(e) = store.apply(run, generation, writes).await {
                     return store_failure(e);
                 }
                 failpoint("after_retry_scheduled", &step.id);
-                (shared.observer)(Event::StepRetrying {
-                    step: step.id.clone(),
+                (shared.observer)(Event::StepRetrying { step: step.id.clone(), attempt, delay, error });
+                AttemptEnd::Retry(StepState {
+                    status: StepStatus::RetryWait,
                     attempt,
-                    delay,
-                    error,
-                });
-                AttemptEnd::Retry
+                    deadline_at: Some(deadline_at),
+                    next_attempt_at: Some(next_at),
+                })
             } else {
                 if error.is_retryable() && attempt < max {
                     error.hint.get_or_insert_with(|| {
@@ -958,28 +774,16 @@ async fn run_attempt<S: Store>(
                 } else if error.is_retryable() {
                     error.message = format!("{} (gave up after {attempt} attempts)", error.message);
                 }
-                let writes = vec![
-                    Write::StepEnded {
-                        step: step.id.clone(),
-                        status: StepStatus::Failed,
-                        at: now,
-                        error: Some(error.clone()),
-                    },
-                    Write::Event {
-                        step: Some(step.id.clone()),
-                        level: "error",
-                        message: format!("failed on attempt {attempt}/{max}: {}", error.message),
-                        at: now,
-                    },
-                ];
+                let writes = vec![Write::StepEnded {
+                    step: step.id.clone(),
+                    status: StepStatus::Failed,
+                    at: now,
+                    error: Some(error.clone()),
+                }];
                 if let Err(e) = store.apply(run, generation, writes).await {
                     return store_failure(e);
                 }
-                (shared.observer)(Event::StepFailed {
-                    step: step.id.clone(),
-                    attempt,
-                    error: error.clone(),
-                });
+                (shared.observer)(Event::StepFailed { step: step.id.clone(), attempt, error: error.clone() });
                 AttemptEnd::Failed(error)
             }
         }
@@ -1021,17 +825,11 @@ async fn write_logs<S: Store>(
         let now = crate::now_ms();
         match report {
             Report::Log(line) => {
-                observer(Event::StepLog {
-                    step: step.clone(),
-                    line: line.clone(),
-                });
+                observer(Event::StepLog { step: step.clone(), line: line.clone() });
                 batch.push((Some(step), "log", line, now));
             }
             Report::Progress(message) => {
-                observer(Event::StepProgress {
-                    step: step.clone(),
-                    message: message.clone(),
-                });
+                observer(Event::StepProgress { step: step.clone(), message: message.clone() });
                 if last_progress.get(&step) != Some(&message) {
                     last_progress.insert(step.clone(), message.clone());
                     batch.push((Some(step), "progress", message, now));
@@ -1045,11 +843,7 @@ async fn write_logs<S: Store>(
     flush(&store, &run, &mut batch).await;
 }
 
-async fn flush<S: Store>(
-    store: &S,
-    run: &str,
-    batch: &mut Vec<(Option<String>, &'static str, String, i64)>,
-) {
+async fn flush<S: Store>(store: &S, run: &str, batch: &mut Vec<(Option<String>, &'static str, String, i64)>) {
     if batch.is_empty() {
         return;
     }

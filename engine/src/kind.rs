@@ -39,18 +39,10 @@ pub struct StepError {
 
 impl StepError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            class: ErrorClass::Retryable,
-            message: message.into(),
-            hint: None,
-        }
+        Self { class: ErrorClass::Retryable, message: message.into(), hint: None }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            class: ErrorClass::Fatal,
-            message: message.into(),
-            hint: None,
-        }
+        Self { class: ErrorClass::Fatal, message: message.into(), hint: None }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -91,10 +83,7 @@ pub struct ParamProblem {
 
 impl ParamProblem {
     pub fn at(path: &[&str], message: impl Into<String>) -> Self {
-        Self {
-            path: path.iter().map(|s| s.to_string()).collect(),
-            message: message.into(),
-        }
+        Self { path: path.iter().map(|s| s.to_string()).collect(), message: message.into() }
     }
 }
 
@@ -128,16 +117,10 @@ pub struct StepContext {
 
 impl StepContext {
     pub fn log(&self, line: impl AsRef<str>) {
-        (self.sink)(
-            &self.step_id,
-            Report::Log(self.redactor.redact(line.as_ref())),
-        );
+        (self.sink)(&self.step_id, Report::Log(self.redactor.redact(line.as_ref())));
     }
     pub fn progress(&self, what: impl AsRef<str>) {
-        (self.sink)(
-            &self.step_id,
-            Report::Progress(self.redactor.redact(what.as_ref())),
-        );
+        (self.sink)(&self.step_id, Report::Progress(self.redactor.redact(what.as_ref())));
     }
     /// Declares a value secret: it is masked in every log, event and error from now on.
     pub fn secret(&self, value: &str) {
@@ -180,11 +163,7 @@ pub trait Step: Send + Sync + 'static {
         Vec::new()
     }
 
-    fn run(
-        &self,
-        ctx: &StepContext,
-        params: Self::Params,
-    ) -> impl Future<Output = Result<Outputs, StepError>> + Send;
+    fn run(&self, ctx: &StepContext, params: Self::Params) -> impl Future<Output = Result<Outputs, StepError>> + Send;
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -196,11 +175,7 @@ pub trait ErasedKind: Send + Sync {
     fn outputs(&self, params: &Json) -> OutputSpec;
     /// Type-checks parameters that may still contain templates.
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
-    fn execute<'a>(
-        &'a self,
-        ctx: &'a StepContext,
-        params: Json,
-    ) -> BoxFuture<'a, Result<Outputs, StepError>>;
+    fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
 }
 
 impl<S: Step> ErasedKind for S {
@@ -220,20 +195,14 @@ impl<S: Step> ErasedKind for S {
                 let path = path_segments(err.path());
                 let message = err.inner().to_string();
                 // A templated value is checked when it is resolved, not now.
-                if value_at(params, &path)
-                    .is_some_and(|v| v.as_str().is_some_and(crate::template::contains_template))
-                {
+                if value_at(params, &path).is_some_and(|v| v.as_str().is_some_and(crate::template::contains_template)) {
                     return Vec::new();
                 }
                 vec![ParamProblem { path, message }]
             }
         }
     }
-    fn execute<'a>(
-        &'a self,
-        ctx: &'a StepContext,
-        params: Json,
-    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
+    fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
             let typed: S::Params = serde_path_to_error::deserialize(params).map_err(|e| {
                 StepError::fatal(format!("parameter `{}`: {}", e.path(), e.inner()))

@@ -19,19 +19,14 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
-pub use kind::{
-    ErrorClass, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError,
-};
+pub use kind::{ErrorClass, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError};
 pub use load::{load, resolve_inputs};
 pub use model::{RetryPolicy, StepDef, Workflow};
 pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// `2026-11-24 03:01:12Z` for a time in milliseconds since the epoch.
@@ -39,10 +34,5 @@ pub fn format_timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, mo, d) = executor::civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}Z",
-        tod / 3600,
-        (tod % 3600) / 60,
-        tod % 60
-    )
+    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}Z", tod / 3600, (tod % 3600) / 60, tod % 60)
 }

@@ -13,43 +13,16 @@ use crate::model::{Defaults, InputSpec, RetryPolicy, StepDef, Workflow};
 use crate::template::{self, Ref};
 use crate::yaml::{self, Key, Loc, Node, Value};
 
-const TOP_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "inputs",
-    "defaults",
-    "include",
-    "steps",
-];
-const STEP_KEYS: &[&str] = &[
-    "id",
-    "uses",
-    "with",
-    "needs",
-    "timeout",
-    "attempt_timeout",
-    "retry",
-    "secret_outputs",
-    "description",
-];
+const TOP_KEYS: &[&str] = &["name", "description", "inputs", "defaults", "include", "steps"];
+const STEP_KEYS: &[&str] =
+    &["id", "uses", "with", "needs", "timeout", "attempt_timeout", "retry", "secret_outputs", "description"];
 const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry"];
-const RETRY_KEYS: &[&str] = &[
-    "max_attempts",
-    "initial_delay",
-    "max_delay",
-    "multiplier",
-    "jitter",
-];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"];
 const INPUT_KEYS: &[&str] = &["default", "description"];
 
 /// Loads `path` and the files it includes, and validates the whole workflow.
 pub fn load(path: &Path, registry: &Registry) -> Result<Workflow, Diagnostics> {
-    let mut loader = Loader {
-        registry,
-        diags: Diagnostics::default(),
-        steps: Vec::new(),
-        inputs: BTreeMap::new(),
-    };
+    let mut loader = Loader { registry, diags: Diagnostics::default(), steps: Vec::new(), inputs: BTreeMap::new() };
     let mut stack = Vec::new();
     let name = loader.file(path, Defaults::default(), &mut stack, None);
     let workflow = loader.finish(path, name);
@@ -84,15 +57,8 @@ impl Loader<'_> {
         self.diags.push(Diagnostic::new(file, loc, message));
     }
 
-    fn err_hint(
-        &mut self,
-        file: &Path,
-        loc: Loc,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
-        self.diags
-            .push(Diagnostic::new(file, loc, message).hint(hint));
+    fn err_hint(&mut self, file: &Path, loc: Loc, message: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic::new(file, loc, message).hint(hint));
     }
 
     /// Reads one file (recursively its includes); returns the workflow name.
@@ -108,31 +74,17 @@ impl Loader<'_> {
             Ok(t) => t,
             Err(e) => {
                 match included_at {
-                    Some((from, loc)) => self.err(
-                        from,
-                        loc,
-                        format!("cannot read included file `{}`: {e}", path.display()),
-                    ),
-                    None => self.err(
-                        path,
-                        Loc::default(),
-                        format!("cannot read workflow file: {e}"),
-                    ),
+                    Some((from, loc)) => {
+                        self.err(from, loc, format!("cannot read included file `{}`: {e}", path.display()))
+                    }
+                    None => self.err(path, Loc::default(), format!("cannot read workflow file: {e}")),
                 }
                 return None;
             }
         };
         if stack.contains(&canonical) {
             let (from, loc) = included_at.expect("only includes can recurse");
-            self.err(
-                from,
-                loc,
-                format!(
-                    "`{}` includes itself (through {} file(s))",
-                    path.display(),
-                    stack.len()
-                ),
-            );
+            self.err(from, loc, format!("`{}` includes itself (through {} file(s))", path.display(), stack.len()));
             return None;
         }
         let doc = match yaml::parse(&text) {
@@ -146,24 +98,14 @@ impl Loader<'_> {
             self.err(
                 path,
                 doc.loc,
-                format!(
-                    "a workflow file is a mapping with `name` and `steps`, found {}",
-                    doc.type_name()
-                ),
+                format!("a workflow file is a mapping with `name` and `steps`, found {}", doc.type_name()),
             );
             return None;
         }
         let mut dups = Vec::new();
         yaml::duplicate_keys(&doc, &mut dups);
         for (key, loc, first) in dups {
-            self.err(
-                path,
-                loc,
-                format!(
-                    "duplicate key `{key}` (first at line {}, column {})",
-                    first.line, first.col
-                ),
-            );
+            self.err(path, loc, format!("duplicate key `{key}` (first at line {}, column {})", first.line, first.col));
         }
         self.check_keys(path, &doc, TOP_KEYS, "workflow");
 
@@ -194,26 +136,15 @@ impl Loader<'_> {
         stack.pop();
 
         match doc.get("steps") {
-            Some(Node {
-                value: Value::Seq(items),
-                loc,
-            }) => {
+            Some(Node { value: Value::Seq(items), loc }) => {
                 if items.is_empty() && included_at.is_none() && self.steps.is_empty() {
-                    self.err(
-                        path,
-                        *loc,
-                        "`steps` is empty: a workflow needs at least one step",
-                    );
+                    self.err(path, *loc, "`steps` is empty: a workflow needs at least one step");
                 }
                 for item in items {
                     self.step(path, item, &defaults);
                 }
             }
-            Some(other) => self.err(
-                path,
-                other.loc,
-                format!("`steps` must be a list, found {}", other.type_name()),
-            ),
+            Some(other) => self.err(path, other.loc, format!("`steps` must be a list, found {}", other.type_name())),
             None if included_at.is_none() && self.steps.is_empty() => {
                 self.err(path, doc.loc, "the workflow has no `steps`")
             }
@@ -239,11 +170,7 @@ impl Loader<'_> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             _ => {
-                self.err(
-                    file,
-                    node.loc,
-                    format!("{what} must be a string, found {}", node.type_name()),
-                );
+                self.err(file, node.loc, format!("{what} must be a string, found {}", node.type_name()));
                 None
             }
         }
@@ -251,16 +178,9 @@ impl Loader<'_> {
 
     fn string_list(&mut self, file: &Path, node: &Node, what: &str) -> Vec<(String, Loc)> {
         match &node.value {
-            Value::Seq(items) => items
-                .iter()
-                .filter_map(|n| self.string(file, n, what).map(|s| (s, n.loc)))
-                .collect(),
+            Value::Seq(items) => items.iter().filter_map(|n| self.string(file, n, what).map(|s| (s, n.loc))).collect(),
             _ => {
-                self.err(
-                    file,
-                    node.loc,
-                    format!("{what} must be a list, found {}", node.type_name()),
-                );
+                self.err(file, node.loc, format!("{what} must be a list, found {}", node.type_name()));
                 Vec::new()
             }
         }
@@ -268,12 +188,7 @@ impl Loader<'_> {
 
     fn duration(&mut self, file: &Path, node: &Node, what: &str) -> Option<Duration> {
         if let Value::Int(n) = node.value {
-            self.err_hint(
-                file,
-                node.loc,
-                format!("{what}: `{n}` has no unit"),
-                format!("write {n}s, {n}m or {n}h"),
-            );
+            self.err_hint(file, node.loc, format!("{what}: `{n}` has no unit"), format!("write {n}s, {n}m or {n}h"));
             return None;
         }
         let text = self.string(file, node, what)?;
@@ -284,12 +199,7 @@ impl Loader<'_> {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.err_hint(
-                    file,
-                    node.loc,
-                    format!("{what}: {e}"),
-                    "durations look like 500ms, 30s, 5m, 1h30m",
-                );
+                self.err_hint(file, node.loc, format!("{what}: {e}"), "durations look like 500ms, 30s, 5m, 1h30m");
                 None
             }
         }
@@ -297,14 +207,7 @@ impl Loader<'_> {
 
     fn inputs_section(&mut self, file: &Path, node: &Node) {
         let Some(entries) = node.as_map() else {
-            self.err(
-                file,
-                node.loc,
-                format!(
-                    "`inputs` must be a mapping of input names, found {}",
-                    node.type_name()
-                ),
-            );
+            self.err(file, node.loc, format!("`inputs` must be a mapping of input names, found {}", node.type_name()));
             return;
         };
         for (key, value) in entries {
@@ -313,9 +216,7 @@ impl Loader<'_> {
                     self.check_keys(file, value, INPUT_KEYS, "input");
                     InputSpec {
                         default: value.get("default").map(Node::to_json),
-                        description: value
-                            .get("description")
-                            .and_then(|d| self.string(file, d, "`description`")),
+                        description: value.get("description").and_then(|d| self.string(file, d, "`description`")),
                     }
                 }
                 Value::Null => InputSpec::default(),
@@ -323,54 +224,34 @@ impl Loader<'_> {
                     self.err(
                         file,
                         value.loc,
-                        format!(
-                            "input `{}` must be a value or a mapping with `default`",
-                            key.name
-                        ),
+                        format!("input `{}` must be a value or a mapping with `default`", key.name),
                     );
                     continue;
                 }
-                _ => InputSpec {
-                    default: Some(value.to_json()),
-                    description: None,
-                },
+                _ => InputSpec { default: Some(value.to_json()), description: None },
             };
             // An includer's input wins over an included file's (it is read first).
-            self.inputs
-                .entry(key.name.clone())
-                .or_insert((spec, file.to_path_buf(), key.loc));
+            self.inputs.entry(key.name.clone()).or_insert((spec, file.to_path_buf(), key.loc));
         }
     }
 
     fn retry(&mut self, file: &Path, node: &Node, mut policy: RetryPolicy) -> RetryPolicy {
         if node.as_map().is_none() {
-            self.err(
-                file,
-                node.loc,
-                format!("`retry` must be a mapping, found {}", node.type_name()),
-            );
+            self.err(file, node.loc, format!("`retry` must be a mapping, found {}", node.type_name()));
             return policy;
         }
         self.check_keys(file, node, RETRY_KEYS, "retry policy");
         if let Some(n) = node.get("max_attempts") {
             match n.value {
                 Value::Int(i) if (1..=100).contains(&i) => policy.max_attempts = i as u32,
-                _ => self.err(
-                    file,
-                    n.loc,
-                    "`max_attempts` must be an integer from 1 to 100",
-                ),
+                _ => self.err(file, n.loc, "`max_attempts` must be an integer from 1 to 100"),
             }
         }
         if let Some(n) = node.get("initial_delay") {
-            policy.initial_delay = self
-                .duration(file, n, "`initial_delay`")
-                .unwrap_or(policy.initial_delay);
+            policy.initial_delay = self.duration(file, n, "`initial_delay`").unwrap_or(policy.initial_delay);
         }
         if let Some(n) = node.get("max_delay") {
-            policy.max_delay = self
-                .duration(file, n, "`max_delay`")
-                .unwrap_or(policy.max_delay);
+            policy.max_delay = self.duration(file, n, "`max_delay`").unwrap_or(policy.max_delay);
         }
         if let Some(n) = node.get("multiplier") {
             match n.value {
@@ -382,11 +263,7 @@ impl Loader<'_> {
         if let Some(n) = node.get("jitter") {
             match n.value {
                 Value::Bool(b) => policy.jitter = b,
-                _ => self.err(
-                    file,
-                    n.loc,
-                    format!("`jitter` must be true or false, found {}", n.type_name()),
-                ),
+                _ => self.err(file, n.loc, format!("`jitter` must be true or false, found {}", n.type_name())),
             }
         }
         policy
@@ -394,11 +271,7 @@ impl Loader<'_> {
 
     fn defaults(&mut self, file: &Path, node: &Node, mut d: Defaults) -> Defaults {
         if node.as_map().is_none() {
-            self.err(
-                file,
-                node.loc,
-                format!("`defaults` must be a mapping, found {}", node.type_name()),
-            );
+            self.err(file, node.loc, format!("`defaults` must be a mapping, found {}", node.type_name()));
             return d;
         }
         self.check_keys(file, node, DEFAULT_KEYS, "`defaults` section");
@@ -406,9 +279,7 @@ impl Loader<'_> {
             d.timeout = self.duration(file, n, "`timeout`").unwrap_or(d.timeout);
         }
         if let Some(n) = node.get("attempt_timeout") {
-            d.attempt_timeout = self
-                .duration(file, n, "`attempt_timeout`")
-                .unwrap_or(d.attempt_timeout);
+            d.attempt_timeout = self.duration(file, n, "`attempt_timeout`").unwrap_or(d.attempt_timeout);
         }
         if let Some(n) = node.get("retry") {
             d.retry = self.retry(file, n, d.retry);
@@ -421,10 +292,7 @@ impl Loader<'_> {
             self.err(
                 file,
                 node.loc,
-                format!(
-                    "a step must be a mapping with `id` and `uses`, found {}",
-                    node.type_name()
-                ),
+                format!("a step must be a mapping with `id` and `uses`, found {}", node.type_name()),
             );
             return;
         }
@@ -435,11 +303,7 @@ impl Loader<'_> {
             self.err(file, node.loc, "this step has no `id`");
         }
         if let Some(id) = &id {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 self.err_hint(
                     file,
                     id_loc,
@@ -448,28 +312,20 @@ impl Loader<'_> {
                 );
             }
         }
-        let uses = node
-            .get("uses")
-            .and_then(|n| self.string(file, n, "`uses`"));
+        let uses = node.get("uses").and_then(|n| self.string(file, n, "`uses`"));
         let uses_loc = node.get("uses").map_or(node.loc, |n| n.loc);
         if node.get("uses").is_none() {
             self.err(
                 file,
                 node.loc,
-                format!(
-                    "step `{}` has no `uses` (which step kind runs it)",
-                    id.as_deref().unwrap_or("?")
-                ),
+                format!("step `{}` has no `uses` (which step kind runs it)", id.as_deref().unwrap_or("?")),
             );
         }
         let needs = match node.get("needs") {
             Some(n) => self.string_list(file, n, "`needs`"),
             None => Vec::new(),
         };
-        let timeout = node
-            .get("timeout")
-            .and_then(|n| self.duration(file, n, "`timeout`"))
-            .unwrap_or(defaults.timeout);
+        let timeout = node.get("timeout").and_then(|n| self.duration(file, n, "`timeout`")).unwrap_or(defaults.timeout);
         let attempt_timeout = node
             .get("attempt_timeout")
             .and_then(|n| self.duration(file, n, "`attempt_timeout`"))
@@ -479,29 +335,16 @@ impl Loader<'_> {
             None => defaults.retry,
         };
         let secret_outputs = match node.get("secret_outputs") {
-            Some(n) => self
-                .string_list(file, n, "`secret_outputs`")
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect(),
+            Some(n) => self.string_list(file, n, "`secret_outputs`").into_iter().map(|(s, _)| s).collect(),
             None => Vec::new(),
         };
         let with = node.get("with").cloned();
         if let Some(w) = &with {
             if !matches!(w.value, Value::Map(_) | Value::Null) {
-                self.err(
-                    file,
-                    w.loc,
-                    format!(
-                        "`with` must be a mapping of parameters, found {}",
-                        w.type_name()
-                    ),
-                );
+                self.err(file, w.loc, format!("`with` must be a mapping of parameters, found {}", w.type_name()));
             }
         }
-        let description = node
-            .get("description")
-            .and_then(|n| self.string(file, n, "`description`"));
+        let description = node.get("description").and_then(|n| self.string(file, n, "`description`"));
         let (Some(id), Some(uses)) = (id, uses) else {
             return;
         };
@@ -510,12 +353,10 @@ impl Loader<'_> {
                 id,
                 uses,
                 description,
-                with: with
-                    .as_ref()
-                    .map_or(Json::Object(Default::default()), |w| match w.value {
-                        Value::Null => Json::Object(Default::default()),
-                        _ => w.to_json(),
-                    }),
+                with: with.as_ref().map_or(Json::Object(Default::default()), |w| match w.value {
+                    Value::Null => Json::Object(Default::default()),
+                    _ => w.to_json(),
+                }),
                 needs: Vec::new(),
                 timeout,
                 attempt_timeout,
@@ -543,11 +384,7 @@ impl Loader<'_> {
                     Diagnostic::new(
                         &s.file,
                         s.id_loc,
-                        format!(
-                            "duplicate step id `{}` (first defined at {}:{l})",
-                            s.def.id,
-                            f.display()
-                        ),
+                        format!("duplicate step id `{}` (first defined at {}:{l})", s.def.id, f.display()),
                     )
                     .hint("step ids must be unique across the workflow and the files it includes"),
                 );
@@ -564,26 +401,15 @@ impl Loader<'_> {
             let kind = self.registry.get(&s.def.uses);
             if kind.is_none() {
                 let hint = match closest(&s.def.uses, known_kinds.iter().copied()) {
-                    Some(c) => format!(
-                        "did you mean `{c}`? known kinds: {}",
-                        known_kinds.join(", ")
-                    ),
+                    Some(c) => format!("did you mean `{c}`? known kinds: {}", known_kinds.join(", ")),
                     None => format!("known kinds: {}", known_kinds.join(", ")),
                 };
                 diags.push(
-                    Diagnostic::new(
-                        &s.file,
-                        s.uses_loc,
-                        format!("unknown step kind `{}`", s.def.uses),
-                    )
-                    .hint(hint),
+                    Diagnostic::new(&s.file, s.uses_loc, format!("unknown step kind `{}`", s.def.uses)).hint(hint),
                 );
             }
             if let Some(kind) = kind {
-                let with_node = s.with.clone().unwrap_or(Node {
-                    value: Value::Map(Vec::new()),
-                    loc: s.uses_loc,
-                });
+                let with_node = s.with.clone().unwrap_or(Node { value: Value::Map(Vec::new()), loc: s.uses_loc });
                 for p in kind.validate(&s.def.with) {
                     let mut loc = with_node.lookup(&p.path).loc;
                     if p.path.is_empty() {
@@ -597,28 +423,16 @@ impl Loader<'_> {
                         };
                         loc = with_node.lookup(parent).key_loc(field).unwrap_or(loc);
                     }
-                    let at = if p.path.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" `{}`", p.path.join("."))
-                    };
-                    let hint = match unknown_field(&p.message)
-                        .and_then(|f| closest(f, expected_fields(&p.message)))
-                    {
-                        Some(c) => format!(
-                            "did you mean `{c}`? see `ca-a2a-flow steps describe {}`",
-                            s.def.uses
-                        ),
+                    let at = if p.path.is_empty() { String::new() } else { format!(" `{}`", p.path.join(".")) };
+                    let hint = match unknown_field(&p.message).and_then(|f| closest(f, expected_fields(&p.message))) {
+                        Some(c) => format!("did you mean `{c}`? see `ca-a2a-flow steps describe {}`", s.def.uses),
                         None => format!("see `ca-a2a-flow steps describe {}`", s.def.uses),
                     };
                     diags.push(
                         Diagnostic::new(
                             &s.file,
                             loc,
-                            format!(
-                                "step `{}` ({}): parameter{at}: {}",
-                                s.def.id, s.def.uses, p.message
-                            ),
+                            format!("step `{}` ({}): parameter{at}: {}", s.def.id, s.def.uses, p.message),
                         )
                         .hint(hint),
                     );
@@ -631,13 +445,9 @@ impl Loader<'_> {
                         needs.push(n.clone());
                     }
                 } else {
-                    let hint = closest(n, ids.iter().map(String::as_str))
-                        .map(|c| format!("did you mean `{c}`?"));
-                    let mut d = Diagnostic::new(
-                        &s.file,
-                        *loc,
-                        format!("step `{}` needs `{n}`, which is not a step", s.def.id),
-                    );
+                    let hint = closest(n, ids.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
+                    let mut d =
+                        Diagnostic::new(&s.file, *loc, format!("step `{}` needs `{n}`, which is not a step", s.def.id));
                     d.hint = hint;
                     diags.push(d);
                 }
@@ -650,19 +460,14 @@ impl Loader<'_> {
                 let refs = match template::references(&text) {
                     Ok(r) => r,
                     Err(e) => {
-                        diags.push(Diagnostic::new(
-                            &s.file,
-                            loc,
-                            format!("step `{}`: {e}", s.def.id),
-                        ));
+                        diags.push(Diagnostic::new(&s.file, loc, format!("step `{}`: {e}", s.def.id)));
                         continue;
                     }
                 };
                 for r in refs {
                     match r {
                         Ref::Input(name) if !input_names.contains(&name) => {
-                            let hint = match closest(&name, input_names.iter().map(String::as_str))
-                            {
+                            let hint = match closest(&name, input_names.iter().map(String::as_str)) {
                                 Some(c) => format!("did you mean `{c}`?"),
                                 None => "declare it under `inputs:`".to_string(),
                             };
@@ -670,10 +475,7 @@ impl Loader<'_> {
                                 Diagnostic::new(
                                     &s.file,
                                     loc,
-                                    format!(
-                                        "step `{}` uses input `{name}`, which is not declared",
-                                        s.def.id
-                                    ),
+                                    format!("step `{}` uses input `{name}`, which is not declared", s.def.id),
                                 )
                                 .hint(hint),
                             );
@@ -683,10 +485,7 @@ impl Loader<'_> {
                                 let mut d = Diagnostic::new(
                                     &s.file,
                                     loc,
-                                    format!(
-                                        "step `{}` refers to step `{step}`, which does not exist",
-                                        s.def.id
-                                    ),
+                                    format!("step `{}` refers to step `{step}`, which does not exist", s.def.id),
                                 );
                                 d.hint = closest(&step, ids.iter().map(String::as_str))
                                     .map(|c| format!("did you mean `{c}`?"));
@@ -695,17 +494,12 @@ impl Loader<'_> {
                             };
                             if let Some(tk) = self.registry.get(&target.def.uses) {
                                 let declared: Vec<String> = match tk.outputs(&target.def.with) {
-                                    OutputSpec::Fixed(v) => {
-                                        v.into_iter().map(String::from).collect()
-                                    }
+                                    OutputSpec::Fixed(v) => v.into_iter().map(String::from).collect(),
                                     OutputSpec::Declared(v) => v,
                                 };
                                 if !declared.contains(&output) {
                                     let hint = if declared.is_empty() {
-                                        format!(
-                                            "step `{step}` ({}) declares no outputs",
-                                            target.def.uses
-                                        )
+                                        format!("step `{step}` ({}) declares no outputs", target.def.uses)
                                     } else {
                                         format!(
                                             "step `{step}` ({}) has outputs: {}",
@@ -733,24 +527,16 @@ impl Loader<'_> {
         Workflow {
             name: name.unwrap_or_default(),
             description: None,
-            file: path.display().to_string(),
-            inputs: self
-                .inputs
-                .iter()
-                .map(|(k, (spec, _, _))| (k.clone(), spec.clone()))
-                .collect(),
+            // Absolute, so `resume` finds it (and steps their working directory) from anywhere.
+            file: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string(),
+            inputs: self.inputs.iter().map(|(k, (spec, _, _))| (k.clone(), spec.clone())).collect(),
             steps: self.steps.iter().map(|s| s.def.clone()).collect(),
         }
     }
 
     /// Every dependency cycle, printed as `a -> b -> a` at the first step in it.
     fn cycles(&self) -> Vec<Diagnostic> {
-        let index: BTreeMap<&str, usize> = self
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.def.id.as_str(), i))
-            .collect();
+        let index: BTreeMap<&str, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.def.id.as_str(), i)).collect();
         let mut state = vec![0u8; self.steps.len()]; // 0 new, 1 on stack, 2 done
         let mut found: Vec<Diagnostic> = Vec::new();
         let mut reported: BTreeSet<Vec<usize>> = BTreeSet::new();
@@ -781,14 +567,7 @@ impl Loader<'_> {
         for i in 0..self.steps.len() {
             if state[i] == 0 {
                 let mut cycles = Vec::new();
-                visit(
-                    i,
-                    &self.steps,
-                    &index,
-                    &mut state,
-                    &mut Vec::new(),
-                    &mut cycles,
-                );
+                visit(i, &self.steps, &index, &mut state, &mut Vec::new(), &mut cycles);
                 for (cycle, _) in cycles {
                     let mut key = cycle.clone();
                     key.sort();
@@ -796,10 +575,7 @@ impl Loader<'_> {
                         continue;
                     }
                     // `cycle` lists steps each needing the next's predecessor; print in dependency order.
-                    let mut names: Vec<&str> = cycle
-                        .iter()
-                        .map(|&c| self.steps[c].def.id.as_str())
-                        .collect();
+                    let mut names: Vec<&str> = cycle.iter().map(|&c| self.steps[c].def.id.as_str()).collect();
                     names.push(names[0]);
                     let first = &self.steps[cycle[0]];
                     found.push(
@@ -830,10 +606,7 @@ fn expected_fields(message: &str) -> Vec<&str> {
 /// Resolves run inputs: given values (strings from `--input k=v`), then
 /// defaults. Values that parse as JSON scalars keep their type when the default
 /// has that type. Errors name every missing or unknown input.
-pub fn resolve_inputs(
-    workflow: &Workflow,
-    given: &[(String, String)],
-) -> Result<BTreeMap<String, Json>, Vec<String>> {
+pub fn resolve_inputs(workflow: &Workflow, given: &[(String, String)]) -> Result<BTreeMap<String, Json>, Vec<String>> {
     let mut errors = Vec::new();
     let mut out = BTreeMap::new();
     for (k, v) in given {
@@ -843,19 +616,12 @@ pub fn resolve_inputs(
                 .unwrap_or_default();
             errors.push(format!(
                 "unknown input `{k}`{hint}; this workflow declares: {}",
-                workflow
-                    .inputs
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                workflow.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
             continue;
         };
         let value = match &spec.default {
-            Some(Json::Number(_)) | Some(Json::Bool(_)) => {
-                serde_json::from_str(v).unwrap_or(Json::String(v.clone()))
-            }
+            Some(Json::Number(_)) | Some(Json::Bool(_)) => serde_json::from_str(v).unwrap_or(Json::String(v.clone())),
             _ => Json::String(v.clone()),
         };
         out.insert(k.clone(), value);
@@ -871,9 +637,5 @@ pub fn resolve_inputs(
             None => errors.push(format!("input `{k}` is required: pass --input {k}=VALUE")),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }

@@ -104,11 +104,7 @@ impl RetryPolicy {
         let exponent = next_attempt.saturating_sub(2).min(63) as i32;
         let base = self.initial_delay.as_secs_f64() * self.multiplier.powi(exponent);
         let capped = base.min(self.max_delay.as_secs_f64());
-        let secs = if self.jitter {
-            capped * (0.5 + fastrand::f64() * 0.5)
-        } else {
-            capped
-        };
+        let secs = if self.jitter { capped * (0.5 + fastrand::f64() * 0.5) } else { capped };
         Duration::from_secs_f64(secs)
     }
 }
@@ -144,11 +140,7 @@ impl Workflow {
         while !remaining.is_empty() {
             let before = remaining.len();
             remaining.retain(|s| {
-                let levels: Option<Vec<usize>> = s
-                    .needs
-                    .iter()
-                    .map(|n| level.get(n.as_str()).copied())
-                    .collect();
+                let levels: Option<Vec<usize>> = s.needs.iter().map(|n| level.get(n.as_str()).copied()).collect();
                 match levels {
                     Some(l) => {
                         level.insert(&s.id, l.into_iter().max().map_or(0, |m| m + 1));
@@ -209,10 +201,7 @@ mod tests {
 
     #[test]
     fn retry_delays_grow_by_the_multiplier_and_stop_at_the_cap() {
-        let p = RetryPolicy {
-            jitter: false,
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { jitter: false, ..RetryPolicy::default() };
         assert_eq!(p.delay_before(2), Duration::from_secs(2));
         assert_eq!(p.delay_before(3), Duration::from_secs(4));
         assert_eq!(p.delay_before(4), Duration::from_secs(8));
@@ -224,10 +213,7 @@ mod tests {
         let p = RetryPolicy::default();
         for _ in 0..100 {
             let d = p.delay_before(3);
-            assert!(
-                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
         }
     }
 }

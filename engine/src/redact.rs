@@ -43,10 +43,7 @@ mod tests {
     fn a_registered_secret_is_masked_wherever_it_appears() {
         let r = Redactor::default();
         r.add("hunter2");
-        assert_eq!(
-            r.redact("password=hunter2; again hunter2"),
-            "password=***; again ***"
-        );
+        assert_eq!(r.redact("password=hunter2; again hunter2"), "password=***; again ***");
         assert_eq!(r.redact("nothing here"), "nothing here");
     }
 }

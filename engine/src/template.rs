@@ -31,9 +31,7 @@ fn segments(s: &str) -> Result<Vec<Segment>, String> {
             out.push(Segment::Text(rest[..start].to_string()));
         }
         let after = &rest[start + 3..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed `${{{{` in `{s}` (close it with `}}}}`)"))?;
+        let end = after.find("}}").ok_or_else(|| format!("unclosed `${{{{` in `{s}` (close it with `}}}}`)"))?;
         out.push(Segment::Expr(parse_ref(after[..end].trim())?));
         rest = &after[end + 2..];
     }
@@ -45,20 +43,15 @@ fn segments(s: &str) -> Result<Vec<Segment>, String> {
 
 fn parse_ref(expr: &str) -> Result<Ref, String> {
     let parts: Vec<&str> = expr.split('.').collect();
-    let ok_name = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
+    let ok_name = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !parts.iter().all(|p| ok_name(p)) {
         return Err(format!("`{expr}` is not a valid reference"));
     }
     match parts.as_slice() {
         ["inputs", name] => Ok(Ref::Input(name.to_string())),
-        ["steps", step, "outputs", output] => Ok(Ref::StepOutput {
-            step: step.to_string(),
-            output: output.to_string(),
-        }),
+        ["steps", step, "outputs", output] => {
+            Ok(Ref::StepOutput { step: step.to_string(), output: output.to_string() })
+        }
         ["env", name] => Ok(Ref::Env(name.to_string())),
         ["run", "id"] => Ok(Ref::RunId),
         ["run", "name"] => Ok(Ref::RunName),
@@ -108,11 +101,7 @@ pub struct Scope<'a> {
 impl Scope<'_> {
     fn lookup(&self, r: &Ref) -> Result<Json, String> {
         match r {
-            Ref::Input(name) => self
-                .inputs
-                .get(name)
-                .cloned()
-                .ok_or_else(|| format!("input `{name}` has no value")),
+            Ref::Input(name) => self.inputs.get(name).cloned().ok_or_else(|| format!("input `{name}` has no value")),
             Ref::StepOutput { step, output } => {
                 if (self.secret)(step, output) {
                     return Err(format!(
@@ -125,9 +114,9 @@ impl Scope<'_> {
                     .cloned()
                     .ok_or_else(|| format!("step `{step}` did not produce output `{output}`"))
             }
-            Ref::Env(name) => (self.env)(name)
-                .map(Json::String)
-                .ok_or_else(|| format!("environment variable `{name}` is not set")),
+            Ref::Env(name) => {
+                (self.env)(name).map(Json::String).ok_or_else(|| format!("environment variable `{name}` is not set"))
+            }
             Ref::RunId => Ok(Json::String(self.run_id.to_string())),
             Ref::RunName => Ok(Json::String(self.run_name.to_string())),
         }
@@ -153,11 +142,7 @@ impl Scope<'_> {
                 }
                 Ok(Json::String(out))
             }
-            Json::Array(items) => items
-                .iter()
-                .map(|v| self.resolve(v))
-                .collect::<Result<_, _>>()
-                .map(Json::Array),
+            Json::Array(items) => items.iter().map(|v| self.resolve(v)).collect::<Result<_, _>>().map(Json::Array),
             Json::Object(map) => map
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
@@ -190,60 +175,31 @@ mod tests {
 
     #[test]
     fn a_lone_expression_keeps_its_type_and_text_is_interpolated() {
-        let inputs = BTreeMap::from([
-            ("count".to_string(), json!(3)),
-            ("region".to_string(), json!("eu-west-3")),
-        ]);
-        let outputs = BTreeMap::from([(
-            "vpc".to_string(),
-            BTreeMap::from([("id".to_string(), json!("vpc-1"))]),
-        )]);
+        let inputs = BTreeMap::from([("count".to_string(), json!(3)), ("region".to_string(), json!("eu-west-3"))]);
+        let outputs = BTreeMap::from([("vpc".to_string(), BTreeMap::from([("id".to_string(), json!("vpc-1"))]))]);
         let scope = scope_with(&inputs, &outputs);
-        assert_eq!(
-            scope.resolve(&json!("${{ inputs.count }}")).unwrap(),
-            json!(3)
-        );
+        assert_eq!(scope.resolve(&json!("${{ inputs.count }}")).unwrap(), json!(3));
         assert_eq!(
             scope.resolve(&json!({"a": "${{steps.vpc.outputs.id}} in ${{ inputs.region }} by ${{ run.id }}"})).unwrap(),
             json!({"a": "vpc-1 in eu-west-3 by r-1"})
         );
-        assert_eq!(
-            scope.resolve(&json!("${{ env.HOME }}")).unwrap(),
-            json!("/root")
-        );
+        assert_eq!(scope.resolve(&json!("${{ env.HOME }}")).unwrap(), json!("/root"));
     }
 
     #[test]
     fn secrets_missing_env_and_malformed_templates_are_explained() {
         let (inputs, outputs) = (BTreeMap::new(), BTreeMap::new());
         let scope = scope_with(&inputs, &outputs);
-        assert!(
-            scope
-                .resolve(&json!("${{ steps.db.outputs.password }}"))
-                .unwrap_err()
-                .contains("secret output")
-        );
-        assert!(
-            scope
-                .resolve(&json!("${{ env.NOPE }}"))
-                .unwrap_err()
-                .contains("`NOPE` is not set")
-        );
+        assert!(scope.resolve(&json!("${{ steps.db.outputs.password }}")).unwrap_err().contains("secret output"));
+        assert!(scope.resolve(&json!("${{ env.NOPE }}")).unwrap_err().contains("`NOPE` is not set"));
         assert!(references("${{ inputs.x").unwrap_err().contains("unclosed"));
-        assert!(
-            references("${{ foo.bar }}")
-                .unwrap_err()
-                .contains("not a known reference")
-        );
+        assert!(references("${{ foo.bar }}").unwrap_err().contains("not a known reference"));
     }
 
     #[test]
     fn references_are_found_anywhere_in_a_value() {
         let mut refs = Vec::new();
-        references_in(
-            &json!({"a": ["x ${{ steps.b.outputs.c }}"], "d": "${{ inputs.e }}"}),
-            &mut refs,
-        );
+        references_in(&json!({"a": ["x ${{ steps.b.outputs.c }}"], "d": "${{ inputs.e }}"}), &mut refs);
         assert_eq!(refs.len(), 2);
         assert!(refs.contains(&Ref::Input("e".into())));
     }

@@ -11,18 +11,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// 1-based line and column in a source file; `0:0` when unknown.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Loc {
     pub line: u32,
     pub col: u32,
@@ -33,10 +22,7 @@ impl Loc {
         Self { line, col }
     }
     fn from_saphyr(loc: &serde_saphyr::Location) -> Self {
-        Self {
-            line: loc.line() as u32,
-            col: loc.column() as u32,
-        }
+        Self { line: loc.line() as u32, col: loc.column() as u32 }
     }
 }
 
@@ -98,10 +84,7 @@ impl Node {
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
+        self.as_map()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
     /// Follows a path of map keys and list indexes, as produced by
@@ -124,10 +107,7 @@ impl Node {
 
     /// The location of key `name` in this mapping, if present.
     pub fn key_loc(&self, name: &str) -> Option<Loc> {
-        self.as_map()?
-            .iter()
-            .find(|(k, _)| k.name == name)
-            .map(|(k, _)| k.loc)
+        self.as_map()?.iter().find(|(k, _)| k.name == name).map(|(k, _)| k.loc)
     }
 
     /// Converts to JSON, dropping locations.
@@ -137,17 +117,10 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map(J::Number)
-                .unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| (k.name.clone(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
 
@@ -165,20 +138,14 @@ impl Node {
 /// Parses one YAML document. A syntax error carries the parser's location.
 pub fn parse(text: &str) -> Result<Node, (String, Loc)> {
     if text.trim().is_empty() {
-        return Ok(Node {
-            value: Value::Null,
-            loc: Loc::new(1, 1),
-        });
+        return Ok(Node { value: Value::Null, loc: Loc::new(1, 1) });
     }
     // Repeated keys reach our visitor, so they are reported with every other
     // problem (see `duplicate_keys`) instead of stopping the parse.
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
-        let loc = e
-            .location()
-            .map(|l| Loc::from_saphyr(&l))
-            .unwrap_or_default();
+        let loc = e.location().map(|l| Loc::from_saphyr(&l)).unwrap_or_default();
         (reason_of(&e.to_string()), loc)
     })
 }
@@ -188,10 +155,7 @@ pub fn parse(text: &str) -> Result<Node, (String, Loc)> {
 fn reason_of(message: &str) -> String {
     let first = message.lines().next().unwrap_or("invalid YAML");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match first
-        .strip_prefix("line ")
-        .and_then(|rest| rest.split_once(": "))
-    {
+    match first.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
         Some((position, reason)) if position.contains("column") => reason.to_string(),
         _ => first.to_string(),
     }
@@ -216,10 +180,7 @@ pub fn duplicate_keys(node: &Node, out: &mut Vec<(String, Loc, Loc)>) {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Value>::deserialize(d)?;
-        Ok(Node {
-            value: spanned.value,
-            loc: Loc::from_saphyr(&spanned.referenced),
-        })
+        Ok(Node { value: spanned.value, loc: Loc::from_saphyr(&spanned.referenced) })
     }
 }
 
@@ -253,9 +214,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer too large"))
+        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer too large"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -277,13 +236,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let mut entries: Vec<(Key, Node)> = Vec::new();
         while let Some(key) = map.next_key::<Spanned<String>>()? {
             let value = map.next_value::<Node>()?;
-            entries.push((
-                Key {
-                    name: key.value,
-                    loc: Loc::from_saphyr(&key.referenced),
-                },
-                value,
-            ));
+            entries.push((Key { name: key.value, loc: Loc::from_saphyr(&key.referenced) }, value));
         }
         Ok(Value::Map(entries))
     }
@@ -298,9 +251,7 @@ mod tests {
         let doc = parse("name: demo\nsteps:\n  - id: a\n    uses: shell\n").unwrap();
         assert_eq!(doc.key_loc("steps"), Some(Loc::new(2, 1)));
         let steps = doc.get("steps").unwrap();
-        let Value::Seq(items) = &steps.value else {
-            panic!("steps is a list")
-        };
+        let Value::Seq(items) = &steps.value else { panic!("steps is a list") };
         let uses = items[0].get("uses").unwrap();
         assert_eq!(uses.as_str(), Some("shell"));
         assert_eq!(uses.loc, Loc::new(4, 11));
@@ -320,19 +271,13 @@ mod tests {
         duplicate_keys(&doc, &mut dups);
         assert_eq!(
             dups,
-            vec![
-                ("c".into(), Loc::new(4, 3), Loc::new(3, 3)),
-                ("a".into(), Loc::new(5, 1), Loc::new(1, 1))
-            ]
+            vec![("c".into(), Loc::new(4, 3), Loc::new(3, 3)), ("a".into(), Loc::new(5, 1), Loc::new(1, 1))]
         );
     }
 
     #[test]
     fn syntax_messages_lose_the_library_position_prefix() {
-        assert_eq!(
-            reason_of("error: line 6 column 11: unclosed bracket '{'\n  --> snippet"),
-            "unclosed bracket '{'"
-        );
+        assert_eq!(reason_of("error: line 6 column 11: unclosed bracket '{'\n  --> snippet"), "unclosed bracket '{'");
     }
 
     #[test]

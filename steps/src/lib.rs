@@ -11,9 +11,5 @@ use ca_a2a_flow_engine::Registry;
 
 /// Every step kind this build knows.
 pub fn registry() -> Registry {
-    Registry::new()
-        .register(noop::Noop)
-        .register(shell::Shell)
-        .register(sleep::Sleep)
-        .register(wait_http::WaitHttp)
+    Registry::new().register(noop::Noop).register(shell::Shell).register(sleep::Sleep).register(wait_http::WaitHttp)
 }

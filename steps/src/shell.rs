@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use ca_a2a_flow_engine::{
-    KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -60,31 +58,11 @@ impl Step for Shell {
             params: vec![
                 ("run", "string", "command line, run with `sh -c` (required)"),
                 ("env", "map", "extra environment variables"),
-                (
-                    "workdir",
-                    "string",
-                    "working directory, relative to the workflow file",
-                ),
-                (
-                    "shell",
-                    "string",
-                    "shell to run the command with (default sh)",
-                ),
-                (
-                    "outputs",
-                    "list",
-                    "output keys the command must write to $FLOW_OUTPUT",
-                ),
-                (
-                    "fatal_exit_codes",
-                    "list",
-                    "exit codes not worth retrying (126 and 127 always are)",
-                ),
-                (
-                    "tail_lines",
-                    "integer",
-                    "output lines shown on failure (default 20)",
-                ),
+                ("workdir", "string", "working directory, relative to the workflow file"),
+                ("shell", "string", "shell to run the command with (default sh)"),
+                ("outputs", "list", "output keys the command must write to $FLOW_OUTPUT"),
+                ("fatal_exit_codes", "list", "exit codes not worth retrying (126 and 127 always are)"),
+                ("tail_lines", "integer", "output lines shown on failure (default 20)"),
             ],
             outputs: vec![("<declared>", "each key listed in `outputs`")],
             example: "- id: tag\n  uses: shell\n  with:\n    run: echo \"tag=$(git rev-parse --short HEAD)\" >> \"$FLOW_OUTPUT\"\n    outputs: [tag]\n",
@@ -95,11 +73,7 @@ impl Step for Shell {
         let declared = params
             .get("outputs")
             .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
         OutputSpec::Declared(declared)
     }
@@ -110,11 +84,7 @@ impl Step for Shell {
             problems.push(ParamProblem::at(&["run"], "the command is empty"));
         }
         for (i, key) in p.outputs.iter().enumerate() {
-            if key.is_empty()
-                || !key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 problems.push(ParamProblem::at(
                     &["outputs", &i.to_string()],
                     format!("`{key}` is not a valid output name"),
@@ -132,9 +102,8 @@ impl Step for Shell {
             ctx.attempt,
             std::process::id() ^ (ctx.attempt << 16)
         ));
-        std::fs::write(&output_file, b"").map_err(|e| {
-            StepError::fatal(format!("cannot create {}: {e}", output_file.display()))
-        })?;
+        std::fs::write(&output_file, b"")
+            .map_err(|e| StepError::fatal(format!("cannot create {}: {e}", output_file.display())))?;
         let _cleanup = RemoveOnDrop(output_file.clone());
 
         let workdir = match &p.workdir {
@@ -172,12 +141,8 @@ impl Step for Shell {
             });
         }
         let mut child = cmd.spawn().map_err(|e| {
-            StepError::fatal(format!(
-                "cannot start `{}` in {}: {e}",
-                p.shell,
-                workdir.display()
-            ))
-            .with_hint("check that the shell exists and the working directory is right")
+            StepError::fatal(format!("cannot start `{}` in {}: {e}", p.shell, workdir.display()))
+                .with_hint("check that the shell exists and the working directory is right")
         })?;
         let group = GroupKill(child.id().map(|pid| pid as i32));
 
@@ -205,76 +170,47 @@ impl Step for Shell {
                 },
             }
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| StepError::retryable(format!("lost track of the command: {e}")))?;
+        let status = child.wait().await.map_err(|e| StepError::retryable(format!("lost track of the command: {e}")))?;
         drop(group);
 
         let shown = if tail.is_empty() {
             "(no output)".to_string()
         } else {
-            tail.iter()
-                .map(|l| format!("  | {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
         };
         match status.code() {
             Some(0) => read_outputs(&output_file, &p.outputs),
             Some(code) => {
                 let fatal = code == 126 || code == 127 || p.fatal_exit_codes.contains(&code);
                 let message = format!("command exited with status {code}; last output:\n{shown}");
-                let error = if fatal {
-                    StepError::fatal(message)
-                } else {
-                    StepError::retryable(message)
-                };
+                let error = if fatal { StepError::fatal(message) } else { StepError::retryable(message) };
                 Err(error.with_hint(match code {
                     127 => "the command was not found: check its spelling and PATH".to_string(),
                     126 => "the command is not executable: check its permissions".to_string(),
-                    _ => format!(
-                        "run `ca-a2a-flow logs {} --step {}` for the whole output",
-                        ctx.run_id, ctx.step_id
-                    ),
+                    _ => format!("run `ca-a2a-flow logs {} --step {}` for the whole output", ctx.run_id, ctx.step_id),
                 }))
             }
-            None => Err(StepError::retryable(format!(
-                "command was killed by a signal; last output:\n{shown}"
-            ))),
+            None => Err(StepError::retryable(format!("command was killed by a signal; last output:\n{shown}"))),
         }
     }
 }
 
 /// Reads `key=value` lines; every declared key must be present.
 fn read_outputs(path: &PathBuf, declared: &[String]) -> Result<Outputs, StepError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        StepError::fatal(format!(
-            "cannot read $FLOW_OUTPUT ({}): {e}",
-            path.display()
-        ))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StepError::fatal(format!("cannot read $FLOW_OUTPUT ({}): {e}", path.display())))?;
     let mut outputs = Outputs::new();
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         match line.split_once('=') {
             Some((k, v)) => {
                 outputs.insert(k.trim().to_string(), Json::String(v.to_string()));
             }
             None => {
-                return Err(StepError::fatal(format!(
-                    "$FLOW_OUTPUT line `{line}` is not key=value"
-                )));
+                return Err(StepError::fatal(format!("$FLOW_OUTPUT line `{line}` is not key=value")));
             }
         }
     }
-    let missing: Vec<&str> = declared
-        .iter()
-        .filter(|k| !outputs.contains_key(*k))
-        .map(String::as_str)
-        .collect();
+    let missing: Vec<&str> = declared.iter().filter(|k| !outputs.contains_key(*k)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(StepError::fatal(format!(
             "the command succeeded but did not write output(s) {} to $FLOW_OUTPUT",

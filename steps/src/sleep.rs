@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::{HumanDuration, format};
-use ca_a2a_flow_engine::{
-    KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::time::Instant;
@@ -25,11 +23,7 @@ impl Step for Sleep {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "Waits for `duration`.",
-            params: vec![(
-                "duration",
-                "duration",
-                "how long to wait, like 30s or 2m (required)",
-            )],
+            params: vec![("duration", "duration", "how long to wait, like 30s or 2m (required)")],
             outputs: vec![],
             example: "- id: settle\n  uses: sleep\n  with: { duration: 30s }\n",
         }
@@ -53,11 +47,7 @@ impl Step for Sleep {
             if left.is_zero() {
                 return Ok(Outputs::new());
             }
-            ctx.progress(format!(
-                "{} left of {}",
-                format(left),
-                format(params.duration.0)
-            ));
+            ctx.progress(format!("{} left of {}", format(left), format(params.duration.0)));
             tokio::time::sleep(left.min(Duration::from_secs(1))).await;
         }
     }

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{
-    KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -49,28 +47,12 @@ impl Step for WaitHttp {
         KindDoc {
             summary: "Polls `url` until it answers `expect_status` (and contains `body_contains`).",
             params: vec![
-                (
-                    "url",
-                    "string",
-                    "http:// or https:// URL to poll (required)",
-                ),
+                ("url", "string", "http:// or https:// URL to poll (required)"),
                 ("method", "string", "HTTP method (default GET)"),
-                (
-                    "expect_status",
-                    "integer",
-                    "status that means ready (default 200)",
-                ),
-                (
-                    "body_contains",
-                    "string",
-                    "text the body must contain (optional)",
-                ),
+                ("expect_status", "integer", "status that means ready (default 200)"),
+                ("body_contains", "string", "text the body must contain (optional)"),
                 ("interval", "duration", "time between checks (default 2s)"),
-                (
-                    "request_timeout",
-                    "duration",
-                    "deadline of one request (default 5s)",
-                ),
+                ("request_timeout", "duration", "deadline of one request (default 5s)"),
             ],
             outputs: vec![
                 ("status", "the status of the answer that matched"),
@@ -86,12 +68,8 @@ impl Step for WaitHttp {
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
-        if !(p.url.starts_with("http://") || p.url.starts_with("https://") || p.url.contains("${{"))
-        {
-            problems.push(ParamProblem::at(
-                &["url"],
-                format!("`{}` is not an http:// or https:// URL", p.url),
-            ));
+        if !(p.url.starts_with("http://") || p.url.starts_with("https://") || p.url.contains("${{")) {
+            problems.push(ParamProblem::at(&["url"], format!("`{}` is not an http:// or https:// URL", p.url)));
         }
         if !(100..=599).contains(&p.expect_status) {
             problems.push(ParamProblem::at(
@@ -100,10 +78,7 @@ impl Step for WaitHttp {
             ));
         }
         if reqwest::Method::from_bytes(p.method.as_bytes()).is_err() {
-            problems.push(ParamProblem::at(
-                &["method"],
-                format!("`{}` is not an HTTP method", p.method),
-            ));
+            problems.push(ParamProblem::at(&["method"], format!("`{}` is not an HTTP method", p.method)));
         }
         problems
     }
@@ -122,19 +97,10 @@ impl Step for WaitHttp {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let body = resp.text().await.unwrap_or_default();
-                    let body_ok = p
-                        .body_contains
-                        .as_ref()
-                        .is_none_or(|needle| body.contains(needle.as_str()));
+                    let body_ok = p.body_contains.as_ref().is_none_or(|needle| body.contains(needle.as_str()));
                     if status == p.expect_status && body_ok {
-                        ctx.log(format!(
-                            "{} {} -> {status} after {checks} check(s)",
-                            p.method, p.url
-                        ));
-                        return Ok(Outputs::from([
-                            ("status".into(), json!(status)),
-                            ("checks".into(), json!(checks)),
-                        ]));
+                        ctx.log(format!("{} {} -> {status} after {checks} check(s)", p.method, p.url));
+                        return Ok(Outputs::from([("status".into(), json!(status)), ("checks".into(), json!(checks))]));
                     }
                     if status == p.expect_status {
                         format!("{status}, body without the expected text")
@@ -142,17 +108,13 @@ impl Step for WaitHttp {
                         format!("{status}")
                     }
                 }
-                Err(e) if e.is_timeout() => format!(
-                    "no answer within {}",
-                    ca_a2a_flow_engine::duration::format(p.request_timeout.0)
-                ),
+                Err(e) if e.is_timeout() => {
+                    format!("no answer within {}", ca_a2a_flow_engine::duration::format(p.request_timeout.0))
+                }
                 Err(e) if e.is_connect() => "connection refused or unreachable".to_string(),
                 Err(e) => format!("error: {e}"),
             };
-            ctx.progress(format!(
-                "{} {} -> {seen} (check {checks}, want {})",
-                p.method, p.url, p.expect_status
-            ));
+            ctx.progress(format!("{} {} -> {seen} (check {checks}, want {})", p.method, p.url, p.expect_status));
             tokio::time::sleep(p.interval.0.min(ctx.remaining())).await;
         }
     }

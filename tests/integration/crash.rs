@@ -25,8 +25,7 @@ const STEPS: [(&str, &[&str]); 8] = [
 ];
 
 fn diamond(env: &Env) -> String {
-    let mut yaml =
-        String::from("name: diamond\ndefaults: { retry: { max_attempts: 1 } }\nsteps:\n");
+    let mut yaml = String::from("name: diamond\ndefaults: { retry: { max_attempts: 1 } }\nsteps:\n");
     for (id, needs) in STEPS {
         yaml.push_str(&format!(
             "  - id: {id}\n    uses: shell\n    needs: [{}]\n    with:\n      run: |\n        echo \"$FLOW_STEP_ID\" >> started.log\n        if [ \"$FLOW_STEP_ID\" = \"${{SLOW_STEP:-}}\" ]; then sleep 5; fi\n        echo \"$FLOW_STEP_ID\" >> done.log\n",
@@ -47,19 +46,13 @@ fn kill_and_resume(env: &Env, wf: &str, failpoint: Option<&str>, victim: &str) -
         Some(point) => {
             let spec = format!("{point}:{victim}");
             let out = env.run_with(&["run", wf], &[("CA_A2A_FLOW_FAILPOINT", &spec)]);
-            assert_eq!(
-                out.code, None,
-                "killed by SIGKILL at {spec}, so no exit code\n{}",
-                out.stderr
-            );
+            assert_eq!(out.code, None, "killed by SIGKILL at {spec}, so no exit code\n{}", out.stderr);
         }
         None => {
             let mut child = env.spawn(&["run", wf], &[("SLOW_STEP", victim)]);
-            env.wait_until(
-                &format!("step {victim} to start"),
-                Duration::from_secs(30),
-                || lines(&env.path("started.log")).iter().any(|l| l == victim),
-            );
+            env.wait_until(&format!("step {victim} to start"), Duration::from_secs(30), || {
+                lines(&env.path("started.log")).iter().any(|l| l == victim)
+            });
             signal(&child, libc::SIGKILL);
             child.wait().expect("reap the killed process");
         }
@@ -67,17 +60,9 @@ fn kill_and_resume(env: &Env, wf: &str, failpoint: Option<&str>, victim: &str) -
     let runs = env.runs();
     assert_eq!(runs.len(), before + 1);
     let run = &runs[0];
-    assert_eq!(
-        run.status,
-        RunStatus::Running,
-        "a killed run is left running, to be resumed"
-    );
-    let committed: Vec<String> = env
-        .steps(&run.id)
-        .into_iter()
-        .filter(|s| s.status == StepStatus::Succeeded)
-        .map(|s| s.step_id)
-        .collect();
+    assert_eq!(run.status, RunStatus::Running, "a killed run is left running, to be resumed");
+    let committed: Vec<String> =
+        env.steps(&run.id).into_iter().filter(|s| s.status == StepStatus::Succeeded).map(|s| s.step_id).collect();
     assert!(!committed.contains(&victim.to_string()) || failpoint == Some("after_commit"));
     let done_before_resume = lines(&env.path("done.log"));
 
@@ -89,10 +74,7 @@ fn kill_and_resume(env: &Env, wf: &str, failpoint: Option<&str>, victim: &str) -
         let n = count(&done, id);
         assert!(n >= 1, "step {id} never completed");
         if committed.iter().any(|c| c == id) {
-            assert_eq!(
-                n, 1,
-                "step {id} had completed before the kill ({failpoint:?} at {victim}) and ran again"
-            );
+            assert_eq!(n, 1, "step {id} had completed before the kill ({failpoint:?} at {victim}) and ran again");
         } else if count(&done_before_resume, id) == 0 {
             assert_eq!(n, 1, "step {id} ran once after the resume");
         }
@@ -115,26 +97,17 @@ fn every_kill_point(env: &Env) {
     }
 }
 
-both!(
-    a_run_killed_at_any_step_boundary_or_mid_step_resumes_without_rerunning_finished_steps,
-    every_kill_point
-);
+both!(a_run_killed_at_any_step_boundary_or_mid_step_resumes_without_rerunning_finished_steps, every_kill_point);
 
-both!(
-    a_killed_command_leaves_no_orphan_that_finishes_later,
-    |env: &Env| {
-        let wf = diamond(env);
-        let mut child = env.spawn(&["run", &wf], &[("SLOW_STEP", "a")]);
-        env.wait_until("step a to start", Duration::from_secs(30), || {
-            lines(&env.path("started.log")).contains(&"a".into())
-        });
-        signal(&child, libc::SIGKILL);
-        child.wait().unwrap();
-        // The step's shell would write done.log after its 5 s sleep if it had survived.
-        std::thread::sleep(Duration::from_secs(6));
-        assert!(
-            lines(&env.path("done.log")).is_empty(),
-            "the killed engine's command kept running"
-        );
-    }
-);
+both!(a_killed_command_leaves_no_orphan_that_finishes_later, |env: &Env| {
+    let wf = diamond(env);
+    let mut child = env.spawn(&["run", &wf], &[("SLOW_STEP", "a")]);
+    env.wait_until("step a to start", Duration::from_secs(30), || {
+        lines(&env.path("started.log")).contains(&"a".into())
+    });
+    signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    // The step's shell would write done.log after its 5 s sleep if it had survived.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(lines(&env.path("done.log")).is_empty(), "the killed engine's command kept running");
+});

@@ -11,86 +11,49 @@ use crate::support::{Env, both};
 fn no_process_mentions(needle: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().all(|entry| {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        !String::from_utf8_lossy(&cmdline)
-            .replace('\0', " ")
-            .contains(needle)
+        !String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle)
     })
 }
 
-both!(
-    a_step_past_its_deadline_fails_with_the_timeout_message_and_its_command_is_killed,
-    |env: &Env| {
-        let seconds = 3_600 + fastrand::u32(1..10_000);
-        let wf = env.write(
+both!(a_step_past_its_deadline_fails_with_the_timeout_message_and_its_command_is_killed, |env: &Env| {
+    let seconds = 3_600 + fastrand::u32(1..10_000);
+    let wf = env.write(
         "hang.yaml",
         &format!("name: hang\nsteps:\n  - id: hang\n    uses: shell\n    timeout: 2s\n    with: {{ run: \"sleep {seconds}\" }}\n"),
     );
-        let started = Instant::now();
-        let out = env.run(&["run", wf.to_str().unwrap()]);
-        let took = started.elapsed();
-        out.expect_code(1);
-        assert!(
-            out.stderr
-                .contains("step `hang` timed out after 2s (attempt 1/3)"),
-            "{}",
-            out.stderr
-        );
-        assert!(
-            took < Duration::from_secs(20),
-            "the deadline cut the step (took {took:?})"
-        );
-        let run = env.only_run();
-        let step = env.step(&run.id, "hang");
-        assert_eq!(step.status, StepStatus::Failed);
-        assert!(step.error.unwrap().message.contains("timed out after 2s"));
-        assert!(
-            no_process_mentions(&format!("sleep {seconds}")),
-            "the command outlived its deadline"
-        );
-    }
-);
+    let started = Instant::now();
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    let took = started.elapsed();
+    out.expect_code(1);
+    assert!(out.stderr.contains("step `hang` timed out after 2s (attempt 1/3)"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(20), "the deadline cut the step (took {took:?})");
+    let run = env.only_run();
+    let step = env.step(&run.id, "hang");
+    assert_eq!(step.status, StepStatus::Failed);
+    assert!(step.error.unwrap().message.contains("timed out after 2s"));
+    assert!(no_process_mentions(&format!("sleep {seconds}")), "the command outlived its deadline");
+});
 
-both!(
-    an_attempt_cut_by_its_own_deadline_is_retried_until_the_attempts_run_out,
-    |env: &Env| {
-        let wf = env.write(
+both!(an_attempt_cut_by_its_own_deadline_is_retried_until_the_attempts_run_out, |env: &Env| {
+    let wf = env.write(
         "slow.yaml",
         "name: slow\nsteps:\n  - id: slow\n    uses: shell\n    timeout: 1m\n    attempt_timeout: 500ms\n    retry: { max_attempts: 2, initial_delay: 10ms }\n    with: { run: \"sleep 30\" }\n",
     );
-        let out = env.run(&["run", wf.to_str().unwrap()]);
-        out.expect_code(1);
-        assert!(
-            out.stderr
-                .contains("step `slow` timed out after 500ms (attempt 2/2)"),
-            "{}",
-            out.stderr
-        );
-        let attempts = env.attempts(&env.only_run().id, "slow");
-        assert_eq!(
-            attempts
-                .iter()
-                .map(|a| a.outcome.as_str())
-                .collect::<Vec<_>>(),
-            ["retry", "failed"]
-        );
-    }
-);
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("step `slow` timed out after 500ms (attempt 2/2)"), "{}", out.stderr);
+    let attempts = env.attempts(&env.only_run().id, "slow");
+    assert_eq!(attempts.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(), ["retry", "failed"]);
+});
 
-both!(
-    a_wait_shows_progress_and_is_bounded_by_its_deadline,
-    |env: &Env| {
-        let wf = env.write(
+both!(a_wait_shows_progress_and_is_bounded_by_its_deadline, |env: &Env| {
+    let wf = env.write(
         "wait.yaml",
         "name: wait\nsteps:\n  - id: health\n    uses: wait.http\n    timeout: 2s\n    with: { url: \"http://127.0.0.1:9/never\", interval: 200ms }\n",
     );
-        let out = env.run(&["run", wf.to_str().unwrap()]);
-        out.expect_code(1);
-        assert!(out.stderr.contains("health"), "{}", out.stderr);
-        assert!(
-            out.stderr.contains("connection refused or unreachable"),
-            "progress names what it sees: {}",
-            out.stderr
-        );
-        assert!(out.stderr.contains("timed out after 2s"), "{}", out.stderr);
-    }
-);
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("health"), "{}", out.stderr);
+    assert!(out.stderr.contains("connection refused or unreachable"), "progress names what it sees: {}", out.stderr);
+    assert!(out.stderr.contains("timed out after 2s"), "{}", out.stderr);
+});

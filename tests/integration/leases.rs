@@ -23,71 +23,44 @@ fn wait_for_a(env: &Env) {
     });
 }
 
-both!(
-    a_second_resume_refuses_naming_the_holder_and_a_dead_holders_run_is_taken_over,
-    |env: &Env| {
-        let wf = slow(env);
-        let mut holder = env.spawn(&["run", &wf], &[("A_SLEEP", "30")]);
-        wait_for_a(env);
-        let run = env.only_run();
+both!(a_second_resume_refuses_naming_the_holder_and_a_dead_holders_run_is_taken_over, |env: &Env| {
+    let wf = slow(env);
+    let mut holder = env.spawn(&["run", &wf], &[("A_SLEEP", "30")]);
+    wait_for_a(env);
+    let run = env.only_run();
 
-        let refused = env.run(&["resume", &run.id]);
-        refused.expect_code(4);
-        assert!(
-            refused.stderr.contains(&format!("pid {}", holder.id())),
-            "names the holder: {}",
-            refused.stderr
-        );
-        assert!(
-            refused.stderr.contains("lease expires in"),
-            "{}",
-            refused.stderr
-        );
+    let refused = env.run(&["resume", &run.id]);
+    refused.expect_code(4);
+    assert!(refused.stderr.contains(&format!("pid {}", holder.id())), "names the holder: {}", refused.stderr);
+    assert!(refused.stderr.contains("lease expires in"), "{}", refused.stderr);
 
-        signal(&holder, libc::SIGKILL);
-        holder.wait().unwrap();
-        env.run(&["resume", &run.id]).expect_success();
-        assert_eq!(env.run_record(&run.id).status, RunStatus::Succeeded);
-    }
-);
+    signal(&holder, libc::SIGKILL);
+    holder.wait().unwrap();
+    env.run(&["resume", &run.id]).expect_success();
+    assert_eq!(env.run_record(&run.id).status, RunStatus::Succeeded);
+});
 
-both!(
-    a_frozen_holder_loses_its_lease_at_expiry_and_its_late_writes_are_rejected,
-    |env: &Env| {
-        let wf = slow(env);
-        let frozen = env.spawn(&["--lease-ttl", "1s", "run", &wf], &[("A_SLEEP", "3")]);
-        wait_for_a(env);
-        let run = env.only_run();
-        signal(&frozen, libc::SIGSTOP);
+both!(a_frozen_holder_loses_its_lease_at_expiry_and_its_late_writes_are_rejected, |env: &Env| {
+    let wf = slow(env);
+    let frozen = env.spawn(&["--lease-ttl", "1s", "run", &wf], &[("A_SLEEP", "3")]);
+    wait_for_a(env);
+    let run = env.only_run();
+    signal(&frozen, libc::SIGSTOP);
 
-        // Alive (only frozen), and its lease has not expired yet.
-        env.run(&["--lease-ttl", "1s", "resume", &run.id])
-            .expect_code(4);
+    // Alive (only frozen), and its lease has not expired yet.
+    env.run(&["--lease-ttl", "1s", "resume", &run.id]).expect_code(4);
 
-        std::thread::sleep(Duration::from_millis(1_500));
-        env.run(&["--lease-ttl", "1s", "resume", &run.id])
-            .expect_success();
-        let after = env.run_record(&run.id);
-        assert_eq!(after.status, RunStatus::Succeeded);
+    std::thread::sleep(Duration::from_millis(1_500));
+    env.run(&["--lease-ttl", "1s", "resume", &run.id]).expect_success();
+    let after = env.run_record(&run.id);
+    assert_eq!(after.status, RunStatus::Succeeded);
 
-        signal(&frozen, libc::SIGCONT);
-        let late = frozen.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&late.stderr);
-        assert_eq!(
-            late.status.code(),
-            Some(4),
-            "the stale owner stops: {stderr}"
-        );
-        assert!(
-            stderr.contains("another process took over") || stderr.contains("lease lost"),
-            "{stderr}"
-        );
-        let final_state = env.run_record(&run.id);
-        assert_eq!(
-            final_state.status,
-            RunStatus::Succeeded,
-            "the stale owner changed nothing"
-        );
-        assert_eq!(final_state.generation, after.generation);
-    }
-);
+    signal(&frozen, libc::SIGCONT);
+    let late = frozen.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&late.stderr);
+    assert_eq!(late.status.code(), Some(4), "the stale owner stops: {stderr}");
+    assert!(stderr.contains("another process took over") || stderr.contains("lease lost"), "{stderr}");
+    let final_state = env.run_record(&run.id);
+    assert_eq!(final_state.status, RunStatus::Succeeded, "the stale owner changed nothing");
+    assert_eq!(final_state.generation, after.generation);
+});

@@ -5,6 +5,7 @@ mod support;
 
 mod changes;
 mod crash;
+mod dag;
 mod deadlines;
 mod leases;
 mod retries;

@@ -12,66 +12,32 @@ fn mixed(env: &Env) -> String {
     .to_string()
 }
 
-both!(
-    status_shows_each_steps_state_attempts_duration_and_last_error_as_json_and_text,
-    |env: &Env| {
-        env.run(&["run", &mixed(env)]).expect_code(1);
-        let run = env.only_run();
-        let doc = env
-            .run(&["status", &run.id, "--output", "json"])
-            .expect_success()
-            .json();
-        assert_eq!(doc["run"]["id"], run.id.as_str());
-        assert_eq!(doc["run"]["status"], "failed");
-        assert!(
-            doc["run"]["error"]
-                .as_str()
-                .unwrap()
-                .contains("step `bad` failed")
-        );
-        let step = |id: &str| {
-            doc["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["id"] == id)
-                .unwrap()
-                .clone()
-        };
-        assert_eq!(step("ok")["status"], "succeeded");
-        assert_eq!(step("ok")["attempt"], 1);
-        assert!(step("ok")["duration_ms"].as_i64().unwrap() >= 0);
-        assert_eq!(step("bad")["status"], "failed");
-        assert!(
-            step("bad")["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("status 7")
-        );
-        assert_eq!(step("bad")["attempts"].as_array().unwrap().len(), 1);
-        assert_eq!(step("bad")["attempts"][0]["outcome"], "failed");
-        assert_eq!(step("after")["status"], "blocked");
+both!(status_shows_each_steps_state_attempts_duration_and_last_error_as_json_and_text, |env: &Env| {
+    env.run(&["run", &mixed(env)]).expect_code(1);
+    let run = env.only_run();
+    let doc = env.run(&["status", &run.id, "--output", "json"]).expect_success().json();
+    assert_eq!(doc["run"]["id"], run.id.as_str());
+    assert_eq!(doc["run"]["status"], "failed");
+    assert!(doc["run"]["error"].as_str().unwrap().contains("step `bad` failed"));
+    let step = |id: &str| doc["steps"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    assert_eq!(step("ok")["status"], "succeeded");
+    assert_eq!(step("ok")["attempt"], 1);
+    assert!(step("ok")["duration_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(step("bad")["status"], "failed");
+    assert!(step("bad")["error"]["message"].as_str().unwrap().contains("status 7"));
+    assert_eq!(step("bad")["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(step("bad")["attempts"][0]["outcome"], "failed");
+    assert_eq!(step("after")["status"], "blocked");
 
-        let text = env
-            .run(&["status", &run.id])
-            .expect_success()
-            .stdout
-            .clone();
-        assert!(text.contains("status   failed"), "{text}");
-        assert!(
-            text.lines().any(|l| l.starts_with("bad ")
-                && l.contains("failed")
-                && l.contains("1/3")
-                && l.contains("status 7")),
-            "{text}"
-        );
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("after ") && l.contains("blocked")),
-            "{text}"
-        );
-    }
-);
+    let text = env.run(&["status", &run.id]).expect_success().stdout.clone();
+    assert!(text.contains("status   failed"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bad ") && l.contains("failed") && l.contains("1/3") && l.contains("status 7")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("after ") && l.contains("blocked")), "{text}");
+});
 
 both!(list_shows_runs_newest_first, |env: &Env| {
     let wf = mixed(env);
@@ -79,10 +45,7 @@ both!(list_shows_runs_newest_first, |env: &Env| {
     std::thread::sleep(std::time::Duration::from_millis(5));
     let ok = env.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    uses: noop\n");
     env.run(&["run", ok.to_str().unwrap()]).expect_success();
-    let doc = env
-        .run(&["list", "--output", "json"])
-        .expect_success()
-        .json();
+    let doc = env.run(&["list", "--output", "json"]).expect_success().json();
     let runs = doc.as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["workflow"], "ok");
@@ -93,87 +56,49 @@ both!(list_shows_runs_newest_first, |env: &Env| {
     assert!(text.find("ok").unwrap() < text.find("mixed").unwrap());
 });
 
-both!(
-    logs_show_the_commands_output_and_each_attempts_outcome,
-    |env: &Env| {
-        env.run(&["run", &mixed(env)]).expect_code(1);
-        let run = env.only_run();
-        let all = env.run(&["logs", &run.id]).expect_success().stdout.clone();
-        assert!(all.contains("hello from ok"), "{all}");
-        assert!(all.contains("about to fail"), "{all}");
-        assert!(all.contains("failed on attempt 1/3"), "{all}");
-        let one = env
-            .run(&["logs", &run.id, "--step", "ok"])
-            .expect_success()
-            .stdout
-            .clone();
-        assert!(
-            one.contains("hello from ok") && !one.contains("about to fail"),
-            "{one}"
-        );
-        let followed = env
-            .run(&["logs", &run.id, "--follow"])
-            .expect_success()
-            .stdout
-            .clone();
-        assert_eq!(
-            followed, all,
-            "--follow on an ended run prints the log and returns"
-        );
-    }
-);
+both!(logs_show_the_commands_output_and_each_attempts_outcome, |env: &Env| {
+    env.run(&["run", &mixed(env)]).expect_code(1);
+    let run = env.only_run();
+    let all = env.run(&["logs", &run.id]).expect_success().stdout.clone();
+    assert!(all.contains("hello from ok"), "{all}");
+    assert!(all.contains("about to fail"), "{all}");
+    assert!(all.contains("failed on attempt 1/3"), "{all}");
+    let one = env.run(&["logs", &run.id, "--step", "ok"]).expect_success().stdout.clone();
+    assert!(one.contains("hello from ok") && !one.contains("about to fail"), "{one}");
+    let followed = env.run(&["logs", &run.id, "--follow"]).expect_success().stdout.clone();
+    assert_eq!(followed, all, "--follow on an ended run prints the log and returns");
+});
 
-both!(
-    a_secret_output_is_masked_in_logs_and_never_stored,
-    |env: &Env| {
-        // The secret is made at run time and never appears in the workflow text.
-        let wf = env.write(
+both!(a_secret_output_is_masked_in_logs_and_never_stored, |env: &Env| {
+    // The secret is made at run time and never appears in the workflow text.
+    let wf = env.write(
         "secret.yaml",
         "name: secret\nsteps:\n  - id: mint\n    uses: shell\n    secret_outputs: [token]\n    with:\n      run: |\n        t=\"s3cr3t-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')\"\n        printf %s \"$t\" > token.txt\n        echo \"minted $t\"\n        echo \"token=$t\" >> \"$FLOW_OUTPUT\"\n      outputs: [token]\n  - id: use\n    uses: shell\n    needs: [mint]\n    with: { run: \"echo the token is $(cat token.txt)\" }\n",
     );
-        let out = env.run(&["run", wf.to_str().unwrap()]);
-        out.expect_success();
-        let secret = std::fs::read_to_string(env.path("token.txt")).unwrap();
-        assert!(secret.starts_with("s3cr3t-") && secret.len() > 10);
-        let run = env.only_run();
-        let logs = env.run(&["logs", &run.id]).stdout.clone();
-        let status = env
-            .run(&["status", &run.id, "--output", "json"])
-            .stdout
-            .clone();
-        assert!(
-            logs.contains("minted ***"),
-            "the step's own output is masked: {logs}"
-        );
-        assert!(
-            logs.contains("the token is ***"),
-            "later steps' output is masked: {logs}"
-        );
-        assert!(status.contains("\"token\": \"***\""), "{status}");
-        for shown in [&out.stderr, &out.stdout, &logs, &status] {
-            assert!(!shown.contains(&secret), "the secret leaked: {shown}");
-        }
-        let stored = env.everything_stored();
-        assert!(
-            stored.contains("minted ***"),
-            "the dump does read the event log"
-        );
-        assert!(
-            !stored.contains(&secret),
-            "the secret is in the state store"
-        );
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    out.expect_success();
+    let secret = std::fs::read_to_string(env.path("token.txt")).unwrap();
+    assert!(secret.starts_with("s3cr3t-") && secret.len() > 10);
+    let run = env.only_run();
+    let logs = env.run(&["logs", &run.id]).stdout.clone();
+    let status = env.run(&["status", &run.id, "--output", "json"]).stdout.clone();
+    assert!(logs.contains("minted ***"), "the step's own output is masked: {logs}");
+    assert!(logs.contains("the token is ***"), "later steps' output is masked: {logs}");
+    assert!(status.contains("\"token\": \"***\""), "{status}");
+    for shown in [&out.stderr, &out.stdout, &logs, &status] {
+        assert!(!shown.contains(&secret), "the secret leaked: {shown}");
     }
-);
+    let stored = env.everything_stored();
+    assert!(stored.contains("minted ***"), "the dump does read the event log");
+    assert!(!stored.contains(&secret), "the secret is in the state store");
+});
 
-both!(
-    a_template_cannot_pass_a_secret_output_by_value,
-    |env: &Env| {
-        let wf = env.write(
+both!(a_template_cannot_pass_a_secret_output_by_value, |env: &Env| {
+    let wf = env.write(
         "leak.yaml",
         "name: leak\nsteps:\n  - id: mint\n    uses: shell\n    secret_outputs: [token]\n    with: { run: \"echo token=x >> $FLOW_OUTPUT\", outputs: [token] }\n  - id: use\n    uses: shell\n    with: { run: \"echo ${{ steps.mint.outputs.token }}\" }\n",
     );
-        let out = env.run(&["run", wf.to_str().unwrap()]);
-        out.expect_code(1);
-        assert!(out.stderr.contains("is a secret output"), "{}", out.stderr);
-    }
-);
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("is a secret output"), "{}", out.stderr);
+});

@@ -39,34 +39,23 @@ pub struct Env {
 /// The Postgres server tests create their databases in (`DATABASE_URL`, or the
 /// local server these machines run).
 fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn with_database(url: &str, db: &str) -> String {
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database part");
+    let (base, _) = url.rsplit_once('/').expect("DATABASE_URL has a database part");
     format!("{base}/{db}")
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
 
 impl Env {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("state.db").display().to_string();
-        Self {
-            dir,
-            state,
-            pg_database: None,
-        }
+        Self { dir, state, pg_database: None }
     }
 
     /// A fresh database on the real Postgres server; dropped afterwards.
@@ -78,19 +67,13 @@ impl Env {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
-                .unwrap_or_else(|e| {
-                    panic!("tests need Postgres at {admin} (set DATABASE_URL): {e}")
-                });
+                .unwrap_or_else(|e| panic!("tests need Postgres at {admin} (set DATABASE_URL): {e}"));
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&mut conn)
                 .await
                 .expect("create test database");
         });
-        Self {
-            dir,
-            state: with_database(&admin, &name),
-            pg_database: Some(name),
-        }
+        Self { dir, state: with_database(&admin, &name), pg_database: Some(name) }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -134,9 +117,7 @@ impl Env {
 
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let mut cmd = self.command(args);
-        cmd.envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().expect("spawn ca-a2a-flow")
     }
 
@@ -151,12 +132,7 @@ impl Env {
 
     pub fn only_run(&self) -> RunRecord {
         let runs = self.runs();
-        assert_eq!(
-            runs.len(),
-            1,
-            "expected exactly one run, found {}",
-            runs.len()
-        );
+        assert_eq!(runs.len(), 1, "expected exactly one run, found {}", runs.len());
         runs.into_iter().next().unwrap()
     }
 
@@ -171,19 +147,12 @@ impl Env {
     }
 
     pub fn step(&self, run: &str, id: &str) -> StepRecord {
-        self.steps(run)
-            .into_iter()
-            .find(|s| s.step_id == id)
-            .unwrap_or_else(|| panic!("no step {id}"))
+        self.steps(run).into_iter().find(|s| s.step_id == id).unwrap_or_else(|| panic!("no step {id}"))
     }
 
     pub fn attempts(&self, run: &str, step: &str) -> Vec<AttemptRecord> {
         let store = self.store();
-        block_on(store.attempts(run))
-            .expect("attempts")
-            .into_iter()
-            .filter(|a| a.step_id == step)
-            .collect()
+        block_on(store.attempts(run)).expect("attempts").into_iter().filter(|a| a.step_id == step).collect()
     }
 
     /// Everything the state store holds, as text: the SQLite files' bytes, or
@@ -216,10 +185,7 @@ impl Env {
     pub fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let start = Instant::now();
         while !done() {
-            assert!(
-                start.elapsed() < limit,
-                "gave up waiting for {what} after {limit:?}"
-            );
+            assert!(start.elapsed() < limit, "gave up waiting for {what} after {limit:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -234,11 +200,9 @@ impl Drop for Env {
                 block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+                            .execute(&mut conn)
+                            .await;
                     }
                 })
             })
@@ -267,13 +231,7 @@ impl From<Output> for Out {
 impl Out {
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit code\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout,
-            self.stderr
-        );
+        assert_eq!(self.code, Some(code), "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
         self
     }
     #[track_caller]
@@ -281,8 +239,7 @@ impl Out {
         self.expect_code(0)
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -296,11 +253,7 @@ pub fn signal(child: &Child, sig: i32) {
 
 /// Lines of a file as a list (for "ran exactly once" checks).
 pub fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect()
 }
 
 pub fn count(lines: &[String], what: &str) -> usize {

@@ -28,11 +28,7 @@ fn expectations(path: &Path) -> Vec<(u32, u32, String)> {
         .map(|e| {
             let (pos, text) = e.split_once(' ').expect("`# expect: L:C text`");
             let (line, col) = pos.split_once(':').expect("L:C");
-            (
-                line.parse().expect("line"),
-                col.parse().expect("col"),
-                text.to_string(),
-            )
+            (line.parse().expect("line"), col.parse().expect("col"), text.to_string())
         })
         .collect()
 }
@@ -47,30 +43,14 @@ fn every_broken_workflow_reports_all_its_problems_at_their_exact_positions() {
     let env = Env::sqlite();
     for fixture in fixtures() {
         let expected = expectations(&fixture);
-        assert!(
-            !expected.is_empty(),
-            "{} has no `# expect:` line",
-            fixture.display()
-        );
+        assert!(!expected.is_empty(), "{} has no `# expect:` line", fixture.display());
         let out = env.run(&["validate", fixture.to_str().unwrap()]);
-        assert_eq!(
-            out.code,
-            Some(2),
-            "{}: exit code\n{}",
-            fixture.display(),
-            out.stderr
-        );
-        let errors: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| l.contains(": error: "))
-            .collect();
+        assert_eq!(out.code, Some(2), "{}: exit code\n{}", fixture.display(), out.stderr);
+        let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains(": error: ")).collect();
         for (line, col, text) in &expected {
             let prefix = format!("{}:{line}:{col}: error: ", fixture.display());
             assert!(
-                errors
-                    .iter()
-                    .any(|e| e.starts_with(&prefix) && e.contains(text.as_str())),
+                errors.iter().any(|e| e.starts_with(&prefix) && e.contains(text.as_str())),
                 "{}: expected an error at {line}:{col} containing {text:?}; got:\n{}",
                 fixture.display(),
                 errors.join("\n")
@@ -84,10 +64,7 @@ fn every_broken_workflow_reports_all_its_problems_at_their_exact_positions() {
             errors.join("\n")
         );
         let n = expected.len();
-        assert!(out.stderr.contains(&format!(
-            "{n} problem{} found; nothing was run.",
-            if n == 1 { "" } else { "s" }
-        )));
+        assert!(out.stderr.contains(&format!("{n} problem{} found; nothing was run.", if n == 1 { "" } else { "s" })));
     }
 }
 
@@ -100,19 +77,13 @@ fn running_a_broken_workflow_creates_no_run_and_executes_nothing() {
     );
     env.run(&["run", wf.to_str().unwrap()]).expect_code(2);
     assert!(!env.path("touched").exists(), "no step may run");
-    assert!(
-        !Path::new(&env.state).exists(),
-        "no state store is even created"
-    );
+    assert!(!Path::new(&env.state).exists(), "no state store is even created");
 }
 
 #[test]
 fn running_a_broken_workflow_on_postgres_creates_no_run_row() {
     let env = Env::postgres();
-    let wf = env.write(
-        "broken.yaml",
-        "name: broken\nsteps:\n  - id: a\n    uses: shell\n    with: { cmd: x }\n",
-    );
+    let wf = env.write("broken.yaml", "name: broken\nsteps:\n  - id: a\n    uses: shell\n    with: { cmd: x }\n");
     env.run(&["run", wf.to_str().unwrap()]).expect_code(2);
     assert!(env.runs().is_empty());
 }
@@ -120,14 +91,9 @@ fn running_a_broken_workflow_on_postgres_creates_no_run_row() {
 #[test]
 fn a_typo_in_a_step_kind_suggests_the_closest_kind() {
     let env = Env::sqlite();
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/04-unknown-kind.yaml");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/04-unknown-kind.yaml");
     let out = env.run(&["validate", fixture.to_str().unwrap()]);
-    assert!(
-        out.stderr.contains("did you mean `shell`?"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("did you mean `shell`?"), "{}", out.stderr);
 }
 
 #[test]
@@ -139,17 +105,8 @@ fn missing_and_unknown_inputs_are_refused_before_anything_runs() {
     );
     let out = env.run(&["run", wf.to_str().unwrap(), "--input", "tga=v1"]);
     out.expect_code(2);
-    assert!(
-        out.stderr
-            .contains("unknown input `tga` (did you mean `tag`?)"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("input `region` is required"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("unknown input `tga` (did you mean `tag`?)"), "{}", out.stderr);
+    assert!(out.stderr.contains("input `region` is required"), "{}", out.stderr);
     assert!(!env.path("ran").exists());
 }
 
@@ -160,8 +117,7 @@ fn the_shipped_workflows_are_valid() {
     for entry in std::fs::read_dir(dir).expect("workflows dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            env.run(&["validate", path.to_str().unwrap()])
-                .expect_success();
+            env.run(&["validate", path.to_str().unwrap()]).expect_success();
         }
     }
 }

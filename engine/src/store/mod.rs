@@ -66,6 +66,12 @@ string_enum!(
     StepStatus { Pending = "pending", Running = "running", RetryWait = "retry_wait", Succeeded = "succeeded", Failed = "failed", Blocked = "blocked", Interrupted = "interrupted", Cancelled = "cancelled" }
 );
 
+impl Default for StepStatus {
+    fn default() -> Self {
+        Self::Pending
+    }
+}
+
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
@@ -84,16 +90,8 @@ pub struct LeaseInfo {
 impl std::fmt::Display for LeaseInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let left = self.expires_at - crate::now_ms();
-        write!(
-            f,
-            "pid {} on host {} (owner {}, lease ",
-            self.pid, self.host, self.owner
-        )?;
-        if left > 0 {
-            write!(f, "expires in {}s)", (left + 999) / 1000)
-        } else {
-            write!(f, "expired)")
-        }
+        write!(f, "pid {} on host {} (owner {}, lease ", self.pid, self.host, self.owner)?;
+        if left > 0 { write!(f, "expires in {}s)", (left + 999) / 1000) } else { write!(f, "expired)") }
     }
 }
 
@@ -115,11 +113,7 @@ impl Holder {
             .unwrap_or_else(|_| "unknown-host".into());
         let pid = std::process::id() as i64;
         let boot = boot_id().unwrap_or_else(|| "noboot".into());
-        Self {
-            owner: format!("{pid}.{:04x}@{host}#{boot}", fastrand::u16(..)),
-            host,
-            pid,
-        }
+        Self { owner: format!("{pid}.{:04x}@{host}#{boot}", fastrand::u16(..)), host, pid }
     }
 }
 
@@ -252,7 +246,10 @@ pub enum Write {
     /// Taking over a run: in-flight attempts become `interrupted`, failed,
     /// blocked and cancelled steps get a fresh start, running deadlines move by
     /// the time nobody owned the run.
-    Recover { at: i64, outage_ms: i64 },
+    Recover {
+        at: i64,
+        outage_ms: i64,
+    },
     /// `resume --accept-changes`: the new definition; `reset` steps start over,
     /// `removed` steps are dropped.
     Redefine {
@@ -287,17 +284,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         ttl_ms: i64,
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn release(
-        &self,
-        run: &str,
-        generation: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(&self, run: &str, generation: i64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Expires the lease of `owner` (whose process is known to be gone).
-    fn break_lease(
-        &self,
-        run: &str,
-        owner: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn break_lease(&self, run: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn apply(
         &self,
         run: &str,
@@ -312,10 +301,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn request_cancel(&self, run: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn run(&self, run: &str) -> impl Future<Output = Result<RunRecord, StoreError>> + Send;
     fn steps(&self, run: &str) -> impl Future<Output = Result<Vec<StepRecord>, StoreError>> + Send;
-    fn attempts(
-        &self,
-        run: &str,
-    ) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
+    fn attempts(&self, run: &str) -> impl Future<Output = Result<Vec<AttemptRecord>, StoreError>> + Send;
     fn events(
         &self,
         run: &str,
@@ -323,10 +309,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         after_id: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
-    fn list_runs(
-        &self,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    fn list_runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }
 
 /// A store chosen at run time from a URL: `sqlite://PATH` or `postgres://...`.
@@ -342,13 +325,8 @@ impl AnyStore {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres(PgStore::open(url).await?))
         } else {
-            let path = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .unwrap_or(url);
-            Ok(Self::Sqlite(
-                SqliteStore::open(std::path::Path::new(path)).await?,
-            ))
+            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+            Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path)).await?))
         }
     }
 }
@@ -366,22 +344,10 @@ impl Store for AnyStore {
     async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
         delegate!(self, s => s.create_run(run).await)
     }
-    async fn acquire(
-        &self,
-        run: &str,
-        holder: &Holder,
-        ttl_ms: i64,
-        now: i64,
-    ) -> Result<i64, StoreError> {
+    async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
         delegate!(self, s => s.acquire(run, holder, ttl_ms, now).await)
     }
-    async fn renew(
-        &self,
-        run: &str,
-        generation: i64,
-        ttl_ms: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
         delegate!(self, s => s.renew(run, generation, ttl_ms, now).await)
     }
     async fn release(&self, run: &str, generation: i64) -> Result<(), StoreError> {
@@ -390,12 +356,7 @@ impl Store for AnyStore {
     async fn break_lease(&self, run: &str, owner: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.break_lease(run, owner).await)
     }
-    async fn apply(
-        &self,
-        run: &str,
-        generation: i64,
-        writes: Vec<Write>,
-    ) -> Result<(), StoreError> {
+    async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
         delegate!(self, s => s.apply(run, generation, writes).await)
     }
     async fn append_events(
@@ -431,9 +392,6 @@ impl Store for AnyStore {
     }
 }
 
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    text: &str,
-    what: &str,
-) -> Result<T, StoreError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

@@ -14,14 +14,11 @@ pub struct PgStore {
 impl PgStore {
     /// Connects (with a deadline) and runs migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect(url)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(15)).connect(url).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
 }
 
-super::sql::sql_store!(PgStore, sqlx::postgres::PgRow);
+super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, " FOR SHARE");

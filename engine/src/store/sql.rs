@@ -2,10 +2,11 @@
 //! [`sql_store!`] into a concrete `impl Store` (no `sqlx::Any`). Placeholders are
 //! `$N`, numbered in order of first appearance, which SQLite and Postgres both
 //! bind positionally. What differs between the two (types, autoincrement,
-//! connection setup) lives in their migrations and their `open`.
+//! connection setup) lives in their migrations and their `open`; the one
+//! clause that differs, Postgres's `FOR SHARE` on the fence row, is a parameter.
 
 macro_rules! sql_store {
-    ($store:ident, $row:ty) => {
+    ($store:ident, $db:ty, $row:ty, $share_lock:literal) => {
         use sqlx::Row;
 
         use super::{
@@ -60,6 +61,51 @@ macro_rules! sql_store {
                 outputs: outputs.map(|o| parse_json(&o, "step outputs")).transpose()?,
                 error: error.map(|e| parse_json(&e, "step error")).transpose()?,
             })
+        }
+
+        async fn insert_event(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            run: &str,
+            step: Option<String>,
+            at: i64,
+            level: &str,
+            message: String,
+        ) -> Result<(), StoreError> {
+            sqlx::query("INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, $2, $3, $4, $5)")
+                .bind(run)
+                .bind(step)
+                .bind(at)
+                .bind(level)
+                .bind(message)
+                .execute(conn)
+                .await?;
+            Ok(())
+        }
+
+        /// Records how the running attempt of `step` ended (nothing if none runs).
+        async fn end_attempt(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            run: &str,
+            step: &str,
+            at: i64,
+            outcome: &str,
+            error: Option<&str>,
+            delay_ms: Option<i64>,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO attempts (run_id, step_id, attempt, started_at, finished_at, outcome, error, retry_delay_ms)
+                 SELECT run_id, step_id, attempt, attempt_started_at, $1, $2, $3, $4
+                 FROM steps WHERE run_id = $5 AND step_id = $6 AND status = 'running'",
+            )
+            .bind(at)
+            .bind(outcome)
+            .bind(error)
+            .bind(delay_ms)
+            .bind(run)
+            .bind(step)
+            .execute(conn)
+            .await?;
+            Ok(())
         }
 
         fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -165,6 +211,32 @@ macro_rules! sql_store {
             }
 
             async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
+                // The hot path: a step's `started` checkpoint is one autocommitted
+                // statement, fenced inline (on Postgres the fence row is share-locked,
+                // so a takeover waits for it or it sees the takeover).
+                if let [Write::StepStarted { step, attempt, at, deadline_at }] = writes.as_slice() {
+                    let done = sqlx::query(concat!(
+                        "UPDATE steps SET status = 'running', attempt = $1, attempt_started_at = $2,
+                                first_started_at = COALESCE(first_started_at, $2),
+                                deadline_at = COALESCE(deadline_at, $3), next_attempt_at = NULL
+                         WHERE run_id = $4 AND step_id = $5
+                           AND EXISTS (SELECT 1 FROM runs WHERE id = $4 AND generation = $6",
+                        $share_lock,
+                        ")"
+                    ))
+                    .bind(*attempt as i64)
+                    .bind(*at)
+                    .bind(*deadline_at)
+                    .bind(run)
+                    .bind(step)
+                    .bind(generation)
+                    .execute(&self.pool)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::Fenced { run: run.to_string(), generation });
+                    }
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin().await?;
                 // The fence: also takes the write lock on the run before anything else.
                 let fenced = sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2 AND generation = $3")
@@ -192,17 +264,9 @@ macro_rules! sql_store {
                             .bind(&step)
                             .execute(&mut *tx)
                             .await?;
-                            sqlx::query(
-                                "INSERT INTO attempts (run_id, step_id, attempt, started_at, outcome) VALUES ($1, $2, $3, $4, 'running')",
-                            )
-                            .bind(run)
-                            .bind(&step)
-                            .bind(attempt as i64)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await?;
                         }
-                        Write::StepSucceeded { step, attempt, at, outputs } => {
+                        Write::StepSucceeded { step, at, outputs, .. } => {
+                            end_attempt(&mut tx, run, &step, at, "succeeded", None, None).await?;
                             sqlx::query(
                                 "UPDATE steps SET status = 'succeeded', finished_at = $1, outputs = $2, error = NULL, next_attempt_at = NULL
                                  WHERE run_id = $3 AND step_id = $4",
@@ -213,19 +277,10 @@ macro_rules! sql_store {
                             .bind(&step)
                             .execute(&mut *tx)
                             .await?;
-                            sqlx::query(
-                                "UPDATE attempts SET finished_at = $1, outcome = 'succeeded'
-                                 WHERE run_id = $2 AND step_id = $3 AND attempt = $4 AND outcome = 'running'",
-                            )
-                            .bind(at)
-                            .bind(run)
-                            .bind(&step)
-                            .bind(attempt as i64)
-                            .execute(&mut *tx)
-                            .await?;
                         }
-                        Write::StepRetry { step, attempt, at, next_attempt_at, delay_ms, error } => {
+                        Write::StepRetry { step, at, next_attempt_at, delay_ms, error, .. } => {
                             let error = to_json(&error);
+                            end_attempt(&mut tx, run, &step, at, "retry", Some(&error), Some(delay_ms)).await?;
                             sqlx::query(
                                 "UPDATE steps SET status = 'retry_wait', next_attempt_at = $1, error = $2 WHERE run_id = $3 AND step_id = $4",
                             )
@@ -235,38 +290,16 @@ macro_rules! sql_store {
                             .bind(&step)
                             .execute(&mut *tx)
                             .await?;
-                            sqlx::query(
-                                "UPDATE attempts SET finished_at = $1, outcome = 'retry', error = $2, retry_delay_ms = $3
-                                 WHERE run_id = $4 AND step_id = $5 AND attempt = $6 AND outcome = 'running'",
-                            )
-                            .bind(at)
-                            .bind(&error)
-                            .bind(delay_ms)
-                            .bind(run)
-                            .bind(&step)
-                            .bind(attempt as i64)
-                            .execute(&mut *tx)
-                            .await?;
                         }
                         Write::StepEnded { step, status, at, error } => {
                             let error = error.as_ref().map(to_json);
+                            end_attempt(&mut tx, run, &step, at, status.as_str(), error.as_deref(), None).await?;
                             sqlx::query(
                                 "UPDATE steps SET status = $1, finished_at = $2, error = $3, next_attempt_at = NULL
                                  WHERE run_id = $4 AND step_id = $5",
                             )
                             .bind(status.as_str())
                             .bind(at)
-                            .bind(&error)
-                            .bind(run)
-                            .bind(&step)
-                            .execute(&mut *tx)
-                            .await?;
-                            sqlx::query(
-                                "UPDATE attempts SET finished_at = $1, outcome = $2, error = $3
-                                 WHERE run_id = $4 AND step_id = $5 AND outcome = 'running'",
-                            )
-                            .bind(at)
-                            .bind(status.as_str())
                             .bind(&error)
                             .bind(run)
                             .bind(&step)
@@ -283,11 +316,16 @@ macro_rules! sql_store {
                                 .await?;
                         }
                         Write::Recover { at, outage_ms } => {
-                            sqlx::query("UPDATE attempts SET outcome = 'interrupted', finished_at = $1 WHERE run_id = $2 AND outcome = 'running'")
-                                .bind(at)
-                                .bind(run)
-                                .execute(&mut *tx)
-                                .await?;
+                            // Attempts cut by the death of their process are recorded as such.
+                            sqlx::query(
+                                "INSERT INTO attempts (run_id, step_id, attempt, started_at, finished_at, outcome)
+                                 SELECT run_id, step_id, attempt, attempt_started_at, $1, 'interrupted'
+                                 FROM steps WHERE run_id = $2 AND status = 'running'",
+                            )
+                            .bind(at)
+                            .bind(run)
+                            .execute(&mut *tx)
+                            .await?;
                             sqlx::query(
                                 "UPDATE steps SET deadline_at = deadline_at + $1
                                  WHERE run_id = $2 AND status IN ('running', 'interrupted', 'retry_wait') AND deadline_at IS NOT NULL",
@@ -356,14 +394,7 @@ macro_rules! sql_store {
                             }
                         }
                         Write::Event { step, level, message, at } => {
-                            sqlx::query("INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, $2, $3, $4, $5)")
-                                .bind(run)
-                                .bind(step)
-                                .bind(at)
-                                .bind(level)
-                                .bind(message)
-                                .execute(&mut *tx)
-                                .await?;
+                            insert_event(&mut tx, run, step, at, level, message).await?;
                         }
                     }
                 }
@@ -378,14 +409,7 @@ macro_rules! sql_store {
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 for (step, level, message, at) in events {
-                    sqlx::query("INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(run)
-                        .bind(step)
-                        .bind(at)
-                        .bind(level)
-                        .bind(message)
-                        .execute(&mut *tx)
-                        .await?;
+                    insert_event(&mut tx, run, step, at, level, message).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -1,0 +1,77 @@
+//! Steps run as a DAG: independent steps at the same time, dependents after
+//! what they need; a failure stops dependents and lets unrelated in-flight
+//! steps finish; files compose through `include`.
+
+use ca_a2a_flow_engine::{RunStatus, StepStatus};
+
+use crate::support::{Env, both, lines};
+
+/// Two steps that each wait for the other's marker: they finish only if they
+/// run at the same time.
+const RENDEZVOUS: &str = "name: rendezvous\nsteps:\n  - id: left\n    uses: shell\n    timeout: 20s\n    retry: { max_attempts: 1 }\n    with: { run: \"touch left.ready; while [ ! -e right.ready ]; do sleep 0.05; done\" }\n  - id: right\n    uses: shell\n    timeout: 20s\n    retry: { max_attempts: 1 }\n    with: { run: \"touch right.ready; while [ ! -e left.ready ]; do sleep 0.05; done\" }\n";
+
+both!(independent_steps_run_at_the_same_time, |env: &Env| {
+    let wf = env.write("rendezvous.yaml", RENDEZVOUS);
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+});
+
+#[test]
+fn with_parallelism_one_independent_steps_run_one_after_the_other() {
+    let env = Env::sqlite();
+    let wf = env.write("rendezvous.yaml", &RENDEZVOUS.replace("timeout: 20s", "timeout: 1s"));
+    let out = env.run(&["run", wf.to_str().unwrap(), "--parallelism", "1"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("timed out after 1s"), "{}", out.stderr);
+}
+
+both!(a_failed_step_blocks_its_dependents_and_lets_unrelated_running_steps_finish, |env: &Env| {
+    let wf = env.write(
+        "partial.yaml",
+        "name: partial\nsteps:\n  - id: slow\n    uses: shell\n    with: { run: \"sleep 1; echo slow >> done.log\" }\n  - id: bad\n    uses: shell\n    retry: { max_attempts: 1 }\n    with: { run: \"exit 1\" }\n  - id: child\n    uses: shell\n    needs: [bad]\n    with: { run: \"echo child >> done.log\" }\n  - id: grandchild\n    uses: noop\n    needs: [child]\n",
+    );
+    let out = env.run(&["run", wf.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("step `bad` failed"), "{}", out.stderr);
+    let run = env.only_run();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(env.step(&run.id, "slow").status, StepStatus::Succeeded, "the in-flight step finished");
+    assert_eq!(env.step(&run.id, "child").status, StepStatus::Blocked);
+    assert_eq!(env.step(&run.id, "grandchild").status, StepStatus::Blocked);
+    assert_eq!(lines(&env.path("done.log")), ["slow"]);
+    assert!(env.step(&run.id, "child").error.unwrap().message.contains("needs step `bad`"));
+});
+
+both!(outputs_flow_to_later_steps_and_included_files_join_the_workflow, |env: &Env| {
+    env.write(
+        "stack/network.yaml",
+        "name: network\ninputs:\n  cidr: { default: 10.1.0.0/16 }\ndefaults: { retry: { max_attempts: 2, initial_delay: 10ms } }\nsteps:\n  - id: vpc\n    uses: shell\n    with: { run: \"echo id=vpc-${{ inputs.cidr }} >> $FLOW_OUTPUT\", outputs: [id] }\n",
+    );
+    let wf = env.write(
+        "full.yaml",
+        "name: full\ninclude: [stack/network.yaml]\ninputs:\n  cidr: { default: 10.9.0.0/16 }\nsteps:\n  - id: subnet\n    uses: shell\n    with: { run: \"echo ${{ steps.vpc.outputs.id }} run=${{ run.id }} home=${{ env.HOME }} > subnet.txt\" }\n",
+    );
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    let run = env.only_run();
+    let text = std::fs::read_to_string(env.path("subnet.txt")).unwrap();
+    assert!(text.starts_with("vpc-10.9.0.0/16 "), "the including file's input wins: {text}");
+    assert!(text.contains(&format!("run={}", run.id)), "{text}");
+    assert!(text.contains(&format!("home={}", std::env::var("HOME").unwrap())), "{text}");
+    let vpc = run.definition.step("vpc").unwrap();
+    assert_eq!(vpc.retry.max_attempts, 2, "an included file's defaults apply to its steps");
+    assert_eq!(run.definition.step("subnet").unwrap().needs, ["vpc"], "the template implied the dependency");
+});
+
+#[test]
+fn graph_prints_every_step_and_dependency_as_mermaid_and_dot() {
+    let env = Env::sqlite();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/demo.yaml");
+    let workflow = ca_a2a_flow_engine::load(&demo, &ca_a2a_flow_steps::registry()).unwrap();
+    let edges: usize = workflow.steps.iter().map(|s| s.needs.len()).sum();
+    let mermaid = env.run(&["graph", demo.to_str().unwrap()]).expect_success().stdout.clone();
+    assert!(mermaid.starts_with("flowchart TD\n"));
+    assert_eq!(mermaid.lines().filter(|l| l.contains("[\"")).count(), workflow.steps.len());
+    assert_eq!(mermaid.lines().filter(|l| l.contains(" --> ")).count(), edges);
+    let dot = env.run(&["graph", demo.to_str().unwrap(), "--format", "dot"]).expect_success().stdout.clone();
+    assert!(dot.starts_with("digraph"));
+    assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), edges);
+}
