@@ -236,11 +236,12 @@ impl<S: Store> Engine<S> {
             (true, Some(h)) => (now - h).max(0),
             _ => 0,
         };
-        let mut writes = Vec::new();
+        // Recover first: attempts cut by a crash are recorded before a new
+        // definition resets any step.
+        let mut writes = vec![Write::Recover { at: now, outage_ms }];
         if let Some((definition, reset, removed)) = redefine {
             writes.push(Write::Redefine { definition: Box::new(definition), reset, removed });
         }
-        writes.push(Write::Recover { at: now, outage_ms });
         writes.push(Write::Event {
             step: None,
             level: "info",

@@ -15,7 +15,14 @@ impl PgStore {
     /// Connects (with a deadline) and runs migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(15)).connect(url).await?;
+            // No ping before each use (a round trip per checkpoint): a broken
+            // connection fails its statement, and the engine retries or stops.
+            PgPoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(15))
+                .connect(url)
+                .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -82,32 +82,6 @@ macro_rules! sql_store {
             Ok(())
         }
 
-        /// Records how the running attempt of `step` ended (nothing if none runs).
-        async fn end_attempt(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            run: &str,
-            step: &str,
-            at: i64,
-            outcome: &str,
-            error: Option<&str>,
-            delay_ms: Option<i64>,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO attempts (run_id, step_id, attempt, started_at, finished_at, outcome, error, retry_delay_ms)
-                 SELECT run_id, step_id, attempt, attempt_started_at, $1, $2, $3, $4
-                 FROM steps WHERE run_id = $5 AND step_id = $6 AND status = 'running'",
-            )
-            .bind(at)
-            .bind(outcome)
-            .bind(error)
-            .bind(delay_ms)
-            .bind(run)
-            .bind(step)
-            .execute(conn)
-            .await?;
-            Ok(())
-        }
-
         fn to_json<T: serde::Serialize>(value: &T) -> String {
             serde_json::to_string(value).expect("state values serialize")
         }
@@ -237,6 +211,29 @@ macro_rules! sql_store {
                     }
                     return Ok(());
                 }
+                // The other hot path: a success, one statement (the attempt's row is
+                // written by the `attempt_ended` trigger in the same statement).
+                if let [Write::StepSucceeded { step, at, outputs, .. }] = writes.as_slice() {
+                    let done = sqlx::query(concat!(
+                        "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
+                                error = NULL, next_attempt_at = NULL
+                         WHERE run_id = $3 AND step_id = $4
+                           AND EXISTS (SELECT 1 FROM runs WHERE id = $3 AND generation = $5",
+                        $share_lock,
+                        ")"
+                    ))
+                    .bind(*at)
+                    .bind(to_json(outputs))
+                    .bind(run)
+                    .bind(step)
+                    .bind(generation)
+                    .execute(&self.pool)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::Fenced { run: run.to_string(), generation });
+                    }
+                    return Ok(());
+                }
                 let mut tx = self.pool.begin().await?;
                 // The fence: also takes the write lock on the run before anything else.
                 let fenced = sqlx::query("UPDATE runs SET updated_at = $1 WHERE id = $2 AND generation = $3")
@@ -266,9 +263,9 @@ macro_rules! sql_store {
                             .await?;
                         }
                         Write::StepSucceeded { step, at, outputs, .. } => {
-                            end_attempt(&mut tx, run, &step, at, "succeeded", None, None).await?;
                             sqlx::query(
-                                "UPDATE steps SET status = 'succeeded', finished_at = $1, outputs = $2, error = NULL, next_attempt_at = NULL
+                                "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
+                                        error = NULL, next_attempt_at = NULL
                                  WHERE run_id = $3 AND step_id = $4",
                             )
                             .bind(at)
@@ -279,13 +276,15 @@ macro_rules! sql_store {
                             .await?;
                         }
                         Write::StepRetry { step, at, next_attempt_at, delay_ms, error, .. } => {
-                            let error = to_json(&error);
-                            end_attempt(&mut tx, run, &step, at, "retry", Some(&error), Some(delay_ms)).await?;
                             sqlx::query(
-                                "UPDATE steps SET status = 'retry_wait', next_attempt_at = $1, error = $2 WHERE run_id = $3 AND step_id = $4",
+                                "UPDATE steps SET status = 'retry_wait', next_attempt_at = $1, error = $2, attempt_ended_at = $3,
+                                        retry_delay_ms = $4
+                                 WHERE run_id = $5 AND step_id = $6",
                             )
                             .bind(next_attempt_at)
-                            .bind(&error)
+                            .bind(to_json(&error))
+                            .bind(at)
+                            .bind(delay_ms)
                             .bind(run)
                             .bind(&step)
                             .execute(&mut *tx)
@@ -293,9 +292,8 @@ macro_rules! sql_store {
                         }
                         Write::StepEnded { step, status, at, error } => {
                             let error = error.as_ref().map(to_json);
-                            end_attempt(&mut tx, run, &step, at, status.as_str(), error.as_deref(), None).await?;
                             sqlx::query(
-                                "UPDATE steps SET status = $1, finished_at = $2, error = $3, next_attempt_at = NULL
+                                "UPDATE steps SET status = $1, finished_at = $2, attempt_ended_at = $2, error = $3, next_attempt_at = NULL
                                  WHERE run_id = $4 AND step_id = $5",
                             )
                             .bind(status.as_str())
@@ -316,16 +314,6 @@ macro_rules! sql_store {
                                 .await?;
                         }
                         Write::Recover { at, outage_ms } => {
-                            // Attempts cut by the death of their process are recorded as such.
-                            sqlx::query(
-                                "INSERT INTO attempts (run_id, step_id, attempt, started_at, finished_at, outcome)
-                                 SELECT run_id, step_id, attempt, attempt_started_at, $1, 'interrupted'
-                                 FROM steps WHERE run_id = $2 AND status = 'running'",
-                            )
-                            .bind(at)
-                            .bind(run)
-                            .execute(&mut *tx)
-                            .await?;
                             sqlx::query(
                                 "UPDATE steps SET deadline_at = deadline_at + $1
                                  WHERE run_id = $2 AND status IN ('running', 'interrupted', 'retry_wait') AND deadline_at IS NOT NULL",
@@ -334,8 +322,13 @@ macro_rules! sql_store {
                             .bind(run)
                             .execute(&mut *tx)
                             .await?;
-                            sqlx::query("UPDATE steps SET status = 'interrupted' WHERE run_id = $1 AND status = 'running'")
-                                .bind(run)
+                            // Attempts cut by the death of their process are recorded (by the
+                            // trigger) as interrupted.
+                            sqlx::query(
+                                "UPDATE steps SET status = 'interrupted', attempt_ended_at = $1 WHERE run_id = $2 AND status = 'running'",
+                            )
+                            .bind(at)
+                            .bind(run)
                                 .execute(&mut *tx)
                                 .await?;
                             sqlx::query(

@@ -27,7 +27,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        // One connection: SQLite takes one writer at a time anyway, and a single
+        // connection keeps its page cache warm (another connection writing would
+        // invalidate it). No ping before each use: the file is local.
+        let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(options).await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
