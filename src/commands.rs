@@ -8,8 +8,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    Engine, EngineConfig, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms,
-    resolve_inputs,
+    Engine, EngineConfig, Event, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load,
+    now_ms, resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -153,13 +153,14 @@ async fn drive(
     state: Option<&str>,
 ) -> Result<(), CliError> {
     let (stop_tx, stop_rx) = watch::channel(None);
+    let notice = engine.observer();
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        eprintln!("\nstopping: recording the run as interrupted (press Ctrl-C again to quit at once)");
+        notice(Event::Notice("stopping: recording the run as interrupted (press Ctrl-C again to quit at once)".into()));
         let _ = stop_tx.send(Some(Stop::Interrupt));
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(exit::INTERRUPTED);

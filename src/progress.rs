@@ -116,6 +116,7 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Event>, tty: bool) {
                 }
                 // The command prints the summary (and the resume command) itself.
                 Event::RunFinished { .. } => {}
+                Event::Notice(line) => lines.push(line),
             }
         }
         let mut err = std::io::stderr().lock();

@@ -86,6 +86,9 @@ pub enum Event {
         status: RunStatus,
         error: Option<String>,
     },
+    /// A line from the program driving the engine (for example "stopping…"),
+    /// shown with the others so a live display does not erase it.
+    Notice(String),
 }
 
 pub type Observer = Arc<dyn Fn(Event) + Send + Sync>;
@@ -202,6 +205,11 @@ impl<S: Store> Engine<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Where the engine reports; the driving program may add its own notices.
+    pub fn observer(&self) -> Observer {
+        self.observer.clone()
     }
 
     /// Records a new run (its definition, inputs and per-step hashes); runs nothing.

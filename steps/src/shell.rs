@@ -243,3 +243,45 @@ impl Drop for GroupKill {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs_file(name: &str, text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("ca-a2a-flow-shell-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn key_value_lines_become_outputs_and_comments_are_skipped() {
+        let path = outputs_file("kv", "# a comment\nvpc_id=vpc-123\n\nurl=http://x/?a=b\n");
+        let out = read_outputs(&path, &["vpc_id".into()]).unwrap();
+        assert_eq!(out["vpc_id"], "vpc-123");
+        assert_eq!(out["url"], "http://x/?a=b", "only the first `=` splits");
+    }
+
+    #[test]
+    fn a_declared_output_that_was_not_written_fails_the_step() {
+        let path = outputs_file("missing", "a=1\n");
+        let err = read_outputs(&path, &["a".into(), "b".into()]).unwrap_err();
+        assert_eq!(err.class, ca_a2a_flow_engine::ErrorClass::Fatal);
+        assert!(err.message.contains("did not write output(s) b"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_line_without_equals_is_refused() {
+        let path = outputs_file("noeq", "just text\n");
+        assert!(read_outputs(&path, &[]).unwrap_err().message.contains("is not key=value"));
+    }
+
+    #[test]
+    fn output_names_and_an_empty_command_are_checked_before_running() {
+        let params: Params =
+            serde_json::from_value(serde_json::json!({"run": " ", "outputs": ["ok", "not ok"]})).unwrap();
+        let problems = Shell.check(&params);
+        assert_eq!(problems.len(), 2);
+        assert_eq!(problems[1].path, ["outputs", "1"]);
+    }
+}

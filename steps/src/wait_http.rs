@@ -119,3 +119,26 @@ impl Step for WaitHttp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: serde_json::Value) -> Params {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_get_200_every_2s() {
+        let p = params(json!({"url": "http://127.0.0.1/"}));
+        assert_eq!((p.method.as_str(), p.expect_status, p.interval.0), ("GET", 200, Duration::from_secs(2)));
+        assert!(WaitHttp.check(&p).is_empty());
+    }
+
+    #[test]
+    fn a_bad_url_status_or_method_is_refused_before_running() {
+        let p = params(json!({"url": "ftp://x", "expect_status": 42, "method": "GE T"}));
+        let paths: Vec<Vec<String>> = WaitHttp.check(&p).into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, [vec!["url".to_string()], vec!["expect_status".into()], vec!["method".into()]]);
+    }
+}
