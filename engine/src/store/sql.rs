@@ -185,50 +185,51 @@ macro_rules! sql_store {
             }
 
             async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
-                // The hot path: a step's `started` checkpoint is one autocommitted
-                // statement, fenced inline (on Postgres the fence row is share-locked,
-                // so a takeover waits for it or it sees the takeover).
-                if let [Write::StepStarted { step, attempt, at, deadline_at }] = writes.as_slice() {
-                    let done = sqlx::query(concat!(
-                        "UPDATE steps SET status = 'running', attempt = $1, attempt_started_at = $2,
-                                first_started_at = COALESCE(first_started_at, $2),
-                                deadline_at = COALESCE(deadline_at, $3), next_attempt_at = NULL
-                         WHERE run_id = $4 AND step_id = $5
-                           AND EXISTS (SELECT 1 FROM runs WHERE id = $4 AND generation = $6",
-                        $share_lock,
-                        ")"
-                    ))
-                    .bind(*attempt as i64)
-                    .bind(*at)
-                    .bind(*deadline_at)
-                    .bind(run)
-                    .bind(step)
-                    .bind(generation)
-                    .execute(&self.pool)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::Fenced { run: run.to_string(), generation });
-                    }
-                    return Ok(());
-                }
-                // The other hot path: a success, one statement (the attempt's row is
-                // written by the `attempt_ended` trigger in the same statement).
-                if let [Write::StepSucceeded { step, at, outputs, .. }] = writes.as_slice() {
-                    let done = sqlx::query(concat!(
-                        "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
-                                error = NULL, next_attempt_at = NULL
-                         WHERE run_id = $3 AND step_id = $4
-                           AND EXISTS (SELECT 1 FROM runs WHERE id = $3 AND generation = $5",
-                        $share_lock,
-                        ")"
-                    ))
-                    .bind(*at)
-                    .bind(to_json(outputs))
-                    .bind(run)
-                    .bind(step)
-                    .bind(generation)
-                    .execute(&self.pool)
-                    .await?;
+                // The hot paths, one autocommitted statement each, fenced inline (on
+                // Postgres the fence row is share-locked, so a takeover waits for the
+                // statement or the statement sees the takeover): a step's `started`
+                // checkpoint, and its success (the attempt's row is written by the
+                // `attempt_ended` trigger in the same statement).
+                let single = match writes.as_slice() {
+                    [Write::StepStarted { step, attempt, at, deadline_at }] => Some(
+                        sqlx::query(concat!(
+                            "UPDATE steps SET status = 'running', attempt = $1, attempt_started_at = $2,
+                                    first_started_at = COALESCE(first_started_at, $2),
+                                    deadline_at = COALESCE(deadline_at, $3), next_attempt_at = NULL
+                             WHERE run_id = $4 AND step_id = $5
+                               AND EXISTS (SELECT 1 FROM runs WHERE id = $4 AND generation = $6",
+                            $share_lock,
+                            ")"
+                        ))
+                        .bind(*attempt as i64)
+                        .bind(*at)
+                        .bind(*deadline_at)
+                        .bind(run)
+                        .bind(step)
+                        .bind(generation)
+                        .execute(&self.pool)
+                        .await?,
+                    ),
+                    [Write::StepSucceeded { step, at, outputs, .. }] => Some(
+                        sqlx::query(concat!(
+                            "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
+                                    error = NULL, next_attempt_at = NULL
+                             WHERE run_id = $3 AND step_id = $4
+                               AND EXISTS (SELECT 1 FROM runs WHERE id = $3 AND generation = $5",
+                            $share_lock,
+                            ")"
+                        ))
+                        .bind(*at)
+                        .bind(to_json(outputs))
+                        .bind(run)
+                        .bind(step)
+                        .bind(generation)
+                        .execute(&self.pool)
+                        .await?,
+                    ),
+                    _ => None,
+                };
+                if let Some(done) = single {
                     if done.rows_affected() == 0 {
                         return Err(StoreError::Fenced { run: run.to_string(), generation });
                     }
