@@ -1,7 +1,8 @@
 //! Step kinds for ca-a2a-flow, one file each. Adding a kind: write
-//! `src/<kind>.rs` implementing [`ca_a2a_flow_engine::Step`], then add one line
-//! to [`registry`].
+//! `src/<kind>.rs` (AWS kinds: `src/aws/<service>_<resource>.rs`) implementing
+//! [`ca_a2a_flow_engine::Step`], then add one line to [`registry`].
 
+pub mod aws;
 pub mod noop;
 pub mod shell;
 pub mod sleep;
@@ -11,5 +12,11 @@ use ca_a2a_flow_engine::Registry;
 
 /// Every step kind this build knows.
 pub fn registry() -> Registry {
-    Registry::new().register(noop::Noop).register(shell::Shell).register(sleep::Sleep).register(wait_http::WaitHttp)
+    Registry::new()
+        .register(aws::ec2_subnet::Subnet)
+        .register(aws::ec2_vpc::Vpc)
+        .register(noop::Noop)
+        .register(shell::Shell)
+        .register(sleep::Sleep)
+        .register(wait_http::WaitHttp)
 }

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod aws_network;
+
 mod changes;
 mod crash;
 mod dag;

@@ -1,0 +1,250 @@
+//! The one place where an AWS error is judged retryable or fatal, and given a
+//! message that says what failed, why, what to do, and the request id.
+
+use std::error::Error as StdError;
+
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use ca_a2a_flow_engine::StepError;
+
+/// What kind of failure, independent of the service and operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The call ran past its deadline.
+    Timeout,
+    /// The request never got an answer (connection refused, DNS, TLS).
+    Unreachable,
+    /// AWS answered with an error code.
+    Service,
+    /// AWS answered something the SDK could not read.
+    BadResponse,
+    /// The request could not be built (a bug or a bad parameter).
+    Request,
+}
+
+/// An AWS failure reduced to what classification needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsFailure {
+    /// `ec2:CreateVpc`.
+    pub action: String,
+    pub kind: FailureKind,
+    pub code: Option<String>,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub http_status: Option<u16>,
+    /// The step created the resource a moment ago (eventual consistency).
+    pub just_created: bool,
+}
+
+/// Reduces any SDK error (of any AWS service client) to an [`AwsFailure`].
+pub fn failure<E>(action: &str, err: &SdkError<E, HttpResponse>) -> AwsFailure
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let kind = match err {
+        SdkError::TimeoutError(_) => FailureKind::Timeout,
+        SdkError::DispatchFailure(_) => FailureKind::Unreachable,
+        SdkError::ResponseError(_) => FailureKind::BadResponse,
+        SdkError::ConstructionFailure(_) => FailureKind::Request,
+        SdkError::ServiceError(_) => FailureKind::Service,
+        _ => FailureKind::BadResponse,
+    };
+    let raw = err.raw_response();
+    let header_id = raw.and_then(|r| {
+        ["x-amzn-requestid", "x-amz-request-id", "x-amzn-request-id"]
+            .iter()
+            .find_map(|h| r.headers().get(*h))
+            .map(String::from)
+    });
+    let (code, message, request_id) = match err.as_service_error() {
+        Some(e) => (
+            e.code().map(String::from),
+            e.message().map(String::from).unwrap_or_else(|| e.to_string()),
+            e.meta().extra("aws_request_id").map(String::from).or(header_id),
+        ),
+        None if kind == FailureKind::Timeout => (None, "no answer before the call's deadline".to_string(), None),
+        None => (None, describe_chain(err), header_id),
+    };
+    AwsFailure {
+        action: action.to_string(),
+        kind,
+        code,
+        message,
+        request_id,
+        http_status: raw.map(|r| r.status().as_u16()),
+        just_created: false,
+    }
+}
+
+fn describe_chain(e: &dyn StdError) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.dedup();
+    parts.join(": ")
+}
+
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+const SERVER_SIDE: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Unavailable",
+    "InternalServerError",
+];
+const ACCESS: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthFailure",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+];
+
+/// Decides retryable or fatal, and writes the message and hint.
+pub fn classify(f: &AwsFailure) -> StepError {
+    let rid = f.request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default();
+    let code = f.code.as_deref().unwrap_or("");
+    let what = if code.is_empty() { f.message.clone() } else { format!("{code}: {}", f.message) };
+    let base = format!("{} failed: {what}{rid}", f.action);
+    match f.kind {
+        FailureKind::Timeout => {
+            return StepError::retryable(format!("{} got no answer within {}{rid}", f.action, ca_a2a_flow_engine::duration::format(super::call_timeout())))
+                .with_hint("the call was cut at its deadline and will be tried again; raise CA_A2A_FLOW_AWS_CALL_TIMEOUT if AWS is just slow");
+        }
+        FailureKind::Unreachable => {
+            return StepError::retryable(format!("{} could not reach AWS: {}", f.action, f.message))
+                .with_hint("check the network, the region, and AWS_ENDPOINT_URL if one is set");
+        }
+        FailureKind::BadResponse => {
+            return StepError::retryable(format!(
+                "{} got an answer the SDK could not read: {}{rid}",
+                f.action, f.message
+            ));
+        }
+        FailureKind::Request => {
+            return StepError::fatal(format!("{} could not be sent: {}", f.action, f.message))
+                .with_hint("a parameter is malformed; check the step's `with`");
+        }
+        FailureKind::Service => {}
+    }
+    if THROTTLING.contains(&code) || f.http_status == Some(429) {
+        return StepError::retryable(base)
+            .with_hint("AWS is throttling this account; the step backs off and tries again");
+    }
+    if SERVER_SIDE.contains(&code) || f.http_status.is_some_and(|s| s >= 500) {
+        return StepError::retryable(base).with_hint("an AWS-side error; the step tries again");
+    }
+    if code.contains("NotFound") && f.just_created {
+        return StepError::retryable(base)
+            .with_hint("the resource was created a moment ago and is not visible everywhere yet");
+    }
+    if ACCESS.contains(&code) {
+        let lower = f.message.to_lowercase();
+        let hint = if lower.contains("service control policy") || lower.contains("scp") {
+            format!(
+                "an organisation policy (SCP) forbids {} here; this region or account may be closed to it: try another region or ask your organisation's administrators",
+                f.action
+            )
+        } else if code == "AuthFailure" || code == "UnrecognizedClientException" || code == "InvalidClientTokenId" {
+            "the credentials are not valid: check the AWS profile, SSO session or environment variables".to_string()
+        } else {
+            format!(
+                "grant `{}` to the identity running ca-a2a-flow (`aws sts get-caller-identity` shows which)",
+                f.action
+            )
+        };
+        return StepError::fatal(format!("{base}; permission denied")).with_hint(hint);
+    }
+    if code == "VpcLimitExceeded" {
+        return StepError::fatal(base).with_hint(
+            "the region's VPC quota is used up: delete VPCs left by earlier attempts (those tagged ca-a2a-flow:stack), or raise the quota",
+        );
+    }
+    if code == "DependencyViolation" {
+        return StepError::retryable(base)
+            .with_hint("something still depends on the resource; retrying until the step's deadline");
+    }
+    if code.starts_with("InvalidParameter") || code.starts_with("Invalid") || code.starts_with("Malformed") {
+        return StepError::fatal(base).with_hint("AWS refused a parameter; check the step's `with` and the inputs");
+    }
+    StepError::fatal(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ca_a2a_flow_engine::ErrorClass::{Fatal, Retryable};
+
+    fn service(code: &str, message: &str) -> AwsFailure {
+        AwsFailure {
+            action: "ec2:CreateVpc".into(),
+            kind: FailureKind::Service,
+            code: Some(code.into()),
+            message: message.into(),
+            request_id: Some("req-123".into()),
+            http_status: Some(400),
+            just_created: false,
+        }
+    }
+
+    #[test]
+    fn throttling_server_errors_timeouts_and_unreachable_endpoints_are_retried() {
+        assert_eq!(classify(&service("RequestLimitExceeded", "slow down")).class, Retryable);
+        assert_eq!(classify(&AwsFailure { http_status: Some(503), ..service("Weird", "x") }).class, Retryable);
+        assert_eq!(classify(&AwsFailure { kind: FailureKind::Timeout, ..service("", "") }).class, Retryable);
+        assert_eq!(classify(&AwsFailure { kind: FailureKind::Unreachable, ..service("", "refused") }).class, Retryable);
+    }
+
+    #[test]
+    fn not_found_is_retried_only_right_after_this_step_created_the_resource() {
+        assert_eq!(classify(&service("InvalidVpcID.NotFound", "no vpc")).class, Fatal);
+        assert_eq!(
+            classify(&AwsFailure { just_created: true, ..service("InvalidVpcID.NotFound", "no vpc") }).class,
+            Retryable
+        );
+    }
+
+    #[test]
+    fn access_denied_names_the_action_and_an_scp_points_at_the_region() {
+        let e = classify(&service(
+            "AccessDenied",
+            "User is not authorized ... with an explicit deny in a service control policy",
+        ));
+        assert_eq!(e.class, Fatal);
+        assert!(e.message.contains("ec2:CreateVpc") && e.message.contains("req-123"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("organisation policy"));
+        let plain = classify(&service("UnauthorizedOperation", "not allowed"));
+        assert!(plain.hint.unwrap().contains("grant `ec2:CreateVpc`"));
+    }
+
+    #[test]
+    fn quota_and_bad_parameters_are_fatal_with_a_fix() {
+        let quota = classify(&service("VpcLimitExceeded", "The maximum number of VPCs has been reached."));
+        assert_eq!(quota.class, Fatal);
+        assert!(quota.hint.unwrap().contains("quota"));
+        assert_eq!(classify(&service("InvalidParameterValue", "bad cidr")).class, Fatal);
+    }
+
+    #[test]
+    fn every_message_carries_the_request_id() {
+        for code in ["Throttling", "AccessDenied", "InvalidParameterValue", "Unknown"] {
+            assert!(classify(&service(code, "m")).message.contains("request id req-123"), "{code}");
+        }
+    }
+}

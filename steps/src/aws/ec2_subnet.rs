@@ -1,0 +1,147 @@
+//! `aws.ec2.subnet`: a subnet in one AZ of a VPC, found by its ownership tags
+//! before anything is created.
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::ec2_vpc::is_cidr;
+use super::owner::check_stack_name;
+use super::{AwsFailure, Owner, classify, failure};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub vpc_id: String,
+    pub cidr: String,
+    pub availability_zone: String,
+    /// Give instances launched here a public IP (public subnets).
+    #[serde(default)]
+    pub map_public_ip: bool,
+}
+
+pub struct Subnet;
+
+impl Step for Subnet {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.subnet";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A subnet in one availability zone of a VPC; adopted when this stack's step already owns one.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("vpc_id", "string", "the VPC, usually ${{ steps.vpc.outputs.vpc_id }} (required)"),
+                ("cidr", "string", "IPv4 CIDR inside the VPC's, like 10.1.1.0/24 (required)"),
+                ("availability_zone", "string", "like eu-west-3a (required)"),
+                ("map_public_ip", "boolean", "public IPs for what starts here (default false)"),
+            ],
+            outputs: vec![
+                ("subnet_id", "the subnet's id"),
+                ("availability_zone", "its AZ"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: public-a\n  uses: aws.ec2.subnet\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    cidr: 10.1.1.0/24\n    availability_zone: eu-west-3a\n    map_public_ip: true\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["subnet_id", "availability_zone", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_stack_name(&p.stack) {
+            problems.push(ParamProblem::at(&["stack"], e));
+        }
+        if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
+            problems
+                .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.1.0/24", p.cidr)));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_subnets()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ec2:DescribeSubnets", &e)))?;
+        let (subnet_id, map_now, action) = match found.subnets() {
+            [] => {
+                ctx.progress(format!("creating subnet {} ({} in {})", owner.name(), p.cidr, p.availability_zone));
+                let created = ec2
+                    .create_subnet()
+                    .vpc_id(&p.vpc_id)
+                    .cidr_block(&p.cidr)
+                    .availability_zone(&p.availability_zone)
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::Subnet))
+                    .send()
+                    .await
+                    .map_err(|e| classify(&failure("ec2:CreateSubnet", &e)))?;
+                let subnet = created.subnet();
+                let id = subnet.and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
+                ctx.log(format!("created subnet {id} ({} in {}) in {}", p.cidr, p.availability_zone, p.vpc_id));
+                (id, subnet.and_then(|s| s.map_public_ip_on_launch()).unwrap_or(false), "created")
+            }
+            [subnet] => {
+                let id = subnet.subnet_id().unwrap_or_default().to_string();
+                let conflict = [
+                    ("VPC", subnet.vpc_id(), p.vpc_id.as_str()),
+                    ("CIDR", subnet.cidr_block(), p.cidr.as_str()),
+                    ("availability zone", subnet.availability_zone(), p.availability_zone.as_str()),
+                ]
+                .into_iter()
+                .find(|(_, have, want)| *have != Some(*want));
+                if let Some((what, have, want)) = conflict {
+                    return Err(StepError::fatal(format!(
+                        "subnet {id} owned by stack `{}` step `{}` has {what} {}, but the step asks for {want}",
+                        p.stack,
+                        ctx.step_id,
+                        have.unwrap_or("?")
+                    ))
+                    .with_hint("a subnet cannot move: destroy the stack's network first, or restore the old setting"));
+                }
+                ctx.log(format!("adopted subnet {id} ({} in {})", p.cidr, p.availability_zone));
+                (id, subnet.map_public_ip_on_launch().unwrap_or(false), "adopted")
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().filter_map(|s| s.subnet_id()).collect();
+                return Err(StepError::fatal(format!(
+                    "{} subnets are tagged as owned by stack `{}` step `{}`: {}",
+                    ids.len(),
+                    p.stack,
+                    ctx.step_id,
+                    ids.join(", ")
+                ))
+                .with_hint("keep one: delete the others, then resume"));
+            }
+        };
+        if map_now != p.map_public_ip {
+            ec2.modify_subnet_attribute()
+                .subnet_id(&subnet_id)
+                .map_public_ip_on_launch(AttributeBooleanValue::builder().value(p.map_public_ip).build())
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(&AwsFailure {
+                        just_created: action == "created",
+                        ..failure("ec2:ModifySubnetAttribute", &e)
+                    })
+                })?;
+        }
+        Ok(Outputs::from([
+            ("subnet_id".into(), json!(subnet_id)),
+            ("availability_zone".into(), json!(p.availability_zone)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,202 @@
+//! `aws.ec2.vpc`: a VPC with DNS support and hostnames, found by its ownership
+//! tags before anything is created, so a re-run or a resumed run adopts it.
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, VpcState};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::{TAG_RUN, TAG_STACK, check_stack_name};
+use super::{AwsFailure, Owner, classify, failure};
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The stack this VPC belongs to (its ownership tag).
+    pub stack: String,
+    /// Region; the SDK's standard chain when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    pub cidr: String,
+    #[serde(default = "yes")]
+    pub dns_support: bool,
+    #[serde(default = "yes")]
+    pub dns_hostnames: bool,
+}
+
+pub struct Vpc;
+
+fn aws_err<E>(action: &str, e: &aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> StepError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    classify(&failure(action, e))
+}
+
+impl Step for Vpc {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.vpc";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A VPC with DNS support and hostnames; adopted when this stack's step already owns one.",
+            params: vec![
+                ("stack", "string", "stack name, 1-32 lowercase letters, digits, `-` (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain, e.g. AWS_REGION)"),
+                ("cidr", "string", "IPv4 CIDR block, like 10.1.0.0/16 (required)"),
+                ("dns_support", "boolean", "enableDnsSupport (default true)"),
+                ("dns_hostnames", "boolean", "enableDnsHostnames (default true)"),
+            ],
+            outputs: vec![("vpc_id", "the VPC's id"), ("cidr", "its CIDR block"), ("action", "`created` or `adopted`")],
+            example: "- id: vpc\n  uses: aws.ec2.vpc\n  with: { stack: \"${{ inputs.stack }}\", region: \"${{ inputs.region }}\", cidr: 10.1.0.0/16 }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["vpc_id", "cidr", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if let Err(e) = check_stack_name(&p.stack) {
+            problems.push(ParamProblem::at(&["stack"], e));
+        }
+        if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
+            problems
+                .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.0.0/16", p.cidr)));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_vpcs()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| aws_err("ec2:DescribeVpcs", &e))?;
+        let owned: Vec<_> = found.vpcs().iter().filter(|v| v.state() != Some(&VpcState::from("deleted"))).collect();
+        let (vpc_id, action) = match owned.as_slice() {
+            [] => {
+                ctx.progress(format!("creating VPC {} ({})", owner.name(), p.cidr));
+                let created = ec2
+                    .create_vpc()
+                    .cidr_block(&p.cidr)
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::Vpc))
+                    .send()
+                    .await;
+                let created = match created {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let f = failure("ec2:CreateVpc", &e);
+                        if f.code.as_deref() == Some("VpcLimitExceeded") {
+                            return Err(vpc_limit(&ec2, &f, p.region.as_deref()).await);
+                        }
+                        return Err(classify(&f));
+                    }
+                };
+                let id = created.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+                ctx.log(format!("created VPC {id} ({}) for stack {}", p.cidr, p.stack));
+                (id, "created")
+            }
+            [vpc] => {
+                let id = vpc.vpc_id().unwrap_or_default().to_string();
+                if vpc.cidr_block() != Some(p.cidr.as_str()) {
+                    return Err(StepError::fatal(format!(
+                        "VPC {id} owned by stack `{}` step `{}` has CIDR {}, but the step asks for {}",
+                        p.stack,
+                        ctx.step_id,
+                        vpc.cidr_block().unwrap_or("?"),
+                        p.cidr
+                    ))
+                    .with_hint("a VPC's CIDR cannot change: keep the old CIDR, or destroy the stack's network first"));
+                }
+                ctx.log(format!("adopted VPC {id} ({}) owned by stack {}", p.cidr, p.stack));
+                (id, "adopted")
+            }
+            many => {
+                let ids: Vec<&str> = many.iter().filter_map(|v| v.vpc_id()).collect();
+                return Err(StepError::fatal(format!(
+                    "{} VPCs are tagged as owned by stack `{}` step `{}`: {}",
+                    ids.len(),
+                    p.stack,
+                    ctx.step_id,
+                    ids.join(", ")
+                ))
+                .with_hint("keep one: delete the others (they were left by an older tool or by hand), then resume"));
+            }
+        };
+        // DNS settings: set on creation, corrected on adoption if they drifted.
+        for (attr, want) in [("enableDnsSupport", p.dns_support), ("enableDnsHostnames", p.dns_hostnames)] {
+            let value = AttributeBooleanValue::builder().value(want).build();
+            let mut call = ec2.modify_vpc_attribute().vpc_id(&vpc_id);
+            call = if attr == "enableDnsSupport" {
+                call.enable_dns_support(value)
+            } else {
+                call.enable_dns_hostnames(value)
+            };
+            call.send().await.map_err(|e| {
+                classify(&AwsFailure { just_created: action == "created", ..failure("ec2:ModifyVpcAttribute", &e) })
+            })?;
+        }
+        Ok(Outputs::from([
+            ("vpc_id".into(), json!(vpc_id)),
+            ("cidr".into(), json!(p.cidr)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}
+
+/// VpcLimitExceeded, with the numbers: how many VPCs the region has, and which
+/// of them carry ca-a2a-flow's tags (leftovers of earlier stacks or attempts).
+async fn vpc_limit(ec2: &aws_sdk_ec2::Client, f: &AwsFailure, region: Option<&str>) -> StepError {
+    let mut error = classify(f);
+    let Ok(all) = ec2.describe_vpcs().send().await else { return error };
+    let tagged = ec2
+        .describe_vpcs()
+        .filters(Filter::builder().name("tag-key").values(TAG_STACK).build())
+        .send()
+        .await
+        .map(|r| r.vpcs().to_vec())
+        .unwrap_or_default();
+    let ours: Vec<String> = tagged
+        .iter()
+        .map(|v| {
+            let tag = |k: &str| v.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).unwrap_or("?");
+            format!("{} (stack {}, run {})", v.vpc_id().unwrap_or("?"), tag(TAG_STACK), tag(TAG_RUN))
+        })
+        .collect();
+    error.message = format!(
+        "{}; the region{} has {} VPCs, {} of them tagged by ca-a2a-flow{}",
+        error.message,
+        region.map(|r| format!(" {r}")).unwrap_or_default(),
+        all.vpcs().len(),
+        ours.len(),
+        if ours.is_empty() { String::new() } else { format!(": {}", ours.join(", ")) }
+    );
+    error
+}
+
+pub(crate) fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else { return false };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| (8..=28).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_are_checked_before_any_call() {
+        assert!(is_cidr("10.1.0.0/16"));
+        assert!(!is_cidr("10.1.0.0"));
+        assert!(!is_cidr("10.1.0.0/33"));
+        assert!(!is_cidr("10.1.0/16"));
+    }
+}

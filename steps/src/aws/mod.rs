@@ -1,0 +1,59 @@
+//! What every AWS step kind shares: the SDK configuration (standard credential
+//! chain, region, `AWS_ENDPOINT_URL`, a deadline on every call), ownership tags,
+//! and the one error classifier.
+
+pub mod classify;
+pub mod owner;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+pub use classify::{AwsFailure, FailureKind, classify, failure};
+pub use owner::Owner;
+
+/// How long one AWS API call may take, retries of throttling included, unless
+/// `CA_A2A_FLOW_AWS_CALL_TIMEOUT` says otherwise. No call can hang a run.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn call_timeout() -> Duration {
+    std::env::var("CA_A2A_FLOW_AWS_CALL_TIMEOUT")
+        .ok()
+        .and_then(|v| ca_a2a_flow_engine::duration::parse(&v).ok())
+        .unwrap_or(DEFAULT_CALL_TIMEOUT)
+}
+
+static CONFIGS: Mutex<Option<HashMap<String, SdkConfig>>> = Mutex::new(None);
+
+/// The SDK configuration for `region` (or the standard chain's region when
+/// `None`), loaded once per region: profiles, SSO, environment variables,
+/// instance metadata on the EC2 builder, `AWS_ENDPOINT_URL` for the emulator.
+pub async fn config(region: Option<&str>) -> SdkConfig {
+    let key = region.unwrap_or("").to_string();
+    if let Some(found) = CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.get(&key)) {
+        return found.clone();
+    }
+    let timeout = call_timeout();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .operation_attempt_timeout(timeout)
+        .operation_timeout(timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    let loaded = loader.load().await;
+    CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(key, loaded.clone());
+    loaded
+}
+
+pub async fn ec2(region: Option<&str>) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&config(region).await)
+}
+
+pub mod ec2_subnet;
+pub mod ec2_vpc;

@@ -1,0 +1,79 @@
+//! Who owns a cloud resource: the stack, the step that made it, and the run.
+//! Every resource a step creates carries these tags from its creation on
+//! (TagSpecifications), so a later attempt finds it instead of creating another.
+
+use ca_a2a_flow_engine::StepContext;
+
+pub const TAG_STACK: &str = "ca-a2a-flow:stack";
+pub const TAG_STEP: &str = "ca-a2a-flow:step";
+pub const TAG_RUN: &str = "ca-a2a-flow:run";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub stack: String,
+    pub step: String,
+    pub run: String,
+}
+
+impl Owner {
+    pub fn new(stack: &str, ctx: &StepContext) -> Self {
+        Self { stack: stack.to_string(), step: ctx.step_id.clone(), run: ctx.run_id.clone() }
+    }
+
+    /// The deterministic name of what this step owns: `<stack>-<step>`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.stack, self.step)
+    }
+
+    /// Tags set at creation: ownership, plus `Name`.
+    pub fn tags(&self) -> Vec<(String, String)> {
+        vec![
+            ("Name".into(), self.name()),
+            (TAG_STACK.into(), self.stack.clone()),
+            (TAG_STEP.into(), self.step.clone()),
+            (TAG_RUN.into(), self.run.clone()),
+        ]
+    }
+
+    /// EC2 filters that find what this step owns in this stack, whichever run made it.
+    pub fn ec2_filters(&self) -> Vec<aws_sdk_ec2::types::Filter> {
+        use aws_sdk_ec2::types::Filter;
+        vec![
+            Filter::builder().name(format!("tag:{TAG_STACK}")).values(&self.stack).build(),
+            Filter::builder().name(format!("tag:{TAG_STEP}")).values(&self.step).build(),
+        ]
+    }
+
+    pub fn ec2_tag_spec(&self, resource: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
+        use aws_sdk_ec2::types::{Tag, TagSpecification};
+        let tags = self.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
+        TagSpecification::builder().resource_type(resource).set_tags(Some(tags.collect())).build()
+    }
+}
+
+/// Stack names become parts of AWS names: keep them to what every service accepts.
+pub fn check_stack_name(stack: &str) -> Result<(), String> {
+    let ok = !stack.is_empty()
+        && stack.len() <= 32
+        && stack.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !stack.starts_with('-');
+    if ok || stack.contains("${{") {
+        Ok(())
+    } else {
+        Err(format!("stack name `{stack}`: use 1-32 lowercase letters, digits and `-`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names_fit_every_aws_naming_rule() {
+        assert!(check_stack_name("ca-a2a").is_ok());
+        assert!(check_stack_name("${{ inputs.stack }}").is_ok());
+        assert!(check_stack_name("CA_A2A").is_err());
+        assert!(check_stack_name("").is_err());
+        assert!(check_stack_name(&"a".repeat(33)).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The network step kinds against moto, a real AWS emulator: what they create
+//! is exactly what the workflow says; a second run creates nothing and adopts
+//! everything; a run killed around a creation resumes without a duplicate.
+//!
+//! These tests need `AWS_ENDPOINT_URL` pointing at moto on loopback, which
+//! `scripts/test.sh` sets (scripts/start-moto.sh). They refuse to run otherwise,
+//! so nothing here can reach real AWS.
+
+use aws_sdk_ec2::types::{Filter, VpcAttributeName};
+use ca_a2a_flow_engine::RunStatus;
+
+use crate::support::Env;
+
+/// The EC2 client of the test, on the emulator only.
+fn ec2() -> aws_sdk_ec2::Client {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS tests run against moto: run them with scripts/test.sh, which starts it and sets AWS_ENDPOINT_URL");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must point at the emulator on loopback, not {endpoint}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+    aws_sdk_ec2::Client::new(&config)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// A stack name no other test uses (moto's state is shared by the whole run).
+fn unique_stack(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", fastrand::u32(..0xff_ffff))
+}
+
+const NETWORK: &str = r#"name: network
+inputs:
+  stack: { default: ca-a2a }
+  region: { default: eu-west-3 }
+defaults: { retry: { max_attempts: 3, initial_delay: 200ms } }
+steps:
+  - id: vpc
+    uses: aws.ec2.vpc
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}", cidr: 10.1.0.0/16 }
+  - id: public-a
+    uses: aws.ec2.subnet
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      cidr: 10.1.1.0/24
+      availability_zone: eu-west-3a
+      map_public_ip: true
+  - id: private-b
+    uses: aws.ec2.subnet
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      cidr: 10.1.20.0/24
+      availability_zone: eu-west-3b
+"#;
+
+/// What the emulator holds for a stack: (VPC ids and CIDRs, subnets as (cidr, az, public)).
+fn stack_resources(ec2: &aws_sdk_ec2::Client, stack: &str) -> (Vec<(String, String)>, Vec<(String, String, bool)>) {
+    let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+    block_on(async {
+        let vpcs = ec2.describe_vpcs().filters(by_stack.clone()).send().await.unwrap();
+        let subnets = ec2.describe_subnets().filters(by_stack).send().await.unwrap();
+        let mut v: Vec<(String, String)> = vpcs
+            .vpcs()
+            .iter()
+            .map(|v| (v.vpc_id().unwrap().to_string(), v.cidr_block().unwrap().to_string()))
+            .collect();
+        v.sort();
+        let mut s: Vec<(String, String, bool)> = subnets
+            .subnets()
+            .iter()
+            .map(|s| {
+                (
+                    s.cidr_block().unwrap().to_string(),
+                    s.availability_zone().unwrap().to_string(),
+                    s.map_public_ip_on_launch().unwrap_or(false),
+                )
+            })
+            .collect();
+        s.sort();
+        (v, s)
+    })
+}
+
+fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
+    let (vpcs, subnets) = stack_resources(ec2, stack);
+    assert_eq!(vpcs.len(), 1, "exactly one VPC for the stack: {vpcs:?}");
+    assert_eq!(vpcs[0].1, "10.1.0.0/16");
+    assert_eq!(
+        subnets,
+        [
+            ("10.1.1.0/24".to_string(), "eu-west-3a".to_string(), true),
+            ("10.1.20.0/24".to_string(), "eu-west-3b".to_string(), false)
+        ]
+    );
+    let vpc = vpcs[0].0.clone();
+    block_on(async {
+        for attr in [VpcAttributeName::EnableDnsSupport, VpcAttributeName::EnableDnsHostnames] {
+            let a = ec2.describe_vpc_attribute().vpc_id(&vpc).attribute(attr.clone()).send().await.unwrap();
+            let on = a.enable_dns_support().or(a.enable_dns_hostnames()).and_then(|v| v.value());
+            assert_eq!(on, Some(true), "{attr:?} is on");
+        }
+    });
+    vpc
+}
+
+#[test]
+fn the_network_is_created_once_and_a_second_run_adopts_everything() {
+    let ec2 = ec2();
+    let env = Env::sqlite();
+    let stack = unique_stack("net");
+    let wf = env.write("network.yaml", NETWORK);
+    let input = format!("stack={stack}");
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let vpc = expect_exactly_the_network(&ec2, &stack);
+
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    assert_eq!(expect_exactly_the_network(&ec2, &stack), vpc, "the second run created nothing");
+    let second = &env.runs()[0];
+    for step in env.steps(&second.id) {
+        assert_eq!(step.outputs.unwrap()["action"], "adopted", "step {} was adopted", step.step_id);
+    }
+}
+
+#[test]
+fn a_run_killed_around_each_creation_resumes_without_a_duplicate() {
+    let ec2 = ec2();
+    for (point, step) in [("before_commit", "vpc"), ("after_start", "public-a"), ("before_commit", "private-b")] {
+        let env = Env::sqlite();
+        let stack = unique_stack("kill");
+        let wf = env.write("network.yaml", NETWORK);
+        let input = format!("stack={stack}");
+        let spec = format!("{point}:{step}");
+        let killed =
+            env.run_with(&["run", wf.to_str().unwrap(), "--input", &input], &[("CA_A2A_FLOW_FAILPOINT", &spec)]);
+        assert_eq!(killed.code, None, "killed at {spec}: {}", killed.stderr);
+        let run = env.only_run();
+        env.run(&["resume", &run.id]).expect_success();
+        assert_eq!(env.run_record(&run.id).status, RunStatus::Succeeded);
+        expect_exactly_the_network(&ec2, &stack);
+    }
+}
+
+#[test]
+fn a_subnet_that_moved_is_a_clear_fatal_error_and_nothing_is_created() {
+    let ec2 = ec2();
+    let env = Env::sqlite();
+    let stack = unique_stack("conflict");
+    let wf = env.write("network.yaml", NETWORK);
+    let input = format!("stack={stack}");
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let moved =
+        env.write("moved.yaml", &NETWORK.replace("availability_zone: eu-west-3b", "availability_zone: eu-west-3c"));
+    let out = env.run(&["run", moved.to_str().unwrap(), "--input", &input]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("has availability zone eu-west-3b, but the step asks for eu-west-3c"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("a subnet cannot move"), "{}", out.stderr);
+    expect_exactly_the_network(&ec2, &stack);
+}
+
+#[test]
+fn a_bad_cidr_is_refused_before_any_aws_call() {
+    let env = Env::sqlite();
+    let wf = env.write("bad.yaml", &NETWORK.replace("cidr: 10.1.0.0/16", "cidr: 10.1.0.0/33"));
+    let out = env.run(&["validate", wf.to_str().unwrap()]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("is not an IPv4 CIDR block"), "{}", out.stderr);
+}
