@@ -12,7 +12,7 @@ use ca_a2a_flow_engine::RunStatus;
 use crate::support::Env;
 
 /// The EC2 client of the test, on the emulator only.
-fn ec2() -> aws_sdk_ec2::Client {
+pub(crate) fn ec2() -> aws_sdk_ec2::Client {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .expect("AWS tests run against moto: run them with scripts/test.sh, which starts it and sets AWS_ENDPOINT_URL");
     assert!(
@@ -29,11 +29,11 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// A stack name no other test uses (moto's state is shared by the whole run).
-fn unique_stack(prefix: &str) -> String {
+pub(crate) fn unique_stack(prefix: &str) -> String {
     format!("{prefix}-{:06x}", fastrand::u32(..0xff_ffff))
 }
 
-const NETWORK: &str = r#"name: network
+pub(crate) const NETWORK: &str = r#"name: network
 inputs:
   stack: { default: ca-a2a }
   region: { default: eu-west-3 }
@@ -89,7 +89,7 @@ fn stack_resources(ec2: &aws_sdk_ec2::Client, stack: &str) -> (Vec<(String, Stri
     })
 }
 
-fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
+pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
     let (vpcs, subnets) = stack_resources(ec2, stack);
     assert_eq!(vpcs.len(), 1, "exactly one VPC for the stack: {vpcs:?}");
     assert_eq!(vpcs[0].1, "10.1.0.0/16");

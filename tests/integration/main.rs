@@ -3,7 +3,9 @@
 
 mod support;
 
+mod aws_faults;
 mod aws_network;
+mod faults;
 
 mod changes;
 mod crash;

@@ -56,6 +56,16 @@ where
             .find_map(|h| r.headers().get(*h))
             .map(String::from)
     });
+    // Query-protocol services (EC2) put the request id in the XML body, not in a header.
+    let body_id = || {
+        let body = raw.and_then(|r| r.body().bytes()).map(String::from_utf8_lossy)?;
+        ["RequestID", "RequestId"].iter().find_map(|tag| {
+            let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+            let end = body[start..].find('<')? + start;
+            Some(body[start..end].trim().to_string())
+        })
+    };
+    let header_id = header_id.or_else(body_id);
     let (code, message, request_id) = match err.as_service_error() {
         Some(e) => (
             e.code().map(String::from),
