@@ -13,6 +13,9 @@ use ca_a2a_flow_engine::Registry;
 /// Every step kind this build knows.
 pub fn registry() -> Registry {
     Registry::new()
+        .register(aws::ec2_elastic_ip::ElasticIp)
+        .register(aws::ec2_internet_gateway::InternetGateway)
+        .register(aws::ec2_route_table::RouteTable)
         .register(aws::ec2_subnet::Subnet)
         .register(aws::ec2_vpc::Vpc)
         .register(noop::Noop)

@@ -59,6 +59,20 @@ steps:
       vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
       cidr: 10.1.20.0/24
       availability_zone: eu-west-3b
+  - id: igw
+    uses: aws.ec2.internet_gateway
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}", vpc_id: "${{ steps.vpc.outputs.vpc_id }}" }
+  - id: nat-ip
+    uses: aws.ec2.elastic_ip
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}" }
+  - id: public-routes
+    uses: aws.ec2.route_table
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      routes: [{ destination: 0.0.0.0/0, gateway_id: "${{ steps.igw.outputs.igw_id }}" }]
+      subnet_ids: ["${{ steps.public-a.outputs.subnet_id }}"]
 "#;
 
 /// What the emulator holds for a stack: (VPC ids and CIDRs, subnets as (cidr, az, public)).
@@ -101,12 +115,34 @@ pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str)
         ]
     );
     let vpc = vpcs[0].0.clone();
+    let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
     block_on(async {
         for attr in [VpcAttributeName::EnableDnsSupport, VpcAttributeName::EnableDnsHostnames] {
             let a = ec2.describe_vpc_attribute().vpc_id(&vpc).attribute(attr.clone()).send().await.unwrap();
             let on = a.enable_dns_support().or(a.enable_dns_hostnames()).and_then(|v| v.value());
             assert_eq!(on, Some(true), "{attr:?} is on");
         }
+        let igws = ec2.describe_internet_gateways().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(igws.internet_gateways().len(), 1, "one internet gateway");
+        let igw = &igws.internet_gateways()[0];
+        let attached: Vec<&str> = igw.attachments().iter().filter_map(|a| a.vpc_id()).collect();
+        assert_eq!(attached, [vpc.as_str()], "the gateway is attached to the VPC");
+        let eips = ec2.describe_addresses().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(eips.addresses().len(), 1, "one Elastic IP");
+        let tables = ec2.describe_route_tables().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(tables.route_tables().len(), 1, "one route table");
+        let table = &tables.route_tables()[0];
+        let default_routes: Vec<Option<&str>> = table
+            .routes()
+            .iter()
+            .filter(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+            .map(|r| r.gateway_id())
+            .collect();
+        assert_eq!(default_routes, [igw.internet_gateway_id()], "0.0.0.0/0 goes to the gateway");
+        let subnets = ec2.describe_subnets().filters(by_stack).send().await.unwrap();
+        let public = subnets.subnets().iter().find(|s| s.cidr_block() == Some("10.1.1.0/24")).unwrap().subnet_id();
+        let associated: Vec<Option<&str>> = table.associations().iter().map(|a| a.subnet_id()).collect();
+        assert_eq!(associated, [public], "the public subnet uses the table");
     });
     vpc
 }
@@ -132,7 +168,13 @@ fn the_network_is_created_once_and_a_second_run_adopts_everything() {
 #[test]
 fn a_run_killed_around_each_creation_resumes_without_a_duplicate() {
     let ec2 = ec2();
-    for (point, step) in [("before_commit", "vpc"), ("after_start", "public-a"), ("before_commit", "private-b")] {
+    for (point, step) in [
+        ("before_commit", "vpc"),
+        ("after_start", "public-a"),
+        ("before_commit", "igw"),
+        ("before_commit", "nat-ip"),
+        ("before_commit", "public-routes"),
+    ] {
         let env = Env::sqlite();
         let stack = unique_stack("kill");
         let wf = env.write("network.yaml", NETWORK);

@@ -8,7 +8,7 @@ use serde_json::{Value as Json, json};
 
 use super::ec2_vpc::is_cidr;
 use super::owner::check_stack_name;
-use super::{AwsFailure, Owner, classify, failure};
+use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,8 +75,9 @@ impl Step for Subnet {
             .send()
             .await
             .map_err(|e| classify(&failure("ec2:DescribeSubnets", &e)))?;
-        let (subnet_id, map_now, action) = match found.subnets() {
-            [] => {
+        let owned = one_owned(found.subnets().to_vec(), |s| s.subnet_id(), "subnet", &owner)?;
+        let (subnet_id, map_now, action) = match owned {
+            None => {
                 ctx.progress(format!("creating subnet {} ({} in {})", owner.name(), p.cidr, p.availability_zone));
                 let created = ec2
                     .create_subnet()
@@ -92,7 +93,7 @@ impl Step for Subnet {
                 ctx.log(format!("created subnet {id} ({} in {}) in {}", p.cidr, p.availability_zone, p.vpc_id));
                 (id, subnet.and_then(|s| s.map_public_ip_on_launch()).unwrap_or(false), "created")
             }
-            [subnet] => {
+            Some(subnet) => {
                 let id = subnet.subnet_id().unwrap_or_default().to_string();
                 let conflict = [
                     ("VPC", subnet.vpc_id(), p.vpc_id.as_str()),
@@ -112,17 +113,6 @@ impl Step for Subnet {
                 }
                 ctx.log(format!("adopted subnet {id} ({} in {})", p.cidr, p.availability_zone));
                 (id, subnet.map_public_ip_on_launch().unwrap_or(false), "adopted")
-            }
-            many => {
-                let ids: Vec<&str> = many.iter().filter_map(|s| s.subnet_id()).collect();
-                return Err(StepError::fatal(format!(
-                    "{} subnets are tagged as owned by stack `{}` step `{}`: {}",
-                    ids.len(),
-                    p.stack,
-                    ctx.step_id,
-                    ids.join(", ")
-                ))
-                .with_hint("keep one: delete the others, then resume"));
             }
         };
         if map_now != p.map_public_ip {

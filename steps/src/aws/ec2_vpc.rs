@@ -1,13 +1,13 @@
 //! `aws.ec2.vpc`: a VPC with DNS support and hostnames, found by its ownership
 //! tags before anything is created, so a re-run or a resumed run adopts it.
 
-use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, VpcState};
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::{TAG_RUN, TAG_STACK, check_stack_name};
-use super::{AwsFailure, Owner, classify, failure};
+use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 fn yes() -> bool {
     true
@@ -81,9 +81,9 @@ impl Step for Vpc {
             .send()
             .await
             .map_err(|e| aws_err("ec2:DescribeVpcs", &e))?;
-        let owned: Vec<_> = found.vpcs().iter().filter(|v| v.state() != Some(&VpcState::from("deleted"))).collect();
-        let (vpc_id, action) = match owned.as_slice() {
-            [] => {
+        let owned = one_owned(found.vpcs().to_vec(), |v| v.vpc_id(), "VPC", &owner)?;
+        let (vpc_id, action) = match owned {
+            None => {
                 ctx.progress(format!("creating VPC {} ({})", owner.name(), p.cidr));
                 let created = ec2
                     .create_vpc()
@@ -105,7 +105,7 @@ impl Step for Vpc {
                 ctx.log(format!("created VPC {id} ({}) for stack {}", p.cidr, p.stack));
                 (id, "created")
             }
-            [vpc] => {
+            Some(vpc) => {
                 let id = vpc.vpc_id().unwrap_or_default().to_string();
                 if vpc.cidr_block() != Some(p.cidr.as_str()) {
                     return Err(StepError::fatal(format!(
@@ -119,17 +119,6 @@ impl Step for Vpc {
                 }
                 ctx.log(format!("adopted VPC {id} ({}) owned by stack {}", p.cidr, p.stack));
                 (id, "adopted")
-            }
-            many => {
-                let ids: Vec<&str> = many.iter().filter_map(|v| v.vpc_id()).collect();
-                return Err(StepError::fatal(format!(
-                    "{} VPCs are tagged as owned by stack `{}` step `{}`: {}",
-                    ids.len(),
-                    p.stack,
-                    ctx.step_id,
-                    ids.join(", ")
-                ))
-                .with_hint("keep one: delete the others (they were left by an older tool or by hand), then resume"));
             }
         };
         // DNS settings: set on creation, corrected on adoption if they drifted.

@@ -51,9 +51,36 @@ pub async fn config(region: Option<&str>) -> SdkConfig {
     loaded
 }
 
+/// What a describe-by-owner-tags found: nothing (create it), one (adopt it),
+/// or several, which is a fatal error naming them (something duplicated them).
+pub fn one_owned<T>(
+    found: Vec<T>,
+    id: impl Fn(&T) -> Option<&str>,
+    what: &str,
+    owner: &Owner,
+) -> Result<Option<T>, ca_a2a_flow_engine::StepError> {
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.into_iter().next()),
+        n => {
+            let ids: Vec<&str> = found.iter().filter_map(&id).collect();
+            Err(ca_a2a_flow_engine::StepError::fatal(format!(
+                "{n} {what}s are tagged as owned by stack `{}` step `{}`: {}",
+                owner.stack,
+                owner.step,
+                ids.join(", ")
+            ))
+            .with_hint("keep one: delete the others (left by an older tool or by hand), then resume"))
+        }
+    }
+}
+
 pub async fn ec2(region: Option<&str>) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&config(region).await)
 }
 
+pub mod ec2_elastic_ip;
+pub mod ec2_internet_gateway;
+pub mod ec2_route_table;
 pub mod ec2_subnet;
 pub mod ec2_vpc;

@@ -1,0 +1,90 @@
+//! `aws.ec2.elastic_ip`: an Elastic IP for the VPC (the NAT gateway's), tagged at
+//! allocation so that a re-run or a resumed run adopts it instead of allocating
+//! another (unused Elastic IPs are billed).
+
+use aws_sdk_ec2::types::{DomainType, ResourceType};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::check_stack_name;
+use super::{Owner, classify, failure, one_owned};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+pub struct ElasticIp;
+
+impl Step for ElasticIp {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.elastic_ip";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An Elastic IP in the VPC domain; adopted when this step already owns one.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+            ],
+            outputs: vec![
+                ("allocation_id", "the allocation id (eipalloc-…)"),
+                ("public_ip", "the address"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: nat-ip\n  uses: aws.ec2.elastic_ip\n  with: { stack: \"${{ inputs.stack }}\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["allocation_id", "public_ip", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_addresses()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ec2:DescribeAddresses", &e)))?;
+        let (allocation, ip, action) =
+            match one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", &owner)? {
+                Some(a) => (
+                    a.allocation_id().unwrap_or_default().to_string(),
+                    a.public_ip().unwrap_or_default().to_string(),
+                    "adopted",
+                ),
+                None => {
+                    ctx.progress(format!("allocating Elastic IP {}", owner.name()));
+                    let a = ec2
+                        .allocate_address()
+                        .domain(DomainType::Vpc)
+                        .tag_specifications(owner.ec2_tag_spec(ResourceType::ElasticIp))
+                        .send()
+                        .await
+                        .map_err(|e| classify(&failure("ec2:AllocateAddress", &e)))?;
+                    (
+                        a.allocation_id().unwrap_or_default().to_string(),
+                        a.public_ip().unwrap_or_default().to_string(),
+                        "created",
+                    )
+                }
+            };
+        ctx.log(format!("{action} Elastic IP {ip} ({allocation})"));
+        Ok(Outputs::from([
+            ("allocation_id".into(), json!(allocation)),
+            ("public_ip".into(), json!(ip)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,105 @@
+//! `aws.ec2.internet_gateway`: an internet gateway, attached to the VPC. The NAT
+//! gateway needs the attachment, so later steps take `igw_id` from here, and the
+//! attachment is done before this step succeeds.
+
+use aws_sdk_ec2::types::ResourceType;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::check_stack_name;
+use super::{AwsFailure, Owner, classify, failure, one_owned};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub vpc_id: String,
+}
+
+pub struct InternetGateway;
+
+impl Step for InternetGateway {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.internet_gateway";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An internet gateway attached to the VPC; adopted (and attached if needed) when this step owns one.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("vpc_id", "string", "the VPC to attach to (required)"),
+            ],
+            outputs: vec![("igw_id", "the gateway's id"), ("action", "`created` or `adopted`")],
+            example: "- id: igw\n  uses: aws.ec2.internet_gateway\n  with: { stack: \"${{ inputs.stack }}\", vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["igw_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_internet_gateways()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ec2:DescribeInternetGateways", &e)))?;
+        let owned =
+            one_owned(found.internet_gateways().to_vec(), |g| g.internet_gateway_id(), "internet gateway", &owner)?;
+        let (igw, action) = match owned {
+            Some(igw) => (igw, "adopted"),
+            None => {
+                ctx.progress(format!("creating internet gateway {}", owner.name()));
+                let created = ec2
+                    .create_internet_gateway()
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::InternetGateway))
+                    .send()
+                    .await
+                    .map_err(|e| classify(&failure("ec2:CreateInternetGateway", &e)))?;
+                (
+                    created.internet_gateway().cloned().ok_or_else(|| {
+                        StepError::retryable("ec2:CreateInternetGateway answered without the resource")
+                    })?,
+                    "created",
+                )
+            }
+        };
+        let id = igw.internet_gateway_id().unwrap_or_default().to_string();
+        let attached_to: Vec<&str> = igw.attachments().iter().filter_map(|a| a.vpc_id()).collect();
+        match attached_to.as_slice() {
+            [] => {
+                ctx.progress(format!("attaching {id} to {}", p.vpc_id));
+                ec2.attach_internet_gateway().internet_gateway_id(&id).vpc_id(&p.vpc_id).send().await.map_err(|e| {
+                    classify(&AwsFailure {
+                        just_created: action == "created",
+                        ..failure("ec2:AttachInternetGateway", &e)
+                    })
+                })?;
+                ctx.log(format!("{action} internet gateway {id}, attached to {}", p.vpc_id));
+            }
+            [vpc] if *vpc == p.vpc_id => ctx.log(format!("{action} internet gateway {id}, already attached to {vpc}")),
+            other => {
+                return Err(StepError::fatal(format!(
+                    "internet gateway {id} owned by stack `{}` step `{}` is attached to {}, not to {}",
+                    p.stack,
+                    ctx.step_id,
+                    other.join(", "),
+                    p.vpc_id
+                ))
+                .with_hint("the stack's VPC changed: destroy the old network first, or detach the gateway"));
+            }
+        }
+        Ok(Outputs::from([("igw_id".into(), json!(id)), ("action".into(), json!(action))]))
+    }
+}

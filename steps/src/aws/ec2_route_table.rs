@@ -1,0 +1,188 @@
+//! `aws.ec2.route_table`: a route table with its routes (to an internet or NAT
+//! gateway) and its subnet associations, converged: missing routes are added,
+//! routes to another target are replaced, subnets are (re)associated.
+
+use aws_sdk_ec2::types::{Filter, ResourceType};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::check_stack_name;
+use super::{AwsFailure, Owner, classify, failure, one_owned};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Destination CIDR, like 0.0.0.0/0.
+    pub destination: String,
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+    #[serde(default)]
+    pub nat_gateway_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub vpc_id: String,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Subnets that use this table.
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+}
+
+pub struct RouteTable;
+
+impl Step for RouteTable {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.route_table";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A route table with its routes and subnet associations, converged on every run.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("vpc_id", "string", "the VPC (required)"),
+                ("routes", "list", "{ destination, gateway_id | nat_gateway_id } each"),
+                ("subnet_ids", "list", "subnets associated with this table"),
+            ],
+            outputs: vec![("route_table_id", "the table's id"), ("action", "`created` or `adopted`")],
+            example: "- id: public-routes\n  uses: aws.ec2.route_table\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    routes: [{ destination: 0.0.0.0/0, gateway_id: \"${{ steps.igw.outputs.igw_id }}\" }]\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\"]\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["route_table_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems: Vec<ParamProblem> =
+            check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect();
+        for (i, r) in p.routes.iter().enumerate() {
+            if r.gateway_id.is_some() == r.nat_gateway_id.is_some() {
+                let i = i.to_string();
+                problems.push(ParamProblem::at(
+                    &["routes", &i],
+                    "a route needs exactly one of `gateway_id` and `nat_gateway_id`",
+                ));
+            }
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_route_tables()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ec2:DescribeRouteTables", &e)))?;
+        let (table, action) =
+            match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
+                Some(t) if t.vpc_id() != Some(p.vpc_id.as_str()) => {
+                    return Err(StepError::fatal(format!(
+                        "route table {} owned by stack `{}` step `{}` is in {}, not in {}",
+                        t.route_table_id().unwrap_or("?"),
+                        p.stack,
+                        ctx.step_id,
+                        t.vpc_id().unwrap_or("?"),
+                        p.vpc_id
+                    ))
+                    .with_hint("the stack's VPC changed: destroy the old network first"));
+                }
+                Some(t) => (t, "adopted"),
+                None => {
+                    ctx.progress(format!("creating route table {}", owner.name()));
+                    let created = ec2
+                        .create_route_table()
+                        .vpc_id(&p.vpc_id)
+                        .tag_specifications(owner.ec2_tag_spec(ResourceType::RouteTable))
+                        .send()
+                        .await
+                        .map_err(|e| classify(&failure("ec2:CreateRouteTable", &e)))?;
+                    (
+                        created.route_table().cloned().ok_or_else(|| {
+                            StepError::retryable("ec2:CreateRouteTable answered without the resource")
+                        })?,
+                        "created",
+                    )
+                }
+            };
+        let id = table.route_table_id().unwrap_or_default().to_string();
+        let fresh = action == "created";
+        for want in &p.routes {
+            let have = table.routes().iter().find(|r| r.destination_cidr_block() == Some(want.destination.as_str()));
+            let same = have.is_some_and(|r| {
+                r.gateway_id() == want.gateway_id.as_deref() && r.nat_gateway_id() == want.nat_gateway_id.as_deref()
+            });
+            if same {
+                continue;
+            }
+            let target = want.gateway_id.as_deref().or(want.nat_gateway_id.as_deref()).unwrap_or("?");
+            if have.is_some() {
+                ec2.replace_route()
+                    .route_table_id(&id)
+                    .destination_cidr_block(&want.destination)
+                    .set_gateway_id(want.gateway_id.clone())
+                    .set_nat_gateway_id(want.nat_gateway_id.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify(&failure("ec2:ReplaceRoute", &e)))?;
+                ctx.log(format!("{id}: route {} now to {target}", want.destination));
+            } else {
+                ec2.create_route()
+                    .route_table_id(&id)
+                    .destination_cidr_block(&want.destination)
+                    .set_gateway_id(want.gateway_id.clone())
+                    .set_nat_gateway_id(want.nat_gateway_id.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify(&AwsFailure { just_created: fresh, ..failure("ec2:CreateRoute", &e) }))?;
+                ctx.log(format!("{id}: route {} to {target}", want.destination));
+            }
+        }
+        for subnet in &p.subnet_ids {
+            if table.associations().iter().any(|a| a.subnet_id() == Some(subnet.as_str())) {
+                continue;
+            }
+            // A subnet has one explicit association at most: move it if it has another.
+            let current = ec2
+                .describe_route_tables()
+                .filters(Filter::builder().name("association.subnet-id").values(subnet).build())
+                .send()
+                .await
+                .map_err(|e| classify(&failure("ec2:DescribeRouteTables", &e)))?;
+            let existing = current
+                .route_tables()
+                .iter()
+                .flat_map(|t| t.associations())
+                .find(|a| a.subnet_id() == Some(subnet.as_str()))
+                .and_then(|a| a.route_table_association_id().map(String::from));
+            match existing {
+                Some(association) => {
+                    ec2.replace_route_table_association()
+                        .association_id(&association)
+                        .route_table_id(&id)
+                        .send()
+                        .await
+                        .map_err(|e| classify(&failure("ec2:ReplaceRouteTableAssociation", &e)))?;
+                }
+                None => {
+                    ec2.associate_route_table().route_table_id(&id).subnet_id(subnet).send().await.map_err(|e| {
+                        classify(&AwsFailure { just_created: fresh, ..failure("ec2:AssociateRouteTable", &e) })
+                    })?;
+                }
+            }
+            ctx.log(format!("{id}: associated {subnet}"));
+        }
+        ctx.log(format!("{action} route table {id} ({} routes, {} subnets)", p.routes.len(), p.subnet_ids.len()));
+        Ok(Outputs::from([("route_table_id".into(), json!(id)), ("action".into(), json!(action))]))
+    }
+}
