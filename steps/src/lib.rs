@@ -16,6 +16,7 @@ pub fn registry() -> Registry {
         .register(aws::ec2_elastic_ip::ElasticIp)
         .register(aws::ec2_internet_gateway::InternetGateway)
         .register(aws::ec2_route_table::RouteTable)
+        .register(aws::ec2_security_group::SecurityGroup)
         .register(aws::ec2_subnet::Subnet)
         .register(aws::ec2_vpc::Vpc)
         .register(noop::Noop)

@@ -73,6 +73,20 @@ steps:
       vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
       routes: [{ destination: 0.0.0.0/0, gateway_id: "${{ steps.igw.outputs.igw_id }}" }]
       subnet_ids: ["${{ steps.public-a.outputs.subnet_id }}"]
+  - id: alb-sg
+    uses: aws.ec2.security_group
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]
+  - id: orchestrator-sg
+    uses: aws.ec2.security_group
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      ingress: [{ port: 8000, source_group_id: "${{ steps.alb-sg.outputs.group_id }}" }]
 "#;
 
 /// What the emulator holds for a stack: (VPC ids and CIDRs, subnets as (cidr, az, public)).
@@ -143,6 +157,32 @@ pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str)
         let public = subnets.subnets().iter().find(|s| s.cidr_block() == Some("10.1.1.0/24")).unwrap().subnet_id();
         let associated: Vec<Option<&str>> = table.associations().iter().map(|a| a.subnet_id()).collect();
         assert_eq!(associated, [public], "the public subnet uses the table");
+        let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+        let groups = ec2.describe_security_groups().filters(by_stack).send().await.unwrap();
+        let group = |step: &str| {
+            groups
+                .security_groups()
+                .iter()
+                .find(|g| g.tags().iter().any(|t| t.key() == Some("ca-a2a-flow:step") && t.value() == Some(step)))
+                .unwrap_or_else(|| panic!("no security group for {step}"))
+        };
+        assert_eq!(groups.security_groups().len(), 2, "two security groups");
+        let alb = group("alb-sg");
+        assert_eq!(alb.group_name(), Some(format!("{stack}-alb-sg").as_str()), "deterministic name");
+        let mut alb_ports: Vec<(i32, Vec<&str>)> = alb
+            .ip_permissions()
+            .iter()
+            .map(|p| (p.from_port().unwrap(), p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).collect()))
+            .collect();
+        alb_ports.sort();
+        assert_eq!(alb_ports, [(80, vec!["0.0.0.0/0"]), (443, vec!["0.0.0.0/0"])]);
+        let svc = group("orchestrator-sg");
+        let from_alb: Vec<(i32, Vec<&str>)> = svc
+            .ip_permissions()
+            .iter()
+            .map(|p| (p.from_port().unwrap(), p.user_id_group_pairs().iter().filter_map(|g| g.group_id()).collect()))
+            .collect();
+        assert_eq!(from_alb, [(8000, vec![alb.group_id().unwrap()])], "the service admits the ALB's group only");
     });
     vpc
 }
@@ -174,6 +214,7 @@ fn a_run_killed_around_each_creation_resumes_without_a_duplicate() {
         ("before_commit", "igw"),
         ("before_commit", "nat-ip"),
         ("before_commit", "public-routes"),
+        ("before_commit", "orchestrator-sg"),
     ] {
         let env = Env::sqlite();
         let stack = unique_stack("kill");

@@ -82,5 +82,6 @@ pub async fn ec2(region: Option<&str>) -> aws_sdk_ec2::Client {
 pub mod ec2_elastic_ip;
 pub mod ec2_internet_gateway;
 pub mod ec2_route_table;
+pub mod ec2_security_group;
 pub mod ec2_subnet;
 pub mod ec2_vpc;

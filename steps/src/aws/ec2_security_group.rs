@@ -1,0 +1,187 @@
+//! `aws.ec2.security_group`: a security group with its ingress rules (from CIDR
+//! blocks or from other groups), converged: missing rules are added; rules it
+//! does not declare are reported, not revoked (a person may have added them).
+
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::check_stack_name;
+use super::{AwsFailure, Owner, classify, failure, one_owned};
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Ingress {
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Allow from this CIDR block...
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// ...or from this security group.
+    #[serde(default)]
+    pub source_group_id: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub vpc_id: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub ingress: Vec<Ingress>,
+}
+
+pub struct SecurityGroup;
+
+/// Whether `perms` already allow `rule`.
+fn allows(perms: &[IpPermission], rule: &Ingress) -> bool {
+    perms.iter().any(|p| {
+        p.ip_protocol() == Some(rule.protocol.as_str())
+            && p.from_port() == Some(i32::from(rule.port))
+            && p.to_port() == Some(i32::from(rule.port))
+            && match (&rule.cidr, &rule.source_group_id) {
+                (Some(cidr), _) => p.ip_ranges().iter().any(|r| r.cidr_ip() == Some(cidr.as_str())),
+                (_, Some(group)) => p.user_id_group_pairs().iter().any(|g| g.group_id() == Some(group.as_str())),
+                _ => false,
+            }
+    })
+}
+
+fn permission(rule: &Ingress) -> IpPermission {
+    let b = IpPermission::builder()
+        .ip_protocol(&rule.protocol)
+        .from_port(i32::from(rule.port))
+        .to_port(i32::from(rule.port));
+    match (&rule.cidr, &rule.source_group_id) {
+        (Some(cidr), _) => {
+            b.ip_ranges(IpRange::builder().cidr_ip(cidr).set_description(rule.description.clone()).build())
+        }
+        (_, Some(group)) => b.user_id_group_pairs(
+            UserIdGroupPair::builder().group_id(group).set_description(rule.description.clone()).build(),
+        ),
+        _ => b,
+    }
+    .build()
+}
+
+impl Step for SecurityGroup {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.security_group";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A security group (named <stack>-<step>) with ingress from CIDRs or other groups; missing rules are added.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("vpc_id", "string", "the VPC (required)"),
+                ("description", "string", "group description (default: its name)"),
+                ("ingress", "list", "{ port, protocol (tcp), cidr | source_group_id, description } each"),
+            ],
+            outputs: vec![("group_id", "the group's id"), ("action", "`created` or `adopted`")],
+            example: "- id: alb-sg\n  uses: aws.ec2.security_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["group_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems: Vec<ParamProblem> =
+            check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect();
+        for (i, r) in p.ingress.iter().enumerate() {
+            let i = i.to_string();
+            if r.cidr.is_some() == r.source_group_id.is_some() {
+                problems.push(ParamProblem::at(
+                    &["ingress", &i],
+                    "a rule needs exactly one of `cidr` and `source_group_id`",
+                ));
+            }
+            if !matches!(r.protocol.as_str(), "tcp" | "udp") {
+                problems.push(ParamProblem::at(&["ingress", &i, "protocol"], "use tcp or udp"));
+            }
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_security_groups()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ec2:DescribeSecurityGroups", &e)))?;
+        let owned = one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)?;
+        let (id, existing, action) = match owned {
+            Some(g) if g.vpc_id() != Some(p.vpc_id.as_str()) => {
+                return Err(StepError::fatal(format!(
+                    "security group {} owned by stack `{}` step `{}` is in {}, not in {}",
+                    g.group_id().unwrap_or("?"),
+                    p.stack,
+                    ctx.step_id,
+                    g.vpc_id().unwrap_or("?"),
+                    p.vpc_id
+                ))
+                .with_hint("the stack's VPC changed: destroy the old network first"));
+            }
+            Some(g) => (g.group_id().unwrap_or_default().to_string(), g.ip_permissions().to_vec(), "adopted"),
+            None => {
+                ctx.progress(format!("creating security group {}", owner.name()));
+                let created = ec2
+                    .create_security_group()
+                    .group_name(owner.name())
+                    .description(p.description.clone().unwrap_or_else(|| owner.name()))
+                    .vpc_id(&p.vpc_id)
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::SecurityGroup))
+                    .send()
+                    .await
+                    .map_err(|e| classify(&failure("ec2:CreateSecurityGroup", &e)))?;
+                (created.group_id().unwrap_or_default().to_string(), Vec::new(), "created")
+            }
+        };
+        let missing: Vec<IpPermission> = p.ingress.iter().filter(|r| !allows(&existing, r)).map(permission).collect();
+        if !missing.is_empty() {
+            let n = missing.len();
+            ec2.authorize_security_group_ingress()
+                .group_id(&id)
+                .set_ip_permissions(Some(missing))
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(&AwsFailure {
+                        just_created: action == "created",
+                        ..failure("ec2:AuthorizeSecurityGroupIngress", &e)
+                    })
+                })?;
+            ctx.log(format!("{id}: added {n} ingress rule(s)"));
+        }
+        let undeclared = existing
+            .iter()
+            .filter(|perm| {
+                !p.ingress.iter().any(|r| {
+                    perm.from_port() == Some(i32::from(r.port)) && perm.ip_protocol() == Some(r.protocol.as_str())
+                })
+            })
+            .count();
+        if undeclared > 0 {
+            ctx.log(format!("{id}: {undeclared} ingress rule(s) not in the workflow were left in place"));
+        }
+        ctx.log(format!("{action} security group {id} ({})", owner.name()));
+        Ok(Outputs::from([("group_id".into(), json!(id)), ("action".into(), json!(action))]))
+    }
+}
