@@ -15,6 +15,19 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::cli::{Cli, Command, GraphFormat, Output, StepsCommand};
+
+/// `println!` for results on stdout, except that a reader that went away
+/// (`ca-a2a-flow logs RUN | head`) ends the program quietly instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
 use crate::error::{CliError, exit};
 
 pub fn main(cli: Cli) -> i32 {
@@ -50,7 +63,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Graph { file, format } => {
             let wf = load_file(&file, &registry)?;
-            print!("{}", graph(&wf, format));
+            out!("{}", graph(&wf, format).trim_end());
             Ok(())
         }
         Command::Steps { what } => steps_command(&registry, what),
@@ -253,7 +266,7 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
         None => {
             for name in registry.names() {
                 let doc = registry.get(name).expect("listed").doc();
-                println!("{name:<24} {}", doc.summary);
+                out!("{name:<24} {}", doc.summary);
             }
             Ok(())
         }
@@ -266,21 +279,21 @@ fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> Result<(), 
                 return Err(CliError::Usage(format!("unknown step kind `{kind}`{hint}; known: {}", names.join(", "))));
             };
             let doc = k.doc();
-            println!("{kind}: {}\n\nparameters:", doc.summary);
+            out!("{kind}: {}\n\nparameters:", doc.summary);
             for (name, ty, desc) in &doc.params {
-                println!("  {name:<18} {ty:<9} {desc}");
+                out!("  {name:<18} {ty:<9} {desc}");
             }
             if doc.params.is_empty() {
-                println!("  (none)");
+                out!("  (none)");
             }
-            println!("\noutputs:");
+            out!("\noutputs:");
             for (name, desc) in &doc.outputs {
-                println!("  {name:<18} {desc}");
+                out!("  {name:<18} {desc}");
             }
             if doc.outputs.is_empty() {
-                println!("  (none)");
+                out!("  (none)");
             }
-            println!("\nexample:\n{}", doc.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+            out!("\nexample:\n{}", doc.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
             Ok(())
         }
     }
@@ -368,24 +381,24 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        out!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         return Ok(());
     }
     let took = run.finished_at.unwrap_or_else(now_ms) - run.created_at;
-    println!("run      {}", run.id);
-    println!("workflow {} ({})", run.workflow_name, run.workflow_file);
-    println!("status   {}", run.status);
-    println!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
+    out!("run      {}", run.id);
+    out!("workflow {} ({})", run.workflow_name, run.workflow_file);
+    out!("status   {}", run.status);
+    out!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
     if let Some(l) = &run.lease {
         if l.expires_at > now_ms() && !run.status.is_terminal() {
-            println!("driver   {l}");
+            out!("driver   {l}");
         }
     }
     if let Some(e) = &run.error {
-        println!("error    {e}");
+        out!("error    {e}");
     }
-    println!();
-    println!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
+    out!();
+    out!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
@@ -402,7 +415,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
             }
             _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
         };
-        println!(
+        out!(
             "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
             s.step_id,
             s.kind,
@@ -432,17 +445,17 @@ async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliErr
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        out!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         return Ok(());
     }
     if runs.is_empty() {
         eprintln!("no runs yet; start one with `ca-a2a-flow run workflows/demo.yaml`");
         return Ok(());
     }
-    println!("{:<26} {:<16} {:<12} {:<21} {:>9}  {}", "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR");
+    out!("{:<26} {:<16} {:<12} {:<21} {:>9}  {}", "RUN", "WORKFLOW", "STATUS", "STARTED", "DURATION", "ERROR");
     for r in runs {
         let took = r.finished_at.unwrap_or_else(now_ms) - r.created_at;
-        println!(
+        out!(
             "{:<26} {:<16} {:<12} {:<21} {:>9}  {}",
             r.id,
             r.workflow_name,
@@ -540,7 +553,7 @@ async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) 
     let print = |lines: Vec<LogLine>| {
         for l in lines {
             let who = l.step.as_deref().unwrap_or("run");
-            println!("{} {:<8} {:<20} {}", format_timestamp(l.at), l.level, who, l.message);
+            out!("{} {:<8} {:<20} {}", format_timestamp(l.at), l.level, who, l.message);
         }
     };
     loop {

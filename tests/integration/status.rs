@@ -102,3 +102,16 @@ both!(a_template_cannot_pass_a_secret_output_by_value, |env: &Env| {
     out.expect_code(1);
     assert!(out.stderr.contains("is a secret output"), "{}", out.stderr);
 });
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_ends_the_command_quietly() {
+    let env = Env::sqlite();
+    let mut child = env.command(&["steps", "describe", "aws.ec2.security_group"]);
+    child.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = child.spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0));
+}
