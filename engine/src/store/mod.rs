@@ -37,7 +37,14 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state store holds data this version cannot read: {0}")]
     Corrupt(String),
+    #[error("state store did not answer `{operation}` within {seconds}s")]
+    Timeout { operation: &'static str, seconds: u64 },
 }
+
+/// How long one state-store operation may take before it fails with
+/// [`StoreError::Timeout`]: no checkpoint can hang a run. (SQLite's own busy
+/// timeout is 30 s.)
+pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
@@ -331,52 +338,59 @@ impl AnyStore {
     }
 }
 
+/// Calls the chosen store, within [`STORE_DEADLINE`].
 macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            AnyStore::Sqlite($s) => $e,
-            AnyStore::Postgres($s) => $e,
+    ($self:ident, $op:literal, $s:ident => $e:expr) => {{
+        let call = async {
+            match $self {
+                AnyStore::Sqlite($s) => $e,
+                AnyStore::Postgres($s) => $e,
+            }
+        };
+        match tokio::time::timeout(STORE_DEADLINE, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout { operation: $op, seconds: STORE_DEADLINE.as_secs() }),
         }
-    };
+    }};
 }
 
 impl Store for AnyStore {
     async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
-        delegate!(self, s => s.create_run(run).await)
+        delegate!(self, "create_run", s => s.create_run(run).await)
     }
     async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
-        delegate!(self, s => s.acquire(run, holder, ttl_ms, now).await)
+        delegate!(self, "acquire", s => s.acquire(run, holder, ttl_ms, now).await)
     }
     async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
-        delegate!(self, s => s.renew(run, generation, ttl_ms, now).await)
+        delegate!(self, "renew", s => s.renew(run, generation, ttl_ms, now).await)
     }
     async fn release(&self, run: &str, generation: i64) -> Result<(), StoreError> {
-        delegate!(self, s => s.release(run, generation).await)
+        delegate!(self, "release", s => s.release(run, generation).await)
     }
     async fn break_lease(&self, run: &str, owner: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.break_lease(run, owner).await)
+        delegate!(self, "break_lease", s => s.break_lease(run, owner).await)
     }
     async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
-        delegate!(self, s => s.apply(run, generation, writes).await)
+        delegate!(self, "apply", s => s.apply(run, generation, writes).await)
     }
     async fn append_events(
         &self,
         run: &str,
         events: Vec<(Option<String>, &'static str, String, i64)>,
     ) -> Result<(), StoreError> {
-        delegate!(self, s => s.append_events(run, events).await)
+        delegate!(self, "append_events", s => s.append_events(run, events).await)
     }
     async fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
-        delegate!(self, s => s.request_cancel(run).await)
+        delegate!(self, "request_cancel", s => s.request_cancel(run).await)
     }
     async fn run(&self, run: &str) -> Result<RunRecord, StoreError> {
-        delegate!(self, s => s.run(run).await)
+        delegate!(self, "run", s => s.run(run).await)
     }
     async fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
-        delegate!(self, s => s.steps(run).await)
+        delegate!(self, "steps", s => s.steps(run).await)
     }
     async fn attempts(&self, run: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        delegate!(self, s => s.attempts(run).await)
+        delegate!(self, "attempts", s => s.attempts(run).await)
     }
     async fn events(
         &self,
@@ -385,10 +399,10 @@ impl Store for AnyStore {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        delegate!(self, s => s.events(run, step, after_id, limit).await)
+        delegate!(self, "events", s => s.events(run, step, after_id, limit).await)
     }
     async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        delegate!(self, s => s.list_runs(limit).await)
+        delegate!(self, "list_runs", s => s.list_runs(limit).await)
     }
 }
 
