@@ -11,7 +11,18 @@ version="5.1.22"
 venv="${CA_A2A_FLOW_MOTO_VENV:-$PWD/.venv-moto}"
 if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$version')" 2>/dev/null; then
   echo "moto: installing moto[server]==$version into $venv" >&2
-  python3 -m venv "$venv" >&2
+  if ! python3 -m venv "$venv" >&2; then
+    # Debian's python3 ships venv's ensurepip separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "moto: installing python3-venv" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2 || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2; }
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2
+    else
+      echo "moto: python3 cannot create a venv; install python3-venv" >&2
+      exit 1
+    fi
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$version" >&2
 fi
 
