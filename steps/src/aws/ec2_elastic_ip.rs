@@ -7,7 +7,7 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::check_stack_name;
+use super::owner::stack_problems;
 use super::{Owner, classify, failure, one_owned};
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +45,7 @@ impl Step for ElasticIp {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+        stack_problems(&p.stack)
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {

@@ -7,7 +7,7 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::check_stack_name;
+use super::owner::stack_problems;
 use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 #[derive(Debug, Deserialize)]
@@ -43,7 +43,7 @@ impl Step for InternetGateway {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+        stack_problems(&p.stack)
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
@@ -90,14 +90,9 @@ impl Step for InternetGateway {
             }
             [vpc] if *vpc == p.vpc_id => ctx.log(format!("{action} internet gateway {id}, already attached to {vpc}")),
             other => {
-                return Err(StepError::fatal(format!(
-                    "internet gateway {id} owned by stack `{}` step `{}` is attached to {}, not to {}",
-                    p.stack,
-                    ctx.step_id,
-                    other.join(", "),
-                    p.vpc_id
-                ))
-                .with_hint("the stack's VPC changed: destroy the old network first, or detach the gateway"));
+                let detail = format!("is attached to {}, not to {}", other.join(", "), p.vpc_id);
+                let hint = "the stack's VPC changed: destroy the old network first, or detach the gateway";
+                return Err(owner.conflict("internet gateway", &id, detail, hint));
             }
         }
         Ok(Outputs::from([("igw_id".into(), json!(id)), ("action".into(), json!(action))]))

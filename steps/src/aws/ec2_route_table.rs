@@ -7,7 +7,7 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::check_stack_name;
+use super::owner::stack_problems;
 use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 #[derive(Debug, Deserialize)]
@@ -61,8 +61,7 @@ impl Step for RouteTable {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems: Vec<ParamProblem> =
-            check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect();
+        let mut problems = stack_problems(&p.stack);
         for (i, r) in p.routes.iter().enumerate() {
             if r.gateway_id.is_some() == r.nat_gateway_id.is_some() {
                 let i = i.to_string();
@@ -87,15 +86,9 @@ impl Step for RouteTable {
         let (table, action) =
             match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
                 Some(t) if t.vpc_id() != Some(p.vpc_id.as_str()) => {
-                    return Err(StepError::fatal(format!(
-                        "route table {} owned by stack `{}` step `{}` is in {}, not in {}",
-                        t.route_table_id().unwrap_or("?"),
-                        p.stack,
-                        ctx.step_id,
-                        t.vpc_id().unwrap_or("?"),
-                        p.vpc_id
-                    ))
-                    .with_hint("the stack's VPC changed: destroy the old network first"));
+                    let detail = format!("is in {}, not in {}", t.vpc_id().unwrap_or("?"), p.vpc_id);
+                    let hint = "the stack's VPC changed: destroy the old network first";
+                    return Err(owner.conflict("route table", t.route_table_id().unwrap_or("?"), detail, hint));
                 }
                 Some(t) => (t, "adopted"),
                 None => {

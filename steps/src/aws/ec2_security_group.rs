@@ -7,7 +7,7 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::check_stack_name;
+use super::owner::stack_problems;
 use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 fn tcp() -> String {
@@ -100,8 +100,7 @@ impl Step for SecurityGroup {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems: Vec<ParamProblem> =
-            check_stack_name(&p.stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect();
+        let mut problems = stack_problems(&p.stack);
         for (i, r) in p.ingress.iter().enumerate() {
             let i = i.to_string();
             if r.cidr.is_some() == r.source_group_id.is_some() {
@@ -129,15 +128,9 @@ impl Step for SecurityGroup {
         let owned = one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)?;
         let (id, existing, action) = match owned {
             Some(g) if g.vpc_id() != Some(p.vpc_id.as_str()) => {
-                return Err(StepError::fatal(format!(
-                    "security group {} owned by stack `{}` step `{}` is in {}, not in {}",
-                    g.group_id().unwrap_or("?"),
-                    p.stack,
-                    ctx.step_id,
-                    g.vpc_id().unwrap_or("?"),
-                    p.vpc_id
-                ))
-                .with_hint("the stack's VPC changed: destroy the old network first"));
+                let detail = format!("is in {}, not in {}", g.vpc_id().unwrap_or("?"), p.vpc_id);
+                let hint = "the stack's VPC changed: destroy the old network first";
+                return Err(owner.conflict("security group", g.group_id().unwrap_or("?"), detail, hint));
             }
             Some(g) => (g.group_id().unwrap_or_default().to_string(), g.ip_permissions().to_vec(), "adopted"),
             None => {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::ec2_vpc::is_cidr;
-use super::owner::check_stack_name;
+use super::owner::stack_problems;
 use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 #[derive(Debug, Deserialize)]
@@ -55,10 +55,7 @@ impl Step for Subnet {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = Vec::new();
-        if let Err(e) = check_stack_name(&p.stack) {
-            problems.push(ParamProblem::at(&["stack"], e));
-        }
+        let mut problems = stack_problems(&p.stack);
         if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
             problems
                 .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.1.0/24", p.cidr)));
@@ -103,13 +100,9 @@ impl Step for Subnet {
                 .into_iter()
                 .find(|(_, have, want)| *have != Some(*want));
                 if let Some((what, have, want)) = conflict {
-                    return Err(StepError::fatal(format!(
-                        "subnet {id} owned by stack `{}` step `{}` has {what} {}, but the step asks for {want}",
-                        p.stack,
-                        ctx.step_id,
-                        have.unwrap_or("?")
-                    ))
-                    .with_hint("a subnet cannot move: destroy the stack's network first, or restore the old setting"));
+                    let detail = format!("has {what} {}, but the step asks for {want}", have.unwrap_or("?"));
+                    let hint = "a subnet cannot move: destroy the stack's network first, or restore the old setting";
+                    return Err(owner.conflict("subnet", &id, detail, hint));
                 }
                 ctx.log(format!("adopted subnet {id} ({} in {})", p.cidr, p.availability_zone));
                 (id, subnet.map_public_ip_on_launch().unwrap_or(false), "adopted")

@@ -6,7 +6,7 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::{TAG_RUN, TAG_STACK, check_stack_name};
+use super::owner::{TAG_RUN, TAG_STACK, stack_problems};
 use super::{AwsFailure, Owner, classify, failure, one_owned};
 
 fn yes() -> bool {
@@ -61,10 +61,7 @@ impl Step for Vpc {
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = Vec::new();
-        if let Err(e) = check_stack_name(&p.stack) {
-            problems.push(ParamProblem::at(&["stack"], e));
-        }
+        let mut problems = stack_problems(&p.stack);
         if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
             problems
                 .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.0.0/16", p.cidr)));
@@ -108,14 +105,10 @@ impl Step for Vpc {
             Some(vpc) => {
                 let id = vpc.vpc_id().unwrap_or_default().to_string();
                 if vpc.cidr_block() != Some(p.cidr.as_str()) {
-                    return Err(StepError::fatal(format!(
-                        "VPC {id} owned by stack `{}` step `{}` has CIDR {}, but the step asks for {}",
-                        p.stack,
-                        ctx.step_id,
-                        vpc.cidr_block().unwrap_or("?"),
-                        p.cidr
-                    ))
-                    .with_hint("a VPC's CIDR cannot change: keep the old CIDR, or destroy the stack's network first"));
+                    let detail =
+                        format!("has CIDR {}, but the step asks for {}", vpc.cidr_block().unwrap_or("?"), p.cidr);
+                    let hint = "a VPC's CIDR cannot change: keep the old CIDR, or destroy the stack's network first";
+                    return Err(owner.conflict("VPC", &id, detail, hint));
                 }
                 ctx.log(format!("adopted VPC {id} ({}) owned by stack {}", p.cidr, p.stack));
                 (id, "adopted")

@@ -2,7 +2,7 @@
 //! Every resource a step creates carries these tags from its creation on
 //! (TagSpecifications), so a later attempt finds it instead of creating another.
 
-use ca_a2a_flow_engine::StepContext;
+use ca_a2a_flow_engine::{ParamProblem, StepContext, StepError};
 
 pub const TAG_STACK: &str = "ca-a2a-flow:stack";
 pub const TAG_STEP: &str = "ca-a2a-flow:step";
@@ -44,11 +44,23 @@ impl Owner {
         ]
     }
 
+    /// A resource this step owns is not what or where the step now asks for:
+    /// a fatal error that names it, its owner, and what to do.
+    pub fn conflict(&self, what: &str, id: &str, detail: impl std::fmt::Display, hint: &str) -> StepError {
+        StepError::fatal(format!("{what} {id} owned by stack `{}` step `{}` {detail}", self.stack, self.step))
+            .with_hint(hint)
+    }
+
     pub fn ec2_tag_spec(&self, resource: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {
         use aws_sdk_ec2::types::{Tag, TagSpecification};
         let tags = self.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
         TagSpecification::builder().resource_type(resource).set_tags(Some(tags.collect())).build()
     }
+}
+
+/// The `stack` parameter's problems, for a kind's `check`.
+pub fn stack_problems(stack: &str) -> Vec<ParamProblem> {
+    check_stack_name(stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
 }
 
 /// Stack names become parts of AWS names: keep them to what every service accepts.
