@@ -398,7 +398,9 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
         out!("error    {e}");
     }
     out!();
-    out!("{:<24} {:<16} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
+    let id_w = steps.iter().map(|s| s.step_id.len()).max().unwrap_or(0).max(4);
+    let kind_w = steps.iter().map(|s| s.kind.len()).max().unwrap_or(0).max(4);
+    out!("{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
@@ -416,7 +418,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
             _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
         };
         out!(
-            "{:<24} {:<16} {:<12} {:>8} {:>9}  {}",
+            "{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}",
             s.step_id,
             s.kind,
             s.status.as_str(),
