@@ -86,6 +86,27 @@ where
     }
 }
 
+/// `send().await.or_step_error("ec2:CreateVpc")?`: every AWS call's error goes
+/// through [`classify`], the one place that judges it.
+pub trait AwsResult<T> {
+    fn or_step_error(self, action: &str) -> Result<T, StepError>;
+    /// The same, for a call on a resource this attempt just created (a NotFound
+    /// then means "not visible yet", which is retryable).
+    fn or_step_error_created(self, action: &str, just_created: bool) -> Result<T, StepError>;
+}
+
+impl<T, E> AwsResult<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    fn or_step_error(self, action: &str) -> Result<T, StepError> {
+        self.map_err(|e| classify(&failure(action, &e)))
+    }
+    fn or_step_error_created(self, action: &str, just_created: bool) -> Result<T, StepError> {
+        self.map_err(|e| classify(&AwsFailure { just_created, ..failure(action, &e) }))
+    }
+}
+
 fn describe_chain(e: &dyn StdError) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();

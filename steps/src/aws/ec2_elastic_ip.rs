@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{Owner, classify, failure, one_owned};
+use super::{AwsResult, Owner, one_owned};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +56,7 @@ impl Step for ElasticIp {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| classify(&failure("ec2:DescribeAddresses", &e)))?;
+            .or_step_error("ec2:DescribeAddresses")?;
         let (allocation, ip, action) =
             match one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", &owner)? {
                 Some(a) => (
@@ -72,7 +72,7 @@ impl Step for ElasticIp {
                         .tag_specifications(owner.ec2_tag_spec(ResourceType::ElasticIp))
                         .send()
                         .await
-                        .map_err(|e| classify(&failure("ec2:AllocateAddress", &e)))?;
+                        .or_step_error("ec2:AllocateAddress")?;
                     (
                         a.allocation_id().unwrap_or_default().to_string(),
                         a.public_ip().unwrap_or_default().to_string(),

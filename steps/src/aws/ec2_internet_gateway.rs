@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsFailure, Owner, classify, failure, one_owned};
+use super::{AwsResult, Owner, one_owned};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,7 +54,7 @@ impl Step for InternetGateway {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| classify(&failure("ec2:DescribeInternetGateways", &e)))?;
+            .or_step_error("ec2:DescribeInternetGateways")?;
         let owned =
             one_owned(found.internet_gateways().to_vec(), |g| g.internet_gateway_id(), "internet gateway", &owner)?;
         let (igw, action) = match owned {
@@ -66,7 +66,7 @@ impl Step for InternetGateway {
                     .tag_specifications(owner.ec2_tag_spec(ResourceType::InternetGateway))
                     .send()
                     .await
-                    .map_err(|e| classify(&failure("ec2:CreateInternetGateway", &e)))?;
+                    .or_step_error("ec2:CreateInternetGateway")?;
                 (
                     created.internet_gateway().cloned().ok_or_else(|| {
                         StepError::retryable("ec2:CreateInternetGateway answered without the resource")
@@ -80,12 +80,12 @@ impl Step for InternetGateway {
         match attached_to.as_slice() {
             [] => {
                 ctx.progress(format!("attaching {id} to {}", p.vpc_id));
-                ec2.attach_internet_gateway().internet_gateway_id(&id).vpc_id(&p.vpc_id).send().await.map_err(|e| {
-                    classify(&AwsFailure {
-                        just_created: action == "created",
-                        ..failure("ec2:AttachInternetGateway", &e)
-                    })
-                })?;
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(&id)
+                    .vpc_id(&p.vpc_id)
+                    .send()
+                    .await
+                    .or_step_error_created("ec2:AttachInternetGateway", action == "created")?;
                 ctx.log(format!("{action} internet gateway {id}, attached to {}", p.vpc_id));
             }
             [vpc] if *vpc == p.vpc_id => ctx.log(format!("{action} internet gateway {id}, already attached to {vpc}")),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsFailure, Owner, classify, failure, one_owned};
+use super::{AwsResult, Owner, one_owned};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +82,7 @@ impl Step for RouteTable {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| classify(&failure("ec2:DescribeRouteTables", &e)))?;
+            .or_step_error("ec2:DescribeRouteTables")?;
         let (table, action) =
             match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
                 Some(t) if t.vpc_id() != Some(p.vpc_id.as_str()) => {
@@ -99,7 +99,7 @@ impl Step for RouteTable {
                         .tag_specifications(owner.ec2_tag_spec(ResourceType::RouteTable))
                         .send()
                         .await
-                        .map_err(|e| classify(&failure("ec2:CreateRouteTable", &e)))?;
+                        .or_step_error("ec2:CreateRouteTable")?;
                     (
                         created.route_table().cloned().ok_or_else(|| {
                             StepError::retryable("ec2:CreateRouteTable answered without the resource")
@@ -127,7 +127,7 @@ impl Step for RouteTable {
                     .set_nat_gateway_id(want.nat_gateway_id.clone())
                     .send()
                     .await
-                    .map_err(|e| classify(&failure("ec2:ReplaceRoute", &e)))?;
+                    .or_step_error("ec2:ReplaceRoute")?;
                 ctx.log(format!("{id}: route {} now to {target}", want.destination));
             } else {
                 ec2.create_route()
@@ -137,7 +137,7 @@ impl Step for RouteTable {
                     .set_nat_gateway_id(want.nat_gateway_id.clone())
                     .send()
                     .await
-                    .map_err(|e| classify(&AwsFailure { just_created: fresh, ..failure("ec2:CreateRoute", &e) }))?;
+                    .or_step_error_created("ec2:CreateRoute", fresh)?;
                 ctx.log(format!("{id}: route {} to {target}", want.destination));
             }
         }
@@ -151,7 +151,7 @@ impl Step for RouteTable {
                 .filters(Filter::builder().name("association.subnet-id").values(subnet).build())
                 .send()
                 .await
-                .map_err(|e| classify(&failure("ec2:DescribeRouteTables", &e)))?;
+                .or_step_error("ec2:DescribeRouteTables")?;
             let existing = current
                 .route_tables()
                 .iter()
@@ -165,12 +165,15 @@ impl Step for RouteTable {
                         .route_table_id(&id)
                         .send()
                         .await
-                        .map_err(|e| classify(&failure("ec2:ReplaceRouteTableAssociation", &e)))?;
+                        .or_step_error("ec2:ReplaceRouteTableAssociation")?;
                 }
                 None => {
-                    ec2.associate_route_table().route_table_id(&id).subnet_id(subnet).send().await.map_err(|e| {
-                        classify(&AwsFailure { just_created: fresh, ..failure("ec2:AssociateRouteTable", &e) })
-                    })?;
+                    ec2.associate_route_table()
+                        .route_table_id(&id)
+                        .subnet_id(subnet)
+                        .send()
+                        .await
+                        .or_step_error_created("ec2:AssociateRouteTable", fresh)?;
                 }
             }
             ctx.log(format!("{id}: associated {subnet}"));

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsFailure, Owner, classify, failure, one_owned};
+use super::{AwsResult, Owner, one_owned};
 
 fn tcp() -> String {
     "tcp".into()
@@ -124,7 +124,7 @@ impl Step for SecurityGroup {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| classify(&failure("ec2:DescribeSecurityGroups", &e)))?;
+            .or_step_error("ec2:DescribeSecurityGroups")?;
         let owned = one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)?;
         let (id, existing, action) = match owned {
             Some(g) if g.vpc_id() != Some(p.vpc_id.as_str()) => {
@@ -143,7 +143,7 @@ impl Step for SecurityGroup {
                     .tag_specifications(owner.ec2_tag_spec(ResourceType::SecurityGroup))
                     .send()
                     .await
-                    .map_err(|e| classify(&failure("ec2:CreateSecurityGroup", &e)))?;
+                    .or_step_error("ec2:CreateSecurityGroup")?;
                 (created.group_id().unwrap_or_default().to_string(), Vec::new(), "created")
             }
         };
@@ -155,12 +155,7 @@ impl Step for SecurityGroup {
                 .set_ip_permissions(Some(missing))
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(&AwsFailure {
-                        just_created: action == "created",
-                        ..failure("ec2:AuthorizeSecurityGroupIngress", &e)
-                    })
-                })?;
+                .or_step_error_created("ec2:AuthorizeSecurityGroupIngress", action == "created")?;
             ctx.log(format!("{id}: added {n} ingress rule(s)"));
         }
         let undeclared = existing

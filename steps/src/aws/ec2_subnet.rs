@@ -6,9 +6,8 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::ec2_vpc::is_cidr;
-use super::owner::stack_problems;
-use super::{AwsFailure, Owner, classify, failure, one_owned};
+use super::owner::{cidr_problems, stack_problems};
+use super::{AwsResult, Owner, one_owned};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,10 +55,7 @@ impl Step for Subnet {
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
-        if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
-            problems
-                .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.1.0/24", p.cidr)));
-        }
+        problems.extend(cidr_problems(&p.cidr, "10.1.1.0/24"));
         problems
     }
 
@@ -71,7 +67,7 @@ impl Step for Subnet {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| classify(&failure("ec2:DescribeSubnets", &e)))?;
+            .or_step_error("ec2:DescribeSubnets")?;
         let owned = one_owned(found.subnets().to_vec(), |s| s.subnet_id(), "subnet", &owner)?;
         let (subnet_id, map_now, action) = match owned {
             None => {
@@ -84,7 +80,7 @@ impl Step for Subnet {
                     .tag_specifications(owner.ec2_tag_spec(ResourceType::Subnet))
                     .send()
                     .await
-                    .map_err(|e| classify(&failure("ec2:CreateSubnet", &e)))?;
+                    .or_step_error("ec2:CreateSubnet")?;
                 let subnet = created.subnet();
                 let id = subnet.and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
                 ctx.log(format!("created subnet {id} ({} in {}) in {}", p.cidr, p.availability_zone, p.vpc_id));
@@ -114,12 +110,7 @@ impl Step for Subnet {
                 .map_public_ip_on_launch(AttributeBooleanValue::builder().value(p.map_public_ip).build())
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(&AwsFailure {
-                        just_created: action == "created",
-                        ..failure("ec2:ModifySubnetAttribute", &e)
-                    })
-                })?;
+                .or_step_error_created("ec2:ModifySubnetAttribute", action == "created")?;
         }
         Ok(Outputs::from([
             ("subnet_id".into(), json!(subnet_id)),

@@ -6,8 +6,8 @@ use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepC
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::{TAG_RUN, TAG_STACK, stack_problems};
-use super::{AwsFailure, Owner, classify, failure, one_owned};
+use super::owner::{TAG_RUN, TAG_STACK, cidr_problems, stack_problems};
+use super::{AwsFailure, AwsResult, Owner, classify, failure, one_owned};
 
 fn yes() -> bool {
     true
@@ -29,13 +29,6 @@ pub struct Params {
 }
 
 pub struct Vpc;
-
-fn aws_err<E>(action: &str, e: &aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> StepError
-where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    classify(&failure(action, e))
-}
 
 impl Step for Vpc {
     type Params = Params;
@@ -62,10 +55,7 @@ impl Step for Vpc {
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
-        if !p.cidr.contains("${{") && !is_cidr(&p.cidr) {
-            problems
-                .push(ParamProblem::at(&["cidr"], format!("`{}` is not an IPv4 CIDR block like 10.1.0.0/16", p.cidr)));
-        }
+        problems.extend(cidr_problems(&p.cidr, "10.1.0.0/16"));
         problems
     }
 
@@ -77,7 +67,7 @@ impl Step for Vpc {
             .set_filters(Some(owner.ec2_filters()))
             .send()
             .await
-            .map_err(|e| aws_err("ec2:DescribeVpcs", &e))?;
+            .or_step_error("ec2:DescribeVpcs")?;
         let owned = one_owned(found.vpcs().to_vec(), |v| v.vpc_id(), "VPC", &owner)?;
         let (vpc_id, action) = match owned {
             None => {
@@ -123,9 +113,7 @@ impl Step for Vpc {
             } else {
                 call.enable_dns_hostnames(value)
             };
-            call.send().await.map_err(|e| {
-                classify(&AwsFailure { just_created: action == "created", ..failure("ec2:ModifyVpcAttribute", &e) })
-            })?;
+            call.send().await.or_step_error_created("ec2:ModifyVpcAttribute", action == "created")?;
         }
         Ok(Outputs::from([
             ("vpc_id".into(), json!(vpc_id)),
@@ -165,14 +153,9 @@ async fn vpc_limit(ec2: &aws_sdk_ec2::Client, f: &AwsFailure, region: Option<&st
     error
 }
 
-pub(crate) fn is_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else { return false };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| (8..=28).contains(&b))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::owner::is_cidr;
 
     #[test]
     fn cidrs_are_checked_before_any_call() {

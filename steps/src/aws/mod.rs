@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-pub use classify::{AwsFailure, FailureKind, classify, failure};
+pub use classify::{AwsFailure, AwsResult, FailureKind, classify, failure};
 pub use owner::Owner;
 
 /// How long one AWS API call may take, retries of throttling included, unless

@@ -63,6 +63,19 @@ pub fn stack_problems(stack: &str) -> Vec<ParamProblem> {
     check_stack_name(stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
 }
 
+/// A CIDR parameter's problems (templated values are checked once resolved).
+pub fn cidr_problems(cidr: &str, example: &str) -> Vec<ParamProblem> {
+    if cidr.contains("${{") || is_cidr(cidr) {
+        return Vec::new();
+    }
+    vec![ParamProblem::at(&["cidr"], format!("`{cidr}` is not an IPv4 CIDR block like {example}"))]
+}
+
+pub fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else { return false };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| (8..=28).contains(&b))
+}
+
 /// Stack names become parts of AWS names: keep them to what every service accepts.
 pub fn check_stack_name(stack: &str) -> Result<(), String> {
     let ok = !stack.is_empty()
