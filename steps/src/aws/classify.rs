@@ -93,6 +93,9 @@ pub trait AwsResult<T> {
     /// The same, for a call on a resource this attempt just created (a NotFound
     /// then means "not visible yet", which is retryable).
     fn or_step_error_created(self, action: &str, just_created: bool) -> Result<T, StepError>;
+    /// The same, except that an error whose code is one of `absent` (the
+    /// service's "not found") is `Ok(None)`: a describe-by-name found nothing.
+    fn or_absent(self, action: &str, absent: &[&str]) -> Result<Option<T>, StepError>;
 }
 
 impl<T, E> AwsResult<T> for Result<T, SdkError<E, HttpResponse>>
@@ -104,6 +107,13 @@ where
     }
     fn or_step_error_created(self, action: &str, just_created: bool) -> Result<T, StepError> {
         self.map_err(|e| classify(&AwsFailure { just_created, ..failure(action, &e) }))
+    }
+    fn or_absent(self, action: &str, absent: &[&str]) -> Result<Option<T>, StepError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.as_service_error().and_then(|s| s.code()).is_some_and(|c| absent.contains(&c)) => Ok(None),
+            Err(e) => Err(classify(&failure(action, &e))),
+        }
     }
 }
 

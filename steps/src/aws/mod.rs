@@ -2,15 +2,16 @@
 //! chain, region, `AWS_ENDPOINT_URL`, a deadline on every call), ownership tags,
 //! and the one error classifier.
 
-pub mod classify;
-pub mod owner;
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+pub mod classify;
+pub mod owner;
+pub mod wait;
 
 pub use classify::{AwsFailure, AwsResult, FailureKind, classify, failure};
 pub use owner::Owner;
@@ -79,9 +80,53 @@ pub async fn ec2(region: Option<&str>) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&config(region).await)
 }
 
+pub async fn elbv2(region: Option<&str>) -> aws_sdk_elasticloadbalancingv2::Client {
+    aws_sdk_elasticloadbalancingv2::Client::new(&config(region).await)
+}
+
+pub async fn ecs(region: Option<&str>) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(&config(region).await)
+}
+
+/// An SDK builder's result: a missing required field is a bug of the step
+/// kind, reported as fatal.
+pub fn built<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, ca_a2a_flow_engine::StepError> {
+    r.map_err(|e| ca_a2a_flow_engine::StepError::fatal(format!("could not build the {what} request: {e}")))
+}
+
+/// ECS tags: ownership plus `Name`.
+pub fn ecs_tags(owner: &Owner) -> Vec<aws_sdk_ecs::types::Tag> {
+    owner.tags().into_iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build()).collect()
+}
+
+/// ELBv2 tags: ownership plus `Name`.
+pub fn elbv2_tags(owner: &Owner) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
+    owner
+        .tags()
+        .into_iter()
+        .map(|(k, v)| aws_sdk_elasticloadbalancingv2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
 pub mod ec2_elastic_ip;
 pub mod ec2_internet_gateway;
+pub mod ec2_nat_gateway;
 pub mod ec2_route_table;
 pub mod ec2_security_group;
 pub mod ec2_subnet;
 pub mod ec2_vpc;
+pub mod ecr_repository;
+pub mod ecs_cluster;
+pub mod ecs_service;
+pub mod ecs_task_definition;
+pub mod elbv2_listener;
+pub mod elbv2_listener_rule;
+pub mod elbv2_load_balancer;
+pub mod elbv2_target_group;
+pub mod elbv2_wait_healthy;
+pub mod iam_role;
+pub mod logs_log_group;
+pub mod rds_db_instance;
+pub mod rds_db_subnet_group;
+pub mod s3_bucket;
+pub mod secretsmanager_secret;

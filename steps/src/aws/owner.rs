@@ -25,6 +25,17 @@ impl Owner {
         format!("{}-{}", self.stack, self.step)
     }
 
+    /// [`Owner::name`] cut to `max` characters where a service limits names
+    /// (load balancers and target groups: 32), keeping it unique with a hash.
+    pub fn short_name(&self, max: usize) -> String {
+        let name = self.name();
+        if name.len() <= max {
+            return name;
+        }
+        let hash = self.client_token("name");
+        format!("{}-{}", name[..max - 9].trim_end_matches('-'), &hash[..8])
+    }
+
     /// Tags set at creation: ownership, plus `Name`.
     pub fn tags(&self) -> Vec<(String, String)> {
         vec![
@@ -49,6 +60,16 @@ impl Owner {
     pub fn conflict(&self, what: &str, id: &str, detail: impl std::fmt::Display, hint: &str) -> StepError {
         StepError::fatal(format!("{what} {id} owned by stack `{}` step `{}` {detail}", self.stack, self.step))
             .with_hint(hint)
+    }
+
+    /// An idempotency token for a create call, derived from who owns the
+    /// resource and `salt` (what makes this creation distinct, like the Elastic
+    /// IP it uses): the same after a crash, so a repeated call returns the first
+    /// call's resource instead of making another.
+    pub fn client_token(&self, salt: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}\n{}\n{salt}", self.stack, self.step).as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn ec2_tag_spec(&self, resource: aws_sdk_ec2::types::ResourceType) -> aws_sdk_ec2::types::TagSpecification {

@@ -1,0 +1,225 @@
+//! `aws.ec2.nat_gateway`: a public NAT gateway in a public subnet, with an
+//! Elastic IP. It waits (deadline, progress) until the gateway is `available`.
+//! Known traps: the VPC's internet gateway must be attached first (checked, and
+//! retried until it is); a gateway that ends `failed` is reported with AWS's
+//! failure code and message, deleted, and recreated once with a fresh Elastic IP
+//! that this step allocates and owns.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{DomainType, Filter, NatGateway, NatGatewayState, ResourceType};
+use ca_a2a_flow_engine::duration::HumanDuration;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::wait::{self, Poll};
+use super::{AwsResult, Owner, one_owned};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The public subnet the gateway lives in.
+    pub subnet_id: String,
+    /// The Elastic IP (`aws.ec2.elastic_ip`'s `allocation_id`).
+    pub allocation_id: String,
+    /// How long to wait for `available` (default 10m).
+    #[serde(default)]
+    pub wait: Option<HumanDuration>,
+}
+
+pub struct NatGatewayKind;
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+
+impl Step for NatGatewayKind {
+    type Params = Params;
+    const KIND: &'static str = "aws.ec2.nat_gateway";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A public NAT gateway, waited for until available; a failed one is reported, deleted and recreated once with a fresh Elastic IP.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("subnet_id", "string", "a public subnet whose VPC has an attached internet gateway (required)"),
+                ("allocation_id", "string", "the Elastic IP's allocation id (required)"),
+                ("wait", "duration", "deadline for `available` (default 10m)"),
+            ],
+            outputs: vec![
+                ("nat_gateway_id", "the gateway's id (nat-…)"),
+                ("allocation_id", "the Elastic IP it uses (a fresh one after a recreation)"),
+                ("public_ip", "its public address"),
+                ("action", "`created`, `adopted` or `recreated`"),
+            ],
+            example: "- id: nat\n  uses: aws.ec2.nat_gateway\n  needs: [igw]\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_id: \"${{ steps.public-a.outputs.subnet_id }}\"\n    allocation_id: \"${{ steps.nat-ip.outputs.allocation_id }}\"\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["nat_gateway_id", "allocation_id", "public_ip", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        stack_problems(&p.stack)
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let limit = p.wait.map(|w| w.0).unwrap_or(DEFAULT_WAIT);
+        let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
+        let mut filters = owner.ec2_filters();
+        filters.push(live);
+        let found = ec2
+            .describe_nat_gateways()
+            .set_filter(Some(filters))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeNatGateways")?;
+        let mut action = "adopted";
+        let mut nat = match one_owned(found.nat_gateways().to_vec(), |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
+            Some(n) if n.subnet_id() != Some(p.subnet_id.as_str()) => {
+                let detail = format!("is in subnet {}, not in {}", n.subnet_id().unwrap_or("?"), p.subnet_id);
+                let hint = "the stack's network changed: destroy the old NAT gateway first";
+                return Err(owner.conflict("NAT gateway", n.nat_gateway_id().unwrap_or("?"), detail, hint));
+            }
+            Some(n) => n,
+            None => {
+                action = "created";
+                create(ctx, &ec2, &owner, &p.subnet_id, &p.allocation_id).await?
+            }
+        };
+        loop {
+            let id = nat.nat_gateway_id().unwrap_or_default().to_string();
+            let what = format!("NAT gateway {id}");
+            let ended = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
+                let (ec2, id, what) = (ec2.clone(), id.clone(), what.clone());
+                async move {
+                    let d = ec2
+                        .describe_nat_gateways()
+                        .nat_gateway_ids(&id)
+                        .send()
+                        .await
+                        .or_step_error_created("ec2:DescribeNatGateways", true)?;
+                    let Some(n) = d.nat_gateways().first().cloned() else {
+                        return Ok(Poll::Pending("not visible yet".into()));
+                    };
+                    Ok(match n.state() {
+                        Some(NatGatewayState::Available) | Some(NatGatewayState::Failed) => Poll::Ready(n),
+                        Some(NatGatewayState::Deleting) | Some(NatGatewayState::Deleted) => {
+                            return Err(StepError::retryable(format!("{what} is being deleted by someone else"))
+                                .with_hint("the next attempt creates a new one"));
+                        }
+                        other => Poll::Pending(other.map(|s| s.as_str().to_string()).unwrap_or("pending".into())),
+                    })
+                }
+            })
+            .await?;
+            if ended.state() != Some(&NatGatewayState::Failed) {
+                nat = ended;
+                break;
+            }
+            let code = ended.failure_code().unwrap_or("no failure code");
+            let message = ended.failure_message().unwrap_or("no message");
+            ctx.log(format!("NAT gateway {id} failed: {code}: {message}"));
+            let used = allocation_of(&ended).unwrap_or_default();
+            let fresh = owned_address(&ec2, &owner).await?;
+            if fresh.as_ref().is_some_and(|(a, _)| *a == used) {
+                return Err(StepError::fatal(format!(
+                    "NAT gateway {id} failed again after its recreation with a fresh Elastic IP: {code}: {message}"
+                ))
+                .with_hint("check that the subnet is public (its route table sends 0.0.0.0/0 to an attached internet gateway) and that the Elastic IP is not associated elsewhere, then resume"));
+            }
+            ctx.progress(format!("deleting failed NAT gateway {id}"));
+            ec2.delete_nat_gateway().nat_gateway_id(&id).send().await.or_step_error("ec2:DeleteNatGateway")?;
+            let allocation = match fresh {
+                Some((a, _)) => a,
+                None => {
+                    let a = ec2
+                        .allocate_address()
+                        .domain(DomainType::Vpc)
+                        .tag_specifications(owner.ec2_tag_spec(ResourceType::ElasticIp))
+                        .send()
+                        .await
+                        .or_step_error("ec2:AllocateAddress")?;
+                    a.allocation_id().unwrap_or_default().to_string()
+                }
+            };
+            ctx.log(format!("recreating the NAT gateway with the fresh Elastic IP {allocation}"));
+            action = "recreated";
+            nat = create(ctx, &ec2, &owner, &p.subnet_id, &allocation).await?;
+        }
+        let id = nat.nat_gateway_id().unwrap_or_default().to_string();
+        let allocation = allocation_of(&nat).unwrap_or_else(|| p.allocation_id.clone());
+        let ip = nat.nat_gateway_addresses().first().and_then(|a| a.public_ip()).unwrap_or_default().to_string();
+        ctx.log(format!("{action} NAT gateway {id} ({ip}), available"));
+        Ok(Outputs::from([
+            ("nat_gateway_id".into(), json!(id)),
+            ("allocation_id".into(), json!(allocation)),
+            ("public_ip".into(), json!(ip)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}
+
+fn allocation_of(n: &NatGateway) -> Option<String> {
+    n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).map(String::from)
+}
+
+/// The fresh Elastic IP this step allocated for a recreation, if any.
+async fn owned_address(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Option<(String, String)>, StepError> {
+    let found = ec2
+        .describe_addresses()
+        .set_filters(Some(owner.ec2_filters()))
+        .send()
+        .await
+        .or_step_error("ec2:DescribeAddresses")?;
+    let a = one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", owner)?;
+    Ok(a.map(|a| (a.allocation_id().unwrap_or_default().to_string(), a.public_ip().unwrap_or_default().to_string())))
+}
+
+async fn create(
+    ctx: &StepContext,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &Owner,
+    subnet: &str,
+    allocation: &str,
+) -> Result<NatGateway, StepError> {
+    // The trap of the seed: a NAT gateway made before the internet gateway is
+    // attached ends `failed`. Check first; retry until the attachment exists.
+    let subnets = ec2.describe_subnets().subnet_ids(subnet).send().await.or_step_error("ec2:DescribeSubnets")?;
+    let vpc = subnets.subnets().first().and_then(|s| s.vpc_id()).unwrap_or_default().to_string();
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(Filter::builder().name("attachment.vpc-id").values(&vpc).build())
+        .send()
+        .await
+        .or_step_error("ec2:DescribeInternetGateways")?;
+    let attached = igws.internet_gateways().iter().flat_map(|g| g.attachments()).any(|a| {
+        a.vpc_id() == Some(vpc.as_str())
+            && a.state().is_some_and(|s| s.as_str() == "available" || s.as_str() == "attached")
+    });
+    if !attached {
+        return Err(StepError::retryable(format!("VPC {vpc} has no attached internet gateway yet"))
+            .with_hint("a NAT gateway created before the attachment ends `failed`; the step waits for the `aws.ec2.internet_gateway` step (add it to `needs`)"));
+    }
+    ctx.progress(format!("creating NAT gateway {} in {subnet}", owner.name()));
+    let created = ec2
+        .create_nat_gateway()
+        .subnet_id(subnet)
+        .allocation_id(allocation)
+        .client_token(owner.client_token(allocation))
+        .tag_specifications(owner.ec2_tag_spec(ResourceType::Natgateway))
+        .send()
+        .await
+        .or_step_error("ec2:CreateNatGateway")?;
+    created
+        .nat_gateway()
+        .cloned()
+        .ok_or_else(|| StepError::retryable("ec2:CreateNatGateway answered without the resource"))
+}

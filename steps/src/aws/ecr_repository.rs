@@ -1,0 +1,101 @@
+//! `aws.ecr.repository`: an ECR repository (scan on push), found by name.
+
+use aws_sdk_ecr::types::ImageScanningConfiguration;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner, built};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Like ca-a2a/orchestrator.
+    pub name: String,
+}
+
+pub struct Repository;
+
+impl Step for Repository {
+    type Params = Params;
+    const KIND: &'static str = "aws.ecr.repository";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An ECR repository with scan on push; adopted when it exists.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("name", "string", "like ca-a2a/orchestrator (required)"),
+            ],
+            outputs: vec![
+                ("uri", "the repository URI, for image references"),
+                ("arn", "its ARN"),
+                ("registry_id", "the registry (account) id"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: orchestrator-repo\n  uses: aws.ecr.repository\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}/orchestrator\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["uri", "arn", "registry_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        let ok = p.name.contains("${{")
+            || (p.name.len() >= 2
+                && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_./".contains(c)));
+        if !ok {
+            problems.push(ParamProblem::at(&["name"], format!("`{}`: use lowercase letters, digits and -_./", p.name)));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
+        let found = ecr
+            .describe_repositories()
+            .repository_names(&p.name)
+            .send()
+            .await
+            .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
+        let (repo, action) = match found.and_then(|f| f.repositories().first().cloned()) {
+            Some(r) => (r, "adopted"),
+            None => {
+                let mut tags = Vec::new();
+                for (k, v) in owner.tags() {
+                    tags.push(built("tag", aws_sdk_ecr::types::Tag::builder().key(k).value(v).build())?);
+                }
+                ctx.progress(format!("creating repository {}", p.name));
+                let created = ecr
+                    .create_repository()
+                    .repository_name(&p.name)
+                    .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(true).build())
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .or_step_error("ecr:CreateRepository")?;
+                let repo = created
+                    .repository()
+                    .cloned()
+                    .ok_or_else(|| StepError::retryable("ecr:CreateRepository answered without the repository"))?;
+                (repo, "created")
+            }
+        };
+        let uri = repo.repository_uri().unwrap_or_default().to_string();
+        ctx.log(format!("{action} repository {uri}"));
+        Ok(Outputs::from([
+            ("uri".into(), json!(uri)),
+            ("arn".into(), json!(repo.repository_arn().unwrap_or_default())),
+            ("registry_id".into(), json!(repo.registry_id().unwrap_or_default())),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,75 @@
+//! `aws.ecs.cluster`: a Fargate cluster named `<stack>-<step>` (`ca-a2a-cluster`).
+
+use aws_sdk_ecs::types::ClusterSetting;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// CloudWatch Container Insights (default false: it costs extra).
+    #[serde(default)]
+    pub container_insights: bool,
+}
+
+pub struct Cluster;
+
+impl Step for Cluster {
+    type Params = Params;
+    const KIND: &'static str = "aws.ecs.cluster";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("container_insights", "boolean", "default false"),
+            ],
+            outputs: vec![("arn", "the cluster's ARN"), ("name", "its name"), ("action", "`created` or `adopted`")],
+            example: "- id: cluster\n  uses: aws.ecs.cluster\n  with: { stack: \"${{ inputs.stack }}\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "name", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        stack_problems(&p.stack)
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
+        let active = found.clusters().iter().find(|c| c.status() == Some("ACTIVE")).cloned();
+        let (arn, action) = match active {
+            Some(c) => (c.cluster_arn().unwrap_or_default().to_string(), "adopted"),
+            None => {
+                ctx.progress(format!("creating cluster {name}"));
+                let insights = if p.container_insights { "enabled" } else { "disabled" };
+                let created = ecs
+                    .create_cluster()
+                    .cluster_name(&name)
+                    .capacity_providers("FARGATE")
+                    .settings(ClusterSetting::builder().name("containerInsights".into()).value(insights).build())
+                    .set_tags(Some(super::ecs_tags(&owner)))
+                    .send()
+                    .await
+                    .or_step_error("ecs:CreateCluster")?;
+                (created.cluster().and_then(|c| c.cluster_arn()).unwrap_or_default().to_string(), "created")
+            }
+        };
+        ctx.log(format!("{action} cluster {name}"));
+        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+    }
+}

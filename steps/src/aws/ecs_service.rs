@@ -1,0 +1,255 @@
+//! `aws.ecs.service`: a Fargate service named `<stack>-<step>` in private
+//! subnets, registered in a target group. Created (with a client token derived
+//! from its identity, so a repeated create returns the first one) or updated
+//! (task definition, desired count), then waited for until stable: ACTIVE, one
+//! deployment, running = desired. The deployment circuit breaker is on; a failed
+//! rollout is reported with the stopped tasks' reasons.
+
+use std::time::Duration;
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState,
+    DesiredStatus, LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, Service,
+};
+use ca_a2a_flow_engine::duration::HumanDuration;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::wait::{self, Poll};
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub cluster: String,
+    pub task_definition_arn: String,
+    #[serde(default = "one")]
+    pub desired_count: u32,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    #[serde(default)]
+    pub assign_public_ip: bool,
+    /// The target group the service's tasks register in; it must be used by a
+    /// listener's default action or rule (checked by `validate`).
+    #[serde(default)]
+    pub target_group_arn: Option<String>,
+    #[serde(default)]
+    pub container_name: Option<String>,
+    #[serde(default)]
+    pub container_port: Option<u16>,
+    #[serde(default)]
+    pub health_check_grace: Option<HumanDuration>,
+    #[serde(default)]
+    pub wait: Option<HumanDuration>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub struct EcsService;
+
+impl Step for EcsService {
+    type Params = Params;
+    const KIND: &'static str = "aws.ecs.service";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A Fargate service (create or update), waited for until stable; a failed rollout reports the stopped tasks' reasons.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("cluster", "string", "the cluster's name or ARN (required)"),
+                ("task_definition_arn", "string", "the revision to run (required)"),
+                ("desired_count", "integer", "default 1"),
+                ("subnet_ids", "list", "private subnets (required)"),
+                ("security_group_ids", "list", "the service's groups (required)"),
+                ("assign_public_ip", "boolean", "default false"),
+                (
+                    "target_group_arn",
+                    "string",
+                    "target group to register tasks in (with container_name, container_port)",
+                ),
+                ("container_name", "string", "the container the target group reaches"),
+                ("container_port", "integer", "its port"),
+                ("health_check_grace", "duration", "load balancer health check grace period"),
+                ("wait", "duration", "deadline for a stable service (default 20m)"),
+            ],
+            outputs: vec![
+                ("arn", "the service's ARN"),
+                ("name", "its name"),
+                ("action", "`created`, `adopted` or `updated`"),
+            ],
+            example: "- id: orchestrator\n  uses: aws.ecs.service\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cluster: \"${{ steps.cluster.outputs.name }}\"\n    task_definition_arn: \"${{ steps.orchestrator-task.outputs.arn }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.orchestrator-sg.outputs.group_id }}\"]\n    target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n    container_name: orchestrator\n    container_port: 8000\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "name", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if p.target_group_arn.is_some() != (p.container_name.is_some() && p.container_port.is_some()) {
+            problems.push(ParamProblem::at(
+                &["target_group_arn"],
+                "give `target_group_arn`, `container_name` and `container_port` together",
+            ));
+        }
+        if p.subnet_ids.is_empty() {
+            problems.push(ParamProblem::at(&["subnet_ids"], "give at least one subnet"));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs
+            .describe_services()
+            .cluster(&p.cluster)
+            .services(&name)
+            .send()
+            .await
+            .or_step_error("ecs:DescribeServices")?;
+        let existing = found.services().iter().find(|s| s.status() != Some("INACTIVE")).cloned();
+        let desired = p.desired_count as i32;
+        let (arn, action) = match existing {
+            Some(s) if s.status() == Some("DRAINING") => {
+                return Err(StepError::retryable(format!("service {name} is draining (being deleted)"))
+                    .with_hint("the next attempt creates it again once the old one is gone"));
+            }
+            Some(s) => {
+                let arn = s.service_arn().unwrap_or_default().to_string();
+                if s.task_definition() == Some(p.task_definition_arn.as_str()) && s.desired_count() == desired {
+                    (arn, "adopted")
+                } else {
+                    ctx.progress(format!("updating service {name}"));
+                    ecs.update_service()
+                        .cluster(&p.cluster)
+                        .service(&name)
+                        .task_definition(&p.task_definition_arn)
+                        .desired_count(desired)
+                        .send()
+                        .await
+                        .or_step_error("ecs:UpdateService")?;
+                    ctx.log(format!("service {name}: now {} x{desired}", p.task_definition_arn));
+                    (arn, "updated")
+                }
+            }
+            None => {
+                let network = AwsVpcConfiguration::builder()
+                    .set_subnets(Some(p.subnet_ids.clone()))
+                    .set_security_groups(Some(p.security_group_ids.clone()))
+                    .assign_public_ip(if p.assign_public_ip {
+                        AssignPublicIp::Enabled
+                    } else {
+                        AssignPublicIp::Disabled
+                    })
+                    .build()
+                    .map_err(|e| StepError::fatal(format!("network configuration: {e}")))?;
+                let balancers = p.target_group_arn.as_ref().map(|tg| {
+                    vec![
+                        LoadBalancer::builder()
+                            .target_group_arn(tg)
+                            .set_container_name(p.container_name.clone())
+                            .set_container_port(p.container_port.map(i32::from))
+                            .build(),
+                    ]
+                });
+                let breaker = DeploymentCircuitBreaker::builder().enable(true).rollback(true).build();
+                ctx.progress(format!("creating service {name}"));
+                let created = ecs
+                    .create_service()
+                    .cluster(&p.cluster)
+                    .service_name(&name)
+                    .task_definition(&p.task_definition_arn)
+                    .desired_count(desired)
+                    .launch_type(LaunchType::Fargate)
+                    .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+                    .set_load_balancers(balancers)
+                    .set_health_check_grace_period_seconds(p.health_check_grace.map(|g| g.0.as_secs() as i32))
+                    .deployment_configuration(
+                        DeploymentConfiguration::builder().deployment_circuit_breaker(breaker).build(),
+                    )
+                    .client_token(owner.client_token("service"))
+                    .propagate_tags(PropagateTags::Service)
+                    .set_tags(Some(super::ecs_tags(&owner)))
+                    .send()
+                    .await
+                    .or_step_error("ecs:CreateService")?;
+                (created.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string(), "created")
+            }
+        };
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(1200));
+        let what = format!("service {name}");
+        wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(15)), || {
+            let (ecs, cluster, name) = (ecs.clone(), p.cluster.clone(), name.clone());
+            async move {
+                let d = ecs
+                    .describe_services()
+                    .cluster(&cluster)
+                    .services(&name)
+                    .send()
+                    .await
+                    .or_step_error_created("ecs:DescribeServices", true)?;
+                let Some(s) = d.services().first() else { return Ok(Poll::Pending("not visible yet".into())) };
+                if s.deployments().iter().any(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed)) {
+                    return Err(rollout_failed(&ecs, &cluster, s).await);
+                }
+                if stable(s, desired) {
+                    return Ok(Poll::Ready(()));
+                }
+                Ok(Poll::Pending(format!(
+                    "{}, {} deployment(s), running {}/{}, pending {}",
+                    s.status().unwrap_or("?"),
+                    s.deployments().len(),
+                    s.running_count(),
+                    desired,
+                    s.pending_count()
+                )))
+            }
+        })
+        .await?;
+        ctx.log(format!("{action} service {name}: stable, {desired} running"));
+        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+    }
+}
+
+fn stable(s: &Service, desired: i32) -> bool {
+    s.status() == Some("ACTIVE") && s.deployments().len() == 1 && s.running_count() == desired
+}
+
+/// The circuit breaker stopped the rollout: say why, from the stopped tasks.
+async fn rollout_failed(ecs: &aws_sdk_ecs::Client, cluster: &str, s: &Service) -> StepError {
+    let name = s.service_name().unwrap_or("?");
+    let mut reasons = Vec::new();
+    if let Ok(list) =
+        ecs.list_tasks().cluster(cluster).service_name(name).desired_status(DesiredStatus::Stopped).send().await
+    {
+        if !list.task_arns().is_empty() {
+            if let Ok(tasks) =
+                ecs.describe_tasks().cluster(cluster).set_tasks(Some(list.task_arns().to_vec())).send().await
+            {
+                for t in tasks.tasks().iter().take(3) {
+                    let mut reason = t.stopped_reason().unwrap_or("no reason").to_string();
+                    for c in t.containers() {
+                        if let Some(r) = c.reason() {
+                            reason.push_str(&format!("; {}: {r}", c.name().unwrap_or("container")));
+                        }
+                    }
+                    reasons.push(reason);
+                }
+            }
+        }
+    }
+    let reasons = if reasons.is_empty() { "no stopped task found".to_string() } else { reasons.join(" | ") };
+    StepError::fatal(format!("service {name}: the deployment circuit breaker stopped the rollout: {reasons}"))
+        .with_hint("the service was rolled back to its previous revision; fix the image or the task definition (see `ca-a2a-flow logs`), then resume")
+}

@@ -1,0 +1,234 @@
+//! `aws.ecs.task_definition`: a Fargate task definition for the family
+//! `<stack>-<step>`. A new revision is registered only when the definition
+//! changed: the latest revision carries a tag with the digest of what this step
+//! registered, and an equal digest adopts it. Container secrets are given by
+//! ARN (Secrets Manager, `arn:…:secret:name:json-key::`), never by value.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping, Secret,
+    TaskDefinitionField,
+};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner};
+
+const TAG_DIGEST: &str = "ca-a2a-flow:definition";
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// CPU units: 256, 512, 1024, ...
+    pub cpu: u32,
+    /// MiB.
+    pub memory: u32,
+    pub execution_role_arn: String,
+    #[serde(default)]
+    pub task_role_arn: Option<String>,
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Variable name -> Secrets Manager ARN (optionally `:json-key::`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// CloudWatch log group (awslogs driver, stream prefix = container name).
+    #[serde(default)]
+    pub log_group: Option<String>,
+}
+
+pub struct TaskDefinition;
+
+impl Step for TaskDefinition {
+    type Params = Params;
+    const KIND: &'static str = "aws.ecs.task_definition";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A Fargate task definition (family `<stack>-<step>`); a new revision only when the definition changed.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("cpu", "integer", "CPU units, like 256 (required)"),
+                ("memory", "integer", "MiB, like 512 (required)"),
+                ("execution_role_arn", "string", "role that pulls images, reads secrets, writes logs (required)"),
+                ("task_role_arn", "string", "role of the running containers"),
+                (
+                    "containers",
+                    "list",
+                    "{ name, image, port, environment, secrets (name -> ARN), command, log_group } each (required)",
+                ),
+            ],
+            outputs: vec![
+                ("arn", "the revision's ARN"),
+                ("family", "the family"),
+                ("revision", "the revision number"),
+                ("action", "`registered` or `unchanged`"),
+            ],
+            example: "- id: orchestrator-task\n  uses: aws.ecs.task_definition\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cpu: 256\n    memory: 512\n    execution_role_arn: \"${{ steps.execution-role.outputs.arn }}\"\n    containers:\n      - { name: orchestrator, image: \"${{ steps.orchestrator-repo.outputs.uri }}:latest\", port: 8000 }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "family", "revision", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        let valid =
+            [(256, 512..=2048), (512, 1024..=4096), (1024, 2048..=8192), (2048, 4096..=16384), (4096, 8192..=30720)];
+        match valid.iter().find(|(c, _)| *c == p.cpu) {
+            None => problems
+                .push(ParamProblem::at(&["cpu"], format!("{}: Fargate takes 256, 512, 1024, 2048 or 4096", p.cpu))),
+            Some((_, range)) if !range.contains(&p.memory) => problems.push(ParamProblem::at(
+                &["memory"],
+                format!(
+                    "{} MiB does not go with cpu {} on Fargate ({}-{} MiB)",
+                    p.memory,
+                    p.cpu,
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            _ => {}
+        }
+        if p.containers.is_empty() {
+            problems.push(ParamProblem::at(&["containers"], "give at least one container"));
+        }
+        for (i, c) in p.containers.iter().enumerate() {
+            let i = i.to_string();
+            for (k, v) in &c.secrets {
+                if !v.contains("${{") && !v.starts_with("arn:") {
+                    problems.push(ParamProblem::at(
+                        &["containers", &i, "secrets", k],
+                        "a secret is given by its ARN (Secrets Manager or SSM), never by value",
+                    ));
+                }
+            }
+            for (k, v) in &c.environment {
+                let key = k.to_ascii_uppercase();
+                if (key.contains("PASSWORD") || key.contains("SECRET")) && !v.is_empty() {
+                    problems.push(ParamProblem::at(
+                        &["containers", &i, "environment", k],
+                        "looks like a password in plain text: move it to `secrets` (by ARN)",
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let family = owner.name();
+        let config = super::config(p.region.as_deref()).await;
+        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let digest = owner.client_token(&serde_json::to_string(&p).unwrap_or_default());
+        let latest = ecs
+            .describe_task_definition()
+            .task_definition(&family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .or_absent("ecs:DescribeTaskDefinition", &["ClientException"])?;
+        if let Some(found) = latest {
+            let same = found.tags().iter().any(|t| t.key() == Some(TAG_DIGEST) && t.value() == Some(digest.as_str()));
+            if let (true, Some(td)) = (same, found.task_definition()) {
+                let arn = td.task_definition_arn().unwrap_or_default().to_string();
+                ctx.log(format!("task definition {family}:{} is unchanged", td.revision()));
+                return Ok(outputs(&arn, &family, td.revision(), "unchanged"));
+            }
+        }
+        let mut containers = Vec::new();
+        for c in &p.containers {
+            let mut secrets = Vec::new();
+            for (name, from) in &c.secrets {
+                secrets.push(
+                    Secret::builder()
+                        .name(name)
+                        .value_from(from)
+                        .build()
+                        .map_err(|e| StepError::fatal(format!("secret `{name}`: {e}")))?,
+                );
+            }
+            let logs = match &c.log_group {
+                Some(group) => Some(
+                    LogConfiguration::builder()
+                        .log_driver(LogDriver::Awslogs)
+                        .options("awslogs-group", group)
+                        .options("awslogs-region", &region)
+                        .options("awslogs-stream-prefix", &c.name)
+                        .build()
+                        .map_err(|e| StepError::fatal(format!("log configuration: {e}")))?,
+                ),
+                None => None,
+            };
+            containers.push(
+                ContainerDefinition::builder()
+                    .name(&c.name)
+                    .image(&c.image)
+                    .essential(true)
+                    .set_port_mappings(
+                        c.port.map(|port| vec![PortMapping::builder().container_port(i32::from(port)).build()]),
+                    )
+                    .set_environment(Some(
+                        c.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect(),
+                    ))
+                    .set_secrets(Some(secrets))
+                    .set_command((!c.command.is_empty()).then(|| c.command.clone()))
+                    .set_log_configuration(logs)
+                    .build(),
+            );
+        }
+        let mut tags = super::ecs_tags(&owner);
+        tags.push(aws_sdk_ecs::types::Tag::builder().key(TAG_DIGEST).value(&digest).build());
+        ctx.progress(format!("registering task definition {family}"));
+        let registered = ecs
+            .register_task_definition()
+            .family(&family)
+            .requires_compatibilities(Compatibility::Fargate)
+            .network_mode(NetworkMode::Awsvpc)
+            .cpu(p.cpu.to_string())
+            .memory(p.memory.to_string())
+            .execution_role_arn(&p.execution_role_arn)
+            .set_task_role_arn(p.task_role_arn.clone())
+            .set_container_definitions(Some(containers))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .or_step_error("ecs:RegisterTaskDefinition")?;
+        let td = registered
+            .task_definition()
+            .ok_or_else(|| StepError::retryable("ecs:RegisterTaskDefinition answered without the revision"))?;
+        let arn = td.task_definition_arn().unwrap_or_default().to_string();
+        ctx.log(format!("registered task definition {family}:{}", td.revision()));
+        Ok(outputs(&arn, &family, td.revision(), "registered"))
+    }
+}
+
+fn outputs(arn: &str, family: &str, revision: i32, action: &str) -> Outputs {
+    Outputs::from([
+        ("arn".into(), json!(arn)),
+        ("family".into(), json!(family)),
+        ("revision".into(), json!(revision)),
+        ("action".into(), json!(action)),
+    ])
+}

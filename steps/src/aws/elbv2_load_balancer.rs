@@ -1,0 +1,149 @@
+//! `aws.elbv2.load_balancer`: an internet-facing Application Load Balancer,
+//! found by its deterministic name `<stack>-<step>`, waited for until `active`.
+
+use std::time::Duration;
+
+use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum};
+use ca_a2a_flow_engine::duration::HumanDuration;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::wait::{self, Poll};
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Public subnets in at least two AZs.
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    /// `internet-facing` (default) or `internal`.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub wait: Option<HumanDuration>,
+}
+
+pub struct LoadBalancer;
+
+impl Step for LoadBalancer {
+    type Params = Params;
+    const KIND: &'static str = "aws.elbv2.load_balancer";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An Application Load Balancer named `<stack>-<step>`, waited for until active.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("subnet_ids", "list", "subnets in two AZs or more (required)"),
+                ("security_group_ids", "list", "its security groups (required)"),
+                ("scheme", "string", "`internet-facing` (default) or `internal`"),
+                ("wait", "duration", "deadline for `active` (default 10m)"),
+            ],
+            outputs: vec![
+                ("arn", "the load balancer's ARN"),
+                ("dns_name", "its DNS name"),
+                ("name", "its name"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: alb\n  uses: aws.elbv2.load_balancer\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\", \"${{ steps.public-b.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.alb-sg.outputs.group_id }}\"]\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "dns_name", "name", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if p.subnet_ids.len() < 2 {
+            problems.push(ParamProblem::at(
+                &["subnet_ids"],
+                "an Application Load Balancer needs subnets in two AZs or more",
+            ));
+        }
+        if let Some(s) = &p.scheme {
+            if s != "internet-facing" && s != "internal" {
+                problems.push(ParamProblem::at(&["scheme"], format!("`{s}`: use `internet-facing` or `internal`")));
+            }
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        let existing = found.and_then(|f| f.load_balancers().first().cloned());
+        let (lb, action) = match existing {
+            Some(lb) => (lb, "adopted"),
+            None => {
+                ctx.progress(format!("creating load balancer {name}"));
+                let scheme = LoadBalancerSchemeEnum::from(p.scheme.as_deref().unwrap_or("internet-facing"));
+                let created = elb
+                    .create_load_balancer()
+                    .name(&name)
+                    .r#type(LoadBalancerTypeEnum::Application)
+                    .scheme(scheme)
+                    .set_subnets(Some(p.subnet_ids.clone()))
+                    .set_security_groups(Some(p.security_group_ids.clone()))
+                    .set_tags(Some(super::elbv2_tags(&owner)))
+                    .send()
+                    .await
+                    .or_step_error("elasticloadbalancing:CreateLoadBalancer")?;
+                let lb = created.load_balancers().first().cloned().ok_or_else(|| {
+                    StepError::retryable("elasticloadbalancing:CreateLoadBalancer answered without the resource")
+                })?;
+                (lb, "created")
+            }
+        };
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(600));
+        let what = format!("load balancer {name}");
+        let lb = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
+            let (elb, arn, what) = (elb.clone(), arn.clone(), what.clone());
+            async move {
+                let d = elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(&arn)
+                    .send()
+                    .await
+                    .or_step_error_created("elasticloadbalancing:DescribeLoadBalancers", true)?;
+                let Some(lb) = d.load_balancers().first().cloned() else {
+                    return Ok(Poll::Pending("not visible yet".into()));
+                };
+                match lb.state().and_then(|s| s.code()) {
+                    Some(LoadBalancerStateEnum::Active) => Ok(Poll::Ready(lb)),
+                    Some(LoadBalancerStateEnum::Failed) => {
+                        let reason = lb.state().and_then(|s| s.reason()).unwrap_or("no reason given").to_string();
+                        Err(StepError::fatal(format!("{what} failed: {reason}")).with_hint(
+                            "delete the load balancer, fix the cause (subnets, security groups), then resume",
+                        ))
+                    }
+                    other => Ok(Poll::Pending(other.map(|c| c.as_str().to_string()).unwrap_or("provisioning".into()))),
+                }
+            }
+        })
+        .await?;
+        let dns = lb.dns_name().unwrap_or_default().to_string();
+        ctx.log(format!("{action} load balancer {name} ({dns})"));
+        Ok(Outputs::from([
+            ("arn".into(), json!(arn)),
+            ("dns_name".into(), json!(dns)),
+            ("name".into(), json!(name)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

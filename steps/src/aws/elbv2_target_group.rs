@@ -1,0 +1,163 @@
+//! `aws.elbv2.target_group`: an HTTP target group of type `ip` (what Fargate
+//! tasks register in), named `<stack>-<step>`, with its health check converged.
+
+use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetTypeEnum};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub vpc_id: String,
+    pub port: u16,
+    #[serde(default = "default_path")]
+    pub health_check_path: String,
+    #[serde(default = "default_interval")]
+    pub health_check_interval: u16,
+    #[serde(default = "default_timeout")]
+    pub health_check_timeout: u16,
+    #[serde(default = "default_matcher")]
+    pub healthy_codes: String,
+}
+
+fn default_path() -> String {
+    "/health".into()
+}
+fn default_interval() -> u16 {
+    30
+}
+fn default_timeout() -> u16 {
+    5
+}
+fn default_matcher() -> String {
+    "200-399".into()
+}
+
+pub struct TargetGroupKind;
+
+impl Step for TargetGroupKind {
+    type Params = Params;
+    const KIND: &'static str = "aws.elbv2.target_group";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An HTTP target group of type ip named `<stack>-<step>`; its health check is updated when it drifts.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("vpc_id", "string", "the VPC (required)"),
+                ("port", "integer", "the targets' port (required)"),
+                ("health_check_path", "string", "default /health"),
+                ("health_check_interval", "integer", "seconds, default 30"),
+                ("health_check_timeout", "integer", "seconds, default 5"),
+                ("healthy_codes", "string", "HTTP codes that count as healthy, default 200-399"),
+            ],
+            outputs: vec![
+                ("arn", "the target group's ARN"),
+                ("name", "its name"),
+                ("action", "`created`, `adopted` or `updated`"),
+            ],
+            example: "- id: orchestrator-tg\n  uses: aws.elbv2.target_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    port: 8000\n    health_check_path: /health\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "name", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if !p.health_check_path.starts_with('/') {
+            problems.push(ParamProblem::at(&["health_check_path"], "must start with `/`"));
+        }
+        if !(5..=300).contains(&p.health_check_interval) {
+            problems.push(ParamProblem::at(&["health_check_interval"], "must be 5 to 300 seconds"));
+        }
+        if !(2..=120).contains(&p.health_check_timeout) || p.health_check_timeout >= p.health_check_interval {
+            problems.push(ParamProblem::at(
+                &["health_check_timeout"],
+                "must be 2 to 120 seconds and less than the interval",
+            ));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_target_groups()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let existing = found.and_then(|f| f.target_groups().first().cloned());
+        let (arn, action) = match existing {
+            Some(tg) => {
+                if tg.vpc_id() != Some(p.vpc_id.as_str()) || tg.port() != Some(i32::from(p.port)) {
+                    let detail = format!(
+                        "is in {} on port {}, but the step asks for {} on port {}",
+                        tg.vpc_id().unwrap_or("?"),
+                        tg.port().unwrap_or(0),
+                        p.vpc_id,
+                        p.port
+                    );
+                    return Err(owner.conflict("target group", &name, detail, "a target group's VPC and port cannot change: delete it (and the listener rules using it) first"));
+                }
+                let arn = tg.target_group_arn().unwrap_or_default().to_string();
+                if health_drifted(&tg, &p) {
+                    elb.modify_target_group()
+                        .target_group_arn(&arn)
+                        .health_check_path(&p.health_check_path)
+                        .health_check_interval_seconds(i32::from(p.health_check_interval))
+                        .health_check_timeout_seconds(i32::from(p.health_check_timeout))
+                        .matcher(Matcher::builder().http_code(&p.healthy_codes).build())
+                        .send()
+                        .await
+                        .or_step_error("elasticloadbalancing:ModifyTargetGroup")?;
+                    ctx.log(format!("{name}: health check updated"));
+                    (arn, "updated")
+                } else {
+                    (arn, "adopted")
+                }
+            }
+            None => {
+                ctx.progress(format!("creating target group {name}"));
+                let created = elb
+                    .create_target_group()
+                    .name(&name)
+                    .protocol(ProtocolEnum::Http)
+                    .port(i32::from(p.port))
+                    .vpc_id(&p.vpc_id)
+                    .target_type(TargetTypeEnum::Ip)
+                    .health_check_path(&p.health_check_path)
+                    .health_check_interval_seconds(i32::from(p.health_check_interval))
+                    .health_check_timeout_seconds(i32::from(p.health_check_timeout))
+                    .matcher(Matcher::builder().http_code(&p.healthy_codes).build())
+                    .set_tags(Some(super::elbv2_tags(&owner)))
+                    .send()
+                    .await
+                    .or_step_error("elasticloadbalancing:CreateTargetGroup")?;
+                let arn = created.target_groups().first().and_then(|t| t.target_group_arn()).unwrap_or_default();
+                (arn.to_string(), "created")
+            }
+        };
+        ctx.log(format!("{action} target group {name} (port {}, health {})", p.port, p.health_check_path));
+        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+    }
+}
+
+fn health_drifted(tg: &TargetGroup, p: &Params) -> bool {
+    tg.health_check_path() != Some(p.health_check_path.as_str())
+        || tg.health_check_interval_seconds() != Some(i32::from(p.health_check_interval))
+        || tg.health_check_timeout_seconds() != Some(i32::from(p.health_check_timeout))
+        || tg.matcher().and_then(|m| m.http_code()) != Some(p.healthy_codes.as_str())
+}

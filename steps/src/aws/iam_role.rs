@@ -1,0 +1,149 @@
+//! `aws.iam.role`: a role named `<stack>-<step>` that a service assumes (the
+//! ECS task execution role: pull from ECR, read the stack's secrets, write
+//! logs), with managed policies attached and one inline policy kept as declared.
+
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner, built};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The service principal that assumes the role, like ecs-tasks.amazonaws.com.
+    pub service: String,
+    #[serde(default)]
+    pub managed_policy_arns: Vec<String>,
+    /// The inline policy's statements: `{ actions: [...], resources: [...] }` each.
+    #[serde(default)]
+    pub statements: Vec<Statement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    pub actions: Vec<String>,
+    pub resources: Vec<String>,
+}
+
+pub struct Role;
+
+const INLINE: &str = "ca-a2a-flow";
+
+impl Step for Role {
+    type Params = Params;
+    const KIND: &'static str = "aws.iam.role";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An IAM role named `<stack>-<step>` assumed by a service, with managed policies and one inline policy.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region for the client (IAM itself is global)"),
+                ("service", "string", "the principal, like ecs-tasks.amazonaws.com (required)"),
+                ("managed_policy_arns", "list", "policies to attach"),
+                ("statements", "list", "inline policy: { actions, resources } each"),
+            ],
+            outputs: vec![
+                ("arn", "the role's ARN"),
+                ("name", "its name"),
+                ("account_id", "the AWS account (from the ARN)"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: execution-role\n  uses: aws.iam.role\n  with:\n    stack: \"${{ inputs.stack }}\"\n    service: ecs-tasks.amazonaws.com\n    managed_policy_arns: [arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy]\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "name", "account_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if !p.service.ends_with(".amazonaws.com") && !p.service.contains("${{") {
+            problems.push(ParamProblem::at(
+                &["service"],
+                format!("`{}` is not a service principal like ecs-tasks.amazonaws.com", p.service),
+            ));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(64);
+        let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
+        let found = iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?;
+        let (arn, action) = match found.and_then(|f| f.role().cloned()) {
+            Some(r) => (r.arn().to_string(), "adopted"),
+            None => {
+                let trust = json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{ "Effect": "Allow", "Principal": { "Service": p.service }, "Action": "sts:AssumeRole" }]
+                });
+                let mut tags = Vec::new();
+                for (k, v) in owner.tags() {
+                    tags.push(built("tag", aws_sdk_iam::types::Tag::builder().key(k).value(v).build())?);
+                }
+                ctx.progress(format!("creating role {name}"));
+                let created = iam
+                    .create_role()
+                    .role_name(&name)
+                    .assume_role_policy_document(trust.to_string())
+                    .description(format!("ca-a2a-flow stack {} step {}", owner.stack, owner.step))
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .or_step_error("iam:CreateRole")?;
+                (created.role().map(|r| r.arn().to_string()).unwrap_or_default(), "created")
+            }
+        };
+        let fresh = action == "created";
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .or_step_error_created("iam:ListAttachedRolePolicies", fresh)?;
+        for policy in &p.managed_policy_arns {
+            if attached.attached_policies().iter().any(|a| a.policy_arn() == Some(policy.as_str())) {
+                continue;
+            }
+            iam.attach_role_policy()
+                .role_name(&name)
+                .policy_arn(policy)
+                .send()
+                .await
+                .or_step_error_created("iam:AttachRolePolicy", fresh)?;
+            ctx.log(format!("{name}: attached {policy}"));
+        }
+        if !p.statements.is_empty() {
+            let statements: Vec<Json> = p
+                .statements
+                .iter()
+                .map(|s| json!({ "Effect": "Allow", "Action": s.actions, "Resource": s.resources }))
+                .collect();
+            let doc = json!({ "Version": "2012-10-17", "Statement": statements });
+            iam.put_role_policy()
+                .role_name(&name)
+                .policy_name(INLINE)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+                .or_step_error_created("iam:PutRolePolicy", fresh)?;
+        }
+        let account = arn.split(':').nth(4).unwrap_or_default().to_string();
+        ctx.log(format!("{action} role {name}"));
+        Ok(Outputs::from([
+            ("arn".into(), json!(arn)),
+            ("name".into(), json!(name)),
+            ("account_id".into(), json!(account)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,223 @@
+//! `aws.rds.db_instance`: a PostgreSQL instance `<stack>-<step>`: encrypted gp3
+//! storage, automated backups, not publicly accessible, in a DB subnet group.
+//! Its master password is managed by RDS in Secrets Manager
+//! (`ManageMasterUserPassword`): no password exists in the workflow, and the
+//! secret does not depend on the endpoint, so there is no secret/endpoint cycle.
+//! Waits (deadline, progress with RDS's status) until `available`.
+
+use std::time::Duration;
+
+use ca_a2a_flow_engine::duration::HumanDuration;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::wait::{self, Poll};
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub db_subnet_group: String,
+    pub security_group_ids: Vec<String>,
+    #[serde(default = "default_class")]
+    pub instance_class: String,
+    #[serde(default = "default_version")]
+    pub engine_version: String,
+    #[serde(default = "twenty")]
+    pub allocated_storage: i32,
+    #[serde(default)]
+    pub multi_az: bool,
+    #[serde(default = "seven")]
+    pub backup_retention_days: i32,
+    pub db_name: String,
+    pub master_username: String,
+    #[serde(default)]
+    pub wait: Option<HumanDuration>,
+}
+
+fn default_class() -> String {
+    "db.t3.micro".into()
+}
+fn default_version() -> String {
+    "15".into()
+}
+fn twenty() -> i32 {
+    20
+}
+fn seven() -> i32 {
+    7
+}
+
+const BROKEN: &[&str] = &[
+    "failed",
+    "incompatible-network",
+    "incompatible-parameters",
+    "incompatible-restore",
+    "inaccessible-encryption-credentials",
+    "storage-full",
+];
+
+pub struct DbInstance;
+
+impl Step for DbInstance {
+    type Params = Params;
+    const KIND: &'static str = "aws.rds.db_instance";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "An encrypted PostgreSQL RDS instance with an RDS-managed master password, waited for until available.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("db_subnet_group", "string", "the DB subnet group (required)"),
+                ("security_group_ids", "list", "its security groups (required)"),
+                ("instance_class", "string", "default db.t3.micro"),
+                ("engine_version", "string", "default 15"),
+                ("allocated_storage", "integer", "GiB of gp3, default 20"),
+                ("multi_az", "boolean", "default false"),
+                ("backup_retention_days", "integer", "default 7"),
+                ("db_name", "string", "the database to create (required)"),
+                ("master_username", "string", "the master user (required; its password is managed by RDS)"),
+                ("wait", "duration", "deadline for `available` (default 40m)"),
+            ],
+            outputs: vec![
+                ("identifier", "the instance identifier"),
+                ("arn", "its ARN"),
+                ("endpoint", "its DNS address"),
+                ("port", "its port"),
+                ("master_secret_arn", "the RDS-managed secret holding username and password"),
+                ("action", "`created` or `adopted`"),
+            ],
+            example: "- id: keycloak-db\n  uses: aws.rds.db_instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    db_subnet_group: \"${{ steps.db-subnets.outputs.name }}\"\n    security_group_ids: [\"${{ steps.rds-sg.outputs.group_id }}\"]\n    db_name: keycloak\n    master_username: keycloak\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["identifier", "arn", "endpoint", "port", "master_secret_arn", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if !(20..=65536).contains(&p.allocated_storage) {
+            problems.push(ParamProblem::at(&["allocated_storage"], "gp3 takes 20 to 65536 GiB"));
+        }
+        if !(1..=35).contains(&p.backup_retention_days) {
+            problems.push(ParamProblem::at(&["backup_retention_days"], "keep backups 1 to 35 days"));
+        }
+        if !p.instance_class.starts_with("db.") && !p.instance_class.contains("${{") {
+            problems.push(ParamProblem::at(
+                &["instance_class"],
+                format!("`{}` is not an instance class like db.t3.micro", p.instance_class),
+            ));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let id = owner.short_name(63);
+        let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
+        let found = rds
+            .describe_db_instances()
+            .db_instance_identifier(&id)
+            .send()
+            .await
+            .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+        let action = match found.and_then(|f| f.db_instances().first().cloned()) {
+            Some(db) if db.db_instance_status() == Some("deleting") => {
+                return Err(StepError::retryable(format!("DB instance {id} is being deleted"))
+                    .with_hint("the next attempt creates it again once the deletion is over"));
+            }
+            Some(db)
+                if db.db_subnet_group().and_then(|g| g.db_subnet_group_name()) != Some(p.db_subnet_group.as_str()) =>
+            {
+                let detail = format!(
+                    "is in DB subnet group {}, not {}",
+                    db.db_subnet_group().and_then(|g| g.db_subnet_group_name()).unwrap_or("?"),
+                    p.db_subnet_group
+                );
+                return Err(owner.conflict(
+                    "DB instance",
+                    &id,
+                    detail,
+                    "an instance cannot change VPC in place: snapshot and delete it, then resume",
+                ));
+            }
+            Some(_) => "adopted",
+            None => {
+                ctx.progress(format!("creating DB instance {id}"));
+                let tags =
+                    owner.tags().into_iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build());
+                rds.create_db_instance()
+                    .db_instance_identifier(&id)
+                    .engine("postgres")
+                    .engine_version(&p.engine_version)
+                    .db_instance_class(&p.instance_class)
+                    .allocated_storage(p.allocated_storage)
+                    .storage_type("gp3")
+                    .storage_encrypted(true)
+                    .multi_az(p.multi_az)
+                    .publicly_accessible(false)
+                    .backup_retention_period(p.backup_retention_days)
+                    .db_subnet_group_name(&p.db_subnet_group)
+                    .set_vpc_security_group_ids(Some(p.security_group_ids.clone()))
+                    .db_name(&p.db_name)
+                    .master_username(&p.master_username)
+                    .manage_master_user_password(true)
+                    .copy_tags_to_snapshot(true)
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .or_step_error("rds:CreateDBInstance")?;
+                "created"
+            }
+        };
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(40 * 60));
+        let what = format!("rds {id}");
+        let db = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(20)), || {
+            let (rds, id, what) = (rds.clone(), id.clone(), what.clone());
+            async move {
+                let d = rds
+                    .describe_db_instances()
+                    .db_instance_identifier(&id)
+                    .send()
+                    .await
+                    .or_step_error_created("rds:DescribeDBInstances", true)?;
+                let Some(db) = d.db_instances().first().cloned() else {
+                    return Ok(Poll::Pending("not visible yet".into()));
+                };
+                let status = db.db_instance_status().unwrap_or("unknown").to_string();
+                if status == "available" && db.endpoint().and_then(|e| e.address()).is_some() {
+                    return Ok(Poll::Ready(db));
+                }
+                if BROKEN.contains(&status.as_str()) {
+                    return Err(StepError::fatal(format!("{what} is `{status}`"))
+                        .with_hint("see the instance's events in the RDS console (`aws rds describe-events --source-identifier ...`); fix the cause, delete the instance, then resume"));
+                }
+                Ok(Poll::Pending(status))
+            }
+        })
+        .await?;
+        let endpoint = db.endpoint().and_then(|e| e.address()).unwrap_or_default().to_string();
+        let port = db.endpoint().and_then(|e| e.port()).unwrap_or(5432);
+        let secret = db.master_user_secret().and_then(|s| s.secret_arn()).unwrap_or_default().to_string();
+        if secret.is_empty() {
+            return Err(StepError::fatal(format!("{what} has no RDS-managed master secret"))
+                .with_hint("the instance was made without ManageMasterUserPassword: enable it (`aws rds modify-db-instance --manage-master-user-password`), then resume"));
+        }
+        ctx.log(format!("{action} {what}: available at {endpoint}:{port}"));
+        Ok(Outputs::from([
+            ("identifier".into(), json!(id)),
+            ("arn".into(), json!(db.db_instance_arn().unwrap_or_default())),
+            ("endpoint".into(), json!(endpoint)),
+            ("port".into(), json!(port)),
+            ("master_secret_arn".into(), json!(secret)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

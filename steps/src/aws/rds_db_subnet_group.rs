@@ -1,0 +1,140 @@
+//! `aws.rds.db_subnet_group`: the DB subnet group `<stack>-<step>`. One that
+//! exists with subnets of another VPC (left by an earlier attempt, as in the
+//! seed) is a fatal error with the fix; nothing is created or changed then.
+
+use std::collections::BTreeSet;
+
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Private subnets in two AZs or more, all in one VPC.
+    pub subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+pub struct DbSubnetGroup;
+
+impl Step for DbSubnetGroup {
+    type Params = Params;
+    const KIND: &'static str = "aws.rds.db_subnet_group";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("subnet_ids", "list", "subnets in two AZs or more, one VPC (required)"),
+                ("description", "string", "free text"),
+            ],
+            outputs: vec![
+                ("name", "the group's name"),
+                ("vpc_id", "its VPC"),
+                ("action", "`created`, `adopted` or `updated`"),
+            ],
+            example: "- id: db-subnets\n  uses: aws.rds.db_subnet_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\", \"${{ steps.private-b.outputs.subnet_id }}\"]\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["name", "vpc_id", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if p.subnet_ids.len() < 2 {
+            problems.push(ParamProblem::at(&["subnet_ids"], "RDS needs subnets in two AZs or more"));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let config = super::config(p.region.as_deref()).await;
+        let rds = aws_sdk_rds::Client::new(&config);
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let subnets = ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(p.subnet_ids.clone()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSubnets")?;
+        let vpcs: BTreeSet<&str> = subnets.subnets().iter().filter_map(|s| s.vpc_id()).collect();
+        if vpcs.len() != 1 {
+            return Err(StepError::fatal(format!(
+                "the subnets {} are in {} VPCs ({}); a DB subnet group takes one",
+                p.subnet_ids.join(", "),
+                vpcs.len(),
+                vpcs.iter().copied().collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("give the private subnets of the stack's VPC"));
+        }
+        let vpc = vpcs.into_iter().next().unwrap_or_default().to_string();
+        let description = p.description.clone().unwrap_or_else(|| format!("ca-a2a-flow stack {}", owner.stack));
+        let found = rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(&name)
+            .send()
+            .await
+            .or_absent("rds:DescribeDBSubnetGroups", &["DBSubnetGroupNotFoundFault"])?;
+        let action = match found.and_then(|f| f.db_subnet_groups().first().cloned()) {
+            Some(g) if g.vpc_id() != Some(vpc.as_str()) => {
+                let old = g.vpc_id().unwrap_or("?");
+                return Err(StepError::fatal(format!(
+                    "DB subnet group {name} already exists in {old}, but this stack's subnets are in {vpc}; nothing was created"
+                ))
+                .with_hint(format!(
+                    "it was left by an earlier deployment: delete it (and any DB instance still in it) with `aws rds delete-db-subnet-group --db-subnet-group-name {name}`, or `ca-a2a-flow destroy` that run, then resume"
+                )));
+            }
+            Some(g) => {
+                let have: BTreeSet<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
+                let want: BTreeSet<&str> = p.subnet_ids.iter().map(String::as_str).collect();
+                if have == want {
+                    "adopted"
+                } else {
+                    rds.modify_db_subnet_group()
+                        .db_subnet_group_name(&name)
+                        .db_subnet_group_description(&description)
+                        .set_subnet_ids(Some(p.subnet_ids.clone()))
+                        .send()
+                        .await
+                        .or_step_error("rds:ModifyDBSubnetGroup")?;
+                    "updated"
+                }
+            }
+            None => {
+                ctx.progress(format!("creating DB subnet group {name}"));
+                let tags =
+                    owner.tags().into_iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build());
+                rds.create_db_subnet_group()
+                    .db_subnet_group_name(&name)
+                    .db_subnet_group_description(&description)
+                    .set_subnet_ids(Some(p.subnet_ids.clone()))
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .or_step_error("rds:CreateDBSubnetGroup")?;
+                "created"
+            }
+        };
+        ctx.log(format!("{action} DB subnet group {name} in {vpc}"));
+        Ok(Outputs::from([
+            ("name".into(), json!(name)),
+            ("vpc_id".into(), json!(vpc)),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,187 @@
+//! `aws.s3.bucket`: a private bucket with AES-256 default encryption, versioning,
+//! every public access blocked, and a lifecycle that expires old versions. The
+//! settings are applied on every run (each call is idempotent), so drift is undone.
+
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, ExpirationStatus, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
+};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner, built};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Globally unique, like ca-a2a-documents-<account id>.
+    pub name: String,
+    /// Days before a replaced version is deleted (default 30).
+    #[serde(default = "thirty")]
+    pub noncurrent_days: i32,
+}
+
+fn thirty() -> i32 {
+    30
+}
+
+pub struct Bucket;
+
+impl Step for Bucket {
+    type Params = Params;
+    const KIND: &'static str = "aws.s3.bucket";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("name", "string", "globally unique bucket name (required)"),
+                ("noncurrent_days", "integer", "days before replaced versions expire (default 30)"),
+            ],
+            outputs: vec![("name", "the bucket"), ("arn", "its ARN"), ("action", "`created` or `adopted`")],
+            example: "- id: documents\n  uses: aws.s3.bucket\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}-documents-${{ steps.execution-role.outputs.account_id }}\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["name", "arn", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        let ok = p.name.contains("${{")
+            || ((3..=63).contains(&p.name.len())
+                && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'));
+        if !ok {
+            problems.push(ParamProblem::at(
+                &["name"],
+                format!("`{}`: 3-63 lowercase letters, digits, `-` and `.`", p.name),
+            ));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let config = super::config(p.region.as_deref()).await;
+        let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        // An emulator endpoint has no per-bucket DNS names: address buckets by path there.
+        let s3_config =
+            aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let name = &p.name;
+        let head = s3.head_bucket().bucket(name).send().await;
+        let action = match head {
+            Ok(_) => "adopted",
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+                return Err(StepError::fatal(format!("bucket {name} exists and belongs to another account"))
+                    .with_hint("bucket names are global: choose another name (the workflow adds the account id)"));
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                ctx.progress(format!("creating bucket {name}"));
+                let mut create = s3.create_bucket().bucket(name);
+                if region != "us-east-1" {
+                    let location = BucketLocationConstraint::from(region.as_str());
+                    create = create.create_bucket_configuration(
+                        CreateBucketConfiguration::builder().location_constraint(location).build(),
+                    );
+                }
+                match create.send().await {
+                    Ok(_) => "created",
+                    // Ours already (a lost answer to an earlier create): carry on converging it.
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => "adopted",
+                    Err(e) => return Err(super::classify(&super::failure("s3:CreateBucket", &e))),
+                }
+            }
+            Err(e) => return Err(super::classify(&super::failure("s3:HeadBucket", &e))),
+        };
+        let fresh = action == "created";
+        let encryption = built(
+            "encryption",
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(built(
+                            "encryption",
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::Aes256)
+                                .build(),
+                        )?)
+                        .build(),
+                )
+                .build(),
+        )?;
+        s3.put_bucket_encryption()
+            .bucket(name)
+            .server_side_encryption_configuration(encryption)
+            .send()
+            .await
+            .or_step_error_created("s3:PutBucketEncryption", fresh)?;
+        s3.put_bucket_versioning()
+            .bucket(name)
+            .versioning_configuration(
+                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+            )
+            .send()
+            .await
+            .or_step_error_created("s3:PutBucketVersioning", fresh)?;
+        s3.put_public_access_block()
+            .bucket(name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .or_step_error_created("s3:PutPublicAccessBlock", fresh)?;
+        let rule = built(
+            "lifecycle",
+            LifecycleRule::builder()
+                .id("ca-a2a-flow-versions")
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .noncurrent_version_expiration(
+                    NoncurrentVersionExpiration::builder().noncurrent_days(p.noncurrent_days).build(),
+                )
+                .abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder().days_after_initiation(7).build(),
+                )
+                .build(),
+        )?;
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(name)
+            .lifecycle_configuration(built("lifecycle", BucketLifecycleConfiguration::builder().rules(rule).build())?)
+            .send()
+            .await
+            .or_step_error_created("s3:PutBucketLifecycleConfiguration", fresh)?;
+        let mut tags = Vec::new();
+        for (k, v) in owner.tags() {
+            tags.push(built("tag", aws_sdk_s3::types::Tag::builder().key(k).value(v).build())?);
+        }
+        s3.put_bucket_tagging()
+            .bucket(name)
+            .tagging(built("tagging", Tagging::builder().set_tag_set(Some(tags)).build())?)
+            .send()
+            .await
+            .or_step_error_created("s3:PutBucketTagging", fresh)?;
+        ctx.log(format!("{action} bucket {name}: AES256, versioning, public access blocked"));
+        Ok(Outputs::from([
+            ("name".into(), json!(name)),
+            ("arn".into(), json!(format!("arn:aws:s3:::{name}"))),
+            ("action".into(), json!(action)),
+        ]))
+    }
+}

@@ -1,0 +1,134 @@
+//! `aws.secretsmanager.secret`: a secret named `<stack>/<step>` whose value is a
+//! random password generated inside AWS (GetRandomPassword), never written in a
+//! workflow, never logged, never stored in the state database: only the ARN is
+//! an output. A secret scheduled for deletion is restored, not recreated under
+//! a new name. An existing secret's value is never changed by a run.
+
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::owner::stack_problems;
+use super::{AwsResult, Owner};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub stack: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// When set, the value is JSON `{"username": …, "password": …}`; else the password alone.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default = "default_length")]
+    pub length: i64,
+    /// Leave punctuation out of the password (default true: safer in URLs and shells).
+    #[serde(default = "yes")]
+    pub exclude_punctuation: bool,
+}
+
+fn default_length() -> i64 {
+    32
+}
+fn yes() -> bool {
+    true
+}
+
+pub struct SecretKind;
+
+impl Step for SecretKind {
+    type Params = Params;
+    const KIND: &'static str = "aws.secretsmanager.secret";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; only its ARN leaves AWS.",
+            params: vec![
+                ("stack", "string", "stack name (required)"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("description", "string", "what the secret is for"),
+                ("username", "string", "store {\"username\", \"password\"} JSON instead of the bare password"),
+                ("length", "integer", "password length (default 32)"),
+                ("exclude_punctuation", "boolean", "default true"),
+            ],
+            outputs: vec![
+                ("arn", "the secret's ARN"),
+                ("name", "its name"),
+                ("action", "`created`, `adopted` or `restored`"),
+            ],
+            example: "- id: keycloak-admin\n  uses: aws.secretsmanager.secret\n  with: { stack: \"${{ inputs.stack }}\", username: admin, description: Keycloak admin }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["arn", "name", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = stack_problems(&p.stack);
+        if !(16..=4096).contains(&p.length) {
+            problems.push(ParamProblem::at(&["length"], "use 16 to 4096 characters"));
+        }
+        problems
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = format!("{}/{}", owner.stack, owner.step);
+        let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
+        let found = sm
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        let (arn, action) = match found {
+            Some(s) if s.deleted_date().is_some() => {
+                ctx.progress(format!("restoring secret {name} (it was scheduled for deletion)"));
+                sm.restore_secret().secret_id(&name).send().await.or_step_error("secretsmanager:RestoreSecret")?;
+                ctx.log(format!("secret {name} was scheduled for deletion: restored it, with its value"));
+                (s.arn().unwrap_or_default().to_string(), "restored")
+            }
+            Some(s) => (s.arn().unwrap_or_default().to_string(), "adopted"),
+            None => {
+                let generated = sm
+                    .get_random_password()
+                    .password_length(p.length)
+                    .exclude_punctuation(p.exclude_punctuation)
+                    .require_each_included_type(true)
+                    .send()
+                    .await
+                    .or_step_error("secretsmanager:GetRandomPassword")?;
+                let password = generated.random_password().unwrap_or_default().to_string();
+                if password.is_empty() {
+                    return Err(StepError::retryable("secretsmanager:GetRandomPassword returned no password"));
+                }
+                ctx.secret(&password);
+                let value = match &p.username {
+                    Some(u) => json!({ "username": u, "password": password }).to_string(),
+                    None => password,
+                };
+                let tags = owner
+                    .tags()
+                    .into_iter()
+                    .map(|(k, v)| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(v).build());
+                ctx.progress(format!("creating secret {name}"));
+                let created = sm
+                    .create_secret()
+                    .name(&name)
+                    .set_description(p.description.clone())
+                    .secret_string(value)
+                    .client_request_token(owner.client_token("initial-version"))
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .or_step_error("secretsmanager:CreateSecret")?;
+                (created.arn().unwrap_or_default().to_string(), "created")
+            }
+        };
+        ctx.log(format!("{action} secret {name}"));
+        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+    }
+}

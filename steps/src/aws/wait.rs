@@ -1,0 +1,62 @@
+//! Every wait on AWS has a deadline and shows progress: the resource's current
+//! state, the time waited and the deadline ("rds ca-a2a-db: backing-up 6m12s / 40m").
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use ca_a2a_flow_engine::duration::format as fmt;
+use ca_a2a_flow_engine::{StepContext, StepError};
+
+/// What one look at the resource found.
+pub enum Poll<T> {
+    /// Ready: the wait is over.
+    Ready(T),
+    /// Not yet; the state to show ("pending", "2/3 targets healthy").
+    Pending(String),
+}
+
+/// Polls `look` every `every` until it is ready, fails, or `limit` passes (or
+/// the step's own deadline, whichever comes first). `what` names the resource.
+pub async fn until<T, F, Fut>(
+    ctx: &StepContext,
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut look: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T>, StepError>>,
+{
+    let start = Instant::now();
+    let limit = limit.min(ctx.remaining());
+    let mut last = String::from("not seen yet");
+    loop {
+        match look().await? {
+            Poll::Ready(v) => return Ok(v),
+            Poll::Pending(state) => {
+                if state != last {
+                    ctx.log(format!("{what}: {state}"));
+                }
+                last = state;
+            }
+        }
+        let waited = start.elapsed();
+        ctx.progress(format!("{what}: {last} {} / {}", fmt(waited), fmt(limit)));
+        if waited >= limit {
+            return Err(StepError::retryable(format!("{what} still {last} after {}", fmt(waited))).with_hint(
+                "the wait reached its deadline; the next attempt looks again (raise `wait` or the step's `timeout` if AWS is just slow)",
+            ));
+        }
+        tokio::time::sleep(every.min(limit.saturating_sub(waited)).max(Duration::from_millis(50))).await;
+    }
+}
+
+/// The poll interval for a wait: `CA_A2A_FLOW_POLL_INTERVAL` (tests use a short
+/// one), else `default`.
+pub fn interval(default: Duration) -> Duration {
+    std::env::var("CA_A2A_FLOW_POLL_INTERVAL")
+        .ok()
+        .and_then(|v| ca_a2a_flow_engine::duration::parse(&v).ok())
+        .unwrap_or(default)
+}
