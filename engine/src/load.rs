@@ -22,7 +22,13 @@ const INPUT_KEYS: &[&str] = &["default", "description"];
 
 /// Loads `path` and the files it includes, and validates the whole workflow.
 pub fn load(path: &Path, registry: &Registry) -> Result<Workflow, Diagnostics> {
-    let mut loader = Loader { registry, diags: Diagnostics::default(), steps: Vec::new(), inputs: BTreeMap::new() };
+    let mut loader = Loader {
+        registry,
+        diags: Diagnostics::default(),
+        steps: Vec::new(),
+        inputs: BTreeMap::new(),
+        loaded: BTreeSet::new(),
+    };
     let mut stack = Vec::new();
     let name = loader.file(path, Defaults::default(), &mut stack, None);
     let workflow = loader.finish(path, name);
@@ -50,6 +56,8 @@ struct Loader<'r> {
     diags: Diagnostics,
     steps: Vec<RawStep>,
     inputs: BTreeMap<String, (InputSpec, PathBuf, Loc)>,
+    /// Files already read: a file included twice (a diamond of includes) joins once.
+    loaded: BTreeSet<PathBuf>,
 }
 
 impl Loader<'_> {
@@ -85,6 +93,9 @@ impl Loader<'_> {
         if stack.contains(&canonical) {
             let (from, loc) = included_at.expect("only includes can recurse");
             self.err(from, loc, format!("`{}` includes itself (through {} file(s))", path.display(), stack.len()));
+            return None;
+        }
+        if !self.loaded.insert(canonical.clone()) {
             return None;
         }
         let doc = match yaml::parse(&text) {

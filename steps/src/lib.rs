@@ -35,6 +35,7 @@ pub fn registry() -> Registry {
         .register(aws::rds_db_subnet_group::DbSubnetGroup)
         .register(aws::s3_bucket::Bucket)
         .register(aws::secretsmanager_secret::SecretKind)
+        .register(aws::sts_caller_identity::CallerIdentity)
         .register(noop::Noop)
         .register(shell::Shell)
         .register(sleep::Sleep)

@@ -81,8 +81,10 @@ impl Step for NatGatewayKind {
             .send()
             .await
             .or_step_error("ec2:DescribeNatGateways")?;
+        // moto ignores tag filters on DescribeNatGateways: keep only ours here too.
+        let ours: Vec<NatGateway> = found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect();
         let mut action = "adopted";
-        let mut nat = match one_owned(found.nat_gateways().to_vec(), |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
+        let mut nat = match one_owned(ours, |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
             Some(n) if n.subnet_id() != Some(p.subnet_id.as_str()) => {
                 let detail = format!("is in subnet {}, not in {}", n.subnet_id().unwrap_or("?"), p.subnet_id);
                 let hint = "the stack's network changed: destroy the old NAT gateway first";

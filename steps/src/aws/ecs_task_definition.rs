@@ -80,7 +80,7 @@ impl Step for TaskDefinition {
                 ("arn", "the revision's ARN"),
                 ("family", "the family"),
                 ("revision", "the revision number"),
-                ("action", "`registered` or `unchanged`"),
+                ("action", "`registered` or `adopted` (unchanged)"),
             ],
             example: "- id: orchestrator-task\n  uses: aws.ecs.task_definition\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cpu: 256\n    memory: 512\n    execution_role_arn: \"${{ steps.execution-role.outputs.arn }}\"\n    containers:\n      - { name: orchestrator, image: \"${{ steps.orchestrator-repo.outputs.uri }}:latest\", port: 8000 }\n",
         }
@@ -154,7 +154,7 @@ impl Step for TaskDefinition {
             if let (true, Some(td)) = (same, found.task_definition()) {
                 let arn = td.task_definition_arn().unwrap_or_default().to_string();
                 ctx.log(format!("task definition {family}:{} is unchanged", td.revision()));
-                return Ok(outputs(&arn, &family, td.revision(), "unchanged"));
+                return Ok(outputs(&arn, &family, td.revision(), "adopted"));
             }
         }
         let mut containers = Vec::new();

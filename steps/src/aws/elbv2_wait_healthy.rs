@@ -60,7 +60,8 @@ impl Step for WaitHealthy {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
         let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(600));
-        let name = p.target_group_arn.rsplit(':').next().unwrap_or(&p.target_group_arn).to_string();
+        // arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID
+        let name = p.target_group_arn.split('/').nth(1).unwrap_or(&p.target_group_arn).to_string();
         let what = format!("target group {name}");
         let healthy = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
             let (elb, arn) = (elb.clone(), p.target_group_arn.clone());

@@ -130,3 +130,4 @@ pub mod rds_db_instance;
 pub mod rds_db_subnet_group;
 pub mod s3_bucket;
 pub mod secretsmanager_secret;
+pub mod sts_caller_identity;

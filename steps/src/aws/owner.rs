@@ -55,6 +55,13 @@ impl Owner {
         ]
     }
 
+    /// Whether EC2 tags say this step of this stack owns the resource (for
+    /// APIs whose tag filters an emulator ignores: checked on our side too).
+    pub fn owns_ec2(&self, tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+        let has = |k: &str, v: &str| tags.iter().any(|t| t.key() == Some(k) && t.value() == Some(v));
+        has(TAG_STACK, &self.stack) && has(TAG_STEP, &self.step)
+    }
+
     /// A resource this step owns is not what or where the step now asks for:
     /// a fatal error that names it, its owner, and what to do.
     pub fn conflict(&self, what: &str, id: &str, detail: impl std::fmt::Display, hint: &str) -> StepError {

@@ -1,0 +1,71 @@
+//! `aws.sts.caller_identity`: who and where the run deploys: the account, the
+//! identity's ARN and the region, printed first so a wrong account or region
+//! shows at once, not as an AccessDenied 45 minutes in. Optionally refuses an
+//! account or region other than the expected one.
+
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::AwsResult;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Refuse to go on in another account.
+    #[serde(default)]
+    pub expect_account: Option<String>,
+}
+
+pub struct CallerIdentity;
+
+impl Step for CallerIdentity {
+    type Params = Params;
+    const KIND: &'static str = "aws.sts.caller_identity";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "The account, identity and region the run deploys with; optionally refuses another account.",
+            params: vec![
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("expect_account", "string", "fail unless the credentials are of this account"),
+            ],
+            outputs: vec![("account_id", "the AWS account"), ("arn", "the caller's ARN"), ("region", "the region")],
+            example: "- id: identity\n  uses: aws.sts.caller_identity\n  with: { region: \"${{ inputs.region }}\" }\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["account_id", "arn", "region"])
+    }
+
+    fn check(&self, _p: &Params) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let config = super::config(p.region.as_deref()).await;
+        let Some(region) = config.region().map(|r| r.to_string()) else {
+            return Err(StepError::fatal("no AWS region is set")
+                .with_hint("pass --input region=..., or set AWS_REGION or a region in your AWS profile"));
+        };
+        let sts = aws_sdk_sts::Client::new(&config);
+        let me = sts.get_caller_identity().send().await.or_step_error("sts:GetCallerIdentity")?;
+        let account = me.account().unwrap_or_default().to_string();
+        let arn = me.arn().unwrap_or_default().to_string();
+        if let Some(want) = &p.expect_account {
+            if *want != account {
+                return Err(StepError::fatal(format!("the credentials are of account {account}, not {want}"))
+                    .with_hint("switch AWS profile (AWS_PROFILE) or SSO session, then resume"));
+            }
+        }
+        ctx.log(format!("deploying as {arn} in account {account}, region {region}"));
+        Ok(Outputs::from([
+            ("account_id".into(), json!(account)),
+            ("arn".into(), json!(arn)),
+            ("region".into(), json!(region)),
+        ]))
+    }
+}
