@@ -233,10 +233,32 @@ fn value_at<'a>(value: &'a Json, path: &[String]) -> Option<&'a Json> {
     })
 }
 
-/// The step kinds a workflow may use.
+/// One step as a workflow check sees it: its id, kind and (unresolved) `with`.
+pub struct StepView<'a> {
+    pub id: &'a str,
+    pub uses: &'a str,
+    pub with: &'a Json,
+}
+
+/// What a workflow check found wrong: at which step and parameter, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub step: String,
+    pub path: Vec<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// A check across the steps of a workflow, run by `validate` (and before every
+/// run) after each step's own parameter check: for rules that span steps, like
+/// "every service's target group is reached by a listener".
+pub type WorkflowCheck = fn(&[StepView<'_>]) -> Vec<Finding>;
+
+/// The step kinds a workflow may use, and the checks across steps.
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+    checks: Vec<WorkflowCheck>,
 }
 
 impl Registry {
@@ -246,6 +268,13 @@ impl Registry {
     pub fn register<S: Step>(mut self, kind: S) -> Self {
         self.kinds.insert(S::KIND, Arc::new(kind));
         self
+    }
+    pub fn check(mut self, check: WorkflowCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+    pub fn checks(&self) -> &[WorkflowCheck] {
+        &self.checks
     }
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {
         self.kinds.get(name)

@@ -19,7 +19,10 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
-pub use kind::{ErrorClass, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError};
+pub use kind::{
+    ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError, StepView,
+    WorkflowCheck,
+};
 pub use load::{load, resolve_inputs};
 pub use model::{RetryPolicy, StepDef, Workflow};
 pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, Diagnostics, closest};
-use crate::kind::{OutputSpec, Registry};
+use crate::kind::{OutputSpec, Registry, StepView};
 use crate::model::{Defaults, InputSpec, RetryPolicy, StepDef, Workflow};
 use crate::template::{self, Ref};
 use crate::yaml::{self, Key, Loc, Node, Value};
@@ -532,6 +532,7 @@ impl Loader<'_> {
             self.steps[i].def.needs = needs;
         }
         diags.extend(self.cycles());
+        diags.extend(self.workflow_checks());
         for d in diags {
             self.diags.push(d);
         }
@@ -543,6 +544,27 @@ impl Loader<'_> {
             inputs: self.inputs.iter().map(|(k, (spec, _, _))| (k.clone(), spec.clone())).collect(),
             steps: self.steps.iter().map(|s| s.def.clone()).collect(),
         }
+    }
+
+    /// The registry's checks across steps, each finding placed at its parameter.
+    fn workflow_checks(&self) -> Vec<Diagnostic> {
+        let views: Vec<StepView<'_>> =
+            self.steps.iter().map(|s| StepView { id: &s.def.id, uses: &s.def.uses, with: &s.def.with }).collect();
+        let mut out = Vec::new();
+        for check in self.registry.checks() {
+            for f in check(&views) {
+                let Some(s) = self.steps.iter().find(|s| s.def.id == f.step) else { continue };
+                let loc = match &s.with {
+                    Some(w) if !f.path.is_empty() => w.lookup(&f.path).loc,
+                    _ => s.id_loc,
+                };
+                let mut d =
+                    Diagnostic::new(&s.file, loc, format!("step `{}` ({}): {}", s.def.id, s.def.uses, f.message));
+                d.hint = f.hint.clone();
+                out.push(d);
+            }
+        }
+        out
     }
 
     /// Every dependency cycle, printed as `a -> b -> a` at the first step in it.

@@ -40,4 +40,6 @@ pub fn registry() -> Registry {
         .register(shell::Shell)
         .register(sleep::Sleep)
         .register(wait_http::WaitHttp)
+        .check(aws::checks::target_groups_are_reached)
+        .check(aws::checks::one_vpc_per_resource)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
+pub mod checks;
 pub mod classify;
 pub mod owner;
 pub mod wait;
