@@ -1,8 +1,10 @@
 //! A fault layer between the SDK and moto: an HTTP proxy on loopback that
 //! forwards every request to the emulator, except where a rule says to answer
 //! with an AWS error (throttling, AccessDenied, a quota) or to hold the answer
-//! (a hang). It covers what moto cannot do, on top of moto, never instead of it.
-//! It also records each action it saw.
+//! (a hang), or to rewrite moto's answer (a NAT gateway that ends `failed`). It
+//! covers what moto cannot do, on top of moto, never instead of it. Errors are
+//! written in each service's own protocol (EC2, query, JSON, S3), so the SDK
+//! reads them as it would read AWS's. It also records each action it saw.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +20,10 @@ pub enum Fault {
     Error { status: u16, code: &'static str, message: String },
     /// Forward the call, then hold its answer this long (the SDK gives up first).
     HangAfterForwarding(Duration),
+    /// Forward the call and replace `from` with `to` in moto's answer, when
+    /// the request contains `when` (a parameter like `NatGatewayId`); counts
+    /// against `times` only when it rewrote something.
+    Rewrite { when: &'static str, from: &'static str, to: String },
 }
 
 #[derive(Clone, Debug)]
@@ -96,21 +102,63 @@ fn action_of(req: &Request) -> String {
         return target.rsplit('.').next().unwrap_or(target).to_string();
     }
     let body = String::from_utf8_lossy(&req.body);
-    body.split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("?").to_string()
+    match body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+        Some(action) => action.to_string(),
+        // S3 (REST): the method and the path, like `PUT /bucket?versioning`.
+        None => req.head.rsplit_once(' ').map(|(m, _)| m.to_string()).unwrap_or_else(|| "?".into()),
+    }
 }
 
-fn pick(rules: &Mutex<Vec<Rule>>, action: &str) -> Option<Fault> {
+fn pick(rules: &Mutex<Vec<Rule>>, action: &str) -> Option<(usize, Fault)> {
     let mut rules = rules.lock().unwrap();
-    let rule = rules.iter_mut().find(|r| (r.action == action || r.action == "*") && r.times != Some(0))?;
+    let (i, rule) =
+        rules.iter_mut().enumerate().find(|(_, r)| (r.action == action || r.action == "*") && r.times != Some(0))?;
     if let Fault::Throttle { ratio } = rule.fault {
         if fastrand::f64() >= ratio {
             return None;
         }
     }
+    if !matches!(rule.fault, Fault::Rewrite { .. }) {
+        used(rule);
+    }
+    Some((i, rule.fault.clone()))
+}
+
+fn used(rule: &mut Rule) {
     if let Some(n) = rule.times.as_mut() {
         *n -= 1;
     }
-    Some(rule.fault.clone())
+}
+
+/// The protocol family of a request, from the service in its signature's scope.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Protocol {
+    Ec2,
+    Query,
+    Json,
+    S3,
+}
+
+fn protocol_of(req: &Request) -> Protocol {
+    if req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")) {
+        return Protocol::Json;
+    }
+    let auth = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str());
+    let service = auth.and_then(|a| a.split("Credential=").nth(1)).and_then(|c| c.split('/').nth(3)).unwrap_or("");
+    match service {
+        "ec2" => Protocol::Ec2,
+        "s3" => Protocol::S3,
+        _ => Protocol::Query,
+    }
+}
+
+fn throttle_code(p: Protocol) -> (u16, &'static str) {
+    match p {
+        Protocol::Ec2 => (503, "RequestLimitExceeded"),
+        Protocol::Query => (400, "Throttling"),
+        Protocol::Json => (400, "ThrottlingException"),
+        Protocol::S3 => (503, "SlowDown"),
+    }
 }
 
 fn forward(upstream: &str, req: &Request) -> std::io::Result<Vec<u8>> {
@@ -129,16 +177,57 @@ fn forward(upstream: &str, req: &Request) -> std::io::Result<Vec<u8>> {
     Ok(answer)
 }
 
-fn error_answer(status: u16, code: &str, message: &str) -> Vec<u8> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-{:08x}</RequestID></Response>",
-        fastrand::u32(..)
-    );
+fn error_answer(protocol: Protocol, status: u16, code: &str, message: &str) -> Vec<u8> {
+    let id = format!("fault-{:08x}", fastrand::u32(..));
+    let (kind, body) = match protocol {
+        Protocol::Ec2 => (
+            "text/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{id}</RequestID></Response>"
+            ),
+        ),
+        Protocol::Query => (
+            "text/xml",
+            format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
+            ),
+        ),
+        Protocol::S3 => (
+            "application/xml",
+            format!("<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{id}</RequestId></Error>"),
+        ),
+        Protocol::Json => {
+            ("application/x-amz-json-1.1", serde_json::json!({ "__type": code, "message": message }).to_string())
+        }
+    };
     format!(
-        "HTTP/1.1 {status} Fault\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} Fault\r\nContent-Type: {kind}\r\nx-amzn-RequestId: {id}\r\nx-amz-request-id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
+}
+
+/// `answer` with `from` replaced by `to` in its body and Content-Length fixed,
+/// or `None` when the body does not contain `from`.
+fn rewrite(answer: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !body.contains(from) {
+        return None;
+    }
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "the fault layer rewrites whole bodies only: {head}");
+    let body = body.replace(from, to);
+    let head: Vec<String> = head
+        .lines()
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    Some(format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes())
 }
 
 fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<String>>) {
@@ -147,16 +236,33 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
     // One request per connection: every answer says `Connection: close`.
     let Some(req) = read_request(&mut reader) else { return };
     let action = action_of(&req);
+    let protocol = protocol_of(&req);
     let answer = match pick(rules, &action) {
-        Some(Fault::Throttle { .. }) => {
+        Some((_, Fault::Throttle { .. })) => {
             log.lock().unwrap().push(format!("{action}!throttled"));
-            error_answer(503, "RequestLimitExceeded", "Request limit exceeded.")
+            let (status, code) = throttle_code(protocol);
+            error_answer(protocol, status, code, "Rate exceeded")
         }
-        Some(Fault::Error { status, code, message }) => {
+        Some((_, Fault::Error { status, code, message })) => {
             log.lock().unwrap().push(format!("{action}!{code}"));
-            error_answer(status, code, &message)
+            error_answer(protocol, status, code, &message)
         }
-        Some(Fault::HangAfterForwarding(hold)) => {
+        Some((i, Fault::Rewrite { when, from, to })) => {
+            let Ok(answer) = forward(upstream, &req) else { return };
+            let asked = String::from_utf8_lossy(&req.body).contains(when);
+            match rewrite(&answer, from, &to).filter(|_| asked) {
+                Some(changed) => {
+                    used(&mut rules.lock().unwrap()[i]);
+                    log.lock().unwrap().push(format!("{action}!rewritten"));
+                    changed
+                }
+                None => {
+                    log.lock().unwrap().push(action.clone());
+                    answer
+                }
+            }
+        }
+        Some((_, Fault::HangAfterForwarding(hold))) => {
             log.lock().unwrap().push(format!("{action}!hung"));
             let answer = forward(upstream, &req);
             std::thread::sleep(hold);

@@ -4,6 +4,7 @@
 mod support;
 
 mod aws_faults;
+mod aws_full;
 mod aws_network;
 mod faults;
 
