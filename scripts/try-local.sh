@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# See ca-a2a-flow deploy without an AWS account: starts the moto AWS emulator on
-# loopback, deploys workflows/stack/network.yaml against it with live progress,
-# then prints the run's status. The emulator (and all it holds) stops when this
+# See ca-a2a-flow deploy the whole CA-A2A stack without an AWS account: starts
+# the moto AWS emulator on loopback, deploys workflows/full.yaml against it with
+# live progress, prints the run's status, then runs it again to show that every
+# step adopts what it owns. The emulator (and all it holds) stops when this
 # script ends. The same workflow runs unchanged against real AWS with your
-# credentials: ca-a2a-flow run workflows/stack/network.yaml --input region=...
+# credentials: ca-a2a-flow run workflows/full.yaml --input region=eu-west-3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,21 +15,35 @@ state="${TMPDIR:-/tmp}/ca-a2a-flow-try-local.db"
 rm -f "$state" "$state-wal" "$state-shm"
 cargo build -q
 flow() { ./target/debug/ca-a2a-flow --state "$state" "$@"; }
+latest() { flow list --output json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])'; }
 
-flow run workflows/stack/network.yaml --input stack=try-local
-run="$(flow list --output json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')"
+# moto's ECS runs no container, so no target ever becomes healthy in a target
+# group: healthy_targets=0 (against AWS keep the default, 1). A short poll
+# interval because moto makes everything available at once.
+export CA_A2A_FLOW_POLL_INTERVAL=200ms
+inputs=(--input stack=try-local --input healthy_targets=0)
+
+flow run workflows/full.yaml "${inputs[@]}"
+run="$(latest)"
 echo
 flow status "$run"
 
 echo
 echo "== the same workflow again: every step finds what it owns and adopts it; nothing is created"
-flow run workflows/stack/network.yaml --input stack=try-local
-again="$(flow list --output json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')"
-flow logs "$again" | grep -E "adopted" || true
+flow run workflows/full.yaml "${inputs[@]}" >/dev/null 2>&1
+again="$(latest)"
+flow status "$again" --output json | python3 -c '
+import json, sys
+steps = json.load(sys.stdin)["steps"]
+actions = {}
+for s in steps:
+    a = (s.get("outputs") or {}).get("action", "(no resource)")
+    actions[a] = actions.get(a, 0) + 1
+print("second run:", ", ".join(f"{n} {a}" for a, n in sorted(actions.items())))
+'
 
 echo
-echo "Nothing to clean up: the emulator's resources vanish when it stops, now."
+echo "To destroy: nothing to do here, the emulator's resources vanish when it stops, now."
 echo "Against real AWS (your credentials, no AWS_ENDPOINT_URL), the same command deploys for real:"
-echo "  ca-a2a-flow run workflows/stack/network.yaml --input region=eu-west-3"
-echo "Everything a stack makes carries the tag ca-a2a-flow:stack=<stack>; \`ca-a2a-flow destroy\` arrives with"
-echo "the plan/destroy/gc issue."
+echo "  ca-a2a-flow run workflows/full.yaml --input region=eu-west-3"
+echo "and \`ca-a2a-flow destroy <run-id>\` removes what the stack made, in reverse dependency order."

@@ -661,3 +661,37 @@ fn a_target_group_is_waited_for_until_its_targets_are_healthy() {
     let run = env.only_run();
     assert_eq!(env.step(&run.id, "healthy").outputs.unwrap()["healthy"], 1);
 }
+
+#[test]
+fn a_service_whose_target_group_no_listener_uses_is_refused_at_its_line_before_any_aws_call() {
+    let env = Env::sqlite();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
+    for file in ["full.yaml", "stack/network.yaml", "stack/edge.yaml", "stack/data.yaml", "stack/ecs.yaml"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        // The seed's failure 6: the validator's listener rule forwards elsewhere.
+        let text = text.replace(
+            "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.validator-tg.outputs.arn }}\"",
+            "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.archivist-tg.outputs.arn }}\"",
+        );
+        env.write(&format!("workflows/{file}"), &text);
+    }
+    let full = env.path("workflows/full.yaml");
+    let ecs = std::fs::read_to_string(env.path("workflows/stack/ecs.yaml")).unwrap();
+    let line = 1 + ecs
+        .lines()
+        .position(|l| l.contains("target_group_arn: \"${{ steps.validator-tg.outputs.arn }}\""))
+        .expect("the validator service's target group line");
+
+    let out = env.run(&["validate", full.to_str().unwrap()]);
+    out.expect_code(2);
+    let at = format!(
+        "stack/ecs.yaml:{line}:25: error: step `validator` (aws.ecs.service): target group `steps.validator-tg` is not the target of any listener's default action or listener rule"
+    );
+    assert!(out.stderr.contains(&at), "{}", out.stderr);
+
+    let proxy = FaultProxy::start(&moto(), Vec::new());
+    let run = env.run_with(&["run", full.to_str().unwrap()], &[("AWS_ENDPOINT_URL", proxy.url.as_str())]);
+    run.expect_code(2);
+    assert!(proxy.actions().is_empty(), "no AWS call was made: {:?}", proxy.actions());
+    assert!(env.runs().is_empty(), "no run was recorded");
+}
