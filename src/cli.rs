@@ -64,6 +64,29 @@ pub enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Remove what a deploy run made, in reverse dependency order. The destroy is
+    /// itself a run: checkpointed, resumable with `resume`.
+    Destroy {
+        /// The deploy run whose resources to remove.
+        run_id: String,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Also empty and delete S3 buckets (kept by default).
+        #[arg(long)]
+        delete_data: bool,
+        /// Also delete ECR repositories and their images (kept by default).
+        #[arg(long)]
+        delete_images: bool,
+        /// Delete secrets at once, without Secrets Manager's 7-day recovery window.
+        #[arg(long)]
+        force_delete_secrets: bool,
+        /// Delete databases without a final snapshot.
+        #[arg(long)]
+        skip_final_snapshot: bool,
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
     /// Check a workflow file and report every problem; runs nothing.

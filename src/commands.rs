@@ -8,8 +8,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    Engine, EngineConfig, Event, Registry, RunStatus, StepStatus, Stop, Store, Workflow, format_timestamp, load,
-    now_ms, resolve_inputs,
+    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Registry, RunStatus, StepStatus, Stop, Store,
+    Workflow, format_timestamp, load, now_ms, resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -98,11 +98,95 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let store = open_store(state.as_deref()).await?;
             logs(&store, &run_id, step.as_deref(), follow).await
         }
+        Command::Destroy {
+            run_id,
+            yes,
+            delete_data,
+            delete_images,
+            force_delete_secrets,
+            skip_final_snapshot,
+            parallelism,
+        } => {
+            let options = DestroyOptions { delete_data, delete_images, force_delete_secrets, skip_final_snapshot };
+            let store = open_store(state.as_deref()).await?;
+            let Some(wf) = destroy_plan(&store, &registry, &run_id, &options, yes).await? else {
+                return Ok(());
+            };
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            let destroy_id = engine.create(&wf, &BTreeMap::new()).await?;
+            eprintln!("destroy run {destroy_id} (of {run_id})");
+            drive(engine, renderer, &destroy_id, None, state.as_deref()).await
+        }
         Command::Cancel { run_id } => {
             let store = open_store(state.as_deref()).await?;
             cancel(store, registry, &run_id, ttl).await
         }
     }
+}
+
+/// The destroy workflow of a deploy run, after the user said yes; `None` when
+/// there is nothing to destroy.
+async fn destroy_plan(
+    store: &AnyStore,
+    registry: &Registry,
+    run_id: &str,
+    options: &DestroyOptions,
+    yes: bool,
+) -> Result<Option<Workflow>, CliError> {
+    let run = store.run(run_id).await?;
+    if run.definition.steps.iter().any(|s| s.uses.starts_with(DESTROY_PREFIX)) {
+        return Err(CliError::Usage(format!(
+            "run {run_id} is a destroy run; to finish it: ca-a2a-flow resume {run_id}"
+        )));
+    }
+    if let Some(l) = &run.lease {
+        if l.expires_at > now_ms() && !run.status.is_terminal() && !l.holder_is_gone() {
+            return Err(CliError::Usage(format!(
+                "run {run_id} is running ({l}); stop it first: ca-a2a-flow cancel {run_id}"
+            )));
+        }
+    }
+    let steps = store.steps(run_id).await?;
+    let wf = ca_a2a_flow_engine::destroy::plan(&run, &steps, registry, options)
+        .map_err(|errors| CliError::Usage(format!("cannot plan the destroy: {}", errors.join("; "))))?;
+    if wf.steps.is_empty() {
+        eprintln!("run {run_id} made nothing that ca-a2a-flow can destroy");
+        return Ok(None);
+    }
+    eprintln!("destroy of run {run_id} ({}), in reverse dependency order:", run.workflow_name);
+    for s in wf.steps.iter().rev() {
+        eprintln!("  - {:<24} {}", s.id, s.uses.trim_start_matches(DESTROY_PREFIX));
+    }
+    let kinds: Vec<&str> = wf.steps.iter().map(|s| s.uses.trim_start_matches(DESTROY_PREFIX)).collect();
+    if kinds.contains(&"aws.s3.bucket") && !options.delete_data {
+        eprintln!("  buckets are kept with their data (--delete-data deletes them)");
+    }
+    if kinds.contains(&"aws.ecr.repository") && !options.delete_images {
+        eprintln!("  image repositories are kept (--delete-images deletes them)");
+    }
+    if kinds.contains(&"aws.secretsmanager.secret") && !options.force_delete_secrets {
+        eprintln!("  secrets are scheduled for deletion in 7 days (--force-delete-secrets deletes them now)");
+    }
+    if kinds.contains(&"aws.rds.db_instance") && !options.skip_final_snapshot {
+        eprintln!("  databases get a final snapshot (--skip-final-snapshot skips it)");
+    }
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Usage(
+                "destroy asks for confirmation on a terminal; pass --yes to go on without one".into(),
+            ));
+        }
+        eprint!("Type `destroy` to delete these resources: ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != "destroy" {
+            eprintln!("nothing was deleted");
+            return Ok(None);
+        }
+    }
+    Ok(Some(wf))
 }
 
 fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {
@@ -203,6 +287,10 @@ fn changes(
     registry: &Registry,
     accept: bool,
 ) -> Result<Option<(Workflow, Vec<String>, Vec<String>)>, CliError> {
+    if run.workflow_file.is_empty() {
+        // A destroy run: its definition was made from a deploy run, not read from a file.
+        return Ok(None);
+    }
     let path = Path::new(&run.workflow_file);
     if !path.exists() {
         eprintln!("note: {} no longer exists; resuming with the definition stored in the run", path.display());

@@ -164,7 +164,40 @@ pub trait Step: Send + Sync + 'static {
     }
 
     fn run(&self, ctx: &StepContext, params: Self::Params) -> impl Future<Output = Result<Outputs, StepError>> + Send;
+
+    /// Whether this kind removes what it made (`ca-a2a-flow destroy`).
+    const DESTROYS: bool = false;
+
+    /// Removes what this step owns. It finds it by its identity, as `run` does,
+    /// not by recorded outputs: a run killed between a creation and its
+    /// checkpoint recorded none. A resource already gone counts as removed.
+    fn destroy(
+        &self,
+        _ctx: &StepContext,
+        _params: Self::Params,
+        _options: &DestroyOptions,
+    ) -> impl Future<Output = Result<Outputs, StepError>> + Send {
+        async { Ok(Outputs::new()) }
+    }
 }
+
+/// What `destroy` removes beyond the default: data, images and secrets without
+/// their recovery window are kept unless asked for.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DestroyOptions {
+    /// Empty and delete buckets.
+    pub delete_data: bool,
+    /// Delete image repositories with their images.
+    pub delete_images: bool,
+    /// Delete secrets at once instead of after a 7-day recovery window.
+    pub force_delete_secrets: bool,
+    /// Delete databases without a final snapshot.
+    pub skip_final_snapshot: bool,
+}
+
+/// The kind name under which a destroy run calls a kind's `destroy`.
+pub const DESTROY_PREFIX: &str = "destroy:";
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -176,6 +209,9 @@ pub trait ErasedKind: Send + Sync {
     /// Type-checks parameters that may still contain templates.
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
+    fn destroys(&self) -> bool;
+    /// Runs `destroy` with `{ "params": …, "options": … }`.
+    fn execute_destroy<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
 }
 
 impl<S: Step> ErasedKind for S {
@@ -210,6 +246,58 @@ impl<S: Step> ErasedKind for S {
             })?;
             self.run(ctx, typed).await
         })
+    }
+    fn destroys(&self) -> bool {
+        S::DESTROYS
+    }
+    fn execute_destroy<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(async move {
+            #[derive(serde::Deserialize)]
+            struct Call<P> {
+                params: P,
+                #[serde(default)]
+                options: DestroyOptions,
+            }
+            let call: Call<S::Params> = serde_path_to_error::deserialize(params).map_err(|e| {
+                StepError::fatal(format!("parameter `{}`: {}", e.path(), e.inner()))
+                    .with_hint("the destroy run's parameters do not fit this kind any more; destroy by hand or with an older build")
+            })?;
+            self.destroy(ctx, call.params, &call.options).await
+        })
+    }
+}
+
+/// A kind's `destroy`, registered as `destroy:<kind>` for destroy runs.
+struct Undo {
+    name: &'static str,
+    inner: Arc<dyn ErasedKind>,
+}
+
+impl ErasedKind for Undo {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn doc(&self) -> KindDoc {
+        self.inner.doc()
+    }
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(Vec::new())
+    }
+    fn validate(&self, _params: &Json) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+    fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        self.inner.execute_destroy(ctx, params)
+    }
+    fn destroys(&self) -> bool {
+        false
+    }
+    fn execute_destroy<'a>(
+        &'a self,
+        _ctx: &'a StepContext,
+        _params: Json,
+    ) -> BoxFuture<'a, Result<Outputs, StepError>> {
+        Box::pin(async { Ok(Outputs::new()) })
     }
 }
 
@@ -258,6 +346,8 @@ pub type WorkflowCheck = fn(&[StepView<'_>]) -> Vec<Finding>;
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+    /// `destroy:<kind>` for every kind that destroys.
+    undo: BTreeMap<String, Arc<dyn ErasedKind>>,
     checks: Vec<WorkflowCheck>,
 }
 
@@ -266,7 +356,14 @@ impl Registry {
         Self::default()
     }
     pub fn register<S: Step>(mut self, kind: S) -> Self {
-        self.kinds.insert(S::KIND, Arc::new(kind));
+        let kind: Arc<dyn ErasedKind> = Arc::new(kind);
+        if S::DESTROYS {
+            let name = format!("{DESTROY_PREFIX}{}", S::KIND);
+            // One small name per kind for the process's lifetime.
+            let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+            self.undo.insert(name, Arc::new(Undo { name: leaked, inner: kind.clone() }));
+        }
+        self.kinds.insert(S::KIND, kind);
         self
     }
     pub fn check(mut self, check: WorkflowCheck) -> Self {
@@ -276,8 +373,9 @@ impl Registry {
     pub fn checks(&self) -> &[WorkflowCheck] {
         &self.checks
     }
+    /// A kind by name; `destroy:<kind>` is that kind's `destroy`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {
-        self.kinds.get(name)
+        self.kinds.get(name).or_else(|| self.undo.get(name))
     }
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()

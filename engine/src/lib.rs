@@ -6,6 +6,7 @@
 //! - [`Engine`]: creates and drives runs against a [`Store`].
 //! - [`store`]: SQLite (default) and Postgres checkpoints.
 
+pub mod destroy;
 pub mod diag;
 pub mod duration;
 pub mod executor;
@@ -20,8 +21,8 @@ pub mod yaml;
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
 pub use kind::{
-    ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step, StepContext, StepError, StepView,
-    WorkflowCheck,
+    DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step,
+    StepContext, StepError, StepView, WorkflowCheck,
 };
 pub use load::{load, resolve_inputs};
 pub use model::{RetryPolicy, StepDef, Workflow};

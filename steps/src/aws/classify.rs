@@ -157,6 +157,21 @@ const ACCESS: &[&str] = &[
     "InvalidClientTokenId",
 ];
 
+/// Something else still uses the resource (a deletion in progress elsewhere, a
+/// dependent not gone yet): retried until the step's deadline.
+const DEPENDED_ON: &[&str] = &[
+    "DependencyViolation",
+    "ResourceInUse",
+    "ResourceInUseException",
+    "ClusterContainsServicesException",
+    "ClusterContainsTasksException",
+    "InvalidDBSubnetGroupStateFault",
+    "InvalidDBInstanceState",
+    "InvalidDBInstanceStateFault",
+    "DeleteConflict",
+    "InvalidIPAddress.InUse",
+];
+
 /// Decides retryable or fatal, and writes the message and hint.
 pub fn classify(f: &AwsFailure) -> StepError {
     let rid = f.request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default();
@@ -217,7 +232,7 @@ pub fn classify(f: &AwsFailure) -> StepError {
             "the region's VPC quota is used up: delete VPCs left by earlier attempts (those tagged ca-a2a-flow:stack), or raise the quota",
         );
     }
-    if code == "DependencyViolation" {
+    if DEPENDED_ON.contains(&code) {
         return StepError::retryable(base)
             .with_hint("something still depends on the resource; retrying until the step's deadline");
     }

@@ -3,7 +3,7 @@
 //! another (unused Elastic IPs are billed).
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -23,6 +23,14 @@ pub struct ElasticIp;
 impl Step for ElasticIp {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.elastic_ip";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        super::release_addresses(ctx, &ec2, &owner).await
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -3,7 +3,7 @@
 //! attachment is done before this step succeeds.
 
 use aws_sdk_ec2::types::ResourceType;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,6 +24,37 @@ pub struct InternetGateway;
 impl Step for InternetGateway {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.internet_gateway";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_internet_gateways()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeInternetGateways")?;
+        let mut ids = Vec::new();
+        for g in found.internet_gateways() {
+            let id = g.internet_gateway_id().unwrap_or_default().to_string();
+            for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
+                ctx.progress(format!("detaching {id} from {vpc}"));
+                ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
+                    "ec2:DetachInternetGateway",
+                    &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
+                )?;
+            }
+            ec2.delete_internet_gateway()
+                .internet_gateway_id(&id)
+                .send()
+                .await
+                .or_absent("ec2:DeleteInternetGateway", &["InvalidInternetGatewayID.NotFound"])?;
+            ids.push(id);
+        }
+        Ok(super::removed(ctx, "internet gateway", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{DomainType, Filter, NatGateway, NatGatewayState, ResourceType};
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -39,6 +39,66 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 impl Step for NatGatewayKind {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.nat_gateway";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let live = Filter::builder()
+            .name("state")
+            .values("pending")
+            .values("available")
+            .values("failed")
+            .values("deleting")
+            .build();
+        let mut filters = owner.ec2_filters();
+        filters.push(live);
+        let found = ec2
+            .describe_nat_gateways()
+            .set_filter(Some(filters))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeNatGateways")?;
+        let ours: Vec<String> = found
+            .nat_gateways()
+            .iter()
+            .filter(|n| owner.owns_ec2(n.tags()))
+            .filter_map(|n| n.nat_gateway_id().map(String::from))
+            .collect();
+        for id in &ours {
+            ctx.progress(format!("deleting NAT gateway {id}"));
+            ec2.delete_nat_gateway()
+                .nat_gateway_id(id)
+                .send()
+                .await
+                .or_absent("ec2:DeleteNatGateway", &["NatGatewayNotFound"])?;
+        }
+        let limit = p.wait.map(|w| w.0).unwrap_or(DEFAULT_WAIT);
+        for id in &ours {
+            let what = format!("NAT gateway {id}");
+            wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
+                let (ec2, id) = (ec2.clone(), id.clone());
+                async move {
+                    let d = ec2
+                        .describe_nat_gateways()
+                        .nat_gateway_ids(&id)
+                        .send()
+                        .await
+                        .or_absent("ec2:DescribeNatGateways", &["NatGatewayNotFound"])?;
+                    let state = d.as_ref().and_then(|d| d.nat_gateways().first()).and_then(|n| n.state().cloned());
+                    Ok(match state {
+                        None | Some(NatGatewayState::Deleted) => Poll::Ready(()),
+                        Some(s) => Poll::Pending(s.as_str().to_string()),
+                    })
+                }
+            })
+            .await?;
+        }
+        // The fresh Elastic IP of a recreation belongs to this step.
+        super::release_addresses(ctx, &ec2, &owner).await?;
+        Ok(super::removed(ctx, "NAT gateway", &ours))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

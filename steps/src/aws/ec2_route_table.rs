@@ -3,7 +3,7 @@
 //! routes to another target are replaced, subnets are (re)associated.
 
 use aws_sdk_ec2::types::{Filter, ResourceType};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -40,6 +40,40 @@ pub struct RouteTable;
 impl Step for RouteTable {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.route_table";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_route_tables()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeRouteTables")?;
+        let mut ids = Vec::new();
+        for t in found.route_tables() {
+            let id = t.route_table_id().unwrap_or_default().to_string();
+            for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
+                if let Some(assoc) = a.route_table_association_id() {
+                    ec2.disassociate_route_table()
+                        .association_id(assoc)
+                        .send()
+                        .await
+                        .or_absent("ec2:DisassociateRouteTable", &["InvalidAssociationID.NotFound"])?;
+                }
+            }
+            ctx.progress(format!("deleting route table {id}"));
+            ec2.delete_route_table()
+                .route_table_id(&id)
+                .send()
+                .await
+                .or_absent("ec2:DeleteRouteTable", &["InvalidRouteTableID.NotFound"])?;
+            ids.push(id);
+        }
+        Ok(super::removed(ctx, "route table", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

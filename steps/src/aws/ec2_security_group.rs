@@ -3,7 +3,7 @@
 //! does not declare are reported, not revoked (a person may have added them).
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -79,6 +79,31 @@ fn permission(rule: &Ingress) -> IpPermission {
 impl Step for SecurityGroup {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.security_group";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_security_groups()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSecurityGroups")?;
+        let mut ids = Vec::new();
+        for g in found.security_groups() {
+            let id = g.group_id().unwrap_or_default().to_string();
+            ctx.progress(format!("deleting security group {id}"));
+            ec2.delete_security_group()
+                .group_id(&id)
+                .send()
+                .await
+                .or_absent("ec2:DeleteSecurityGroup", &["InvalidGroup.NotFound"])?;
+            ids.push(id);
+        }
+        Ok(super::removed(ctx, "security group", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

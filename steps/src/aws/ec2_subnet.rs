@@ -2,7 +2,7 @@
 //! before anything is created.
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -28,6 +28,31 @@ pub struct Subnet;
 impl Step for Subnet {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.subnet";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_subnets()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSubnets")?;
+        let mut ids = Vec::new();
+        for s in found.subnets() {
+            let id = s.subnet_id().unwrap_or_default().to_string();
+            ctx.progress(format!("deleting subnet {id}"));
+            ec2.delete_subnet()
+                .subnet_id(&id)
+                .send()
+                .await
+                .or_absent("ec2:DeleteSubnet", &["InvalidSubnetID.NotFound"])?;
+            ids.push(id);
+        }
+        Ok(super::removed(ctx, "subnet", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -2,7 +2,7 @@
 //! tags before anything is created, so a re-run or a resumed run adopts it.
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -33,6 +33,27 @@ pub struct Vpc;
 impl Step for Vpc {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.vpc";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_vpcs()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeVpcs")?;
+        let mut ids = Vec::new();
+        for v in found.vpcs() {
+            let id = v.vpc_id().unwrap_or_default().to_string();
+            ctx.progress(format!("deleting VPC {id}"));
+            ec2.delete_vpc().vpc_id(&id).send().await.or_absent("ec2:DeleteVpc", &["InvalidVpcID.NotFound"])?;
+            ids.push(id);
+        }
+        Ok(super::removed(ctx, "VPC", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

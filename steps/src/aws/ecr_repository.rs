@@ -1,7 +1,7 @@
 //! `aws.ecr.repository`: an ECR repository (scan on push), found by name.
 
 use aws_sdk_ecr::types::ImageScanningConfiguration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -23,6 +23,23 @@ pub struct Repository;
 impl Step for Repository {
     type Params = Params;
     const KIND: &'static str = "aws.ecr.repository";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
+        if !o.delete_images {
+            return Ok(super::kept(ctx, &format!("repository {} and its images", p.name), "--delete-images"));
+        }
+        let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
+        let gone = ecr
+            .delete_repository()
+            .repository_name(&p.name)
+            .force(true)
+            .send()
+            .await
+            .or_absent("ecr:DeleteRepository", &["RepositoryNotFoundException"])?;
+        Ok(super::removed(ctx, "repository", &gone.map(|_| vec![p.name.clone()]).unwrap_or_default()))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

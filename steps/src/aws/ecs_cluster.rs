@@ -1,7 +1,7 @@
 //! `aws.ecs.cluster`: a Fargate cluster named `<stack>-<step>` (`ca-a2a-cluster`).
 
 use aws_sdk_ecs::types::ClusterSetting;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,6 +24,24 @@ pub struct Cluster;
 impl Step for Cluster {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.cluster";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
+        if !found.clusters().iter().any(|c| c.status() == Some("ACTIVE")) {
+            return Ok(super::removed(ctx, "cluster", &[]));
+        }
+        ecs.delete_cluster()
+            .cluster(&name)
+            .send()
+            .await
+            .or_absent("ecs:DeleteCluster", &["ClusterNotFoundException"])?;
+        Ok(super::removed(ctx, "cluster", &[name]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
     DesiredStatus, LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, Service,
 };
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -57,6 +57,52 @@ pub struct EcsService;
 impl Step for EcsService {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.service";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs
+            .describe_services()
+            .cluster(&p.cluster)
+            .services(&name)
+            .send()
+            .await
+            .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
+        let active = found.is_some_and(|f| f.services().iter().any(|s| s.status() == Some("ACTIVE")));
+        if active {
+            ctx.progress(format!("deleting service {name}"));
+            ecs.delete_service()
+                .cluster(&p.cluster)
+                .service(&name)
+                .force(true)
+                .send()
+                .await
+                .or_absent("ecs:DeleteService", &["ServiceNotFoundException", "ServiceNotActiveException"])?;
+        }
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(1200));
+        wait::until(ctx, &format!("service {name}"), limit, wait::interval(Duration::from_secs(15)), || {
+            let (ecs, cluster, name) = (ecs.clone(), p.cluster.clone(), name.clone());
+            async move {
+                let d = ecs
+                    .describe_services()
+                    .cluster(&cluster)
+                    .services(&name)
+                    .send()
+                    .await
+                    .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
+                let status = d.and_then(|d| d.services().first().and_then(|s| s.status().map(String::from)));
+                Ok(match status.as_deref() {
+                    None | Some("INACTIVE") => Poll::Ready(()),
+                    Some(s) => Poll::Pending(s.to_lowercase()),
+                })
+            }
+        })
+        .await?;
+        Ok(super::removed(ctx, "service", &if active { vec![name] } else { Vec::new() }))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

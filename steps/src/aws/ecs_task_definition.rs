@@ -10,7 +10,7 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping, Secret,
     TaskDefinitionField,
 };
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
@@ -59,6 +59,32 @@ pub struct TaskDefinition;
 impl Step for TaskDefinition {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.task_definition";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let family = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let listed = ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .or_step_error("ecs:ListTaskDefinitions")?;
+        let mut ids = Vec::new();
+        // The prefix also matches `<family>-x`: keep this family's revisions only.
+        for arn in listed.task_definition_arns().iter().filter(|a| a.contains(&format!("/{family}:"))) {
+            ecs.deregister_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+                .or_absent("ecs:DeregisterTaskDefinition", &["ClientException"])?;
+            ids.push(arn.clone());
+        }
+        Ok(super::removed(ctx, "task definition revision", &ids))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

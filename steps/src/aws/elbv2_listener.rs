@@ -3,7 +3,7 @@
 //! that drifted is put back.
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -32,6 +32,32 @@ pub struct Listener;
 impl Step for Listener {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.listener";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_listeners()
+            .load_balancer_arn(&p.load_balancer_arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeListeners", &["LoadBalancerNotFound", "ListenerNotFound"])?;
+        let Some(arn) = found.and_then(|f| {
+            f.listeners()
+                .iter()
+                .find(|l| l.port() == Some(i32::from(p.port)))
+                .and_then(|l| l.listener_arn().map(String::from))
+        }) else {
+            return Ok(super::removed(ctx, "listener", &[]));
+        };
+        elb.delete_listener()
+            .listener_arn(&arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DeleteListener", &["ListenerNotFound"])?;
+        Ok(super::removed(ctx, "listener", &[arn]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -3,7 +3,7 @@
 //! listener: found there, adopted, or put back when its paths or target drifted.
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, PathPatternConditionConfig, Rule, RuleCondition};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -27,6 +27,33 @@ pub struct ListenerRule;
 impl Step for ListenerRule {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.listener_rule";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_rules()
+            .listener_arn(&p.listener_arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeRules", &["ListenerNotFound"])?;
+        let priority = p.priority.to_string();
+        let Some(arn) = found.and_then(|f| {
+            f.rules()
+                .iter()
+                .find(|r| r.priority() == Some(priority.as_str()))
+                .and_then(|r| r.rule_arn().map(String::from))
+        }) else {
+            return Ok(super::removed(ctx, "listener rule", &[]));
+        };
+        elb.delete_rule()
+            .rule_arn(&arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DeleteRule", &["RuleNotFound"])?;
+        Ok(super::removed(ctx, "listener rule", &[format!("{priority} ({arn})")]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

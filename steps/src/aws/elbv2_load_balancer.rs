@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum};
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -34,6 +34,49 @@ pub struct LoadBalancer;
 impl Step for LoadBalancer {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.load_balancer";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        let Some(arn) =
+            found.and_then(|f| f.load_balancers().first().and_then(|l| l.load_balancer_arn().map(String::from)))
+        else {
+            return Ok(super::removed(ctx, "load balancer", &[]));
+        };
+        ctx.progress(format!("deleting load balancer {name}"));
+        elb.delete_load_balancer()
+            .load_balancer_arn(&arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DeleteLoadBalancer", &["LoadBalancerNotFound"])?;
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(600));
+        wait::until(ctx, &format!("load balancer {name}"), limit, wait::interval(Duration::from_secs(10)), || {
+            let (elb, name) = (elb.clone(), name.clone());
+            async move {
+                let d = elb
+                    .describe_load_balancers()
+                    .names(&name)
+                    .send()
+                    .await
+                    .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+                Ok(match d.and_then(|d| d.load_balancers().first().cloned()) {
+                    None => Poll::Ready(()),
+                    Some(_) => Poll::Pending("deleting".into()),
+                })
+            }
+        })
+        .await?;
+        Ok(super::removed(ctx, "load balancer", &[name]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -2,7 +2,7 @@
 //! tasks register in), named `<stack>-<step>`, with its health check converged.
 
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetTypeEnum};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -45,6 +45,31 @@ pub struct TargetGroupKind;
 impl Step for TargetGroupKind {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.target_group";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_target_groups()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let Some(arn) =
+            found.and_then(|f| f.target_groups().first().and_then(|t| t.target_group_arn().map(String::from)))
+        else {
+            return Ok(super::removed(ctx, "target group", &[]));
+        };
+        elb.delete_target_group()
+            .target_group_arn(&arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DeleteTargetGroup", &["TargetGroupNotFound"])?;
+        Ok(super::removed(ctx, "target group", &[name]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -2,7 +2,7 @@
 //! ECS task execution role: pull from ECR, read the stack's secrets, write
 //! logs), with managed policies attached and one inline policy kept as declared.
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -38,6 +38,42 @@ const INLINE: &str = "ca-a2a-flow";
 impl Step for Role {
     type Params = Params;
     const KIND: &'static str = "aws.iam.role";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(64);
+        let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
+        if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
+            return Ok(super::removed(ctx, "role", &[]));
+        }
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .or_step_error("iam:ListAttachedRolePolicies")?;
+        for policy in attached.attached_policies().iter().filter_map(|a| a.policy_arn()) {
+            iam.detach_role_policy()
+                .role_name(&name)
+                .policy_arn(policy)
+                .send()
+                .await
+                .or_absent("iam:DetachRolePolicy", &["NoSuchEntity"])?;
+        }
+        let inline = iam.list_role_policies().role_name(&name).send().await.or_step_error("iam:ListRolePolicies")?;
+        for policy in inline.policy_names() {
+            iam.delete_role_policy()
+                .role_name(&name)
+                .policy_name(policy)
+                .send()
+                .await
+                .or_absent("iam:DeleteRolePolicy", &["NoSuchEntity"])?;
+        }
+        iam.delete_role().role_name(&name).send().await.or_absent("iam:DeleteRole", &["NoSuchEntity"])?;
+        Ok(super::removed(ctx, "role", &[name]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

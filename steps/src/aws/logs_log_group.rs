@@ -1,6 +1,6 @@
 //! `aws.logs.log_group`: a CloudWatch Logs group with its retention kept.
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -31,6 +31,19 @@ pub struct LogGroup;
 impl Step for LogGroup {
     type Params = Params;
     const KIND: &'static str = "aws.logs.log_group";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
+        let gone = logs
+            .delete_log_group()
+            .log_group_name(&p.name)
+            .send()
+            .await
+            .or_absent("logs:DeleteLogGroup", &["ResourceNotFoundException"])?;
+        Ok(super::removed(ctx, "log group", &gone.map(|_| vec![p.name.clone()]).unwrap_or_default()))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -89,6 +89,47 @@ pub async fn ecs(region: Option<&str>) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::new(&config(region).await)
 }
 
+/// What a `destroy` returns: what it deleted (or found already gone), logged.
+pub fn removed(ctx: &ca_a2a_flow_engine::StepContext, what: &str, ids: &[String]) -> ca_a2a_flow_engine::Outputs {
+    if ids.is_empty() {
+        ctx.log(format!("{what}: nothing to delete (already gone)"));
+    } else {
+        ctx.log(format!("deleted {what} {}", ids.join(", ")));
+    }
+    ca_a2a_flow_engine::Outputs::from([("deleted".to_string(), serde_json::json!(ids))])
+}
+
+/// What a `destroy` kept on purpose (data, images), logged with the flag that deletes it.
+pub fn kept(ctx: &ca_a2a_flow_engine::StepContext, what: &str, flag: &str) -> ca_a2a_flow_engine::Outputs {
+    ctx.log(format!("kept {what} (pass {flag} to delete it)"));
+    ca_a2a_flow_engine::Outputs::from([("kept".to_string(), serde_json::json!(what))])
+}
+
+/// Releases the Elastic IPs a step owns (a destroy).
+pub async fn release_addresses(
+    ctx: &ca_a2a_flow_engine::StepContext,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &Owner,
+) -> Result<ca_a2a_flow_engine::Outputs, ca_a2a_flow_engine::StepError> {
+    let found = ec2
+        .describe_addresses()
+        .set_filters(Some(owner.ec2_filters()))
+        .send()
+        .await
+        .or_step_error("ec2:DescribeAddresses")?;
+    let mut ids = Vec::new();
+    for a in found.addresses() {
+        let id = a.allocation_id().unwrap_or_default().to_string();
+        ec2.release_address()
+            .allocation_id(&id)
+            .send()
+            .await
+            .or_absent("ec2:ReleaseAddress", &["InvalidAllocationID.NotFound"])?;
+        ids.push(id);
+    }
+    Ok(removed(ctx, "Elastic IP", &ids))
+}
+
 /// An SDK builder's result: a missing required field is a bug of the step
 /// kind, reported as fatal.
 pub fn built<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, ca_a2a_flow_engine::StepError> {

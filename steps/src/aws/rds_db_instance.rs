@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -67,6 +67,59 @@ pub struct DbInstance;
 impl Step for DbInstance {
     type Params = Params;
     const KIND: &'static str = "aws.rds.db_instance";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let id = owner.short_name(63);
+        let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
+        let absent = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
+        let found = rds
+            .describe_db_instances()
+            .db_instance_identifier(&id)
+            .send()
+            .await
+            .or_absent("rds:DescribeDBInstances", absent)?;
+        let Some(db) = found.and_then(|f| f.db_instances().first().cloned()) else {
+            return Ok(super::removed(ctx, "DB instance", &[]));
+        };
+        if db.db_instance_status() != Some("deleting") {
+            let mut delete = rds.delete_db_instance().db_instance_identifier(&id);
+            if o.skip_final_snapshot {
+                delete = delete.skip_final_snapshot(true);
+            } else {
+                // The same name on every attempt of this destroy run.
+                let snapshot = format!("{id}-final-{}", ctx.run_id);
+                ctx.log(format!("final snapshot: {snapshot}"));
+                delete = delete.final_db_snapshot_identifier(snapshot);
+            }
+            ctx.progress(format!("deleting DB instance {id}"));
+            delete.send().await.or_absent("rds:DeleteDBInstance", absent)?;
+        }
+        let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(40 * 60));
+        wait::until(ctx, &format!("rds {id}"), limit, wait::interval(Duration::from_secs(20)), || {
+            let (rds, id) = (rds.clone(), id.clone());
+            async move {
+                let d = rds
+                    .describe_db_instances()
+                    .db_instance_identifier(&id)
+                    .send()
+                    .await
+                    .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+                Ok(
+                    match d
+                        .and_then(|d| d.db_instances().first().and_then(|db| db.db_instance_status().map(String::from)))
+                    {
+                        None => Poll::Ready(()),
+                        Some(status) => Poll::Pending(status),
+                    },
+                )
+            }
+        })
+        .await?;
+        Ok(super::removed(ctx, "DB instance", &[id]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -28,6 +28,21 @@ pub struct DbSubnetGroup;
 impl Step for DbSubnetGroup {
     type Params = Params;
     const KIND: &'static str = "aws.rds.db_subnet_group";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
+        let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
+        let gone = rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(&name)
+            .send()
+            .await
+            .or_absent("rds:DeleteDBSubnetGroup", &["DBSubnetGroupNotFoundFault"])?;
+        Ok(super::removed(ctx, "DB subnet group", &gone.map(|_| vec![name]).unwrap_or_default()))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

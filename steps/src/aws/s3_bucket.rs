@@ -8,7 +8,7 @@ use aws_sdk_s3::types::{
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
 };
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -37,6 +37,52 @@ pub struct Bucket;
 impl Step for Bucket {
     type Params = Params;
     const KIND: &'static str = "aws.s3.bucket";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
+        if !o.delete_data {
+            return Ok(super::kept(ctx, &format!("bucket {} and its data", p.name), "--delete-data"));
+        }
+        let config = super::config(p.region.as_deref()).await;
+        let s3_config =
+            aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let name = &p.name;
+        let mut removed = 0usize;
+        loop {
+            let listed = match s3.list_object_versions().bucket(name).send().await {
+                Ok(l) => l,
+                Err(e)
+                    if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+                        == Some("NoSuchBucket") =>
+                {
+                    return Ok(super::removed(ctx, "bucket", &[]));
+                }
+                Err(e) => return Err(super::classify(&super::failure("s3:ListObjectVersions", &e))),
+            };
+            let mut objects = Vec::new();
+            let versions = listed.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = listed.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            for (key, version) in versions.chain(markers) {
+                let id = aws_sdk_s3::types::ObjectIdentifier::builder()
+                    .set_key(key.map(String::from))
+                    .set_version_id(version.map(String::from));
+                objects.push(built("object", id.build())?);
+            }
+            if objects.is_empty() {
+                break;
+            }
+            removed += objects.len();
+            ctx.progress(format!("bucket {name}: deleting {} object versions", objects.len()));
+            let batch =
+                built("delete", aws_sdk_s3::types::Delete::builder().set_objects(Some(objects)).quiet(true).build())?;
+            s3.delete_objects().bucket(name).delete(batch).send().await.or_step_error("s3:DeleteObjects")?;
+        }
+        s3.delete_bucket().bucket(name).send().await.or_absent("s3:DeleteBucket", &["NoSuchBucket"])?;
+        ctx.log(format!("bucket {name}: {removed} object versions deleted"));
+        Ok(super::removed(ctx, "bucket", &[name.clone()]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

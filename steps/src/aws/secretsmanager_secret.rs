@@ -4,7 +4,7 @@
 //! an output. A secret scheduled for deletion is restored, not recreated under
 //! a new name. An existing secret's value is never changed by a run.
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -41,6 +41,36 @@ pub struct SecretKind;
 impl Step for SecretKind {
     type Params = Params;
     const KIND: &'static str = "aws.secretsmanager.secret";
+
+    const DESTROYS: bool = true;
+
+    async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = format!("{}/{}", owner.stack, owner.step);
+        let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
+        let found = sm
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        let Some(found) = found else { return Ok(super::removed(ctx, "secret", &[])) };
+        if found.deleted_date().is_some() && !o.force_delete_secrets {
+            ctx.log(format!("secret {name} is already scheduled for deletion"));
+            return Ok(super::removed(ctx, "secret", &[name]));
+        }
+        let mut delete = sm.delete_secret().secret_id(&name);
+        delete = if o.force_delete_secrets {
+            delete.force_delete_without_recovery(true)
+        } else {
+            delete.recovery_window_in_days(7)
+        };
+        delete.send().await.or_absent("secretsmanager:DeleteSecret", &["ResourceNotFoundException"])?;
+        if !o.force_delete_secrets {
+            ctx.log(format!("secret {name}: deleted in 7 days; until then `aws secretsmanager restore-secret --secret-id {name}` brings it back"));
+        }
+        Ok(super::removed(ctx, "secret", &[name]))
+    }
 
     fn doc(&self) -> KindDoc {
         KindDoc {

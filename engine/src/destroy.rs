@@ -1,0 +1,85 @@
+//! A destroy run: the reverse of a deploy run, itself a durable run like any
+//! other (checkpointed, resumable, killed at any instant without harm). Each
+//! step of the deploy that started and whose kind destroys becomes a step
+//! `destroy:<kind>` with the same id and the parameters the deploy resolved;
+//! it runs after the destroy of every step that depended on it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value as Json, json};
+
+use crate::kind::{DESTROY_PREFIX, DestroyOptions, Registry};
+use crate::model::{StepDef, Workflow};
+use crate::store::{RunRecord, StepRecord, StepStatus};
+use crate::template::Scope;
+
+/// The destroy workflow of `run`, or why one cannot be made.
+pub fn plan(
+    run: &RunRecord,
+    steps: &[StepRecord],
+    registry: &Registry,
+    options: &DestroyOptions,
+) -> Result<Workflow, Vec<String>> {
+    let def = &run.definition;
+    let started: Vec<&str> =
+        steps.iter().filter(|s| s.first_started_at.is_some()).map(|s| s.step_id.as_str()).collect();
+    let outputs: BTreeMap<String, BTreeMap<String, Json>> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Succeeded)
+        .filter_map(|s| s.outputs.clone().map(|o| (s.step_id.clone(), o)))
+        .collect();
+    let secret = |step: &str, key: &str| def.step(step).is_some_and(|s| s.secret_outputs.iter().any(|k| k == key));
+    let env = |name: &str| std::env::var(name).ok();
+    let scope = Scope {
+        run_id: &run.id,
+        run_name: &run.workflow_name,
+        inputs: &run.inputs,
+        outputs: &outputs,
+        secret: &secret,
+        env: &env,
+    };
+    let destroys =
+        |s: &StepDef| started.contains(&s.id.as_str()) && registry.get(&s.uses).is_some_and(|k| k.destroys());
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for s in def.steps.iter().filter(|s| destroys(s)) {
+        let params = match scope.resolve(&s.with) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("step `{}`: {e}", s.id));
+                continue;
+            }
+        };
+        // Destroyed after everything that was built on it.
+        let needs: Vec<String> = def
+            .with_dependents(std::slice::from_ref(&s.id))
+            .into_iter()
+            .filter(|d| *d != s.id && def.step(d).is_some_and(destroys))
+            .collect();
+        let mut retry = s.retry.clone();
+        retry.max_attempts = retry.max_attempts.max(5);
+        out.push(StepDef {
+            id: s.id.clone(),
+            uses: format!("{DESTROY_PREFIX}{}", s.uses),
+            description: Some(format!("destroy what `{}` ({}) made", s.id, s.uses)),
+            with: json!({ "params": params, "options": options }),
+            needs,
+            timeout: s.timeout,
+            attempt_timeout: s.attempt_timeout,
+            retry,
+            secret_outputs: Vec::new(),
+            source: format!("destroy of run {} ({})", run.id, s.source),
+            loc: Default::default(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Workflow {
+        name: format!("destroy {}", run.workflow_name),
+        description: Some(format!("destroy of run {}", run.id)),
+        file: String::new(),
+        inputs: BTreeMap::new(),
+        steps: out,
+    })
+}
