@@ -89,6 +89,17 @@ pub enum Command {
     },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
+    /// Estimate a workflow's monthly AWS cost, per resource (no AWS call).
+    Cost {
+        file: PathBuf,
+        #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
+        inputs: Vec<(String, String)>,
+        /// The region to price (default: the workflow's `region` input, then AWS_REGION).
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Check a workflow file and report every problem; runs nothing.
     Validate { file: PathBuf },
     /// Print a workflow's dependency graph.

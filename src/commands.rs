@@ -67,6 +67,17 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Steps { what } => steps_command(&registry, what),
+        Command::Cost { file, inputs, region, output } => {
+            let wf = load_file(&file, &registry)?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let region = region
+                .or_else(|| inputs.get("region").and_then(|r| r.as_str()).map(String::from))
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .ok_or_else(|| CliError::Usage("no region to price: pass --region or --input region=...".into()))?;
+            let estimate = ca_a2a_flow_steps::aws::cost::estimate(&wf, &inputs, &region).map_err(CliError::Usage)?;
+            print_cost(&estimate, output);
+            Ok(())
+        }
         Command::Run { file, inputs, parallelism } => {
             let wf = load_file(&file, &registry)?;
             let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
@@ -122,6 +133,33 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             cancel(store, registry, &run_id, ttl).await
         }
     }
+}
+
+fn print_cost(e: &ca_a2a_flow_steps::aws::cost::Estimate, output: Output) {
+    if output == Output::Json {
+        out!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
+        return;
+    }
+    out!("monthly estimate, {} (prices checked {}), USD", e.region, e.prices_checked);
+    out!("");
+    out!("{:<22} {:<26} {:>9}  {}", "STEP", "KIND", "MONTHLY", "HOW");
+    for l in &e.lines {
+        out!("{:<22} {:<26} {:>9.2}  {}", l.step, l.kind, l.monthly, l.detail);
+    }
+    out!("");
+    out!("{:<49} {:>9.2}", "total", e.total);
+    out!("{:<49} {:>9.2}", "total without the database", e.total_without_databases);
+    let a = &e.assumptions;
+    out!("");
+    out!(
+        "assumed usage: NAT {} GB/month processed, {} ALB LCU on average, S3 {} GB, {} GB logs per group, {} GB per image repository",
+        a.nat_data_gb,
+        a.alb_lcu,
+        a.s3_gb,
+        a.log_ingest_gb_per_group,
+        a.ecr_gb_per_repository
+    );
+    out!("prices: {}", e.prices_source);
 }
 
 /// The destroy workflow of a deploy run, after the user said yes; `None` when

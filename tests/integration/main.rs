@@ -9,6 +9,7 @@ mod aws_network;
 mod faults;
 
 mod changes;
+mod cost;
 mod crash;
 mod dag;
 mod deadlines;

@@ -11,6 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub mod checks;
 pub mod classify;
+pub mod cost;
 pub mod owner;
 pub mod wait;
 
