@@ -89,6 +89,18 @@ pub enum Command {
     },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
+    /// What a run would do: the steps in waves and, with read-only calls, per step
+    /// `create`, `adopt`, `update` (with old and new values) or `conflict`.
+    Plan {
+        file: PathBuf,
+        #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
+        inputs: Vec<(String, String)>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        /// Only the waves: no call to AWS.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Estimate a workflow's monthly AWS cost, per resource (no AWS call).
     Cost {
         file: PathBuf,
@@ -125,6 +137,14 @@ pub enum StepsCommand {
 pub enum Output {
     Text,
     Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Mermaid,
+    Dot,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

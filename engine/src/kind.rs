@@ -165,6 +165,11 @@ pub trait Step: Send + Sync + 'static {
 
     fn run(&self, ctx: &StepContext, params: Self::Params) -> impl Future<Output = Result<Outputs, StepError>> + Send;
 
+    /// What a run would do, found with read-only calls only (`ca-a2a-flow plan`).
+    fn plan(&self, _ctx: &StepContext, _params: Self::Params) -> impl Future<Output = Result<Plan, StepError>> + Send {
+        async { Ok(Plan::none("makes no cloud resource")) }
+    }
+
     /// Whether this kind removes what it made (`ca-a2a-flow destroy`).
     const DESTROYS: bool = false;
 
@@ -178,6 +183,54 @@ pub trait Step: Send + Sync + 'static {
         _options: &DestroyOptions,
     ) -> impl Future<Output = Result<Outputs, StepError>> + Send {
         async { Ok(Outputs::new()) }
+    }
+}
+
+/// What a run would do to a step's resource, as read-only calls found it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub action: PlanAction,
+    /// What differs (`memory: 512 -> 1024`), or why (`owned by stack x`).
+    pub changes: Vec<String>,
+    /// The step's outputs will differ from the last run's (a new task
+    /// definition revision): steps that use them change too.
+    #[serde(default)]
+    pub new_outputs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanAction {
+    /// Nothing found: the run creates it.
+    Create,
+    /// Found, owned by this stack, as declared.
+    Adopt,
+    /// Found, owned by this stack, with settings the run changes.
+    Update,
+    /// Found but not usable: owned by another stack or by nobody, or a setting
+    /// that cannot change. The run would fail.
+    Conflict,
+    /// This kind makes nothing (or cannot be checked before its inputs exist).
+    None,
+}
+
+impl Plan {
+    pub fn create() -> Self {
+        Self { action: PlanAction::Create, changes: Vec::new(), new_outputs: false }
+    }
+    pub fn adopt() -> Self {
+        Self { action: PlanAction::Adopt, changes: Vec::new(), new_outputs: false }
+    }
+    pub fn none(why: impl Into<String>) -> Self {
+        Self { action: PlanAction::None, changes: vec![why.into()], new_outputs: false }
+    }
+    pub fn conflict(why: impl Into<String>) -> Self {
+        Self { action: PlanAction::Conflict, changes: vec![why.into()], new_outputs: false }
+    }
+    /// Update when `changes` is not empty, else adopt.
+    pub fn changes(changes: Vec<String>) -> Self {
+        let action = if changes.is_empty() { PlanAction::Adopt } else { PlanAction::Update };
+        Self { action, changes, new_outputs: false }
     }
 }
 
@@ -210,6 +263,8 @@ pub trait ErasedKind: Send + Sync {
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
     fn destroys(&self) -> bool;
+    /// Runs `plan`; parameters that do not fit yet (they need outputs no run made) give `PlanAction::None`.
+    fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>>;
     /// Runs `destroy` with `{ "params": …, "options": … }`.
     fn execute_destroy<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
 }
@@ -249,6 +304,14 @@ impl<S: Step> ErasedKind for S {
     }
     fn destroys(&self) -> bool {
         S::DESTROYS
+    }
+    fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
+        Box::pin(async move {
+            match serde_path_to_error::deserialize::<_, S::Params>(params) {
+                Ok(typed) => self.plan(ctx, typed).await,
+                Err(e) => Ok(Plan::none(format!("`{}` is known only once earlier steps ran", e.path()))),
+            }
+        })
     }
     fn execute_destroy<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
@@ -291,6 +354,9 @@ impl ErasedKind for Undo {
     }
     fn destroys(&self) -> bool {
         false
+    }
+    fn execute_plan<'a>(&'a self, _ctx: &'a StepContext, _params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
+        Box::pin(async { Ok(Plan::none("a destroy step")) })
     }
     fn execute_destroy<'a>(
         &'a self,

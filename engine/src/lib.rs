@@ -21,8 +21,8 @@ pub mod yaml;
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
 pub use kind::{
-    DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Registry, Step,
-    StepContext, StepError, StepView, WorkflowCheck,
+    DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
+    Registry, Step, StepContext, StepError, StepView, WorkflowCheck,
 };
 pub use load::{load, resolve_inputs};
 pub use model::{RetryPolicy, StepDef, Workflow};

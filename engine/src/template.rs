@@ -122,6 +122,17 @@ impl Scope<'_> {
         }
     }
 
+    /// Resolves what can be resolved now and leaves the rest as written (a
+    /// value that needs outputs no run has made yet).
+    pub fn resolve_partial(&self, value: &Json) -> Json {
+        match value {
+            Json::String(s) if contains_template(s) => self.resolve(value).unwrap_or_else(|_| value.clone()),
+            Json::Array(items) => Json::Array(items.iter().map(|v| self.resolve_partial(v)).collect()),
+            Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), self.resolve_partial(v))).collect()),
+            other => other.clone(),
+        }
+    }
+
     /// Resolves every template in `value`.
     pub fn resolve(&self, value: &Json) -> Result<Json, String> {
         match value {

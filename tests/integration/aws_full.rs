@@ -844,3 +844,83 @@ fn a_destroy_killed_at_each_of_four_points_resumes_and_leaves_nothing() {
         expect_nothing_left(&stack, false);
     }
 }
+
+fn plan(env: &Env, stack: &str, endpoint: &str, extra: &[&str]) -> serde_json::Value {
+    let stack = format!("stack={stack}");
+    let mut args = vec!["plan", FULL, "--input", &stack, "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint)]);
+    out.expect_success();
+    out.json()
+}
+
+/// `(step, action)` of every step that makes a resource.
+fn actions(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] != "none")
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s["action"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn plan_says_create_then_adopt_then_update_for_exactly_what_changed_and_never_writes() {
+    let proxy = FaultProxy::start(&moto(), Vec::new());
+    let env = Env::sqlite();
+    let stack = unique_stack("plan");
+
+    let fresh = plan(&env, &stack, &proxy.url, &[]);
+    let fresh = actions(&fresh);
+    assert_eq!(fresh.len(), 55, "every step that makes a resource");
+    assert!(fresh.iter().all(|(_, a)| a == "create"), "a fresh stack: all create: {fresh:?}");
+
+    deploy(&env, &stack, None, &[]).expect_success();
+    let deployed = actions(&plan(&env, &stack, &proxy.url, &[]));
+    assert!(deployed.iter().all(|(_, a)| a == "adopt"), "after the deploy: all adopt: {deployed:?}");
+
+    let bigger = plan(&env, &stack, &proxy.url, &["--input", "agent_memory=1024"]);
+    let mut updated: Vec<String> =
+        actions(&bigger).into_iter().filter(|(_, a)| a != "adopt").map(|(s, a)| format!("{s}:{a}")).collect();
+    updated.sort();
+    assert_eq!(
+        updated,
+        [
+            "archivist-task:update",
+            "archivist:update",
+            "extractor-task:update",
+            "extractor:update",
+            "orchestrator-task:update",
+            "orchestrator:update",
+            "validator-task:update",
+            "validator:update"
+        ],
+        "the four agents' task definitions change, and their services follow"
+    );
+    let task = bigger["steps"].as_array().unwrap().iter().find(|s| s["id"] == "orchestrator-task").unwrap();
+    assert!(task["changes"].as_array().unwrap().iter().any(|c| c == "memory: 512 -> 1024"), "{task}");
+
+    let writes: Vec<String> = proxy
+        .actions()
+        .into_iter()
+        .filter(|a| !["Describe", "Get", "List", "HEAD"].iter().any(|read| a.starts_with(read)))
+        .collect();
+    assert!(writes.is_empty(), "plan made only read-only calls: {writes:?}");
+    assert!(proxy.actions().len() > 50, "plan did look");
+}
+
+#[test]
+fn plan_as_mermaid_has_a_node_per_step_and_an_edge_per_dependency() {
+    let env = Env::sqlite();
+    let out = env.run(&["plan", FULL, "--offline", "--format", "mermaid"]);
+    out.expect_success();
+    let json = env.run(&["plan", FULL, "--offline", "--format", "json"]);
+    let steps = json.json()["steps"].as_array().unwrap().clone();
+    let edges: usize = steps.iter().map(|s| s["needs"].as_array().unwrap().len()).sum();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "flowchart TD");
+    assert_eq!(lines.iter().filter(|l| l.contains("[\"")).count(), steps.len(), "one node per step");
+    assert_eq!(lines.iter().filter(|l| l.contains(" --> ")).count(), edges, "one edge per dependency");
+    assert_eq!(json.json()["waves"].as_array().unwrap().len(), 9, "the full stack runs in 9 waves");
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use ca_a2a_flow_engine::Workflow;
-use ca_a2a_flow_engine::template::{Scope, contains_template};
+use ca_a2a_flow_engine::template::Scope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -90,7 +90,8 @@ pub fn estimate(wf: &Workflow, inputs: &BTreeMap<String, Json>, region: &str) ->
     let env = |_: &str| None;
     let secret = |_: &str, _: &str| false;
     let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
-    let params: BTreeMap<&str, Json> = wf.steps.iter().map(|s| (s.id.as_str(), resolved(&scope, &s.with))).collect();
+    let params: BTreeMap<&str, Json> =
+        wf.steps.iter().map(|s| (s.id.as_str(), scope.resolve_partial(&s.with))).collect();
     let num = |v: Option<&Json>, default: f64| v.and_then(Json::as_f64).unwrap_or(default);
     let mut lines = Vec::new();
     for s in &wf.steps {
@@ -182,17 +183,6 @@ pub fn estimate(wf: &Workflow, inputs: &BTreeMap<String, Json>, region: &str) ->
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// `with`, with every template that needs only inputs resolved (step outputs
-/// do not exist before a run; those values stay as they are).
-fn resolved(scope: &Scope<'_>, value: &Json) -> Json {
-    match value {
-        Json::String(s) if contains_template(s) => scope.resolve(value).unwrap_or_else(|_| value.clone()),
-        Json::Array(items) => Json::Array(items.iter().map(|v| resolved(scope, v)).collect()),
-        Json::Object(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), resolved(scope, v))).collect()),
-        other => other.clone(),
-    }
 }
 
 /// The step a parameter's template points at (`${{ steps.X.outputs.arn }}` -> X).

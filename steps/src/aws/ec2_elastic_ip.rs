@@ -3,7 +3,9 @@
 //! another (unused Elastic IPs are billed).
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -23,6 +25,21 @@ pub struct ElasticIp;
 impl Step for ElasticIp {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.elastic_ip";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_addresses()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeAddresses")?;
+        Ok(match one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", &owner)? {
+            None => Plan::create(),
+            Some(_) => Plan::adopt(),
+        })
+    }
 
     const DESTROYS: bool = true;
 

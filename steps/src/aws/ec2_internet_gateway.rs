@@ -3,7 +3,9 @@
 //! attachment is done before this step succeeds.
 
 use aws_sdk_ec2::types::ResourceType;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,6 +26,29 @@ pub struct InternetGateway;
 impl Step for InternetGateway {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.internet_gateway";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_internet_gateways()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeInternetGateways")?;
+        Ok(
+            match one_owned(
+                found.internet_gateways().to_vec(),
+                |g| g.internet_gateway_id(),
+                "internet gateway",
+                &owner,
+            )? {
+                None => Plan::create(),
+                Some(g) if g.attachments().is_empty() => Plan::changes(vec![format!("attach to {}", p.vpc_id)]),
+                Some(_) => Plan::adopt(),
+            },
+        )
+    }
 
     const DESTROYS: bool = true;
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{DomainType, Filter, NatGateway, NatGatewayState, ResourceType};
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -39,6 +41,28 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 impl Step for NatGatewayKind {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.nat_gateway";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
+        let mut filters = owner.ec2_filters();
+        filters.push(live);
+        let found = ec2
+            .describe_nat_gateways()
+            .set_filter(Some(filters))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeNatGateways")?;
+        let ours: Vec<NatGateway> = found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect();
+        Ok(match one_owned(ours, |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
+            None => Plan::create(),
+            Some(n) if n.state() == Some(&NatGatewayState::Failed) => {
+                Plan::changes(vec![format!("recreate: {} is failed", n.nat_gateway_id().unwrap_or("?"))])
+            }
+            Some(_) => Plan::adopt(),
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -3,7 +3,9 @@
 //! routes to another target are replaced, subnets are (re)associated.
 
 use aws_sdk_ec2::types::{Filter, ResourceType};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -40,6 +42,38 @@ pub struct RouteTable;
 impl Step for RouteTable {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.route_table";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_route_tables()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeRouteTables")?;
+        Ok(match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
+            None => Plan::create(),
+            Some(t) => {
+                let mut changes = Vec::new();
+                for want in &p.routes {
+                    let target = want.gateway_id.as_deref().or(want.nat_gateway_id.as_deref()).unwrap_or("?");
+                    let have =
+                        t.routes().iter().find(|r| r.destination_cidr_block() == Some(want.destination.as_str()));
+                    let now = have.and_then(|r| r.gateway_id().or(r.nat_gateway_id()));
+                    if now != Some(target) {
+                        changes.push(format!("route {}: {} -> {target}", want.destination, now.unwrap_or("none")));
+                    }
+                }
+                for subnet in &p.subnet_ids {
+                    if !t.associations().iter().any(|a| a.subnet_id() == Some(subnet.as_str())) {
+                        changes.push(format!("associate {subnet}"));
+                    }
+                }
+                Plan::changes(changes)
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -3,7 +3,9 @@
 //! does not declare are reported, not revoked (a person may have added them).
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -79,6 +81,27 @@ fn permission(rule: &Ingress) -> IpPermission {
 impl Step for SecurityGroup {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.security_group";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_security_groups()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSecurityGroups")?;
+        Ok(match one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)? {
+            None => Plan::create(),
+            Some(g) => {
+                let missing = p.ingress.iter().filter(|r| !allows(g.ip_permissions(), r));
+                let source = |r: &Ingress| r.cidr.clone().or(r.source_group_id.clone()).unwrap_or_default();
+                Plan::changes(
+                    missing.map(|r| format!("add ingress {}/{} from {}", r.protocol, r.port, source(r))).collect(),
+                )
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -2,7 +2,9 @@
 //! before anything is created.
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -28,6 +30,40 @@ pub struct Subnet;
 impl Step for Subnet {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.subnet";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_subnets()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSubnets")?;
+        Ok(match one_owned(found.subnets().to_vec(), |s| s.subnet_id(), "subnet", &owner)? {
+            None => Plan::create(),
+            Some(s)
+                if s.cidr_block() != Some(p.cidr.as_str())
+                    || s.availability_zone() != Some(p.availability_zone.as_str()) =>
+            {
+                Plan::conflict(format!(
+                    "{} in {} -> {} in {} (a subnet cannot move)",
+                    s.cidr_block().unwrap_or("?"),
+                    s.availability_zone().unwrap_or("?"),
+                    p.cidr,
+                    p.availability_zone
+                ))
+            }
+            Some(s) => {
+                let have = s.map_public_ip_on_launch().unwrap_or(false);
+                let mut changes = Vec::new();
+                if have != p.map_public_ip {
+                    changes.push(format!("map_public_ip: {have} -> {}", p.map_public_ip));
+                }
+                Plan::changes(changes)
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

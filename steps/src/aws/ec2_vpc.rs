@@ -2,7 +2,9 @@
 //! tags before anything is created, so a re-run or a resumed run adopts it.
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -33,6 +35,26 @@ pub struct Vpc;
 impl Step for Vpc {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.vpc";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        let found = ec2
+            .describe_vpcs()
+            .set_filters(Some(owner.ec2_filters()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeVpcs")?;
+        Ok(match one_owned(found.vpcs().to_vec(), |v| v.vpc_id(), "VPC", &owner)? {
+            None => Plan::create(),
+            Some(v) if v.cidr_block() != Some(p.cidr.as_str()) => Plan::conflict(format!(
+                "cidr: {} -> {} (a VPC's CIDR cannot change)",
+                v.cidr_block().unwrap_or("?"),
+                p.cidr
+            )),
+            Some(_) => Plan::adopt(),
+        })
+    }
 
     const DESTROYS: bool = true;
 

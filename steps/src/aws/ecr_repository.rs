@@ -1,7 +1,9 @@
 //! `aws.ecr.repository`: an ECR repository (scan on push), found by name.
 
 use aws_sdk_ecr::types::ImageScanningConfiguration;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -23,6 +25,17 @@ pub struct Repository;
 impl Step for Repository {
     type Params = Params;
     const KIND: &'static str = "aws.ecr.repository";
+
+    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
+        let found = ecr
+            .describe_repositories()
+            .repository_names(&p.name)
+            .send()
+            .await
+            .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
+        Ok(if found.is_some() { Plan::adopt() } else { Plan::create() })
+    }
 
     const DESTROYS: bool = true;
 

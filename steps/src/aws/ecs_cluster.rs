@@ -1,7 +1,9 @@
 //! `aws.ecs.cluster`: a Fargate cluster named `<stack>-<step>` (`ca-a2a-cluster`).
 
 use aws_sdk_ecs::types::ClusterSetting;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -24,6 +26,13 @@ pub struct Cluster;
 impl Step for Cluster {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.cluster";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
+        Ok(if found.clusters().iter().any(|c| c.status() == Some("ACTIVE")) { Plan::adopt() } else { Plan::create() })
+    }
 
     const DESTROYS: bool = true;
 

@@ -12,7 +12,9 @@ use aws_sdk_ecs::types::{
     DesiredStatus, LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, Service,
 };
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -57,6 +59,36 @@ pub struct EcsService;
 impl Step for EcsService {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.service";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let found = ecs
+            .describe_services()
+            .cluster(&p.cluster)
+            .services(&name)
+            .send()
+            .await
+            .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
+        let existing = found.and_then(|f| f.services().iter().find(|s| s.status() == Some("ACTIVE")).cloned());
+        Ok(match existing {
+            None => Plan::create(),
+            Some(s) => {
+                let mut changes = Vec::new();
+                if s.task_definition() != Some(p.task_definition_arn.as_str()) {
+                    changes.push(format!(
+                        "task definition: {} -> {}",
+                        s.task_definition().unwrap_or("?"),
+                        p.task_definition_arn
+                    ));
+                }
+                if s.desired_count() != p.desired_count as i32 {
+                    changes.push(format!("desired_count: {} -> {}", s.desired_count(), p.desired_count));
+                }
+                Plan::changes(changes)
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

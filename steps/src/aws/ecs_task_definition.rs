@@ -10,7 +10,9 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping, Secret,
     TaskDefinitionField,
 };
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
@@ -59,6 +61,61 @@ pub struct TaskDefinition;
 impl Step for TaskDefinition {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.task_definition";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let family = owner.name();
+        let ecs = super::ecs(p.region.as_deref()).await;
+        let digest = owner.client_token(&serde_json::to_string(&p).unwrap_or_default());
+        let latest = ecs
+            .describe_task_definition()
+            .task_definition(&family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .or_absent("ecs:DescribeTaskDefinition", &["ClientException"])?;
+        let Some(found) = latest else { return Ok(Plan::create()) };
+        if found.tags().iter().any(|t| t.key() == Some(TAG_DIGEST) && t.value() == Some(digest.as_str())) {
+            return Ok(Plan::adopt());
+        }
+        let mut changes = Vec::new();
+        if let Some(td) = found.task_definition() {
+            let (cpu, memory) = (p.cpu.to_string(), p.memory.to_string());
+            if td.cpu() != Some(cpu.as_str()) {
+                changes.push(format!("cpu: {} -> {cpu}", td.cpu().unwrap_or("?")));
+            }
+            if td.memory() != Some(memory.as_str()) {
+                changes.push(format!("memory: {} -> {memory}", td.memory().unwrap_or("?")));
+            }
+            for c in &p.containers {
+                match td.container_definitions().iter().find(|d| d.name() == Some(c.name.as_str())) {
+                    None => changes.push(format!("container {}: new", c.name)),
+                    Some(d) => {
+                        if d.image() != Some(c.image.as_str()) {
+                            changes.push(format!("{} image: {} -> {}", c.name, d.image().unwrap_or("?"), c.image));
+                        }
+                        for (k, v) in &c.environment {
+                            let now =
+                                d.environment().iter().find(|e| e.name() == Some(k.as_str())).and_then(|e| e.value());
+                            if now != Some(v.as_str()) {
+                                changes.push(format!("{} {k}: {} -> {v}", c.name, now.unwrap_or("unset")));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            changes.push("the definition differs from the latest revision's".into());
+        }
+        let mut plan = Plan::changes(changes);
+        plan.changes.insert(
+            0,
+            format!("register revision {} of {family}", found.task_definition().map(|t| t.revision() + 1).unwrap_or(1)),
+        );
+        plan.new_outputs = true;
+        Ok(plan)
+    }
 
     const DESTROYS: bool = true;
 

@@ -3,7 +3,9 @@
 //! that drifted is put back.
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -32,6 +34,28 @@ pub struct Listener;
 impl Step for Listener {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.listener";
+
+    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_listeners()
+            .load_balancer_arn(&p.load_balancer_arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeListeners", &["LoadBalancerNotFound", "ValidationError"])?;
+        let existing = found.and_then(|f| f.listeners().iter().find(|l| l.port() == Some(i32::from(p.port))).cloned());
+        Ok(match existing {
+            None => Plan::create(),
+            Some(l) => {
+                let now = l.default_actions().first().and_then(|a| a.target_group_arn()).unwrap_or("none");
+                if now == p.default_target_group_arn {
+                    Plan::adopt()
+                } else {
+                    Plan::changes(vec![format!("default target group: {now} -> {}", p.default_target_group_arn)])
+                }
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

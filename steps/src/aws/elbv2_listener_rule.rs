@@ -3,7 +3,9 @@
 //! listener: found there, adopted, or put back when its paths or target drifted.
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, PathPatternConditionConfig, Rule, RuleCondition};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -27,6 +29,35 @@ pub struct ListenerRule;
 impl Step for ListenerRule {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.listener_rule";
+
+    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_rules()
+            .listener_arn(&p.listener_arn)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeRules", &["ListenerNotFound", "ValidationError"])?;
+        let priority = p.priority.to_string();
+        let existing = found.and_then(|f| f.rules().iter().find(|r| r.priority() == Some(priority.as_str())).cloned());
+        Ok(match existing {
+            None => Plan::create(),
+            Some(rule) => {
+                let mut changes = Vec::new();
+                if paths(&rule) != p.path_patterns {
+                    changes.push(format!("path_patterns: {:?} -> {:?}", paths(&rule), p.path_patterns));
+                }
+                if target(&rule) != Some(p.target_group_arn.as_str()) {
+                    changes.push(format!(
+                        "target group: {} -> {}",
+                        target(&rule).unwrap_or("none"),
+                        p.target_group_arn
+                    ));
+                }
+                Plan::changes(changes)
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum};
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -34,6 +36,18 @@ pub struct LoadBalancer;
 impl Step for LoadBalancer {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.load_balancer";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        Ok(if found.is_some_and(|f| !f.load_balancers().is_empty()) { Plan::adopt() } else { Plan::create() })
+    }
 
     const DESTROYS: bool = true;
 

@@ -2,7 +2,9 @@
 //! tasks register in), named `<stack>-<step>`, with its health check converged.
 
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetTypeEnum};
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -45,6 +47,44 @@ pub struct TargetGroupKind;
 impl Step for TargetGroupKind {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.target_group";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).short_name(32);
+        let elb = super::elbv2(p.region.as_deref()).await;
+        let found = elb
+            .describe_target_groups()
+            .names(&name)
+            .send()
+            .await
+            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let Some(tg) = found.and_then(|f| f.target_groups().first().cloned()) else { return Ok(Plan::create()) };
+        if tg.port() != Some(i32::from(p.port)) {
+            return Ok(Plan::conflict(format!("port: {} -> {} (cannot change)", tg.port().unwrap_or(0), p.port)));
+        }
+        let mut changes = Vec::new();
+        if tg.health_check_path() != Some(p.health_check_path.as_str()) {
+            changes.push(format!(
+                "health_check_path: {} -> {}",
+                tg.health_check_path().unwrap_or("?"),
+                p.health_check_path
+            ));
+        }
+        if tg.health_check_interval_seconds() != Some(i32::from(p.health_check_interval)) {
+            changes.push(format!(
+                "health_check_interval: {} -> {}",
+                tg.health_check_interval_seconds().unwrap_or(0),
+                p.health_check_interval
+            ));
+        }
+        if tg.health_check_timeout_seconds() != Some(i32::from(p.health_check_timeout)) {
+            changes.push(format!(
+                "health_check_timeout: {} -> {}",
+                tg.health_check_timeout_seconds().unwrap_or(0),
+                p.health_check_timeout
+            ));
+        }
+        Ok(Plan::changes(changes))
+    }
 
     const DESTROYS: bool = true;
 

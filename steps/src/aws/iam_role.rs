@@ -2,7 +2,9 @@
 //! ECS task execution role: pull from ECR, read the stack's secrets, write
 //! logs), with managed policies attached and one inline policy kept as declared.
 
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -38,6 +40,25 @@ const INLINE: &str = "ca-a2a-flow";
 impl Step for Role {
     type Params = Params;
     const KIND: &'static str = "aws.iam.role";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).short_name(64);
+        let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
+        if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
+            return Ok(Plan::create());
+        }
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .or_step_error("iam:ListAttachedRolePolicies")?;
+        let missing = p
+            .managed_policy_arns
+            .iter()
+            .filter(|a| !attached.attached_policies().iter().any(|x| x.policy_arn() == Some(a.as_str())));
+        Ok(Plan::changes(missing.map(|a| format!("attach {a}")).collect()))
+    }
 
     const DESTROYS: bool = true;
 

@@ -1,6 +1,8 @@
 //! `aws.logs.log_group`: a CloudWatch Logs group with its retention kept.
 
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -31,6 +33,25 @@ pub struct LogGroup;
 impl Step for LogGroup {
     type Params = Params;
     const KIND: &'static str = "aws.logs.log_group";
+
+    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
+        let found = logs
+            .describe_log_groups()
+            .log_group_name_prefix(&p.name)
+            .send()
+            .await
+            .or_step_error("logs:DescribeLogGroups")?;
+        Ok(match found.log_groups().iter().find(|g| g.log_group_name() == Some(p.name.as_str())) {
+            None => Plan::create(),
+            Some(g) if g.retention_in_days() != Some(p.retention_days) => Plan::changes(vec![format!(
+                "retention_days: {} -> {}",
+                g.retention_in_days().map(|d| d.to_string()).unwrap_or("never expire".into()),
+                p.retention_days
+            )]),
+            Some(_) => Plan::adopt(),
+        })
+    }
 
     const DESTROYS: bool = true;
 

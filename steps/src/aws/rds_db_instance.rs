@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -67,6 +69,38 @@ pub struct DbInstance;
 impl Step for DbInstance {
     type Params = Params;
     const KIND: &'static str = "aws.rds.db_instance";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let id = Owner::new(&p.stack, ctx).short_name(63);
+        let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
+        let found = rds
+            .describe_db_instances()
+            .db_instance_identifier(&id)
+            .send()
+            .await
+            .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+        Ok(match found.and_then(|f| f.db_instances().first().cloned()) {
+            None => Plan::create(),
+            Some(db) => {
+                let mut changes = Vec::new();
+                if db.db_instance_class() != Some(p.instance_class.as_str()) {
+                    changes.push(format!(
+                        "instance_class: {} -> {} (not applied by a run)",
+                        db.db_instance_class().unwrap_or("?"),
+                        p.instance_class
+                    ));
+                }
+                if db.multi_az() != Some(p.multi_az) {
+                    changes.push(format!(
+                        "multi_az: {} -> {} (not applied by a run)",
+                        db.multi_az().unwrap_or(false),
+                        p.multi_az
+                    ));
+                }
+                Plan::changes(changes)
+            }
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -28,6 +30,38 @@ pub struct DbSubnetGroup;
 impl Step for DbSubnetGroup {
     type Params = Params;
     const KIND: &'static str = "aws.rds.db_subnet_group";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let name = Owner::new(&p.stack, ctx).name();
+        let config = super::config(p.region.as_deref()).await;
+        let rds = aws_sdk_rds::Client::new(&config);
+        let found = rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(&name)
+            .send()
+            .await
+            .or_absent("rds:DescribeDBSubnetGroups", &["DBSubnetGroupNotFoundFault"])?;
+        let Some(g) = found.and_then(|f| f.db_subnet_groups().first().cloned()) else { return Ok(Plan::create()) };
+        if p.subnet_ids.iter().any(|s| s.contains("${{")) {
+            return Ok(Plan::conflict(format!(
+                "DB subnet group {name} already exists (in {}) while the stack's subnets do not: it was left by an earlier deployment",
+                g.vpc_id().unwrap_or("?")
+            )));
+        }
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let subnets = ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(p.subnet_ids.clone()))
+            .send()
+            .await
+            .or_step_error("ec2:DescribeSubnets")?;
+        let vpc = subnets.subnets().first().and_then(|s| s.vpc_id()).unwrap_or_default();
+        Ok(if g.vpc_id() == Some(vpc) {
+            Plan::adopt()
+        } else {
+            Plan::conflict(format!("DB subnet group {name} is in {}, the subnets in {vpc}", g.vpc_id().unwrap_or("?")))
+        })
+    }
 
     const DESTROYS: bool = true;
 

@@ -8,7 +8,9 @@ use aws_sdk_s3::types::{
     PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
 };
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -37,6 +39,21 @@ pub struct Bucket;
 impl Step for Bucket {
     type Params = Params;
     const KIND: &'static str = "aws.s3.bucket";
+
+    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let config = super::config(p.region.as_deref()).await;
+        let s3_config =
+            aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        Ok(match s3.head_bucket().bucket(&p.name).send().await {
+            Ok(_) => Plan::adopt(),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Plan::create(),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+                Plan::conflict(format!("bucket {} belongs to another account", p.name))
+            }
+            Err(e) => return Err(super::classify(&super::failure("s3:HeadBucket", &e))),
+        })
+    }
 
     const DESTROYS: bool = true;
 

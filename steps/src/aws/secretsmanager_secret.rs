@@ -4,7 +4,9 @@
 //! an output. A secret scheduled for deletion is restored, not recreated under
 //! a new name. An existing secret's value is never changed by a run.
 
-use ca_a2a_flow_engine::{DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -41,6 +43,25 @@ pub struct SecretKind;
 impl Step for SecretKind {
     type Params = Params;
     const KIND: &'static str = "aws.secretsmanager.secret";
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let name = format!("{}/{}", owner.stack, owner.step);
+        let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
+        let found = sm
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        Ok(match found {
+            None => Plan::create(),
+            Some(s) if s.deleted_date().is_some() => {
+                Plan::changes(vec![format!("restore {name} (scheduled for deletion)")])
+            }
+            Some(_) => Plan::adopt(),
+        })
+    }
 
     const DESTROYS: bool = true;
 
