@@ -29,6 +29,10 @@ pub enum Command {
         /// An input value, `name=value` (repeatable).
         #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
         inputs: Vec<(String, String)>,
+        /// Go on although this preflight check fails (repeatable): region,
+        /// vpc-quota, eip-quota, permissions, disk, builder.
+        #[arg(long = "skip-preflight", value_name = "NAME", env = "CA_A2A_FLOW_SKIP_PREFLIGHT", value_delimiter = ',')]
+        skip_preflight: Vec<String>,
         /// How many independent steps may run at once.
         #[arg(long, default_value_t = 8)]
         parallelism: usize,

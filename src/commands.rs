@@ -14,6 +14,8 @@ use ca_a2a_flow_engine::{
 use serde_json::json;
 use tokio::sync::watch;
 
+use ca_a2a_flow_steps::aws::preflight;
+
 use crate::cli::{Cli, Command, GraphFormat, Output, PlanFormat, StepsCommand};
 
 /// `println!` for results on stdout, except that a reader that went away
@@ -70,13 +72,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Plan { file, inputs, format, offline } => {
             let wf = load_file(&file, &registry)?;
             let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
-            let plans = if offline {
-                BTreeMap::new()
+            let (plans, checks) = if offline {
+                (BTreeMap::new(), Vec::new())
             } else {
                 let store = open_store(state.as_deref()).await.ok();
-                plan_steps(&wf, &inputs, &registry, store.as_ref()).await
+                let plans = plan_steps(&wf, &inputs, &registry, store.as_ref()).await;
+                let known = match &store {
+                    Some(s) => known_stacks(s).await,
+                    None => Default::default(),
+                };
+                let checks = preflight::checks(&wf, &inputs, &plans, &[], &known).await;
+                (plans, checks)
             };
-            out!("{}", render_plan(&wf, &plans, format).trim_end());
+            out!("{}", render_plan(&wf, &plans, &checks, format).trim_end());
             Ok(())
         }
         Command::Cost { file, inputs, region, output } => {
@@ -90,10 +98,39 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             print_cost(&estimate, output);
             Ok(())
         }
-        Command::Run { file, inputs, parallelism } => {
+        Command::Run { file, inputs, parallelism, mut skip_preflight } => {
+            skip_preflight.retain(|n| !n.is_empty());
             let wf = load_file(&file, &registry)?;
             let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            if let Some(unknown) = skip_preflight.iter().find(|n| !preflight::NAMES.contains(&n.as_str())) {
+                return Err(CliError::Usage(format!(
+                    "--skip-preflight {unknown}: the checks are {}",
+                    preflight::NAMES.join(", ")
+                )));
+            }
             let store = open_store(state.as_deref()).await?;
+            if wf.steps.iter().any(|s| s.uses.starts_with("aws.")) {
+                // The quota checks count what the run creates: only they need the plan's calls.
+                let quotas = ["vpc-quota", "eip-quota"].iter().any(|q| !skip_preflight.iter().any(|s| s == q));
+                let plans =
+                    if quotas { plan_steps(&wf, &inputs, &registry, Some(&store)).await } else { BTreeMap::new() };
+                let known = known_stacks(&store).await;
+                let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known).await;
+                let failed: Vec<String> = checks
+                    .iter()
+                    .filter(|c| c.status == preflight::Status::Fail)
+                    .map(|c| format!("preflight `{}` failed: {}", c.name, c.message))
+                    .collect();
+                for c in checks.iter().filter(|c| c.status == preflight::Status::Warn) {
+                    eprintln!("preflight `{}`: warning: {}", c.name, c.message);
+                }
+                if !failed.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "{}\n  = nothing was created; fix the cause, or pass --skip-preflight NAME to go on anyway",
+                        failed.join("\n       ")
+                    )));
+                }
+            }
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
@@ -145,6 +182,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             cancel(store, registry, &run_id, ttl).await
         }
     }
+}
+
+/// The stacks this state store has runs of (their resources are not orphans).
+async fn known_stacks(store: &AnyStore) -> std::collections::BTreeSet<String> {
+    let runs = store.list_runs(10_000).await.unwrap_or_default();
+    runs.iter().filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from)).collect()
 }
 
 /// Outputs of the newest run of this workflow for the same stack: with them,
@@ -245,7 +288,12 @@ where
     out
 }
 
-fn render_plan(wf: &Workflow, plans: &BTreeMap<String, Plan>, format: PlanFormat) -> String {
+fn render_plan(
+    wf: &Workflow,
+    plans: &BTreeMap<String, Plan>,
+    checks: &[preflight::Check],
+    format: PlanFormat,
+) -> String {
     let action =
         |id: &str| plans.get(id).map(|p| format!("{:?}", p.action).to_lowercase()).unwrap_or_else(|| "?".into());
     let waves = wf.waves();
@@ -266,8 +314,10 @@ fn render_plan(wf: &Workflow, plans: &BTreeMap<String, Plan>, format: PlanFormat
                 })
                 .collect();
             let waves: Vec<Vec<&str>> = waves.iter().map(|w| w.iter().map(|s| s.id.as_str()).collect()).collect();
-            out = serde_json::to_string_pretty(&json!({ "workflow": wf.name, "waves": waves, "steps": steps }))
-                .unwrap_or_default();
+            out = serde_json::to_string_pretty(
+                &json!({ "workflow": wf.name, "waves": waves, "steps": steps, "preflight": checks }),
+            )
+            .unwrap_or_default();
         }
         PlanFormat::Mermaid => {
             out.push_str("flowchart TD\n");
@@ -310,6 +360,13 @@ fn render_plan(wf: &Workflow, plans: &BTreeMap<String, Plan>, format: PlanFormat
                 }
                 let summary: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
                 out.push_str(&format!("\nplan: {}\n", summary.join(", ")));
+            }
+            if !checks.is_empty() {
+                out.push_str("\npreflight\n");
+                for c in checks {
+                    let status = format!("{:?}", c.status).to_lowercase();
+                    out.push_str(&format!("  {status:<8} {:<12} {}\n", c.name, c.message));
+                }
             }
         }
     }

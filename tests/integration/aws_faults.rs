@@ -50,7 +50,9 @@ fn a_call_that_hangs_after_aws_acted_is_cut_at_its_deadline_and_the_retry_adopts
     let env = Env::sqlite();
     let stack = unique_stack("hang");
     // 5 s, far below the 30 s hang; not less, so a cold emulator's first calls are not cut too.
-    deploy(&env, &proxy, &stack, &[("CA_A2A_FLOW_AWS_CALL_TIMEOUT", "5s")]).expect_success();
+    // The preflight's dry-run CreateVpc would meet the hang instead of the step: skipped here.
+    let skip = ("CA_A2A_FLOW_SKIP_PREFLIGHT", "vpc-quota,eip-quota,permissions");
+    deploy(&env, &proxy, &stack, &[("CA_A2A_FLOW_AWS_CALL_TIMEOUT", "5s"), skip]).expect_success();
     expect_exactly_the_network(&ec2(), &stack);
     let run = env.only_run();
     let vpc = env.step(&run.id, "vpc");
@@ -74,7 +76,10 @@ fn access_denied_by_an_organisation_policy_is_fatal_and_names_the_action_and_the
     };
     let proxy = FaultProxy::start(&moto(), vec![rule]);
     let env = Env::sqlite();
-    let out = deploy(&env, &proxy, &unique_stack("denied"), &[]);
+    // The permission probe of preflight would refuse the run first (aws_full tests
+    // that): here the step itself meets the denial.
+    let skip = ("CA_A2A_FLOW_SKIP_PREFLIGHT", "vpc-quota,eip-quota,permissions");
+    let out = deploy(&env, &proxy, &unique_stack("denied"), &[skip]);
     out.expect_code(1);
     assert!(out.stderr.contains("ec2:CreateVpc failed: UnauthorizedOperation"), "{}", out.stderr);
     assert!(out.stderr.contains("request id fault-"), "{}", out.stderr);

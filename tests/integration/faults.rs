@@ -237,14 +237,17 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
     let Some(req) = read_request(&mut reader) else { return };
     let action = action_of(&req);
     let protocol = protocol_of(&req);
+    // Logged as `CreateVpc(dry-run)`: a permission probe that creates nothing.
+    let dry = String::from_utf8_lossy(&req.body).contains("DryRun=true");
+    let label = if dry { format!("{action}(dry-run)") } else { action.clone() };
     let answer = match pick(rules, &action) {
         Some((_, Fault::Throttle { .. })) => {
-            log.lock().unwrap().push(format!("{action}!throttled"));
+            log.lock().unwrap().push(format!("{label}!throttled"));
             let (status, code) = throttle_code(protocol);
             error_answer(protocol, status, code, "Rate exceeded")
         }
         Some((_, Fault::Error { status, code, message })) => {
-            log.lock().unwrap().push(format!("{action}!{code}"));
+            log.lock().unwrap().push(format!("{label}!{code}"));
             error_answer(protocol, status, code, &message)
         }
         Some((i, Fault::Rewrite { when, from, to })) => {
@@ -253,17 +256,17 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
             match rewrite(&answer, from, &to).filter(|_| asked) {
                 Some(changed) => {
                     used(&mut rules.lock().unwrap()[i]);
-                    log.lock().unwrap().push(format!("{action}!rewritten"));
+                    log.lock().unwrap().push(format!("{label}!rewritten"));
                     changed
                 }
                 None => {
-                    log.lock().unwrap().push(action.clone());
+                    log.lock().unwrap().push(label.clone());
                     answer
                 }
             }
         }
         Some((_, Fault::HangAfterForwarding(hold))) => {
-            log.lock().unwrap().push(format!("{action}!hung"));
+            log.lock().unwrap().push(format!("{label}!hung"));
             let answer = forward(upstream, &req);
             std::thread::sleep(hold);
             match answer {
@@ -272,7 +275,7 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
             }
         }
         None => {
-            log.lock().unwrap().push(action.clone());
+            log.lock().unwrap().push(label.clone());
             match forward(upstream, &req) {
                 Ok(a) => a,
                 Err(_) => return,

@@ -1,0 +1,217 @@
+//! Preflight: what can be known before a run creates anything, each check
+//! reported pass / warn / fail with its numbers. `plan` prints them; `run`
+//! performs them first and refuses on a failure (`--skip-preflight NAME`).
+//! The seed's failures they catch: a region whose VPC quota was used up by
+//! leftovers (VpcLimitExceeded), a region closed by an organisation policy
+//! (AccessDenied 45 minutes in), an availability zone that does not exist.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::Filter;
+use ca_a2a_flow_engine::template::Scope;
+use ca_a2a_flow_engine::{Plan, PlanAction, Workflow};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::{classify, failure};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub message: String,
+}
+
+/// The checks there are, for `--skip-preflight`.
+pub const NAMES: &[&str] = &["region", "vpc-quota", "eip-quota", "permissions", "disk", "builder"];
+
+/// Runs the checks for `wf` as `plans` would run it. Checks named in `skip`
+/// are reported as skipped.
+pub async fn checks(
+    wf: &Workflow,
+    inputs: &BTreeMap<String, Json>,
+    plans: &BTreeMap<String, Plan>,
+    skip: &[String],
+    known_stacks: &BTreeSet<String>,
+) -> Vec<Check> {
+    let outputs = BTreeMap::new();
+    let (secret, env) = (|_: &str, _: &str| false, |n: &str| std::env::var(n).ok());
+    let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
+    let steps: Vec<(&str, &str, Json)> =
+        wf.steps.iter().map(|s| (s.id.as_str(), s.uses.as_str(), scope.resolve_partial(&s.with))).collect();
+    if !steps.iter().any(|(_, kind, _)| kind.starts_with("aws.")) {
+        return Vec::new();
+    }
+    let creates = |kind: &str| {
+        wf.steps
+            .iter()
+            .filter(|s| s.uses == kind)
+            .filter(|s| plans.get(&s.id).is_none_or(|p| p.action == PlanAction::Create))
+            .count()
+    };
+    let region = steps
+        .iter()
+        .find_map(|(_, _, w)| w.get("region").and_then(Json::as_str).filter(|r| !r.contains("${{")).map(String::from));
+    let config = super::config(region.as_deref()).await;
+    let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let mut out = Vec::new();
+    let mut add = |name: &'static str, check: Option<Result<(Status, String), String>>| {
+        let (status, message) = match check {
+            None => (Status::Skipped, "skipped (--skip-preflight)".to_string()),
+            Some(Ok(c)) => c,
+            Some(Err(e)) => (Status::Warn, format!("could not check: {e}")),
+        };
+        out.push(Check { name, status, message });
+    };
+    // A skipped check makes no call at all.
+    let run = |name: &str| !skip.iter().any(|s| s == name);
+
+    let zones: BTreeSet<String> = steps
+        .iter()
+        .filter_map(|(_, _, w)| w.get("availability_zone").and_then(Json::as_str))
+        .filter(|z| !z.contains("${{"))
+        .map(String::from)
+        .collect();
+    add("region", if run("region") { Some(region_check(&ec2, &region, &zones).await) } else { None });
+    let vpcs = creates("aws.ec2.vpc");
+    add(
+        "vpc-quota",
+        if run("vpc-quota") { Some(vpc_quota(&config, &ec2, &region, vpcs, known_stacks).await) } else { None },
+    );
+    let eips = creates("aws.ec2.elastic_ip");
+    add("eip-quota", if run("eip-quota") { Some(eip_quota(&config, &ec2, &region, eips).await) } else { None });
+    add("permissions", if run("permissions") { Some(permissions(&ec2, &region, vpcs > 0).await) } else { None });
+    add("disk", Some(Ok((Status::Skipped, "no image build step runs here".into()))));
+    add("builder", Some(Ok((Status::Skipped, "no image build step runs here".into()))));
+    out
+}
+
+async fn region_check(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    zones: &BTreeSet<String>,
+) -> Result<(Status, String), String> {
+    if region.is_empty() {
+        return Ok((Status::Fail, "no region: pass --input region=..., or set AWS_REGION".into()));
+    }
+    let found = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(|e| classify(&failure("ec2:DescribeAvailabilityZones", &e)).message)?;
+    let known: BTreeSet<String> =
+        found.availability_zones().iter().filter_map(|z| z.zone_name()).map(String::from).collect();
+    let missing: Vec<&String> = zones.iter().filter(|z| !known.contains(*z)).collect();
+    if missing.is_empty() {
+        let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
+        Ok((Status::Pass, format!("{region}: availability zones {} exist", zones.join(", "))))
+    } else {
+        let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        Ok((Status::Fail, format!("{region} has no zone {}; it has {}", missing.join(", "), known.join(", "))))
+    }
+}
+
+/// A quota from Service Quotas, or AWS's documented default when it cannot say.
+async fn quota(config: &aws_config::SdkConfig, service: &str, code: &str, default: f64) -> (f64, &'static str) {
+    let sq = aws_sdk_servicequotas::Client::new(config);
+    match sq.get_service_quota().service_code(service).quota_code(code).send().await {
+        Ok(q) => match q.quota().and_then(|q| q.value()) {
+            Some(v) => (v, "Service Quotas"),
+            None => (default, "the documented default"),
+        },
+        Err(_) => (default, "the documented default"),
+    }
+}
+
+async fn vpc_quota(
+    config: &aws_config::SdkConfig,
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    creating: usize,
+    known_stacks: &BTreeSet<String>,
+) -> Result<(Status, String), String> {
+    let (limit, source) = quota(config, "vpc", "L-F678F1CE", 5.0).await;
+    let vpcs = ec2.describe_vpcs().send().await.map_err(|e| classify(&failure("ec2:DescribeVpcs", &e)).message)?;
+    let used = vpcs.vpcs().len();
+    // Ours, of stacks this state store knows nothing of: leftovers of earlier attempts.
+    let orphans: Vec<String> = vpcs
+        .vpcs()
+        .iter()
+        .filter_map(|v| {
+            let stack = v.tags().iter().find(|t| t.key() == Some(super::owner::TAG_STACK))?.value()?;
+            (!known_stacks.contains(stack)).then(|| format!("{} (stack {stack})", v.vpc_id().unwrap_or("?")))
+        })
+        .collect();
+    let headroom = limit as i64 - used as i64;
+    let numbers = format!("{used} of {limit} VPCs used in {region} (quota from {source}), this run creates {creating}");
+    if (headroom as f64) < creating as f64 {
+        let orphans = match orphans.len() {
+            0 => String::new(),
+            n => format!("; {n} carry ca-a2a-flow tags of stacks unknown to this state store: {}", orphans.join(", ")),
+        };
+        return Ok((
+            Status::Fail,
+            format!(
+                "{numbers}{orphans}: delete VPCs left by earlier attempts (`ca-a2a-flow destroy`), or raise the quota"
+            ),
+        ));
+    }
+    Ok((if headroom as usize == creating { Status::Warn } else { Status::Pass }, numbers))
+}
+
+async fn eip_quota(
+    config: &aws_config::SdkConfig,
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    creating: usize,
+) -> Result<(Status, String), String> {
+    let (limit, source) = quota(config, "ec2", "L-0263D0A3", 5.0).await;
+    let vpc_domain = Filter::builder().name("domain").values("vpc").build();
+    let eips = ec2
+        .describe_addresses()
+        .filters(vpc_domain)
+        .send()
+        .await
+        .map_err(|e| classify(&failure("ec2:DescribeAddresses", &e)).message)?;
+    let used = eips.addresses().len();
+    let numbers =
+        format!("{used} of {limit} Elastic IPs used in {region} (quota from {source}), this run allocates {creating}");
+    let headroom = limit as i64 - used as i64;
+    Ok(if headroom < creating as i64 {
+        (Status::Fail, format!("{numbers}: release unused Elastic IPs, or raise the quota"))
+    } else {
+        (Status::Pass, numbers)
+    })
+}
+
+/// EC2's DryRun says whether the credentials may create a VPC here, without creating one.
+async fn permissions(ec2: &aws_sdk_ec2::Client, region: &str, creates_vpc: bool) -> Result<(Status, String), String> {
+    if !creates_vpc {
+        return Ok((Status::Skipped, "this run creates no VPC".into()));
+    }
+    let probe = ec2.create_vpc().cidr_block("10.255.0.0/16").dry_run(true).send().await;
+    let err = match probe {
+        Ok(_) => return Ok((Status::Pass, "ec2:CreateVpc allowed (dry run)".into())),
+        Err(e) => e,
+    };
+    let f = failure("ec2:CreateVpc", &err);
+    match f.code.as_deref() {
+        Some("DryRunOperation") => Ok((Status::Pass, format!("ec2:CreateVpc allowed in {region} (dry run)"))),
+        Some("UnauthorizedOperation") | Some("AccessDenied") => {
+            let e = classify(&f);
+            Ok((Status::Fail, format!("{} (dry run); {}", e.message, e.hint.unwrap_or_default())))
+        }
+        _ => Err(classify(&f).message),
+    }
+}
