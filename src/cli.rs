@@ -91,6 +91,22 @@ pub enum Command {
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
     },
+    /// List resources tagged by ca-a2a-flow whose stack no run of this state store
+    /// owns (leftovers of killed or forgotten attempts); `--delete --yes` removes them.
+    Gc {
+        /// Only this stack's.
+        #[arg(long)]
+        stack: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Remove them, in dependency order (a destroy run per stack).
+        #[arg(long)]
+        delete: bool,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
     /// What a run would do: the steps in waves and, with read-only calls, per step

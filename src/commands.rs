@@ -177,11 +177,68 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             eprintln!("destroy run {destroy_id} (of {run_id})");
             drive(engine, renderer, &destroy_id, None, state.as_deref()).await
         }
+        Command::Gc { stack, region, delete, yes, output } => {
+            let store = open_store(state.as_deref()).await?;
+            let alive = alive_stacks(&store).await?;
+            let orphans = ca_a2a_flow_steps::aws::gc::find(region.as_deref(), &alive, stack.as_deref())
+                .await
+                .map_err(CliError::Usage)?;
+            if output == Output::Json && !delete {
+                out!("{}", serde_json::to_string_pretty(&orphans).unwrap_or_default());
+                return Ok(());
+            }
+            if orphans.is_empty() {
+                eprintln!("no orphan: every resource tagged by ca-a2a-flow belongs to a stack of this state store");
+                return Ok(());
+            }
+            out!("{:<20} {:<18} {:<26} {:<28} {:>8}", "STACK", "STEP", "KIND", "ID", "MONTHLY");
+            for o in &orphans {
+                out!("{:<20} {:<18} {:<26} {:<28} {:>8.2}", o.stack, o.step, o.kind, o.id, o.monthly);
+            }
+            let total: f64 = orphans.iter().map(|o| o.monthly).sum();
+            out!("{} orphan(s), about ${total:.2}/month", orphans.len());
+            if !delete {
+                eprintln!(
+                    "to remove them: ca-a2a-flow gc{} --delete --yes",
+                    stack.map(|s| format!(" --stack {s}")).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            if !yes {
+                return Err(CliError::Usage("gc --delete removes these resources; pass --yes to go on".into()));
+            }
+            let stacks: std::collections::BTreeSet<String> = orphans.iter().map(|o| o.stack.clone()).collect();
+            for s in stacks {
+                let wf = ca_a2a_flow_steps::aws::gc::workflow(&s, &orphans, &DestroyOptions::default());
+                let store = open_store(state.as_deref()).await?;
+                let (engine, renderer) = engine(store, registry.clone(), 8, ttl);
+                let id = engine.create(&wf, &BTreeMap::new()).await?;
+                eprintln!("gc run {id} removes the orphans of stack {s}");
+                drive(engine, renderer, &id, None, state.as_deref()).await?;
+            }
+            Ok(())
+        }
         Command::Cancel { run_id } => {
             let store = open_store(state.as_deref()).await?;
             cancel(store, registry, &run_id, ttl).await
         }
     }
+}
+
+/// The stacks with a deploy run in this state store that no successful destroy
+/// undid: their resources are not orphans.
+async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<String>, CliError> {
+    let runs = store.list_runs(10_000).await?;
+    let destroyed: std::collections::BTreeSet<String> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .filter_map(|r| r.definition.description.as_deref()?.strip_prefix("destroy of run ").map(String::from))
+        .collect();
+    Ok(runs
+        .iter()
+        .filter(|r| !destroyed.contains(&r.id))
+        .filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from))
+        .collect())
 }
 
 /// The stacks this state store has runs of (their resources are not orphans).

@@ -1000,3 +1000,76 @@ fn plan_reports_each_preflight_check_with_its_numbers() {
     let region = checks.iter().find(|c| c["name"] == "region").unwrap();
     assert!(region["message"].as_str().unwrap().contains("eu-west-3a, eu-west-3b exist"), "{region}");
 }
+
+#[test]
+fn gc_lists_exactly_what_a_killed_and_forgotten_deploy_left_and_removes_it() {
+    // A deploy killed once its VPC and subnets exist, in a state file then lost.
+    let forgotten = Env::sqlite();
+    let stack = unique_stack("forgotten");
+    let wf = forgotten.write(
+        "net.yaml",
+        r#"name: net
+inputs: { stack: {} }
+steps:
+  - id: vpc
+    uses: aws.ec2.vpc
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, cidr: 10.7.0.0/16 }
+  - id: public-a
+    uses: aws.ec2.subnet
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, vpc_id: "${{ steps.vpc.outputs.vpc_id }}", cidr: 10.7.1.0/24, availability_zone: eu-west-3a }
+  - id: private-b
+    uses: aws.ec2.subnet
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, vpc_id: "${{ steps.vpc.outputs.vpc_id }}", cidr: 10.7.2.0/24, availability_zone: eu-west-3b }
+  - id: subnets-done
+    uses: noop
+    needs: [public-a, private-b]
+  - id: igw
+    uses: aws.ec2.internet_gateway
+    needs: [subnets-done]
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, vpc_id: "${{ steps.vpc.outputs.vpc_id }}" }
+"#,
+    );
+    let killed = forgotten.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")],
+        &[("CA_A2A_FLOW_FAILPOINT", "after_start:subnets-done")],
+    );
+    assert_eq!(killed.code, None, "killed: {}", killed.stderr);
+
+    let env = Env::sqlite(); // another state file: it knows nothing of that stack
+    let listed = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    listed.expect_success();
+    let mut found: Vec<(String, String)> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["step"].as_str().unwrap().to_string(), o["kind"].as_str().unwrap().to_string()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("private-b".to_string(), "aws.ec2.subnet".to_string()),
+            ("public-a".to_string(), "aws.ec2.subnet".to_string()),
+            ("vpc".to_string(), "aws.ec2.vpc".to_string())
+        ],
+        "exactly the VPC and its two subnets"
+    );
+
+    env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--delete", "--yes"]).expect_success();
+    let config = sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
+        assert!(ec2.describe_vpcs().filters(by_stack.clone()).send().await.unwrap().vpcs().is_empty(), "VPC removed");
+        assert!(ec2.describe_subnets().filters(by_stack).send().await.unwrap().subnets().is_empty(), "subnets removed");
+    });
+    let again = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    assert_eq!(again.json(), serde_json::json!([]), "nothing left");
+
+    // The stack of a run this state store knows is never an orphan.
+    let known = env.run(&["gc", "--region", "eu-west-3", "--output", "json"]);
+    let stacks: Vec<String> =
+        known.json().as_array().unwrap().iter().map(|o| o["stack"].as_str().unwrap().to_string()).collect();
+    assert!(!stacks.contains(&stack));
+}
