@@ -191,9 +191,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 eprintln!("no orphan: every resource tagged by ca-a2a-flow belongs to a stack of this state store");
                 return Ok(());
             }
-            out!("{:<20} {:<18} {:<26} {:<28} {:>8}", "STACK", "STEP", "KIND", "ID", "MONTHLY");
+            out!("{:<20} {:<18} {:<26} {:<28} {:>10} {:>8}", "STACK", "STEP", "KIND", "ID", "AGE", "MONTHLY");
             for o in &orphans {
-                out!("{:<20} {:<18} {:<26} {:<28} {:>8.2}", o.stack, o.step, o.kind, o.id, o.monthly);
+                let age = o.age.as_deref().unwrap_or("?");
+                out!("{:<20} {:<18} {:<26} {:<28} {:>10} {:>8.2}", o.stack, o.step, o.kind, o.id, age, o.monthly);
             }
             let total: f64 = orphans.iter().map(|o| o.monthly).sum();
             out!("{} orphan(s), about ${total:.2}/month", orphans.len());

@@ -26,6 +26,8 @@ pub struct Orphan {
     /// The step kind that made it (its `destroy` removes it).
     pub kind: &'static str,
     pub id: String,
+    /// How long ago the run that made it started (from the run id in its tags).
+    pub age: Option<String>,
     pub monthly: f64,
     /// What the kind's `destroy` needs.
     pub params: Json,
@@ -45,6 +47,31 @@ impl Orphan {
 
 fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+/// A run id is `r-YYYYMMDD-HHMMSS-xxxx` (UTC): the age of what the run made.
+fn age_of_run(run: &str) -> Option<String> {
+    let mut parts = run.strip_prefix("r-")?.split('-');
+    let (date, time) = (parts.next()?, parts.next()?);
+    if date.len() != 8 || time.len() != 6 {
+        return None;
+    }
+    let n = |s: &str| s.parse::<i64>().ok();
+    let (y, mo, d) = (n(&date[..4])?, n(&date[4..6])?, n(&date[6..])?);
+    let (h, mi, se) = (n(&time[..2])?, n(&time[2..4])?, n(&time[4..])?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    let made_ms = ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000;
+    let age = ca_a2a_flow_engine::now_ms().checked_sub(made_ms)?.max(0);
+    let days = age / 86_400_000;
+    if days >= 2 {
+        return Some(format!("{days}d"));
+    }
+    Some(ca_a2a_flow_engine::duration::format(std::time::Duration::from_millis(age as u64)))
 }
 
 /// Every resource tagged by ca-a2a-flow in the region whose stack is not in `alive`
@@ -69,6 +96,7 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
             stack: stack.to_string(),
             step: step.to_string(),
             run: tag(tags, TAG_RUN).map(String::from),
+            age: tag(tags, TAG_RUN).and_then(age_of_run),
             kind,
             id: id.to_string(),
             monthly,
@@ -217,5 +245,18 @@ pub fn workflow(
         file: String::new(),
         inputs: Default::default(),
         steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_id_tells_the_age_of_what_it_made() {
+        let age = age_of_run("r-20000101-000000-abcd").expect("an age");
+        assert!(age.contains('d') || age.contains('h'), "{age}");
+        assert_eq!(age_of_run("not-a-run"), None);
+        assert_eq!(age_of_run("r-2000-0000-x"), None);
     }
 }
