@@ -45,16 +45,7 @@ impl Step for NatGatewayKind {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
-        let mut filters = owner.ec2_filters();
-        filters.push(live);
-        let found = ec2
-            .describe_nat_gateways()
-            .set_filter(Some(filters))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeNatGateways")?;
-        let ours: Vec<NatGateway> = found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect();
+        let ours = owned(&ec2, &owner, &["pending", "available", "failed"]).await?;
         Ok(match one_owned(ours, |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
             None => Plan::create(),
             Some(n) if n.state() == Some(&NatGatewayState::Failed) => {
@@ -69,25 +60,9 @@ impl Step for NatGatewayKind {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let live = Filter::builder()
-            .name("state")
-            .values("pending")
-            .values("available")
-            .values("failed")
-            .values("deleting")
-            .build();
-        let mut filters = owner.ec2_filters();
-        filters.push(live);
-        let found = ec2
-            .describe_nat_gateways()
-            .set_filter(Some(filters))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeNatGateways")?;
-        let ours: Vec<String> = found
-            .nat_gateways()
+        let ours: Vec<String> = owned(&ec2, &owner, &["pending", "available", "failed", "deleting"])
+            .await?
             .iter()
-            .filter(|n| owner.owns_ec2(n.tags()))
             .filter_map(|n| n.nat_gateway_id().map(String::from))
             .collect();
         for id in &ours {
@@ -156,17 +131,7 @@ impl Step for NatGatewayKind {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
         let limit = p.wait.map(|w| w.0).unwrap_or(DEFAULT_WAIT);
-        let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
-        let mut filters = owner.ec2_filters();
-        filters.push(live);
-        let found = ec2
-            .describe_nat_gateways()
-            .set_filter(Some(filters))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeNatGateways")?;
-        // moto ignores tag filters on DescribeNatGateways: keep only ours here too.
-        let ours: Vec<NatGateway> = found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect();
+        let ours = owned(&ec2, &owner, &["pending", "available", "failed"]).await?;
         let mut action = "adopted";
         let mut nat = match one_owned(ours, |n| n.nat_gateway_id(), "NAT gateway", &owner)? {
             Some(n) if n.subnet_id() != Some(p.subnet_id.as_str()) => {
@@ -308,4 +273,15 @@ async fn create(
         .nat_gateway()
         .cloned()
         .ok_or_else(|| StepError::retryable("ec2:CreateNatGateway answered without the resource"))
+}
+
+/// The NAT gateways this step owns, in one of `states`. moto ignores tag filters
+/// on DescribeNatGateways, so the tags are checked here too.
+async fn owned(ec2: &aws_sdk_ec2::Client, owner: &Owner, states: &[&str]) -> Result<Vec<NatGateway>, StepError> {
+    let live = Filter::builder().name("state").set_values(Some(states.iter().map(|s| s.to_string()).collect())).build();
+    let mut filters = owner.ec2_filters();
+    filters.push(live);
+    let found =
+        ec2.describe_nat_gateways().set_filter(Some(filters)).send().await.or_step_error("ec2:DescribeNatGateways")?;
+    Ok(found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect())
 }

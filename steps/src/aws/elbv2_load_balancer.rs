@@ -40,12 +40,7 @@ impl Step for LoadBalancer {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_load_balancers()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         Ok(if found.is_some_and(|f| !f.load_balancers().is_empty()) { Plan::adopt() } else { Plan::create() })
     }
 
@@ -55,12 +50,7 @@ impl Step for LoadBalancer {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_load_balancers()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         let Some(arn) =
             found.and_then(|f| f.load_balancers().first().and_then(|l| l.load_balancer_arn().map(String::from)))
         else {
@@ -76,12 +66,7 @@ impl Step for LoadBalancer {
         wait::until(ctx, &format!("load balancer {name}"), limit, wait::interval(Duration::from_secs(10)), || {
             let (elb, name) = (elb.clone(), name.clone());
             async move {
-                let d = elb
-                    .describe_load_balancers()
-                    .names(&name)
-                    .send()
-                    .await
-                    .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+                let d = by_name(&elb, &name).await?;
                 Ok(match d.and_then(|d| d.load_balancers().first().cloned()) {
                     None => Poll::Ready(()),
                     Some(_) => Poll::Pending("deleting".into()),
@@ -137,12 +122,7 @@ impl Step for LoadBalancer {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_load_balancers()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         let existing = found.and_then(|f| f.load_balancers().first().cloned());
         let (lb, action) = match existing {
             Some(lb) => (lb, "adopted"),
@@ -203,4 +183,19 @@ impl Step for LoadBalancer {
             ("action".into(), json!(action)),
         ]))
     }
+}
+
+/// The load balancer called `name`, as DescribeLoadBalancers answers (`None`: there is none).
+async fn by_name(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    name: &str,
+) -> Result<
+    Option<aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput>,
+    StepError,
+> {
+    elb.describe_load_balancers()
+        .names(name)
+        .send()
+        .await
+        .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])
 }

@@ -51,12 +51,7 @@ impl Step for TargetGroupKind {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_target_groups()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         let Some(tg) = found.and_then(|f| f.target_groups().first().cloned()) else { return Ok(Plan::create()) };
         if tg.port() != Some(i32::from(p.port)) {
             return Ok(Plan::conflict(format!("port: {} -> {} (cannot change)", tg.port().unwrap_or(0), p.port)));
@@ -92,12 +87,7 @@ impl Step for TargetGroupKind {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_target_groups()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         let Some(arn) =
             found.and_then(|f| f.target_groups().first().and_then(|t| t.target_group_arn().map(String::from)))
         else {
@@ -158,12 +148,7 @@ impl Step for TargetGroupKind {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_target_groups()
-            .names(&name)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+        let found = by_name(&elb, &name).await?;
         let existing = found.and_then(|f| f.target_groups().first().cloned());
         let (arn, action) = match existing {
             Some(tg) => {
@@ -225,4 +210,19 @@ fn health_drifted(tg: &TargetGroup, p: &Params) -> bool {
         || tg.health_check_interval_seconds() != Some(i32::from(p.health_check_interval))
         || tg.health_check_timeout_seconds() != Some(i32::from(p.health_check_timeout))
         || tg.matcher().and_then(|m| m.http_code()) != Some(p.healthy_codes.as_str())
+}
+
+/// The target group called `name`, as DescribeTargetGroups answers (`None`: there is none).
+async fn by_name(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    name: &str,
+) -> Result<
+    Option<aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput>,
+    StepError,
+> {
+    elb.describe_target_groups()
+        .names(name)
+        .send()
+        .await
+        .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])
 }

@@ -73,12 +73,7 @@ impl Step for DbInstance {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let id = Owner::new(&p.stack, ctx).short_name(63);
         let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
-        let found = rds
-            .describe_db_instances()
-            .db_instance_identifier(&id)
-            .send()
-            .await
-            .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+        let found = by_id(&rds, &id).await?;
         Ok(match found.and_then(|f| f.db_instances().first().cloned()) {
             None => Plan::create(),
             Some(db) => {
@@ -109,12 +104,7 @@ impl Step for DbInstance {
         let id = owner.short_name(63);
         let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
         let absent = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
-        let found = rds
-            .describe_db_instances()
-            .db_instance_identifier(&id)
-            .send()
-            .await
-            .or_absent("rds:DescribeDBInstances", absent)?;
+        let found = by_id(&rds, &id).await?;
         let Some(db) = found.and_then(|f| f.db_instances().first().cloned()) else {
             return Ok(super::removed(ctx, "DB instance", &[]));
         };
@@ -135,12 +125,7 @@ impl Step for DbInstance {
         wait::until(ctx, &format!("rds {id}"), limit, wait::interval(Duration::from_secs(20)), || {
             let (rds, id) = (rds.clone(), id.clone());
             async move {
-                let d = rds
-                    .describe_db_instances()
-                    .db_instance_identifier(&id)
-                    .send()
-                    .await
-                    .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+                let d = by_id(&rds, &id).await?;
                 Ok(
                     match d
                         .and_then(|d| d.db_instances().first().and_then(|db| db.db_instance_status().map(String::from)))
@@ -209,12 +194,7 @@ impl Step for DbInstance {
         let owner = Owner::new(&p.stack, ctx);
         let id = owner.short_name(63);
         let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
-        let found = rds
-            .describe_db_instances()
-            .db_instance_identifier(&id)
-            .send()
-            .await
-            .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])?;
+        let found = by_id(&rds, &id).await?;
         let action = match found.and_then(|f| f.db_instances().first().cloned()) {
             Some(db) if db.db_instance_status() == Some("deleting") => {
                 return Err(StepError::retryable(format!("DB instance {id} is being deleted"))
@@ -307,4 +287,16 @@ impl Step for DbInstance {
             ("action".into(), json!(action)),
         ]))
     }
+}
+
+/// The instance `id` (`None`: there is none).
+async fn by_id(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+) -> Result<Option<aws_sdk_rds::operation::describe_db_instances::DescribeDbInstancesOutput>, StepError> {
+    rds.describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])
 }

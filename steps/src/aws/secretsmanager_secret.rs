@@ -48,12 +48,7 @@ impl Step for SecretKind {
         let owner = Owner::new(&p.stack, ctx);
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
-        let found = sm
-            .describe_secret()
-            .secret_id(&name)
-            .send()
-            .await
-            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        let found = describe(&sm, &name).await?;
         Ok(match found {
             None => Plan::create(),
             Some(s) if s.deleted_date().is_some() => {
@@ -69,12 +64,7 @@ impl Step for SecretKind {
         let owner = Owner::new(&p.stack, ctx);
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
-        let found = sm
-            .describe_secret()
-            .secret_id(&name)
-            .send()
-            .await
-            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        let found = describe(&sm, &name).await?;
         let Some(found) = found else { return Ok(super::removed(ctx, "secret", &[])) };
         if found.deleted_date().is_some() && !o.force_delete_secrets {
             ctx.log(format!("secret {name} is already scheduled for deletion"));
@@ -129,12 +119,7 @@ impl Step for SecretKind {
         let owner = Owner::new(&p.stack, ctx);
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
-        let found = sm
-            .describe_secret()
-            .secret_id(&name)
-            .send()
-            .await
-            .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])?;
+        let found = describe(&sm, &name).await?;
         let (arn, action) = match found {
             Some(s) if s.deleted_date().is_some() => {
                 ctx.progress(format!("restoring secret {name} (it was scheduled for deletion)"));
@@ -182,4 +167,16 @@ impl Step for SecretKind {
         ctx.log(format!("{action} secret {name}"));
         Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
     }
+}
+
+/// The secret called `name` (`None`: there is none, not even scheduled for deletion).
+async fn describe(
+    sm: &aws_sdk_secretsmanager::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput>, StepError> {
+    sm.describe_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])
 }
