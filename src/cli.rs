@@ -107,6 +107,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// A deployed stack's ECS services: desired, running and pending tasks,
+    /// deployments, target health.
+    Services {
+        /// The deploy run.
+        run_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Stop a deployed stack's ECS services (desired count 0); `start` brings them back.
+    Stop { run_id: String },
+    /// Start a stopped stack's ECS services again, at the desired counts its deploy recorded.
+    Start { run_id: String },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
     /// What a run would do: the steps in waves and, with read-only calls, per step

@@ -14,7 +14,7 @@ use ca_a2a_flow_engine::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use ca_a2a_flow_steps::aws::preflight;
+use ca_a2a_flow_steps::aws::{ops, preflight};
 
 use crate::cli::{Cli, Command, GraphFormat, Output, PlanFormat, StepsCommand};
 
@@ -219,6 +219,47 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Services { run_id, output } => {
+            let store = open_store(state.as_deref()).await?;
+            let list = deployed_services(&store, &run_id).await?;
+            let states = ops::states(&list).await.map_err(CliError::Cloud)?;
+            if output == Output::Json {
+                out!("{}", serde_json::to_string_pretty(&states).unwrap_or_default());
+                return Ok(());
+            }
+            out!(
+                "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {}",
+                "STEP",
+                "SERVICE",
+                "STATUS",
+                "DESIRED",
+                "RUNNING",
+                "PENDING",
+                "DEPL",
+                "ROLLOUT",
+                "TARGETS"
+            );
+            for s in &states {
+                let targets = match (s.healthy_targets, s.targets) {
+                    (Some(h), Some(t)) => format!("{h}/{t} healthy"),
+                    _ => "-".into(),
+                };
+                out!(
+                    "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {targets}",
+                    s.step,
+                    s.name,
+                    s.status,
+                    s.desired,
+                    s.running,
+                    s.pending,
+                    s.deployments,
+                    s.rollout.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Stop { run_id } => scale_services(state.as_deref(), &run_id, false).await,
+        Command::Start { run_id } => scale_services(state.as_deref(), &run_id, true).await,
         Command::Cancel { run_id } => {
             let store = open_store(state.as_deref()).await?;
             cancel(store, registry, &run_id, ttl).await
@@ -240,6 +281,36 @@ async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<Str
         .filter(|r| !destroyed.contains(&r.id))
         .filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from))
         .collect())
+}
+
+/// `stop` (desired 0) or `start` (the recorded desired counts) of a run's services.
+async fn scale_services(state: Option<&str>, run_id: &str, start: bool) -> Result<(), CliError> {
+    let store = open_store(state).await?;
+    let list = deployed_services(&store, run_id).await?;
+    for (name, before, now) in ops::scale(&list, start).await.map_err(CliError::Cloud)? {
+        eprintln!("{name}: desired count {before} -> {now}");
+    }
+    let how = if start { "started" } else { "stopped" };
+    eprintln!("{how} {} service(s); `ca-a2a-flow services {run_id}` shows them", list.len());
+    Ok(())
+}
+
+/// The ECS services a deploy run made, with the parameters it ran them with.
+async fn deployed_services(store: &AnyStore, run_id: &str) -> Result<Vec<ops::Service>, CliError> {
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    let params = ca_a2a_flow_engine::destroy::resolved_params(&run, &steps);
+    let list: Vec<(String, String, serde_json::Value)> = run
+        .definition
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.id.clone(), s.uses.clone(), params.get(&s.id)?.as_ref().ok()?.clone())))
+        .collect();
+    let services = ops::services(&list);
+    if services.is_empty() {
+        return Err(CliError::Usage(format!("run {run_id} made no ECS service (or none of them ran)")));
+    }
+    Ok(services)
 }
 
 /// The stacks this state store has runs of (their resources are not orphans).

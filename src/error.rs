@@ -38,6 +38,9 @@ pub enum CliError {
     Cancelled { run_id: String },
     #[error("run {run_id} was interrupted")]
     Interrupted { run_id: String, resume: String },
+    /// An operation outside a run (services, stop, start) failed in AWS.
+    #[error("{}", .0.message)]
+    Cloud(ca_a2a_flow_engine::StepError),
     #[error("the workflow file changed since run {run_id} started")]
     Changed { run_id: String, file: String, changes: Vec<String> },
 }
@@ -59,6 +62,13 @@ impl CliError {
             CliError::Usage(msg) => {
                 eprintln!("error: {msg}");
                 exit::INVALID
+            }
+            CliError::Cloud(e) => {
+                eprintln!("error: {}", e.message);
+                if let Some(hint) = &e.hint {
+                    eprintln!("  = hint: {hint}");
+                }
+                exit::RUN_FAILED
             }
             CliError::Store(e) | CliError::Engine(EngineError::Store(e)) => report_store(e),
             CliError::Engine(e @ EngineError::LeaseLost { run }) => {

@@ -13,16 +13,11 @@ use crate::model::{StepDef, Workflow};
 use crate::store::{RunRecord, StepRecord, StepStatus};
 use crate::template::Scope;
 
-/// The destroy workflow of `run`, or why one cannot be made.
-pub fn plan(
-    run: &RunRecord,
-    steps: &[StepRecord],
-    registry: &Registry,
-    options: &DestroyOptions,
-) -> Result<Workflow, Vec<String>> {
+/// The parameters each step of `run` ran with: its `with`, resolved against the
+/// run's inputs and the outputs its steps recorded (for `destroy` and the day-2
+/// operations, which act on what a deploy made).
+pub fn resolved_params(run: &RunRecord, steps: &[StepRecord]) -> BTreeMap<String, Result<Json, String>> {
     let def = &run.definition;
-    let started: Vec<&str> =
-        steps.iter().filter(|s| s.first_started_at.is_some()).map(|s| s.step_id.as_str()).collect();
     let outputs: BTreeMap<String, BTreeMap<String, Json>> = steps
         .iter()
         .filter(|s| s.status == StepStatus::Succeeded)
@@ -38,12 +33,26 @@ pub fn plan(
         secret: &secret,
         env: &env,
     };
+    def.steps.iter().map(|s| (s.id.clone(), scope.resolve(&s.with))).collect()
+}
+
+/// The destroy workflow of `run`, or why one cannot be made.
+pub fn plan(
+    run: &RunRecord,
+    steps: &[StepRecord],
+    registry: &Registry,
+    options: &DestroyOptions,
+) -> Result<Workflow, Vec<String>> {
+    let def = &run.definition;
+    let started: Vec<&str> =
+        steps.iter().filter(|s| s.first_started_at.is_some()).map(|s| s.step_id.as_str()).collect();
+    let mut resolved = resolved_params(run, steps);
     let destroys =
         |s: &StepDef| started.contains(&s.id.as_str()) && registry.get(&s.uses).is_some_and(|k| k.destroys());
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for s in def.steps.iter().filter(|s| destroys(s)) {
-        let params = match scope.resolve(&s.with) {
+        let params = match resolved.remove(&s.id).unwrap_or_else(|| Err("no parameters".into())) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(format!("step `{}`: {e}", s.id));

@@ -1073,3 +1073,39 @@ steps:
         known.json().as_array().unwrap().iter().map(|o| o["stack"].as_str().unwrap().to_string()).collect();
     assert!(!stacks.contains(&stack));
 }
+
+#[test]
+fn stop_sets_every_service_to_zero_and_start_brings_back_the_recorded_counts() {
+    let env = Env::sqlite();
+    let stack = unique_stack("day2");
+    deploy(&env, &stack, None, &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
+    let run = env.only_run().id;
+    let desired = |env: &Env| -> Vec<(String, i64)> {
+        let out = env.run(&["services", &run, "--output", "json"]);
+        out.expect_success();
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["step"].as_str().unwrap().to_string(), s["desired"].as_i64().unwrap()))
+            .collect()
+    };
+    let all = |n: i64| -> Vec<(String, i64)> {
+        ["orchestrator", "extractor", "validator", "archivist", "keycloak"].iter().map(|s| (s.to_string(), n)).collect()
+    };
+    assert_eq!(desired(&env), all(1), "deployed: one task each");
+
+    let stop = env.run(&["stop", &run]);
+    stop.expect_success();
+    assert!(stop.stderr.contains(&format!("{stack}-keycloak: desired count 1 -> 0")), "{}", stop.stderr);
+    assert_eq!(desired(&env), all(0), "stopped");
+
+    env.run(&["start", &run]).expect_success();
+    assert_eq!(desired(&env), all(1), "started at the recorded counts");
+    let text = env.run(&["services", &run]);
+    assert!(
+        text.stdout.contains("DESIRED") && text.stdout.contains(&format!("{stack}-orchestrator")),
+        "{}",
+        text.stdout
+    );
+}

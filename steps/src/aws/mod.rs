@@ -13,6 +13,7 @@ pub mod checks;
 pub mod classify;
 pub mod cost;
 pub mod gc;
+pub mod ops;
 pub mod owner;
 pub mod preflight;
 pub mod wait;
