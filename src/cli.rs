@@ -119,6 +119,26 @@ pub enum Command {
     Stop { run_id: String },
     /// Start a stopped stack's ECS services again, at the desired counts its deploy recorded.
     Start { run_id: String },
+    /// Give a secret a deploy run made a new random value (generated inside AWS,
+    /// never shown), then redeploy the services whose tasks read it.
+    RotateSecret {
+        run_id: String,
+        /// The secret's step, like keycloak-admin.
+        step: String,
+        #[arg(long, default_value_t = 32)]
+        length: i64,
+    },
+    /// Print a service's CloudWatch logs (the last 10 minutes), and follow them with -f.
+    Tail {
+        run_id: String,
+        /// The service's step, like keycloak.
+        service: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How far back to start, like 10m or 2h.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        since: std::time::Duration,
+    },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
     /// What a run would do: the steps in waves and, with read-only calls, per step

@@ -258,6 +258,82 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::RotateSecret { run_id, step, length } => {
+            let store = open_store(state.as_deref()).await?;
+            let (run, params) = run_params(&store, &run_id).await?;
+            let Some((kind, p)) = params.get(&step) else {
+                return Err(CliError::Usage(format!("run {run_id} has no step `{step}` that ran")));
+            };
+            if kind != "aws.secretsmanager.secret" {
+                return Err(CliError::Usage(format!("step `{step}` is a {kind}, not an aws.secretsmanager.secret")));
+            }
+            let stack = p.get("stack").and_then(|v| v.as_str()).unwrap_or_default();
+            let name = format!("{stack}/{step}");
+            let region = p.get("region").and_then(|v| v.as_str());
+            // The services whose task definitions read this secret.
+            let readers: Vec<String> = run
+                .definition
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.uses == "aws.ecs.task_definition" && s.with.to_string().contains(&format!("steps.{step}.outputs"))
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            let services: Vec<ops::Service> = deployed_services(&store, &run_id)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|svc| {
+                    run.definition.step(&svc.step).is_some_and(|d| {
+                        readers.iter().any(|r| d.with.to_string().contains(&format!("steps.{r}.outputs")))
+                    })
+                })
+                .collect();
+            let version = ops::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
+            eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
+            for s in &services {
+                eprintln!("{}: new deployment started, its tasks read the new value", s.name);
+            }
+            Ok(())
+        }
+        Command::Tail { run_id, service, follow, since } => {
+            let store = open_store(state.as_deref()).await?;
+            let (run, params) = run_params(&store, &run_id).await?;
+            let task = run
+                .definition
+                .step(&service)
+                .and_then(|s| ca_a2a_flow_engine::template::references(&s.with.to_string()).ok())
+                .and_then(|refs| {
+                    refs.into_iter().find_map(|r| match r {
+                        ca_a2a_flow_engine::template::Ref::StepOutput { step, .. }
+                            if params.get(&step).is_some_and(|(k, _)| k == "aws.ecs.task_definition") =>
+                        {
+                            Some(step)
+                        }
+                        _ => None,
+                    })
+                });
+            let group = task
+                .and_then(|t| params.get(&t))
+                .and_then(|(_, p)| p.get("containers")?.get(0)?.get("log_group")?.as_str().map(String::from))
+                .ok_or_else(|| {
+                    CliError::Usage(format!("step `{service}` of run {run_id} is not an ECS service with a log group"))
+                })?;
+            let region = params.get(&service).and_then(|(_, p)| p.get("region")?.as_str().map(String::from));
+            let mut since_ms = now_ms() - since.as_millis() as i64;
+            loop {
+                let events = ops::log_events(region.as_deref(), &group, since_ms).await.map_err(CliError::Cloud)?;
+                for (at, stream, message) in &events {
+                    out!("{} {stream} {message}", format_timestamp(*at));
+                    since_ms = since_ms.max(at + 1);
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
         Command::Stop { run_id } => scale_services(state.as_deref(), &run_id, false).await,
         Command::Start { run_id } => scale_services(state.as_deref(), &run_id, true).await,
         Command::Cancel { run_id } => {
@@ -293,6 +369,23 @@ async fn scale_services(state: Option<&str>, run_id: &str, start: bool) -> Resul
     let how = if start { "started" } else { "stopped" };
     eprintln!("{how} {} service(s); `ca-a2a-flow services {run_id}` shows them", list.len());
     Ok(())
+}
+
+/// A run and each of its steps that ran: (kind, resolved parameters).
+async fn run_params(
+    store: &AnyStore,
+    run_id: &str,
+) -> Result<(RunRecord, BTreeMap<String, (String, serde_json::Value)>), CliError> {
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    let resolved = ca_a2a_flow_engine::destroy::resolved_params(&run, &steps);
+    let params = run
+        .definition
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.id.clone(), (s.uses.clone(), resolved.get(&s.id)?.as_ref().ok()?.clone()))))
+        .collect();
+    Ok((run, params))
 }
 
 /// The ECS services a deploy run made, with the parameters it ran them with.

@@ -1109,3 +1109,64 @@ fn stop_sets_every_service_to_zero_and_start_brings_back_the_recorded_counts() {
         text.stdout
     );
 }
+
+#[test]
+fn rotating_the_keycloak_admin_password_makes_a_new_value_inside_aws_and_redeploys_keycloak() {
+    let env = Env::sqlite();
+    let stack = unique_stack("rotate");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let run = env.only_run().id;
+    let config = sdk();
+    let read = || {
+        block_on(async {
+            let sm = aws_sdk_secretsmanager::Client::new(&config);
+            let v = sm.get_secret_value().secret_id(format!("{stack}/keycloak-admin")).send().await.unwrap();
+            serde_json::from_str::<serde_json::Value>(v.secret_string().unwrap()).unwrap()
+        })
+    };
+    let before = read();
+    let out = env.run(&["rotate-secret", &run, "keycloak-admin"]);
+    out.expect_success();
+    let after = read();
+    assert_eq!(after["username"], "admin", "the username is kept");
+    assert_ne!(after["password"], before["password"], "a new password");
+    assert_eq!(after["password"].as_str().unwrap().len(), 32);
+    for value in [&before["password"], &after["password"]] {
+        let value = value.as_str().unwrap();
+        assert!(!out.stdout.contains(value) && !out.stderr.contains(value), "no password is printed");
+        assert!(!env.everything_stored().contains(value), "no password is stored");
+    }
+    assert!(out.stderr.contains(&format!("{stack}-keycloak: new deployment started")), "{}", out.stderr);
+    assert!(!out.stderr.contains(&format!("{stack}-orchestrator")), "only the services that read it: {}", out.stderr);
+}
+
+#[test]
+fn tail_prints_a_services_cloudwatch_logs() {
+    let env = Env::sqlite();
+    let stack = unique_stack("tail");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let config = sdk();
+    block_on(async {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let group = format!("/ecs/{stack}/keycloak");
+        logs.create_log_stream().log_group_name(&group).log_stream_name("keycloak/keycloak/t1").send().await.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let event = |i: i64, m: &str| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder().timestamp(now + i).message(m).build().unwrap()
+        };
+        logs.put_log_events()
+            .log_group_name(&group)
+            .log_stream_name("keycloak/keycloak/t1")
+            .log_events(event(0, "Keycloak 23.0 on JVM started"))
+            .log_events(event(1, "Listening on: http://0.0.0.0:8080"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let out = env.run(&["tail", &env.only_run().id, "keycloak"]);
+    out.expect_success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].ends_with("keycloak/keycloak/t1 Keycloak 23.0 on JVM started"), "{}", lines[0]);
+    assert!(lines[1].ends_with("Listening on: http://0.0.0.0:8080"), "{}", lines[1]);
+}

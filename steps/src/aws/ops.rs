@@ -141,3 +141,87 @@ pub async fn scale(list: &[Service], start: bool) -> Result<Vec<(String, i32, i3
     }
     Ok(changed)
 }
+
+/// A new random value for a secret a run made (the same shape: `{"username",
+/// "password"}` JSON keeps its username), generated inside AWS, then a new
+/// deployment of `services` so their tasks read it. Returns the new version id;
+/// the value itself never leaves AWS.
+pub async fn rotate_secret(
+    region: Option<&str>,
+    secret: &str,
+    length: i64,
+    services: &[Service],
+) -> Result<String, StepError> {
+    let config = super::config(region).await;
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    let current =
+        sm.get_secret_value().secret_id(secret).send().await.or_step_error("secretsmanager:GetSecretValue")?;
+    let generated = sm
+        .get_random_password()
+        .password_length(length)
+        .exclude_punctuation(true)
+        .require_each_included_type(true)
+        .send()
+        .await
+        .or_step_error("secretsmanager:GetRandomPassword")?;
+    let password = generated.random_password().unwrap_or_default().to_string();
+    let value = match current.secret_string().and_then(|v| serde_json::from_str::<Json>(v).ok()) {
+        Some(Json::Object(mut m)) if m.contains_key("password") => {
+            m.insert("password".into(), Json::String(password));
+            Json::Object(m).to_string()
+        }
+        _ => password,
+    };
+    let put = sm
+        .put_secret_value()
+        .secret_id(secret)
+        .secret_string(value)
+        .send()
+        .await
+        .or_step_error("secretsmanager:PutSecretValue")?;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    for s in services {
+        ecs.update_service()
+            .cluster(&s.cluster)
+            .service(&s.name)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .or_step_error("ecs:UpdateService")?;
+    }
+    Ok(put.version_id().unwrap_or_default().to_string())
+}
+
+/// Log events of `group` since `since_ms`, oldest first: (timestamp ms, stream, message).
+pub async fn log_events(
+    region: Option<&str>,
+    group: &str,
+    since_ms: i64,
+) -> Result<Vec<(i64, String, String)>, StepError> {
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(region).await);
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = logs
+            .filter_log_events()
+            .log_group_name(group)
+            .start_time(since_ms)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .or_step_error("logs:FilterLogEvents")?;
+        for e in page.events() {
+            out.push((
+                e.timestamp().unwrap_or_default(),
+                e.log_stream_name().unwrap_or_default().to_string(),
+                e.message().unwrap_or_default().trim_end().to_string(),
+            ));
+        }
+        token = page.next_token().map(String::from);
+        if token.is_none() || page.events().is_empty() {
+            break;
+        }
+    }
+    out.sort_by_key(|e| e.0);
+    Ok(out)
+}
