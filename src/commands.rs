@@ -931,6 +931,13 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     let attempts = store.attempts(run_id).await?;
     let max_attempts: BTreeMap<&str, u32> =
         run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
+    // What each running step reported last: the state of what it waits for.
+    let mut progress: BTreeMap<&str, String> = BTreeMap::new();
+    for s in steps.iter().filter(|s| s.status == StepStatus::Running) {
+        if let Some(p) = latest_progress(store, run_id, &s.step_id).await? {
+            progress.insert(s.step_id.as_str(), p);
+        }
+    }
     if output == Output::Json {
         let doc = json!({
             "run": {
@@ -955,6 +962,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                 "duration_ms": step_duration(s),
                 "deadline_at": s.deadline_at,
                 "next_attempt_at": s.next_attempt_at,
+                "progress": progress.get(s.step_id.as_str()),
                 "outputs": s.outputs,
                 "error": s.error,
                 "attempts": attempts.iter().filter(|a| a.step_id == s.step_id).map(|a| json!({
@@ -990,10 +998,15 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
-            StepStatus::Running => match s.deadline_at {
-                Some(d) => format!("deadline in {}", fmt_ms(d - now_ms())),
-                None => String::new(),
-            },
+            StepStatus::Running => {
+                let deadline = s.deadline_at.map(|d| format!("deadline in {}", fmt_ms(d - now_ms())));
+                match (progress.get(s.step_id.as_str()), deadline) {
+                    (Some(p), Some(d)) => format!("{p} · step {d}"),
+                    (Some(p), None) => p.clone(),
+                    (None, Some(d)) => d,
+                    (None, None) => String::new(),
+                }
+            }
             StepStatus::RetryWait => {
                 let next = s.next_attempt_at.map(|t| fmt_ms(t - now_ms())).unwrap_or_default();
                 format!(
@@ -1014,6 +1027,24 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
         );
     }
     Ok(())
+}
+
+/// The last progress a step reported ("NAT gateway nat-0ab…: pending 1m02s / 10m").
+async fn latest_progress(store: &AnyStore, run_id: &str, step: &str) -> Result<Option<String>, CliError> {
+    let mut after = 0;
+    let mut last = None;
+    loop {
+        let page = store.events(run_id, Some(step), after, 500).await?;
+        let Some(end) = page.last().map(|e| e.id) else { break };
+        if let Some(p) = page.iter().rev().find(|e| e.level == "progress") {
+            last = Some(p.message.clone());
+        }
+        after = end;
+        if page.len() < 500 {
+            break;
+        }
+    }
+    Ok(last)
 }
 
 async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliError> {

@@ -818,11 +818,16 @@ async fn write_logs<S: Store>(
 ) {
     let mut last_progress: BTreeMap<String, String> = BTreeMap::new();
     let mut batch = Vec::new();
+    // A batch is written at most 200 ms after its first line, however busy the
+    // steps are, so `status` and `logs` from another process stay current.
+    let mut first_at = tokio::time::Instant::now();
     loop {
         let item = if batch.is_empty() {
-            rx.recv().await
+            let item = rx.recv().await;
+            first_at = tokio::time::Instant::now();
+            item
         } else {
-            match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            match tokio::time::timeout_at(first_at + Duration::from_millis(200), rx.recv()).await {
                 Ok(item) => item,
                 Err(_) => {
                     flush(&store, &run, &mut batch).await;

@@ -444,7 +444,14 @@ fn a_deploy_killed_around_each_kind_of_creation_resumes_to_exactly_the_stack() {
 
 /// Holds the NAT gateway (or the DB instance) in `pending` (`creating`) through
 /// the fault layer, kills the run in the middle of that wait, resumes.
-fn killed_while_waiting_for(action: &'static str, when: &'static str, from: &'static str, to: &str, step: &str) {
+fn killed_while_waiting_for(
+    action: &'static str,
+    when: &'static str,
+    from: &'static str,
+    to: &str,
+    step: &str,
+    state: &str,
+) {
     let rule = Rule { action, fault: Fault::Rewrite { when, from, to: to.into() }, times: None };
     let proxy = FaultProxy::start(&moto(), vec![rule]);
     let env = Env::sqlite();
@@ -457,6 +464,11 @@ fn killed_while_waiting_for(action: &'static str, when: &'static str, from: &'st
     env.wait_until(&format!("{step} to wait"), Duration::from_secs(60), || {
         proxy.actions().iter().filter(|a| a.as_str() == format!("{action}!rewritten")).count() >= 3
     });
+    // While it waits, `status` shows the resource's state, the time waited and the deadline.
+    let status = env.run(&["status", &env.only_run().id, "--output", "json"]).json();
+    let waiting = status["steps"].as_array().unwrap().iter().find(|s| s["id"] == step).unwrap().clone();
+    let progress = waiting["progress"].as_str().unwrap_or_default().to_string();
+    assert!(progress.contains(&format!(": {state} ")) && progress.contains(" / "), "{step} progress: {waiting}");
     crate::support::signal(&child, libc::SIGKILL);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), None, "killed");
@@ -474,6 +486,7 @@ fn a_deploy_killed_while_the_nat_gateway_is_pending_resumes_without_a_second_nat
         "<state>available</state>",
         "<state>pending</state>",
         "nat",
+        "pending",
     );
 }
 
@@ -485,6 +498,7 @@ fn a_deploy_killed_while_the_database_is_being_created_resumes_without_a_second_
         "<DBInstanceStatus>available</DBInstanceStatus>",
         "<DBInstanceStatus>creating</DBInstanceStatus>",
         "keycloak-db",
+        "creating",
     );
 }
 
