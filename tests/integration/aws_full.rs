@@ -1184,3 +1184,26 @@ fn tail_prints_a_services_cloudwatch_logs() {
     assert!(lines[0].ends_with("keycloak/keycloak/t1 Keycloak 23.0 on JVM started"), "{}", lines[0]);
     assert!(lines[1].ends_with("Listening on: http://0.0.0.0:8080"), "{}", lines[1]);
 }
+
+#[test]
+fn a_secret_scheduled_for_deletion_is_restored_not_recreated_under_a_new_name() {
+    let env = Env::sqlite();
+    let stack = unique_stack("restore");
+    let wf = env.write(
+        "secret.yaml",
+        "name: secret\ninputs: { stack: {} }\nsteps:\n  - id: admin\n    uses: aws.secretsmanager.secret\n    with: { stack: \"${{ inputs.stack }}\", region: eu-west-3, username: admin }\n",
+    );
+    let input = format!("stack={stack}");
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let first = env.only_run();
+    let arn = env.step(&first.id, "admin").outputs.unwrap()["arn"].clone();
+    destroy(&env, &first.id, &[], &[]).expect_success(); // a 7-day recovery window
+
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let again = env.runs()[0].id.clone();
+    let outputs = env.step(&again, "admin").outputs.unwrap();
+    assert_eq!(outputs["action"], "restored");
+    assert_eq!(outputs["arn"], arn, "the same secret, not a new one");
+    let logs = env.run(&["logs", &again]);
+    assert!(logs.stdout.contains("was scheduled for deletion: restored it"), "{}", logs.stdout);
+}
