@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod noop;
+pub mod process;
 pub mod shell;
 pub mod sleep;
 pub mod wait_http;

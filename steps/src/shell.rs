@@ -6,14 +6,12 @@
 //! cut (deadline, interrupt); and it dies with the engine if the engine is
 //! killed, so no orphan keeps running after a crash.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::Value as Json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn default_shell() -> String {
@@ -110,6 +108,10 @@ impl Step for Shell {
             Some(dir) => ctx.workflow_dir.join(dir),
             None => ctx.workflow_dir.clone(),
         };
+        if !workdir.is_dir() {
+            return Err(StepError::fatal(format!("the working directory {} does not exist", workdir.display()))
+                .with_hint("`workdir` is relative to the workflow file's directory"));
+        }
         let mut cmd = Command::new(&p.shell);
         cmd.arg("-c")
             .arg(&p.run)
@@ -118,12 +120,7 @@ impl Step for Shell {
             .env("FLOW_RUN_ID", &ctx.run_id)
             .env("FLOW_STEP_ID", &ctx.step_id)
             .env("FLOW_ATTEMPT", ctx.attempt.to_string())
-            .env("FLOW_PID", std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
+            .env("FLOW_PID", std::process::id().to_string());
         for (k, v) in &p.env {
             cmd.env(
                 k,
@@ -133,52 +130,9 @@ impl Step for Shell {
                 },
             );
         }
-        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| {
-            StepError::fatal(format!("cannot start `{}` in {}: {e}", p.shell, workdir.display()))
-                .with_hint("check that the shell exists and the working directory is right")
-        })?;
-        let group = GroupKill(child.id().map(|pid| pid as i32));
-
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let mut tail: VecDeque<String> = VecDeque::new();
-        let mut push = |line: String| {
-            let line = ctx.redactor.redact(&line);
-            ctx.log(&line);
-            if tail.len() == p.tail_lines.max(1) {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        };
-        let (mut out_open, mut err_open) = (true, true);
-        while out_open || err_open {
-            tokio::select! {
-                line = stdout.next_line(), if out_open => match line {
-                    Ok(Some(l)) => push(l),
-                    _ => out_open = false,
-                },
-                line = stderr.next_line(), if err_open => match line {
-                    Ok(Some(l)) => push(l),
-                    _ => err_open = false,
-                },
-            }
-        }
-        let status = child.wait().await.map_err(|e| StepError::retryable(format!("lost track of the command: {e}")))?;
-        drop(group);
-
-        let shown = if tail.is_empty() {
-            "(no output)".to_string()
-        } else {
-            tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
-        };
-        match status.code() {
+        let finished = crate::process::run(ctx, &format!("`{}`", p.shell), cmd, None, p.tail_lines).await?;
+        let shown = finished.shown();
+        match finished.code {
             Some(0) => read_outputs(&output_file, &p.outputs),
             Some(code) => {
                 let fatal = code == 126 || code == 127 || p.fatal_exit_codes.contains(&code);
@@ -226,21 +180,6 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Kills the command's whole process group when the attempt ends or is cut.
-struct GroupKill(Option<i32>);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill has no memory-safety preconditions; a group that is
-            // already gone makes it return ESRCH, which is fine.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
     }
 }
 
