@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 scripts/ensure-postgres.sh
+# Image builds are tested with podman against a real registry on loopback.
+scripts/ensure-image-tools.sh
 
 # AWS steps are tested against moto on loopback, never against AWS.
 eval "$(scripts/start-moto.sh)"

@@ -3,6 +3,7 @@
 //! [`ca_a2a_flow_engine::Step`], then add one line to [`registry`].
 
 pub mod aws;
+pub mod image_build_push;
 pub mod noop;
 pub mod process;
 pub mod shell;
@@ -15,11 +16,13 @@ use ca_a2a_flow_engine::Registry;
 pub fn registry() -> Registry {
     Registry::new()
         .register(aws::ec2_elastic_ip::ElasticIp)
+        .register(aws::ec2_instance::Ec2Instance)
         .register(aws::ec2_internet_gateway::InternetGateway)
         .register(aws::ec2_nat_gateway::NatGatewayKind)
         .register(aws::ec2_route_table::RouteTable)
         .register(aws::ec2_security_group::SecurityGroup)
         .register(aws::ec2_subnet::Subnet)
+        .register(aws::ec2_subnet_lookup::SubnetLookup)
         .register(aws::ec2_vpc::Vpc)
         .register(aws::ecr_repository::Repository)
         .register(aws::ecs_cluster::Cluster)
@@ -36,7 +39,9 @@ pub fn registry() -> Registry {
         .register(aws::rds_db_subnet_group::DbSubnetGroup)
         .register(aws::s3_bucket::Bucket)
         .register(aws::secretsmanager_secret::SecretKind)
+        .register(aws::ssm_run_command::RunCommand)
         .register(aws::sts_caller_identity::CallerIdentity)
+        .register(image_build_push::BuildPush)
         .register(noop::Noop)
         .register(shell::Shell)
         .register(sleep::Sleep)

@@ -18,11 +18,11 @@ use crate::support::{Env, Out};
 
 pub(crate) const FULL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/full.yaml");
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
-fn sdk() -> aws_config::SdkConfig {
+pub(crate) fn sdk() -> aws_config::SdkConfig {
     ec2(); // refuses anything but the emulator on loopback
     block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load())
 }

@@ -24,6 +24,10 @@ pub enum Fault {
     /// the request contains `when` (a parameter like `NatGatewayId`); counts
     /// against `times` only when it rewrote something.
     Rewrite { when: &'static str, from: &'static str, to: String },
+    /// Answer with this JSON body (HTTP 200) without asking moto: a stand-in,
+    /// at the SDK's HTTP layer, for what moto does not do (an SSM agent that
+    /// registers, a command that really runs on an instance).
+    Answer { body: String },
 }
 
 #[derive(Clone, Debug)]
@@ -264,6 +268,14 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
                     answer
                 }
             }
+        }
+        Some((_, Fault::Answer { body })) => {
+            log.lock().unwrap().push(format!("{label}!answered"));
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: fault-answer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
         }
         Some((_, Fault::HangAfterForwarding(hold))) => {
             log.lock().unwrap().push(format!("{label}!hung"));

@@ -6,7 +6,9 @@ mod support;
 mod aws_faults;
 mod aws_full;
 mod aws_network;
+mod builder;
 mod faults;
+mod image;
 
 mod changes;
 mod cost;

@@ -24,6 +24,9 @@ pub struct Params {
     /// The inline policy's statements: `{ actions: [...], resources: [...] }` each.
     #[serde(default)]
     pub statements: Vec<Statement>,
+    /// Also make an instance profile of the same name holding the role (for EC2).
+    #[serde(default)]
+    pub instance_profile: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,8 +95,32 @@ impl Step for Role {
                 .await
                 .or_absent("iam:DeleteRolePolicy", &["NoSuchEntity"])?;
         }
+        let mut removed = Vec::new();
+        if p.instance_profile
+            && iam
+                .get_instance_profile()
+                .instance_profile_name(&name)
+                .send()
+                .await
+                .or_absent("iam:GetInstanceProfile", &["NoSuchEntity"])?
+                .is_some()
+        {
+            iam.remove_role_from_instance_profile()
+                .instance_profile_name(&name)
+                .role_name(&name)
+                .send()
+                .await
+                .or_absent("iam:RemoveRoleFromInstanceProfile", &["NoSuchEntity"])?;
+            iam.delete_instance_profile()
+                .instance_profile_name(&name)
+                .send()
+                .await
+                .or_absent("iam:DeleteInstanceProfile", &["NoSuchEntity"])?;
+            removed.push(format!("instance profile {name}"));
+        }
         iam.delete_role().role_name(&name).send().await.or_absent("iam:DeleteRole", &["NoSuchEntity"])?;
-        Ok(super::removed(ctx, "role", &[name]))
+        removed.push(name);
+        Ok(super::removed(ctx, "role", &removed))
     }
 
     fn doc(&self) -> KindDoc {
@@ -105,11 +132,13 @@ impl Step for Role {
                 ("service", "string", "the principal, like ecs-tasks.amazonaws.com (required)"),
                 ("managed_policy_arns", "list", "policies to attach"),
                 ("statements", "list", "inline policy: { actions, resources } each"),
+                ("instance_profile", "bool", "also an instance profile of the same name holding the role (EC2)"),
             ],
             outputs: vec![
                 ("arn", "the role's ARN"),
                 ("name", "its name"),
                 ("account_id", "the AWS account (from the ARN)"),
+                ("instance_profile", "the instance profile's name (empty without `instance_profile: true`)"),
                 ("action", "`created` or `adopted`"),
             ],
             example: "- id: execution-role\n  uses: aws.iam.role\n  with:\n    stack: \"${{ inputs.stack }}\"\n    service: ecs-tasks.amazonaws.com\n    managed_policy_arns: [arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy]\n",
@@ -117,7 +146,7 @@ impl Step for Role {
     }
 
     fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "account_id", "action"])
+        OutputSpec::Fixed(vec!["arn", "name", "account_id", "instance_profile", "action"])
     }
 
     fn check(&self, p: &Params) -> Vec<ParamProblem> {
@@ -194,13 +223,51 @@ impl Step for Role {
                 .await
                 .or_step_error_created("iam:PutRolePolicy", fresh)?;
         }
+        let profile = if p.instance_profile { instance_profile(ctx, &iam, &name, fresh).await? } else { String::new() };
         let account = arn.split(':').nth(4).unwrap_or_default().to_string();
         ctx.log(format!("{action} role {name}"));
         Ok(Outputs::from([
             ("arn".into(), json!(arn)),
             ("name".into(), json!(name)),
             ("account_id".into(), json!(account)),
+            ("instance_profile".into(), json!(profile)),
             ("action".into(), json!(action)),
         ]))
     }
+}
+
+/// The instance profile named like the role, holding it: found, else made.
+async fn instance_profile(
+    ctx: &StepContext,
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    fresh: bool,
+) -> Result<String, StepError> {
+    let found = iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .or_absent("iam:GetInstanceProfile", &["NoSuchEntity"])?;
+    let holds_role = match found.as_ref().and_then(|f| f.instance_profile()) {
+        Some(profile) => profile.roles().iter().any(|r| r.role_name() == name),
+        None => {
+            iam.create_instance_profile()
+                .instance_profile_name(name)
+                .send()
+                .await
+                .or_step_error("iam:CreateInstanceProfile")?;
+            ctx.log(format!("created instance profile {name}"));
+            false
+        }
+    };
+    if !holds_role {
+        iam.add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(name)
+            .send()
+            .await
+            .or_step_error_created("iam:AddRoleToInstanceProfile", fresh || found.is_none())?;
+    }
+    Ok(name.to_string())
 }

@@ -155,11 +155,13 @@ pub fn elbv2_tags(owner: &Owner) -> Vec<aws_sdk_elasticloadbalancingv2::types::T
 }
 
 pub mod ec2_elastic_ip;
+pub mod ec2_instance;
 pub mod ec2_internet_gateway;
 pub mod ec2_nat_gateway;
 pub mod ec2_route_table;
 pub mod ec2_security_group;
 pub mod ec2_subnet;
+pub mod ec2_subnet_lookup;
 pub mod ec2_vpc;
 pub mod ecr_repository;
 pub mod ecs_cluster;
@@ -176,4 +178,5 @@ pub mod rds_db_instance;
 pub mod rds_db_subnet_group;
 pub mod s3_bucket;
 pub mod secretsmanager_secret;
+pub mod ssm_run_command;
 pub mod sts_caller_identity;

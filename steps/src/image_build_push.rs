@@ -1,0 +1,841 @@
+//! `image.build_push`: builds a context directory with podman, buildah or
+//! docker and pushes the image to an ECR repository; outputs the pushed digest,
+//! so task definitions that use `image` roll only when the source changed.
+//!
+//! The pushed tag is `<tag>-<source hash>`: the hash covers every file of the
+//! context, the Dockerfile's path, the build arguments and the platform. Before
+//! building, the step asks the registry for that tag: a resumed or repeated
+//! run whose image is already there adopts it (no build, no push). Then it
+//! checks the free disk where the builder keeps images, logs in with ECR
+//! GetAuthorizationToken (the password goes to the builder on stdin and is
+//! masked everywhere), builds with the output streamed to the event log, and
+//! pushes once, reading the digest the builder reports.
+//!
+//! With `runs_on: builder` the same happens on the EC2 builder through SSM Run
+//! Command (`workflows/builder.yaml`); the context is then a path there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_ecr::types::ImageIdentifier;
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+
+use crate::aws::{AwsResult, ssm_run_command};
+use crate::process;
+
+fn default_tag() -> String {
+    "src".into()
+}
+fn default_dockerfile() -> String {
+    "Dockerfile".into()
+}
+fn default_min_free_disk() -> String {
+    "10GiB".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    #[default]
+    Podman,
+    Buildah,
+    Docker,
+}
+
+impl Builder {
+    fn program(self) -> &'static str {
+        match self {
+            Builder::Podman => "podman",
+            Builder::Buildah => "buildah",
+            Builder::Docker => "docker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunsOn {
+    #[default]
+    Local,
+    Builder,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The ECR repository's name (like ca-a2a/orchestrator); it must exist.
+    pub repository: String,
+    /// The build context: relative to the workflow file (local), or a path on
+    /// the builder instance (`runs_on: builder`).
+    pub context: String,
+    /// Relative to the context.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    /// The tag's prefix; the pushed tag is `<tag>-<source hash>`.
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub builder: Builder,
+    /// Build isolation for podman and buildah (default `chroot`: works as root
+    /// where no container runtime can start, RUN steps included).
+    #[serde(default)]
+    pub isolation: Option<String>,
+    /// Push to this registry instead of the repository's ECR host, as
+    /// `http://host:port` (plain HTTP) or `host:port` (HTTPS). For tests and
+    /// mirrors; the ECR login is still made.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Free disk required where the builder stores images, checked before building.
+    #[serde(default = "default_min_free_disk")]
+    pub min_free_disk: String,
+    /// Where the builder stores images (default: asked from the builder).
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub runs_on: RunsOn,
+    /// The builder instance (`runs_on: builder`), like `${{ steps.builder.outputs.instance_id }}`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How many output lines to show when the build fails.
+    #[serde(default = "default_tail")]
+    pub tail_lines: usize,
+}
+
+fn default_tail() -> usize {
+    30
+}
+
+pub struct BuildPush;
+
+impl Step for BuildPush {
+    type Params = Params;
+    const KIND: &'static str = "image.build_push";
+
+    fn doc(&self) -> KindDoc {
+        KindDoc {
+            summary: "Builds an image (podman, buildah or docker) and pushes it to ECR once; adopts it when its source's tag is already there.",
+            params: vec![
+                ("repository", "string", "ECR repository name, like ca-a2a/orchestrator (required; must exist)"),
+                (
+                    "context",
+                    "string",
+                    "build context, relative to the workflow file (or a path on the builder) (required)",
+                ),
+                ("dockerfile", "string", "relative to the context (default Dockerfile)"),
+                ("tag", "string", "tag prefix; the pushed tag is <tag>-<12 hex of the source hash> (default src)"),
+                ("build_args", "map", "--build-arg values (part of the source hash)"),
+                ("platform", "string", "like linux/amd64 (part of the source hash)"),
+                ("builder", "string", "podman (default), buildah or docker"),
+                ("isolation", "string", "podman/buildah --isolation (default chroot)"),
+                ("registry", "string", "push there instead of the ECR host: http://host:port or host:port"),
+                ("min_free_disk", "size", "free disk needed where images are stored, checked first (default 10GiB)"),
+                ("storage", "string", "where the builder stores images (default: asked from the builder)"),
+                ("runs_on", "string", "local (default) or builder (the EC2 builder, through SSM)"),
+                ("instance_id", "string", "the builder instance, with runs_on: builder"),
+                ("region", "string", "AWS region (default: the SDK's chain)"),
+                ("tail_lines", "integer", "build output lines shown on failure (default 30)"),
+            ],
+            outputs: vec![
+                ("image", "repository@digest, for task definitions"),
+                ("digest", "the pushed manifest's digest (sha256:...)"),
+                ("reference", "repository:tag as pushed"),
+                ("tag", "the pushed tag"),
+                ("source_hash", "the hash of the context, Dockerfile path, build args and platform"),
+                ("action", "`built` or `adopted`"),
+            ],
+            example: "- id: orchestrator-image\n  uses: image.build_push\n  with:\n    repository: \"${{ inputs.stack }}/orchestrator\"\n    context: ../agents/orchestrator\n  timeout: 30m\n",
+        }
+    }
+
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(vec!["image", "digest", "reference", "tag", "source_hash", "action"])
+    }
+
+    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if !p.min_free_disk.contains("${{") && parse_size(&p.min_free_disk).is_err() {
+            problems.push(ParamProblem::at(
+                &["min_free_disk"],
+                format!("`{}` is not a size like 10GiB, 500MiB or 0", p.min_free_disk),
+            ));
+        }
+        if p.runs_on == RunsOn::Builder && p.instance_id.is_none() {
+            problems.push(ParamProblem::at(&["instance_id"], "runs_on: builder needs the builder's instance_id"));
+        }
+        if p.runs_on == RunsOn::Local && p.instance_id.is_some() {
+            problems.push(ParamProblem::at(&["instance_id"], "instance_id is only used with runs_on: builder"));
+        }
+        let tag_ok = p.tag.contains("${{")
+            || (!p.tag.is_empty()
+                && p.tag.len() <= 100
+                && p.tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        if !tag_ok {
+            problems.push(ParamProblem::at(&["tag"], format!("`{}`: use up to 100 of A-Za-z0-9-_.", p.tag)));
+        }
+        problems
+    }
+
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        if p.runs_on == RunsOn::Builder {
+            return Ok(Plan::none("built on the EC2 builder; its source is hashed there"));
+        }
+        let target = Target::find(&p).await?;
+        let hash = source_hash(&ctx.workflow_dir.join(&p.context), &p)?;
+        let tag = format!("{}-{}", p.tag, &hash[..12]);
+        Ok(match target.existing(&tag).await? {
+            Some(_) => Plan::adopt(),
+            None => Plan { new_outputs: true, ..Plan::create() },
+        })
+    }
+
+    async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let target = Target::find(&p).await?;
+        match p.runs_on {
+            RunsOn::Local => build_here(ctx, &p, &target).await,
+            RunsOn::Builder => build_on_builder(ctx, &p, &target).await,
+        }
+    }
+}
+
+/// Where the image goes: the repository's URI and the registry to ask and push to.
+struct Target {
+    ecr: aws_sdk_ecr::Client,
+    repository: String,
+    /// host[:port]/name, the reference without tag or digest.
+    uri: String,
+    /// `Some(base URL)` when `registry` overrides the ECR host.
+    override_base: Option<String>,
+    /// Whether the registry is plain HTTP (`--tls-verify=false`).
+    insecure: bool,
+}
+
+impl Target {
+    async fn find(p: &Params) -> Result<Self, StepError> {
+        let ecr = aws_sdk_ecr::Client::new(&crate::aws::config(p.region.as_deref()).await);
+        let found = ecr
+            .describe_repositories()
+            .repository_names(&p.repository)
+            .send()
+            .await
+            .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
+        let Some(repo) = found.and_then(|f| f.repositories().first().cloned()) else {
+            return Err(StepError::fatal(format!("the ECR repository `{}` does not exist", p.repository))
+                .with_hint("create it first with an aws.ecr.repository step, and list that step in `needs`"));
+        };
+        let ecr_uri = repo.repository_uri().unwrap_or_default().to_string();
+        Ok(match p.registry.as_deref().filter(|r| !r.trim().is_empty()) {
+            None => Self { ecr, repository: p.repository.clone(), uri: ecr_uri, override_base: None, insecure: false },
+            Some(registry) => {
+                let (insecure, host) = match registry.strip_prefix("http://") {
+                    Some(host) => (true, host),
+                    None => (false, registry.strip_prefix("https://").unwrap_or(registry)),
+                };
+                let host = host.trim_end_matches('/');
+                let scheme = if insecure { "http" } else { "https" };
+                Self {
+                    ecr,
+                    repository: p.repository.clone(),
+                    uri: format!("{host}/{}", p.repository),
+                    override_base: Some(format!("{scheme}://{host}")),
+                    insecure,
+                }
+            }
+        })
+    }
+
+    fn host(&self) -> &str {
+        self.uri.split('/').next().unwrap_or_default()
+    }
+
+    /// The digest of `tag` when the registry has it.
+    async fn existing(&self, tag: &str) -> Result<Option<String>, StepError> {
+        match &self.override_base {
+            None => {
+                let found = self
+                    .ecr
+                    .describe_images()
+                    .repository_name(&self.repository)
+                    .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+                    .send()
+                    .await
+                    .or_absent("ecr:DescribeImages", &["ImageNotFoundException"])?;
+                Ok(found.and_then(|f| f.image_details().first().and_then(|d| d.image_digest().map(String::from))))
+            }
+            Some(base) => manifest_digest(base, &self.repository, tag).await,
+        }
+    }
+
+    /// The registry password from ECR GetAuthorizationToken (user `AWS`).
+    async fn password(&self, ctx: &StepContext) -> Result<String, StepError> {
+        let auth = self.ecr.get_authorization_token().send().await.or_step_error("ecr:GetAuthorizationToken")?;
+        let token = auth
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .ok_or_else(|| StepError::retryable("ecr:GetAuthorizationToken answered without a token"))?;
+        let decoded = aws_smithy_types::base64::decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| StepError::retryable("ecr:GetAuthorizationToken answered a token that is not base64"))?;
+        let password = decoded.split_once(':').map(|(_, pw)| pw.to_string()).unwrap_or(decoded);
+        ctx.secret(&password);
+        Ok(password)
+    }
+}
+
+/// Asks a registry (Docker Registry HTTP API v2) for a tag's manifest digest.
+async fn manifest_digest(base: &str, repository: &str, tag: &str) -> Result<Option<String>, StepError> {
+    let url = format!("{base}/v2/{repository}/manifests/{tag}");
+    let client = reqwest::Client::builder()
+        .timeout(crate::aws::call_timeout())
+        .build()
+        .map_err(|e| StepError::fatal(format!("cannot make an HTTP client: {e}")))?;
+    let response = client
+        .head(&url)
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, \
+             application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            StepError::retryable(format!("cannot ask the registry for {url}: {e}"))
+                .with_hint("check that the registry is up and reachable from here")
+        })?;
+    match response.status().as_u16() {
+        200 => Ok(response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(String::from)),
+        404 => Ok(None),
+        code => Err(StepError::retryable(format!("the registry answered HTTP {code} for {url}"))),
+    }
+}
+
+async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
+    let context = ctx.workflow_dir.join(&p.context);
+    let hash = source_hash(&context, p)?;
+    let tag = format!("{}-{}", p.tag, &hash[..12]);
+    let reference = format!("{}:{tag}", target.uri);
+    if let Some(digest) = target.existing(&tag).await? {
+        ctx.log(format!("adopted {reference}: already in the registry as {digest} (same source), not rebuilt"));
+        return Ok(outputs(target, &reference, &tag, &hash, &digest, "adopted"));
+    }
+
+    let storage = match &p.storage {
+        Some(s) => PathBuf::from(s),
+        None => storage_of(ctx, p.builder).await,
+    };
+    let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
+    check_free_disk(&storage, required)?;
+
+    let session = Session::new(ctx, p.builder)?;
+    let password = target.password(ctx).await?;
+    let login = session.command(p.builder, &["login", "--username", "AWS", "--password-stdin"]);
+    let login = with_tls(login, p.builder, target.insecure);
+    session.run(ctx, "login", login, Some(password.as_bytes()), target.host(), p.tail_lines).await?;
+
+    ctx.progress(format!("building {reference} with {}", p.builder.program()));
+    let mut build = Command::new(p.builder.program());
+    build.arg(match p.builder {
+        Builder::Buildah => "bud",
+        _ => "build",
+    });
+    if p.builder != Builder::Docker {
+        build.arg(format!("--isolation={}", p.isolation.as_deref().unwrap_or("chroot"))).args(["--format", "oci"]);
+    }
+    build.arg("-f").arg(context.join(&p.dockerfile)).arg("-t").arg(&reference);
+    build.arg("--label").arg(format!("ca-a2a-flow.source={hash}"));
+    for (k, v) in &p.build_args {
+        build.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    if let Some(platform) = &p.platform {
+        build.arg("--platform").arg(platform);
+    }
+    build.arg(&context);
+    let built = process::run(ctx, &format!("{} build", p.builder.program()), build, None, p.tail_lines).await?;
+    if built.code != Some(0) {
+        return Err(StepError::retryable(format!(
+            "{} build of {reference} failed ({}); last output:\n{}",
+            p.builder.program(),
+            exit(built.code),
+            built.shown()
+        ))
+        .with_hint(format!(
+            "run `ca-a2a-flow logs {} --step {}` for the whole build output",
+            ctx.run_id, ctx.step_id
+        )));
+    }
+
+    ctx.progress(format!("pushing {reference}"));
+    let digest_file = session.dir.join("digest");
+    let push = match p.builder {
+        Builder::Docker => session.command(p.builder, &["push"]),
+        _ => {
+            let mut c = session.command(p.builder, &["push"]);
+            c.arg("--digestfile").arg(&digest_file);
+            c
+        }
+    };
+    let mut push = with_tls(push, p.builder, target.insecure);
+    push.arg(&reference);
+    let pushed = session.run(ctx, "push", push, None, "", p.tail_lines).await?;
+    let digest = match p.builder {
+        Builder::Docker => pushed.tail.iter().find_map(|l| digest_in(l)),
+        _ => std::fs::read_to_string(&digest_file).ok().map(|d| d.trim().to_string()),
+    }
+    .filter(|d| d.starts_with("sha256:"))
+    .ok_or_else(|| {
+        StepError::retryable(format!("{} push of {reference} did not report a digest", p.builder.program()))
+    })?;
+    ctx.log(format!("pushed {reference} as {digest}"));
+    Ok(outputs(target, &reference, &tag, &hash, &digest, "built"))
+}
+
+fn outputs(target: &Target, reference: &str, tag: &str, hash: &str, digest: &str, action: &str) -> Outputs {
+    Outputs::from([
+        ("image".into(), json!(format!("{}@{digest}", target.uri))),
+        ("digest".into(), json!(digest)),
+        ("reference".into(), json!(reference)),
+        ("tag".into(), json!(tag)),
+        ("source_hash".into(), json!(hash)),
+        ("action".into(), json!(action)),
+    ])
+}
+
+fn exit(code: Option<i32>) -> String {
+    code.map(|c| format!("exit status {c}")).unwrap_or_else(|| "killed by a signal".into())
+}
+
+/// `digest: sha256:...` in docker push's output.
+fn digest_in(line: &str) -> Option<String> {
+    let at = line.find("digest: sha256:")?;
+    line[at + "digest: ".len()..].split_whitespace().next().map(String::from)
+}
+
+fn with_tls(mut cmd: Command, builder: Builder, insecure: bool) -> Command {
+    if insecure && builder != Builder::Docker {
+        cmd.arg("--tls-verify=false");
+    }
+    cmd
+}
+
+/// A private directory for the registry credentials of one attempt (mode
+/// 0700, removed when the attempt ends), so no login lands in a shared file.
+struct Session {
+    dir: PathBuf,
+}
+
+impl Session {
+    fn new(ctx: &StepContext, builder: Builder) -> Result<Self, StepError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "ca-a2a-flow-{}-{}-{}-{}-{}",
+            builder.program(),
+            ctx.run_id,
+            ctx.step_id,
+            ctx.attempt,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| StepError::fatal(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Self { dir })
+    }
+
+    /// `<builder> <verb...>` using this session's credentials.
+    fn command(&self, builder: Builder, verb: &[&str]) -> Command {
+        let mut cmd = Command::new(builder.program());
+        match builder {
+            Builder::Docker => {
+                cmd.arg("--config").arg(&self.dir).args(verb);
+            }
+            _ => {
+                cmd.args(verb).arg("--authfile").arg(self.dir.join("auth.json"));
+            }
+        }
+        cmd
+    }
+
+    async fn run(
+        &self,
+        ctx: &StepContext,
+        what: &str,
+        mut cmd: Command,
+        stdin: Option<&[u8]>,
+        last_arg: &str,
+        tail_lines: usize,
+    ) -> Result<process::Finished, StepError> {
+        if !last_arg.is_empty() {
+            cmd.arg(last_arg);
+        }
+        let finished = process::run(ctx, what, cmd, stdin, tail_lines).await?;
+        if finished.code != Some(0) {
+            return Err(StepError::retryable(format!(
+                "registry {what} failed ({}); last output:\n{}",
+                exit(finished.code),
+                finished.shown()
+            ))
+            .with_hint("check the registry address and that the role may push to ECR (ecr:GetAuthorizationToken, ecr:PutImage, ecr:UploadLayerPart...)"));
+        }
+        Ok(finished)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where the builder keeps images, as it says; its usual place if it cannot say.
+async fn storage_of(ctx: &StepContext, builder: Builder) -> PathBuf {
+    let (args, fallback): (&[&str], &str) = match builder {
+        Builder::Podman => (&["info", "--format", "{{.Store.GraphRoot}}"], "/var/lib/containers/storage"),
+        Builder::Buildah => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
+        Builder::Docker => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),
+    };
+    let asked = tokio::time::timeout(
+        Duration::from_secs(30).min(ctx.remaining()),
+        Command::new(builder.program()).args(args).kill_on_drop(true).output(),
+    )
+    .await;
+    match asked {
+        Ok(Ok(out)) if out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+        _ => PathBuf::from(fallback),
+    }
+}
+
+/// Fails before any build when the disk holding `path` has less than `required` bytes free.
+pub fn check_free_disk(path: &Path, required: u64) -> Result<(), StepError> {
+    let free = free_bytes(path)?;
+    if free < required {
+        return Err(StepError::fatal(format!(
+            "not enough free disk to build: {} has {} free, the build needs at least {} (min_free_disk); nothing was built or pushed",
+            path.display(),
+            size(free),
+            size(required)
+        ))
+        .with_hint("free space (`podman system prune -a`), or build on the EC2 builder (runs_on: builder, workflows/builder.yaml), or lower min_free_disk"));
+    }
+    Ok(())
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`
+/// (its nearest existing ancestor, when it does not exist yet).
+fn free_bytes(path: &Path) -> Result<u64, StepError> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_bytes())
+        .map_err(|_| StepError::fatal(format!("{} is not a usable path", path.display())))?;
+    // SAFETY: statvfs writes into the zeroed struct we own and reads the
+    // NUL-terminated path; both outlive the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(StepError::fatal(format!(
+            "cannot read the free space of {}: {}",
+            existing.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// `10GiB`, `500MiB`, `2G`, `0`: bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("`{text}` is not a size like 10GiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{other}` is not a size unit (use KiB, MiB, GiB or TiB)")),
+    };
+    Ok((n * factor) as u64)
+}
+
+fn size(bytes: u64) -> String {
+    let gib = bytes as f64 / (1024.0 * 1024.0 * 1024.0);
+    if gib >= 1.0 { format!("{gib:.1} GiB") } else { format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0)) }
+}
+
+/// The hash that names a build: every file below the context (path, whether
+/// executable, content; `.git` skipped), the Dockerfile's path, the build
+/// arguments and the platform. Same source, same tag.
+pub fn source_hash(context: &Path, p: &Params) -> Result<String, StepError> {
+    if !context.is_dir() {
+        return Err(StepError::fatal(format!("the build context {} is not a directory", context.display()))
+            .with_hint("`context` is relative to the workflow file's directory"));
+    }
+    if !context.join(&p.dockerfile).is_file() {
+        return Err(StepError::fatal(format!("{} has no {}", context.display(), p.dockerfile))
+            .with_hint("set `dockerfile` (relative to the context)"));
+    }
+    let mut files = Vec::new();
+    walk(context, context, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    h.update(b"ca-a2a-flow image source v1\0");
+    for rel in &files {
+        let path = context.join(rel);
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(|e| StepError::fatal(format!("cannot read {}: {e}", path.display())))?;
+        h.update(rel.as_bytes());
+        h.update([0]);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            h.update(b"link\0");
+            h.update(target.to_string_lossy().as_bytes());
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            h.update(if meta.permissions().mode() & 0o111 != 0 { b"exec\0" } else { b"file\0" });
+            let bytes =
+                std::fs::read(&path).map_err(|e| StepError::fatal(format!("cannot read {}: {e}", path.display())))?;
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        h.update([0]);
+    }
+    h.update(b"dockerfile\0");
+    h.update(p.dockerfile.as_bytes());
+    for (k, v) in &p.build_args {
+        h.update(format!("\0arg\0{k}={v}").as_bytes());
+    }
+    if let Some(platform) = &p.platform {
+        h.update(format!("\0platform\0{platform}").as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) -> Result<(), StepError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| StepError::fatal(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StepError::fatal(format!("cannot list {}: {e}", dir.display())))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| StepError::fatal(format!("cannot read {}: {e}", path.display())))?;
+        if kind.is_dir() {
+            if entry.file_name() != ".git" {
+                walk(root, &path, files)?;
+            }
+        } else {
+            files.push(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Builds on the EC2 builder through SSM Run Command: the same steps as a local
+/// build, as one script; its last lines say what it did.
+async fn build_on_builder(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
+    let instance = p.instance_id.as_deref().unwrap_or_default();
+    let script = builder_script(p, target);
+    let ran = ssm_run_command::run(
+        ctx,
+        ssm_run_command::Request {
+            region: p.region.as_deref(),
+            instance_id: instance,
+            commands: &script,
+            working_directory: None,
+            tail_lines: p.tail_lines,
+            timeout: ctx.remaining(),
+        },
+    )
+    .await?;
+    let field = |key: &str| {
+        ran.output
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("ca-a2a-flow:{key}=")).map(|v| v.trim().to_string()))
+    };
+    let (Some(tag), Some(digest), Some(hash), Some(action)) =
+        (field("tag"), field("digest"), field("source_hash"), field("action"))
+    else {
+        return Err(StepError::retryable(format!(
+            "the build on {instance} ended without saying what it pushed; last output:\n{}",
+            ran.shown
+        )));
+    };
+    let reference = format!("{}:{tag}", target.uri);
+    ctx.log(format!("{action} {reference} as {digest} on {instance}"));
+    Ok(outputs(target, &reference, &tag, &hash, &digest, &action))
+}
+
+/// The shell script the builder runs: hash the context, adopt the tag if the
+/// repository has it, else check the disk, log in, build and push.
+fn builder_script(p: &Params, target: &Target) -> String {
+    let program = p.builder.program();
+    let q = shell_quote;
+    let mut args = String::new();
+    for (k, v) in &p.build_args {
+        args.push_str(&format!(" --build-arg {}", q(&format!("{k}={v}"))));
+    }
+    if let Some(platform) = &p.platform {
+        args.push_str(&format!(" --platform {}", q(platform)));
+    }
+    let isolation = match p.builder {
+        Builder::Docker => String::new(),
+        _ => format!(" --isolation={} --format oci", q(p.isolation.as_deref().unwrap_or("chroot"))),
+    };
+    let required = parse_size(&p.min_free_disk).unwrap_or(0) / 1024;
+    let region = p.region.as_deref().map(|r| format!(" --region {}", q(r))).unwrap_or_default();
+    format!(
+        r#"set -eu
+cd {context}
+hash=$( (find . -path ./.git -prune -o -type f -print | LC_ALL=C sort | xargs -r sha256sum; echo {dockerfile}{args_echo}) | sha256sum | cut -c1-64)
+tag={tag}-$(echo "$hash" | cut -c1-12)
+ref={uri}:$tag
+echo "ca-a2a-flow:source_hash=$hash"
+echo "ca-a2a-flow:tag=$tag"
+digest=$(aws ecr describe-images{region} --repository-name {repo} --image-ids imageTag="$tag" --query 'imageDetails[0].imageDigest' --output text 2>/dev/null || true)
+if [ -n "$digest" ] && [ "$digest" != None ]; then
+  echo "ca-a2a-flow:digest=$digest"; echo "ca-a2a-flow:action=adopted"; exit 0
+fi
+store=$({program} info --format '{store_fmt}' 2>/dev/null || echo /var/lib/containers/storage)
+free=$(df -Pk "$store" 2>/dev/null | awk 'NR==2 {{print $4}}')
+if [ "${{free:-0}}" -lt {required} ]; then
+  echo "not enough free disk to build: $store has $((free / 1024)) MiB free, the build needs {required_mib} MiB (min_free_disk)" >&2; exit 3
+fi
+aws ecr get-login-password{region} | {program} login --username AWS --password-stdin {host}
+{program} {build_verb}{isolation} -f {dockerfile} -t "$ref" --label "ca-a2a-flow.source=$hash"{args} .
+{push}
+echo "ca-a2a-flow:digest=$digest"
+echo "ca-a2a-flow:action=built"
+"#,
+        context = q(&p.context),
+        dockerfile = q(&p.dockerfile),
+        args_echo = q(&args),
+        tag = q(&p.tag),
+        uri = q(&target.uri),
+        repo = q(&target.repository),
+        host = q(target.host()),
+        store_fmt = match p.builder {
+            Builder::Docker => "{{.DockerRootDir}}",
+            Builder::Buildah => "{{.store.GraphRoot}}",
+            Builder::Podman => "{{.Store.GraphRoot}}",
+        },
+        build_verb = if p.builder == Builder::Buildah { "bud" } else { "build" },
+        required_mib = required / 1024,
+        push = match p.builder {
+            Builder::Docker => format!(
+                "digest=$({program} push \"$ref\" | sed -n 's/.*digest: \\(sha256:[0-9a-f]*\\).*/\\1/p' | tail -n1)"
+            ),
+            _ => format!(
+                "{program} push --digestfile /tmp/ca-a2a-flow.digest \"$ref\"\ndigest=$(cat /tmp/ca-a2a-flow.digest)"
+            ),
+        },
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(extra: Json) -> Params {
+        let mut base = json!({"repository": "s/orchestrator", "context": "."});
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn context(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ca-a2a-flow-ctx-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, text) in files {
+            let full = dir.join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_same_source_hashes_the_same_and_any_change_changes_it() {
+        let a = context("a", &[("Dockerfile", "FROM scratch\n"), ("src/app.txt", "v1")]);
+        let b = context("b", &[("src/app.txt", "v1"), ("Dockerfile", "FROM scratch\n")]);
+        let c = context("c", &[("Dockerfile", "FROM scratch\n"), ("src/app.txt", "v2")]);
+        let p = params(json!({}));
+        assert_eq!(source_hash(&a, &p).unwrap(), source_hash(&b, &p).unwrap());
+        assert_ne!(source_hash(&a, &p).unwrap(), source_hash(&c, &p).unwrap());
+        let with_arg = params(json!({"build_args": {"VERSION": "2"}}));
+        assert_ne!(source_hash(&a, &p).unwrap(), source_hash(&a, &with_arg).unwrap());
+    }
+
+    #[test]
+    fn a_context_without_its_dockerfile_is_a_fatal_error_naming_it() {
+        let dir = context("nodf", &[("app.txt", "x")]);
+        let err = source_hash(&dir, &params(json!({}))).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.message.contains("has no Dockerfile"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_disk_with_less_than_the_minimum_fails_naming_the_path_and_both_sizes() {
+        let err = check_free_disk(Path::new("/tmp/not/yet/there"), u64::MAX / 2).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.message.contains("/tmp/not/yet/there has "), "{}", err.message);
+        assert!(err.message.contains("GiB free, the build needs at least"), "{}", err.message);
+        assert!(check_free_disk(Path::new("/tmp"), 0).is_ok());
+    }
+
+    #[test]
+    fn a_builder_build_needs_an_instance_and_a_local_one_refuses_it() {
+        let p = params(json!({"runs_on": "builder"}));
+        assert_eq!(BuildPush.check(&p)[0].path, ["instance_id"]);
+        let p = params(json!({"instance_id": "i-1"}));
+        assert_eq!(BuildPush.check(&p)[0].path, ["instance_id"]);
+    }
+
+    #[test]
+    fn the_builder_script_adopts_before_it_builds_and_never_holds_the_password() {
+        let p = params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/srv/src/orch"}));
+        let target = Target {
+            ecr: aws_sdk_ecr::Client::from_conf(
+                aws_sdk_ecr::Config::builder().behavior_version(aws_config::BehaviorVersion::latest()).build(),
+            ),
+            repository: "s/orchestrator".into(),
+            uri: "1.dkr.ecr.eu-west-3.amazonaws.com/s/orchestrator".into(),
+            override_base: None,
+            insecure: false,
+        };
+        let script = builder_script(&p, &target);
+        let describe = script.find("aws ecr describe-images").unwrap();
+        let build = script.find("podman build --isolation='chroot'").unwrap();
+        assert!(describe < build, "{script}");
+        assert!(script.contains("cd '/srv/src/orch'"));
+        assert!(script.contains("get-login-password | podman login --username AWS --password-stdin"));
+        assert!(script.contains("push --digestfile"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The EC2 builder (`workflows/builder.yaml`) and `aws.ssm.run_command` against
+//! moto. Moto keeps SSM commands but runs none (every invocation is `Success`
+//! with no output) and has no DescribeInstanceInformation: the fault layer
+//! stands in for the SSM agent there (answers at the SDK's HTTP layer), on top
+//! of moto, which still receives SendCommand, ListCommands and CancelCommand.
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::aws_full::{block_on, sdk};
+use crate::aws_network::unique_stack;
+use crate::faults::{Fault, FaultProxy, Rule};
+use crate::support::{Env, Out};
+
+const BUILDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/builder.yaml");
+
+fn moto() -> String {
+    sdk();
+    std::env::var("AWS_ENDPOINT_URL").unwrap()
+}
+
+/// The SSM agent of an instance that came up: online.
+fn agent_online() -> Rule {
+    Rule {
+        action: "DescribeInstanceInformation",
+        fault: Fault::Answer {
+            body: r#"{"InstanceInformationList":[{"InstanceId":"i-any","PingStatus":"Online"}]}"#.into(),
+        },
+        times: None,
+    }
+}
+
+/// What the script's invocation ended as, answered for moto (which runs nothing).
+fn invocation(status: &str, code: i32, stdout: &str) -> Rule {
+    let body = serde_json::json!({
+        "CommandId": "c", "InstanceId": "i", "Status": status, "StatusDetails": status,
+        "ResponseCode": code, "StandardOutputContent": stdout, "StandardErrorContent": ""
+    });
+    Rule { action: "GetCommandInvocation", fault: Fault::Answer { body: body.to_string() }, times: None }
+}
+
+fn run_builder(env: &Env, proxy: &FaultProxy, stack: &str) -> Out {
+    env.run_with(
+        &["run", BUILDER, "--input", &format!("stack={stack}")],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    )
+}
+
+#[test]
+fn the_builder_is_an_instance_with_its_profile_and_no_ssh_and_destroy_removes_all_of_it() {
+    let proxy = FaultProxy::start(&moto(), vec![agent_online()]);
+    let env = Env::sqlite();
+    let stack = unique_stack("builder");
+    run_builder(&env, &proxy, &stack).expect_success();
+    let run = env.only_run();
+
+    let config = sdk();
+    let (ec2, iam, ssm) =
+        (aws_sdk_ec2::Client::new(&config), aws_sdk_iam::Client::new(&config), aws_sdk_ssm::Client::new(&config));
+    let owned = || {
+        block_on(
+            ec2.describe_instances()
+                .filters(Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build())
+                .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
+                .send(),
+        )
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .collect::<Vec<_>>()
+    };
+    let instances = owned();
+    assert_eq!(instances.len(), 1, "one builder instance");
+    let instance = &instances[0];
+    assert_eq!(instance.instance_type().unwrap().as_str(), "t3.large");
+    let ami = block_on(
+        ssm.get_parameter().name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64").send(),
+    )
+    .unwrap();
+    assert_eq!(instance.image_id(), ami.parameter().unwrap().value(), "the current Amazon Linux, from SSM");
+    let profile_name = format!("{stack}-builder-role");
+    assert!(
+        instance.iam_instance_profile().and_then(|p| p.arn()).unwrap().ends_with(&format!("/{profile_name}")),
+        "launched with the instance profile: {:?}",
+        instance.iam_instance_profile()
+    );
+    let profile = block_on(iam.get_instance_profile().instance_profile_name(&profile_name).send()).unwrap();
+    assert_eq!(profile.instance_profile().unwrap().roles()[0].role_name(), profile_name, "the profile holds the role");
+    let attached = block_on(iam.list_attached_role_policies().role_name(&profile_name).send()).unwrap();
+    let policies: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
+    for wanted in ["AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryPowerUser", "CloudWatchAgentServerPolicy"]
+    {
+        assert!(policies.contains(&wanted), "{wanted} attached: {policies:?}");
+    }
+    let groups: Vec<String> =
+        instance.security_groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
+    assert_eq!(groups.len(), 1);
+    let sg = block_on(ec2.describe_security_groups().group_ids(&groups[0]).send()).unwrap();
+    assert!(sg.security_groups()[0].ip_permissions().is_empty(), "no ingress at all, so no SSH: {sg:?}");
+    let volumes = block_on(
+        ec2.describe_volumes()
+            .filters(Filter::builder().name("attachment.instance-id").values(instance.instance_id().unwrap()).build())
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(volumes.volumes()[0].size(), Some(60), "60 GiB root volume");
+    assert!(proxy.actions().iter().any(|a| a == "DescribeInstanceInformation!answered"), "waited for SSM");
+    let ready = env.step(&run.id, "builder-ready").outputs.unwrap();
+    assert_eq!(ready["exit_code"], 0, "the readiness command's exit code is recorded");
+
+    run_builder(&env, &proxy, &stack).expect_success();
+    assert_eq!(owned().len(), 1, "a second run adopts the builder");
+    let sends = proxy.actions().iter().filter(|a| *a == "RunInstances").count();
+    assert_eq!(sends, 1, "launched once");
+
+    env.run_with(&["destroy", &run.id, "--yes"], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
+    assert!(owned().is_empty(), "the instance is terminated");
+    assert!(block_on(iam.get_instance_profile().instance_profile_name(&profile_name).send()).is_err(), "profile gone");
+    assert!(block_on(iam.get_role().role_name(&profile_name).send()).is_err(), "role gone");
+    assert!(block_on(ec2.describe_security_groups().group_ids(&groups[0]).send()).is_err(), "security group gone");
+}
+
+/// A workflow running one command on an instance moto knows.
+fn command_workflow(env: &Env, timeout: &str) -> std::path::PathBuf {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let image =
+        block_on(ec2.describe_images().owners("amazon").send()).unwrap().images()[0].image_id().unwrap().to_string();
+    let launched = block_on(ec2.run_instances().image_id(image).min_count(1).max_count(1).send()).unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_string();
+    env.write(
+        "command.yaml",
+        &format!(
+            r#"name: command
+defaults: {{ retry: {{ max_attempts: 1 }} }}
+steps:
+  - id: build
+    uses: aws.ssm.run_command
+    with:
+      region: eu-west-3
+      instance_id: {instance}
+      run: make images
+      timeout: {timeout}
+      tail_lines: 2
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_command_records_its_exit_code_and_output() {
+    let proxy = FaultProxy::start(&moto(), vec![invocation("Success", 0, "built 5 images\nall pushed\n")]);
+    let env = Env::sqlite();
+    let wf = command_workflow(&env, "1m");
+    env.run_with(&["run", wf.to_str().unwrap()], &[("AWS_ENDPOINT_URL", &proxy.url)]).expect_success();
+    let out = env.step(&env.only_run().id, "build").outputs.unwrap();
+    assert_eq!(out["exit_code"], 0);
+    assert_eq!(out["output_tail"], "  | built 5 images\n  | all pushed");
+    assert!(out["command_id"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(proxy.actions().iter().filter(|a| *a == "SendCommand").count(), 1, "sent to moto once");
+}
+
+#[test]
+fn a_failing_command_fails_the_step_with_its_exit_code_and_output_tail() {
+    let output = "step 1/5\nstep 2/5\nwriting layer\nerror: no space left on device\n";
+    let proxy = FaultProxy::start(&moto(), vec![invocation("Failed", 2, output)]);
+    let env = Env::sqlite();
+    let wf = command_workflow(&env, "1m");
+    let out = env.run_with(&["run", wf.to_str().unwrap()], &[("AWS_ENDPOINT_URL", &proxy.url)]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("exited with status 2; last output:"), "{}", out.stderr);
+    assert!(out.stderr.contains("  | writing layer\n  | error: no space left on device"), "the tail: {}", out.stderr);
+    assert!(!out.stderr.contains("step 2/5"), "only the tail (2 lines): {}", out.stderr);
+}
+
+#[test]
+fn a_command_past_its_deadline_is_cancelled_and_fails_saying_so() {
+    let proxy = FaultProxy::start(&moto(), vec![invocation("InProgress", -1, "")]);
+    let env = Env::sqlite();
+    let wf = command_workflow(&env, "2s");
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap()],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "200ms")],
+    );
+    out.expect_code(1);
+    assert!(out.stderr.contains("exceeded its deadline of 2s and was cancelled"), "{}", out.stderr);
+    assert!(proxy.actions().iter().any(|a| a == "CancelCommand"), "{:?}", proxy.actions());
+}
+
+#[test]
+fn a_run_killed_after_sending_follows_the_same_command_on_resume() {
+    let proxy = FaultProxy::start(&moto(), vec![invocation("Success", 0, "ok\n")]);
+    let env = Env::sqlite();
+    let wf = command_workflow(&env, "1m");
+    let killed = env.run_with(
+        &["run", wf.to_str().unwrap()],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_FAILPOINT", "before_commit:build")],
+    );
+    assert_eq!(killed.code, None, "killed: {}", killed.stderr);
+    let run = env.only_run();
+    env.run_with(&["resume", &run.id], &[("AWS_ENDPOINT_URL", &proxy.url)]).expect_success();
+    assert_eq!(proxy.actions().iter().filter(|a| *a == "SendCommand").count(), 1, "the script ran once");
+    let logs = env.run(&["logs", &run.id, "--step", "build"]);
+    assert!(logs.stdout.contains("sent by an earlier attempt"), "{}", logs.stdout);
+}

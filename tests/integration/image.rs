@@ -1,0 +1,313 @@
+//! `image.build_push` for real: podman builds a Dockerfile with a RUN step and
+//! pushes to a real OCI registry on loopback (Debian's `docker-registry`, one
+//! per test with its own port and storage), after logging in with ECR
+//! GetAuthorizationToken answered by moto (the registry host is overridden; moto
+//! stores no image). The registry's access log counts the pushes.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ca_a2a_flow_engine::RunStatus;
+use sha2::{Digest, Sha256};
+
+use crate::aws_network::{ec2, unique_stack};
+use crate::faults::FaultProxy;
+use crate::support::{Env, signal};
+
+/// A `docker-registry serve` of the test's own: its port, its storage, its log.
+pub(crate) struct Registry {
+    pub host: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: info }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: {host} }}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("image tests need Debian's docker-registry (scripts/test.sh installs it)");
+        let registry = Self { host, child, dir };
+        for _ in 0..200 {
+            if registry.get("/v2/", "").map(|r| r.0) == Some(200) {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("docker-registry did not answer on {}", registry.host);
+    }
+
+    /// A GET on the registry: status, Docker-Content-Digest, body.
+    pub fn get(&self, path: &str, accept: &str) -> Option<(u16, Option<String>, Vec<u8>)> {
+        let mut conn = TcpStream::connect(&self.host).ok()?;
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: {accept}\r\n\r\n", self.host).ok()?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).ok()?;
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let digest = head.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
+                .map(|(_, v)| v.trim().to_string())
+        });
+        Some((status, digest, raw[split + 4..].to_vec()))
+    }
+
+    /// The manifest of `repo:tag` pulled back: its digest as the registry says
+    /// it, and the sha256 of the bytes themselves.
+    pub fn pull_manifest(&self, repo: &str, tag: &str) -> (String, String) {
+        let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+        let (status, said, body) = self.get(&format!("/v2/{repo}/manifests/{tag}"), accept).expect("GET manifest");
+        assert_eq!(status, 200, "{repo}:{tag} is in the registry: {}", String::from_utf8_lossy(&body));
+        let computed =
+            format!("sha256:{}", Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        (said.expect("Docker-Content-Digest"), computed)
+    }
+
+    /// The tags of `repo` (none when the registry never saw it).
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let Some((200, _, body)) = self.get(&format!("/v2/{repo}/tags/list"), "application/json") else {
+            return Vec::new();
+        };
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        json["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    }
+
+    /// How many manifests were pushed to `repo` (PUTs in the access log).
+    pub fn manifest_pushes(&self, repo: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let needle = format!("\"PUT /v2/{repo}/manifests/");
+        log.lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A workflow: the ECR repository (in moto), then the image built from `app/`.
+const IMAGE: &str = r#"name: image
+inputs:
+  stack: { default: img }
+  registry: { default: "" }
+  min_free_disk: { default: 1MiB }
+defaults: { retry: { max_attempts: 3, initial_delay: 200ms } }
+steps:
+  - id: repo
+    uses: aws.ecr.repository
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, name: "${{ inputs.stack }}/app" }
+  - id: app-image
+    uses: image.build_push
+    needs: [repo]
+    timeout: 5m
+    with:
+      region: eu-west-3
+      repository: "${{ inputs.stack }}/app"
+      context: app
+      tag: v1
+      registry: "${{ inputs.registry }}"
+      min_free_disk: "${{ inputs.min_free_disk }}"
+"#;
+
+/// A build context: a static busybox and a Dockerfile whose RUN step runs it
+/// (no base image to download: `FROM scratch`).
+fn context(env: &Env, run: &str) -> PathBuf {
+    let dir = env.path("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox"))
+        .expect("image tests need busybox-static (scripts/test.sh installs it)");
+    env.write(
+        "app/Dockerfile",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"{run}\"]\nCMD [\"/bin/busybox\", \"cat\", \"/marker\"]\n"
+        ),
+    );
+    dir
+}
+
+fn moto_proxy() -> FaultProxy {
+    ec2(); // checks that AWS_ENDPOINT_URL is the emulator on loopback
+    FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap(), vec![])
+}
+
+fn image_outputs(env: &Env) -> serde_json::Value {
+    let run = env.runs()[0].id.clone();
+    serde_json::json!(env.step(&run, "app-image").outputs.expect("the image step has outputs"))
+}
+
+#[test]
+fn podman_builds_a_dockerfile_with_a_run_step_and_pushes_it_once_and_a_second_run_adopts_it() {
+    let registry = Registry::start();
+    let proxy = moto_proxy();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    // The stack's name in the RUN line: no cached layer from another test, the RUN step runs.
+    context(&env, &format!("/bin/busybox echo built-by-run-{stack} | /bin/busybox tee /marker"));
+    let wf = env.write("image.yaml", IMAGE);
+    let inputs = ["--input", &format!("stack={stack}"), "--input", &format!("registry=http://{}", registry.host)];
+    let args = [&["run", wf.to_str().unwrap()][..], &inputs[..]].concat();
+    let aws = [("AWS_ENDPOINT_URL", proxy.url.as_str())];
+
+    env.run_with(&args, &aws).expect_success();
+    let out = image_outputs(&env);
+    assert_eq!(out["action"], "built");
+    let repo = format!("{stack}/app");
+    let tag = out["tag"].as_str().unwrap();
+    assert!(tag.starts_with("v1-") && tag.len() == 15, "the tag is the prefix and 12 hex of the source: {tag}");
+    let (said, computed) = registry.pull_manifest(&repo, tag);
+    assert_eq!(out["digest"], said.as_str(), "the step's digest is the registry's");
+    assert_eq!(said, computed, "and it is the manifest's own sha256");
+    assert_eq!(out["image"], format!("{}/{repo}@{said}", registry.host).as_str());
+    assert_eq!(registry.manifest_pushes(&repo), 1);
+    assert!(
+        proxy.actions().iter().any(|a| a == "GetAuthorizationToken"),
+        "logged in with ECR's token: {:?}",
+        proxy.actions()
+    );
+    let logs = env.run(&["logs", &env.runs()[0].id, "--step", "app-image"]);
+    assert!(logs.stdout.contains("STEP 3/5: RUN"), "the build output is in the event log:\n{}", logs.stdout);
+    assert!(
+        logs.stdout.contains(&format!("log      app-image            built-by-run-{stack}")),
+        "the RUN step ran and printed:\n{}",
+        logs.stdout
+    );
+    let token = "123456789012-auth-token";
+    assert!(!env.everything_stored().contains(token) && !logs.stdout.contains(token), "no registry password kept");
+
+    env.run_with(&args, &aws).expect_success();
+    let again = image_outputs(&env);
+    assert_eq!(again["action"], "adopted");
+    assert_eq!(again["digest"], out["digest"]);
+    assert_eq!(registry.manifest_pushes(&repo), 1, "the same source is not pushed twice");
+
+    env.write(
+        "app/Dockerfile",
+        &std::fs::read_to_string(env.path("app/Dockerfile")).unwrap().replace("built-by-run", "changed"),
+    );
+    env.run_with(&args, &aws).expect_success();
+    let changed = image_outputs(&env);
+    assert_eq!(changed["action"], "built");
+    assert_ne!(changed["tag"], out["tag"], "a changed source is a new tag");
+    assert_eq!(registry.manifest_pushes(&repo), 2);
+}
+
+#[test]
+fn a_disk_below_the_minimum_fails_before_building_and_names_path_free_and_required() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    context(&env, "/bin/busybox echo never > /marker");
+    let wf = env.write("image.yaml", IMAGE);
+    let out = env.run(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--input",
+        &format!("stack={stack}"),
+        "--input",
+        &format!("registry=http://{}", registry.host),
+        "--input",
+        "min_free_disk=900TiB",
+    ]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("not enough free disk to build: /"), "{}", out.stderr);
+    assert!(out.stderr.contains("GiB free, the build needs at least 921600.0 GiB"), "{}", out.stderr);
+    assert!(out.stderr.contains("runs_on: builder"), "the hint names the builder: {}", out.stderr);
+    let logs = env.run(&["logs", &env.runs()[0].id, "--step", "app-image"]);
+    assert!(!logs.stdout.contains("STEP 1/"), "no build started:\n{}", logs.stdout);
+    assert_eq!(registry.tags(&format!("{stack}/app")), Vec::<String>::new(), "nothing was pushed");
+    assert_eq!(registry.manifest_pushes(&format!("{stack}/app")), 0);
+}
+
+#[test]
+fn a_run_killed_in_the_middle_of_a_build_resumes_and_pushes_the_image_once() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    let run_line =
+        format!("/bin/busybox echo building-now-{stack} && /bin/busybox sleep 4 && /bin/busybox echo done > /marker");
+    context(&env, &run_line);
+    let wf = env.write("image.yaml", IMAGE);
+    let inputs = [
+        "--input".to_string(),
+        format!("stack={stack}"),
+        "--input".into(),
+        format!("registry=http://{}", registry.host),
+    ];
+    let mut args = vec!["run".to_string(), wf.display().to_string()];
+    args.extend(inputs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let mut child = env.spawn(&args, &[]);
+    env.wait_until("the RUN step of the build", Duration::from_secs(120), || {
+        std::thread::sleep(Duration::from_millis(100));
+        env.everything_stored().contains(&format!("building-now-{stack}"))
+    });
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    let repo = format!("{stack}/app");
+    assert_eq!(registry.manifest_pushes(&repo), 0, "killed before the push");
+
+    let run = env.only_run();
+    env.run(&["resume", &run.id]).expect_success();
+    assert_eq!(env.run_record(&run.id).status, RunStatus::Succeeded);
+    let out = serde_json::json!(env.step(&run.id, "app-image").outputs.unwrap());
+    assert_eq!(out["action"], "built");
+    let (said, _) = registry.pull_manifest(&repo, out["tag"].as_str().unwrap());
+    assert_eq!(out["digest"], said.as_str());
+    assert_eq!(registry.manifest_pushes(&repo), 1, "pushed once");
+}
+
+#[test]
+fn a_run_killed_after_the_push_but_before_its_checkpoint_adopts_the_image_on_resume() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    context(&env, "/bin/busybox echo x > /marker");
+    let wf = env.write("image.yaml", IMAGE);
+    let killed = env.run_with(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "--input",
+            &format!("stack={stack}"),
+            "--input",
+            &format!("registry=http://{}", registry.host),
+        ],
+        &[("CA_A2A_FLOW_FAILPOINT", "before_commit:app-image")],
+    );
+    assert_eq!(killed.code, None, "killed before the checkpoint: {}", killed.stderr);
+    let repo = format!("{stack}/app");
+    assert_eq!(registry.manifest_pushes(&repo), 1);
+
+    let run = env.only_run();
+    env.run(&["resume", &run.id]).expect_success();
+    let out = serde_json::json!(env.step(&run.id, "app-image").outputs.unwrap());
+    assert_eq!(out["action"], "adopted", "the resumed attempt found the pushed image");
+    assert_eq!(registry.manifest_pushes(&repo), 1, "and pushed nothing more");
+    let (said, _) = registry.pull_manifest(&repo, out["tag"].as_str().unwrap());
+    assert_eq!(out["digest"], said.as_str());
+}
