@@ -36,6 +36,9 @@ pub enum Command {
         /// How many independent steps may run at once.
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
+        /// Approve the steps marked `approve:` (irreversible) without asking.
+        #[arg(long)]
+        yes: bool,
     },
     /// Continue an interrupted or failed run from its last checkpoint.
     Resume {
@@ -45,6 +48,9 @@ pub enum Command {
         accept_changes: bool,
         #[arg(long, default_value_t = 8)]
         parallelism: usize,
+        /// Approve the steps marked `approve:` (irreversible) without asking.
+        #[arg(long)]
+        yes: bool,
     },
     /// Show a run: its state and every step's state, attempts, durations and last error.
     Status {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, PlanAction, Registry, RunStatus, StepStatus,
-    Stop, Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
+    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, PlanAction, Registry, RunStatus, StepDef,
+    StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -98,10 +98,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             print_cost(&estimate, output);
             Ok(())
         }
-        Command::Run { file, inputs, parallelism, mut skip_preflight } => {
+        Command::Run { file, inputs, parallelism, mut skip_preflight, yes } => {
             skip_preflight.retain(|n| !n.is_empty());
             let wf = load_file(&file, &registry)?;
             let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            if !approved(&wf.steps.iter().collect::<Vec<_>>(), yes)? {
+                return Ok(());
+            }
             if let Some(unknown) = skip_preflight.iter().find(|n| !preflight::NAMES.contains(&n.as_str())) {
                 return Err(CliError::Usage(format!(
                     "--skip-preflight {unknown}: the checks are {}",
@@ -135,9 +138,20 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
         }
-        Command::Resume { run_id, accept_changes, parallelism } => {
+        Command::Resume { run_id, accept_changes, parallelism, yes } => {
             let store = open_store(state.as_deref()).await?;
             let run = store.run(&run_id).await?;
+            let done: Vec<String> = store
+                .steps(&run_id)
+                .await?
+                .into_iter()
+                .filter(|s| s.status == StepStatus::Succeeded)
+                .map(|s| s.step_id)
+                .collect();
+            let pending: Vec<&StepDef> = run.definition.steps.iter().filter(|s| !done.contains(&s.id)).collect();
+            if !approved(&pending, yes)? {
+                return Ok(());
+            }
             let redefine = changes(&run, &registry, accept_changes)?;
             if run.status == RunStatus::Succeeded && redefine.is_none() {
                 eprintln!("run {run_id} already succeeded; nothing to do");
@@ -685,6 +699,41 @@ async fn destroy_plan(
         }
     }
     Ok(Some(wf))
+}
+
+/// Asks once, before anything runs, for the steps marked `approve:` among
+/// `steps`: `--yes` approves them, a terminal is asked, anything else refuses.
+/// `Ok(false)`: declined, nothing was done.
+fn approved(steps: &[&StepDef], yes: bool) -> Result<bool, CliError> {
+    let marked: Vec<&&StepDef> = steps.iter().filter(|s| s.approve.is_some()).collect();
+    if marked.is_empty() {
+        return Ok(true);
+    }
+    let list: Vec<String> = marked
+        .iter()
+        .map(|s| format!("  - {} ({}): {}", s.id, s.source, s.approve.as_deref().unwrap_or_default()))
+        .collect();
+    if yes {
+        eprintln!("approved with --yes:\n{}", list.join("\n"));
+        return Ok(true);
+    }
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "this run has steps that cannot be undone and need approval:\n{}\n  = nothing was done; pass --yes to approve them, or run on a terminal to be asked",
+            list.join("\n")
+        )));
+    }
+    eprintln!("this run has steps that cannot be undone:\n{}", list.join("\n"));
+    eprint!("Type `yes` to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() != "yes" {
+        eprintln!("not approved: nothing was done");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {

@@ -77,6 +77,7 @@ pub fn plan(
             attempt_timeout: s.attempt_timeout,
             retry,
             secret_outputs: Vec::new(),
+            approve: None,
             source: format!("destroy of run {} ({})", run.id, s.source),
             loc: Default::default(),
         });

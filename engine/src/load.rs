@@ -15,7 +15,7 @@ use crate::yaml::{self, Key, Loc, Node, Value};
 
 const TOP_KEYS: &[&str] = &["name", "description", "inputs", "defaults", "include", "steps"];
 const STEP_KEYS: &[&str] =
-    &["id", "uses", "with", "needs", "timeout", "attempt_timeout", "retry", "secret_outputs", "description"];
+    &["id", "uses", "with", "needs", "timeout", "attempt_timeout", "retry", "secret_outputs", "description", "approve"];
 const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"];
 const INPUT_KEYS: &[&str] = &["default", "description"];
@@ -356,6 +356,7 @@ impl Loader<'_> {
             }
         }
         let description = node.get("description").and_then(|n| self.string(file, n, "`description`"));
+        let approve = node.get("approve").and_then(|n| self.string(file, n, "`approve`"));
         let (Some(id), Some(uses)) = (id, uses) else {
             return;
         };
@@ -373,6 +374,7 @@ impl Loader<'_> {
                 attempt_timeout,
                 retry,
                 secret_outputs,
+                approve,
                 source: format!("{}:{}", file.display(), node.loc),
                 loc: node.loc,
             },

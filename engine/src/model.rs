@@ -47,6 +47,10 @@ pub struct StepDef {
     /// Output keys whose values must never be stored or shown.
     #[serde(default)]
     pub secret_outputs: Vec<String>,
+    /// The step cannot be undone: `run` and `resume` ask this question on a
+    /// terminal before they start (or need `--yes`).
+    #[serde(default)]
+    pub approve: Option<String>,
     /// Where the step is defined: `file:line:col`.
     pub source: String,
     #[serde(skip)]
@@ -57,7 +61,7 @@ impl StepDef {
     /// Content hash of everything that changes what the step does. The source
     /// location is left out so that moving a step in its file changes nothing.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::json!({
+        let mut canonical = serde_json::json!({
             "uses": self.uses,
             "with": self.with,
             "needs": self.needs,
@@ -66,6 +70,10 @@ impl StepDef {
             "retry": self.retry,
             "secret_outputs": self.secret_outputs,
         });
+        // Only when set, so the hashes of steps without it stay what they were.
+        if let Some(question) = &self.approve {
+            canonical["approve"] = serde_json::json!(question);
+        }
         // serde_json maps are sorted (BTreeMap), so this is canonical.
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

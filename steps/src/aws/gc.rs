@@ -235,6 +235,7 @@ pub fn workflow(
             attempt_timeout: Duration::from_secs(15 * 60),
             retry: RetryPolicy { max_attempts: 6, ..RetryPolicy::default() },
             secret_outputs: Vec::new(),
+            approve: None,
             source: format!("gc of stack {stack}"),
             loc: Default::default(),
         });
