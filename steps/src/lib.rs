@@ -26,6 +26,7 @@ pub fn registry() -> Registry {
         .register(aws::ec2_vpc::Vpc)
         .register(aws::ecr_repository::Repository)
         .register(aws::ecs_cluster::Cluster)
+        .register(aws::ecs_rollout::Rollout)
         .register(aws::ecs_service::EcsService)
         .register(aws::ecs_task_definition::TaskDefinition)
         .register(aws::elbv2_listener::Listener)

@@ -28,6 +28,9 @@ pub enum Fault {
     /// at the SDK's HTTP layer, for what moto does not do (an SSM agent that
     /// registers, a command that really runs on an instance).
     Answer { body: String },
+    /// Forward the call and replace `from` with `to` in moto's answer when the
+    /// answer contains `contains` (a service while it runs a given revision).
+    RewriteAnswer { contains: String, from: &'static str, to: &'static str },
 }
 
 #[derive(Clone, Debug)]
@@ -122,7 +125,7 @@ fn pick(rules: &Mutex<Vec<Rule>>, action: &str) -> Option<(usize, Fault)> {
             return None;
         }
     }
-    if !matches!(rule.fault, Fault::Rewrite { .. }) {
+    if !matches!(rule.fault, Fault::Rewrite { .. } | Fault::RewriteAnswer { .. }) {
         used(rule);
     }
     Some((i, rule.fault.clone()))
@@ -258,6 +261,21 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
             let Ok(answer) = forward(upstream, &req) else { return };
             let asked = String::from_utf8_lossy(&req.body).contains(when);
             match rewrite(&answer, from, &to).filter(|_| asked) {
+                Some(changed) => {
+                    used(&mut rules.lock().unwrap()[i]);
+                    log.lock().unwrap().push(format!("{label}!rewritten"));
+                    changed
+                }
+                None => {
+                    log.lock().unwrap().push(label.clone());
+                    answer
+                }
+            }
+        }
+        Some((i, Fault::RewriteAnswer { contains, from, to })) => {
+            let Ok(answer) = forward(upstream, &req) else { return };
+            let holds = String::from_utf8_lossy(&answer).contains(&contains);
+            match rewrite(&answer, from, to).filter(|_| holds) {
                 Some(changed) => {
                     used(&mut rules.lock().unwrap()[i]);
                     log.lock().unwrap().push(format!("{label}!rewritten"));

@@ -7,6 +7,7 @@ mod aws_faults;
 mod aws_full;
 mod aws_network;
 mod builder;
+mod cutover;
 mod faults;
 mod image;
 

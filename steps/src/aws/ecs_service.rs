@@ -307,9 +307,16 @@ fn stable(s: &Service, desired: i32) -> bool {
 /// The circuit breaker stopped the rollout: say why, from the stopped tasks.
 async fn rollout_failed(ecs: &aws_sdk_ecs::Client, cluster: &str, s: &Service) -> StepError {
     let name = s.service_name().unwrap_or("?");
+    let reasons = stopped_reasons(ecs, cluster, name).await;
+    StepError::fatal(format!("service {name}: the deployment circuit breaker stopped the rollout: {reasons}"))
+        .with_hint("the service was rolled back to its previous revision; fix the image or the task definition (see `ca-a2a-flow logs`), then resume")
+}
+
+/// Why the service's last tasks stopped (up to 3), or "no stopped task found".
+pub(super) async fn stopped_reasons(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> String {
     let mut reasons = Vec::new();
     if let Ok(list) =
-        ecs.list_tasks().cluster(cluster).service_name(name).desired_status(DesiredStatus::Stopped).send().await
+        ecs.list_tasks().cluster(cluster).service_name(service).desired_status(DesiredStatus::Stopped).send().await
     {
         if !list.task_arns().is_empty() {
             if let Ok(tasks) =
@@ -327,7 +334,5 @@ async fn rollout_failed(ecs: &aws_sdk_ecs::Client, cluster: &str, s: &Service) -
             }
         }
     }
-    let reasons = if reasons.is_empty() { "no stopped task found".to_string() } else { reasons.join(" | ") };
-    StepError::fatal(format!("service {name}: the deployment circuit breaker stopped the rollout: {reasons}"))
-        .with_hint("the service was rolled back to its previous revision; fix the image or the task definition (see `ca-a2a-flow logs`), then resume")
+    if reasons.is_empty() { "no stopped task found".to_string() } else { reasons.join(" | ") }
 }

@@ -165,6 +165,7 @@ pub mod ec2_subnet_lookup;
 pub mod ec2_vpc;
 pub mod ecr_repository;
 pub mod ecs_cluster;
+pub mod ecs_rollout;
 pub mod ecs_service;
 pub mod ecs_task_definition;
 pub mod elbv2_listener;

@@ -1,0 +1,284 @@
+//! The Keycloak cutover (`workflows/keycloak-rds.yaml`) against moto: a stack
+//! whose Keycloak runs `start-dev` on H2 gets a production revision on RDS;
+//! the service runs it when its deployment completes, and goes back to the dev
+//! revision when the deployment fails. Moto's deployments always complete and
+//! it stops no task, so the fault layer makes the new deployment FAILED and
+//! answers the stopped task's reason (at the SDK's HTTP layer, on top of moto).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, LaunchType, NetworkConfiguration,
+    NetworkMode,
+};
+
+use crate::aws_full::{block_on, sdk};
+use crate::aws_network::unique_stack;
+use crate::faults::{Fault, FaultProxy, Rule};
+use crate::support::{Env, Out};
+
+const CUTOVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/keycloak-rds.yaml");
+
+/// The seed's Keycloak: `start-dev` on H2, one Fargate task. Returns its revision.
+fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let subnets = block_on(
+        ec2.describe_subnets()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build())
+            .send(),
+    )
+    .unwrap();
+    let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
+    let groups = block_on(
+        ec2.describe_security_groups()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-name").values("default").build())
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(subnets.subnets()[0].vpc_id().unwrap())
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let group = groups.security_groups()[0].group_id().unwrap().to_string();
+    block_on(ecs.create_cluster().cluster_name(format!("{stack}-seed")).send()).unwrap();
+    let registered = block_on(
+        ecs.register_task_definition()
+            .family(format!("{stack}-keycloak-dev"))
+            .requires_compatibilities(Compatibility::Fargate)
+            .network_mode(NetworkMode::Awsvpc)
+            .cpu("512")
+            .memory("1024")
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("keycloak")
+                    .image("quay.io/keycloak/keycloak:23.0")
+                    .command("start-dev")
+                    .essential(true)
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let dev = registered.task_definition().unwrap().task_definition_arn().unwrap().to_string();
+    block_on(
+        ecs.create_service()
+            .cluster(format!("{stack}-seed"))
+            .service_name(format!("{stack}-keycloak"))
+            .task_definition(&dev)
+            .desired_count(1)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets(subnet)
+                            .security_groups(group)
+                            .assign_public_ip(AssignPublicIp::Disabled)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    dev
+}
+
+fn service_revision(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
+    let found =
+        block_on(ecs.describe_services().cluster(format!("{stack}-seed")).services(format!("{stack}-keycloak")).send())
+            .unwrap();
+    found.services()[0].task_definition().unwrap().to_string()
+}
+
+fn cutover(env: &Env, endpoint: &str, stack: &str, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "run".to_string(),
+        CUTOVER.to_string(),
+        "--input".into(),
+        format!("stack={stack}"),
+        "--input".into(),
+        format!("cluster={stack}-seed"),
+        "--input".into(),
+        format!("service={stack}-keycloak"),
+        "--input".into(),
+        "healthy_targets=0".into(),
+        "--input".into(),
+        "cutover_deadline=20s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])
+}
+
+#[test]
+fn the_cutover_registers_a_production_revision_on_rds_and_the_service_runs_it() {
+    let config = sdk();
+    let (ecs, rds) = (aws_sdk_ecs::Client::new(&config), aws_sdk_rds::Client::new(&config));
+    let env = Env::sqlite();
+    let stack = unique_stack("cutover");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
+
+    cutover(&env, &moto, &stack, &["--yes"]).expect_success();
+
+    let now = service_revision(&ecs, &stack);
+    assert_ne!(now, dev, "the service left the H2 revision");
+    assert!(now.contains(&format!("task-definition/{stack}-keycloak-rds-task:")), "{now}");
+    let run = env.only_run();
+    let out = env.step(&run.id, "keycloak-cutover").outputs.unwrap();
+    assert_eq!(out["previous_task_definition_arn"], dev.as_str());
+    assert_eq!(out["action"], "rolled-out");
+
+    let td = block_on(ecs.describe_task_definition().task_definition(&now).send()).unwrap();
+    let td = td.task_definition().unwrap();
+    let c = &td.container_definitions()[0];
+    assert_eq!(c.command(), ["start"], "production mode, not start-dev");
+    let env_vars: BTreeMap<&str, &str> =
+        c.environment().iter().map(|kv| (kv.name().unwrap(), kv.value().unwrap())).collect();
+    let db =
+        block_on(rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send()).unwrap();
+    let db = &db.db_instances()[0];
+    let endpoint = db.endpoint().unwrap();
+    assert_eq!(env_vars["KC_DB"], "postgres");
+    assert_eq!(
+        env_vars["KC_DB_URL"],
+        format!("jdbc:postgresql://{}:{}/keycloak", endpoint.address().unwrap(), endpoint.port().unwrap())
+    );
+    assert_eq!(env_vars["KC_HTTP_RELATIVE_PATH"], "/auth");
+    assert_eq!(env_vars["KC_PROXY"], "edge");
+    assert_eq!(env_vars["KC_HEALTH_ENABLED"], "true");
+    assert!(!env_vars.keys().any(|k| k.contains("PASSWORD")), "no password in the environment: {env_vars:?}");
+    let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
+    let master = db.master_user_secret().unwrap().secret_arn().unwrap();
+    assert_eq!(secrets["KC_DB_USERNAME"], format!("{master}:username::"), "the RDS-managed secret");
+    assert_eq!(secrets["KC_DB_PASSWORD"], format!("{master}:password::"));
+    assert!(secrets["KEYCLOAK_ADMIN_PASSWORD"].ends_with(":password::"));
+    assert_eq!(c.port_mappings()[0].container_port(), Some(8080));
+    assert!(td.execution_role_arn().unwrap().ends_with(&format!("role/{stack}-keycloak-execution-role")));
+
+    cutover(&env, &moto, &stack, &["--yes"]).expect_success();
+    let again = env.runs()[0].id.clone();
+    assert_eq!(env.step(&again, "keycloak-cutover").outputs.unwrap()["action"], "adopted");
+    assert_eq!(service_revision(&ecs, &stack), now, "a second run changes nothing");
+}
+
+#[test]
+fn a_new_revision_whose_deployment_fails_is_rolled_back_and_the_run_fails_with_the_stopped_tasks_reasons() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let env = Env::sqlite();
+    let stack = unique_stack("rollback");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        vec![
+            Rule {
+                action: "DescribeServices",
+                fault: Fault::RewriteAnswer {
+                    contains: format!("task-definition/{stack}-keycloak-rds-task:"),
+                    // moto's deployments carry no rollout state: the failed one is given one.
+                    from: "\"status\": \"PRIMARY\"",
+                    to: "\"status\": \"PRIMARY\", \"rolloutState\": \"FAILED\", \"rolloutStateReason\": \"ECS deployment circuit breaker: tasks failed to start.\"",
+                },
+                times: None,
+            },
+            Rule {
+                action: "ListTasks",
+                fault: Fault::Answer {
+                    body: r#"{"taskArns":["arn:aws:ecs:eu-west-3:123456789012:task/seed/0f1e2d"]}"#.into(),
+                },
+                times: None,
+            },
+            Rule {
+                action: "DescribeTasks",
+                fault: Fault::Answer {
+                    body: serde_json::json!({"tasks": [{
+                        "taskArn": "arn:aws:ecs:eu-west-3:123456789012:task/seed/0f1e2d",
+                        "stoppedReason": "Essential container in task exited",
+                        "containers": [{"name": "keycloak", "reason": "exit code 1: FATAL: password authentication failed"}]
+                    }], "failures": []})
+                    .to_string(),
+                },
+                times: None,
+            },
+        ],
+    );
+
+    let out = cutover(&env, &proxy.url, &stack, &["--yes"]);
+    out.expect_code(1);
+    assert!(proxy.actions().iter().any(|a| a == "DescribeServices!rewritten"), "the deployment was made to fail");
+    assert_eq!(service_revision(&ecs, &stack), dev, "the service is back on the H2 revision");
+    assert!(
+        out.stderr.contains(
+            "did not become healthy (ECS says the deployment failed (ECS deployment circuit breaker: tasks failed to start.))"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&format!("rolled back to {stack}-keycloak-dev:1 (it runs again)")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stopped tasks: Essential container in task exited; keycloak: exit code 1: FATAL: password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    let updates = proxy.actions().iter().filter(|a| *a == "UpdateService").count();
+    assert_eq!(updates, 2, "one update to the new revision, one back");
+}
+
+#[test]
+fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let env = Env::sqlite();
+    let stack = unique_stack("deadline");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    // While the service is on the new revision, its task never starts.
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        vec![Rule {
+            action: "DescribeServices",
+            fault: Fault::RewriteAnswer {
+                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
+                from: "\"runningCount\": 1, \"pendingCount\": 0",
+                to: "\"runningCount\": 0, \"pendingCount\": 1",
+            },
+            times: None,
+        }],
+    );
+
+    let out = cutover(&env, &proxy.url, &stack, &["--yes", "--input", "cutover_deadline=2s"]);
+    out.expect_code(1);
+    assert_eq!(service_revision(&ecs, &stack), dev, "the service is back on the H2 revision");
+    assert!(
+        out.stderr.contains(&format!(
+            "{stack}-keycloak-rds-task:1 did not become healthy (service {stack}-keycloak on {stack}-keycloak-rds-task:1 still deployment starting, 0/1 running, 1 deployments after 2s)"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&format!("rolled back to {stack}-keycloak-dev:1 (it runs again)")), "{}", out.stderr);
+    assert!(out.stderr.contains("stopped tasks: no stopped task found"), "{}", out.stderr);
+}
+
+#[test]
+fn the_cutover_needs_approval_and_without_a_terminal_or_yes_nothing_is_done() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let env = Env::sqlite();
+    let stack = unique_stack("approve");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    let proxy = FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap(), vec![]);
+
+    let out = cutover(&env, &proxy.url, &stack, &[]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("need approval"), "{}", out.stderr);
+    assert!(out.stderr.contains("keycloak-cutover (") && out.stderr.contains("keycloak-rds.yaml:"), "{}", out.stderr);
+    assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
+    assert!(proxy.actions().is_empty(), "no AWS call: {:?}", proxy.actions());
+    assert!(env.runs().is_empty(), "no run recorded");
+    assert_eq!(service_revision(&ecs, &stack), dev);
+}
