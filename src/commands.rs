@@ -464,10 +464,16 @@ async fn plan_steps(
         env: &env,
     };
     let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
+    let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
     let sink: ca_a2a_flow_engine::kind::ReportSink = std::sync::Arc::new(|_: &str, _| {});
     for wave in wf.waves() {
         let mut checks = Vec::new();
         for s in wave {
+            // `when:` false (or a needed step skipped): the step will not run.
+            if skipped.contains(&s.id) {
+                plans.insert(s.id.clone(), Plan::none("skipped: its `when` is false, or a step it needs is skipped"));
+                continue;
+            }
             let params = scope.resolve_partial(&s.with);
             let created_before: Vec<&String> =
                 s.needs.iter().filter(|n| plans.get(*n).is_some_and(|p| p.action == PlanAction::Create)).collect();

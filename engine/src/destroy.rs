@@ -44,8 +44,13 @@ pub fn plan(
     options: &DestroyOptions,
 ) -> Result<Workflow, Vec<String>> {
     let def = &run.definition;
-    let started: Vec<&str> =
-        steps.iter().filter(|s| s.first_started_at.is_some()).map(|s| s.step_id.as_str()).collect();
+    // A skipped step (`when:` false) made nothing.
+    let started: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.first_started_at.is_some())
+        .filter(|s| !s.outputs.as_ref().is_some_and(crate::executor::was_skipped))
+        .map(|s| s.step_id.as_str())
+        .collect();
     let mut resolved = resolved_params(run, steps);
     let destroys =
         |s: &StepDef| started.contains(&s.id.as_str()) && registry.get(&s.uses).is_some_and(|k| k.destroys());
@@ -78,6 +83,7 @@ pub fn plan(
             retry,
             secret_outputs: Vec::new(),
             approve: None,
+            when: None,
             source: format!("destroy of run {} ({})", run.id, s.source),
             loc: Default::default(),
         });

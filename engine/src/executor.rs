@@ -620,7 +620,7 @@ async fn run_attempt<S: Store>(
     });
 
     let kind = shared.registry.get(&step.uses).expect("kinds checked when the run started").clone();
-    let resolved = {
+    let (resolved, skipped) = {
         let secret =
             |s: &str, key: &str| shared.workflow.step(s).is_some_and(|d| d.secret_outputs.iter().any(|k| k == key));
         let env = |name: &str| std::env::var(name).ok();
@@ -632,7 +632,11 @@ async fn run_attempt<S: Store>(
             secret: &secret,
             env: &env,
         };
-        scope.resolve(&step.with)
+        match skip_reason(step, &deps, &scope) {
+            Ok(Some(why)) => (Ok(Json::Null), Some(why)),
+            Ok(None) => (scope.resolve(&step.with), None),
+            Err(e) => (Err(e), None),
+        }
     };
     // A step that produces secret outputs may print them before the engine
     // knows their values: its reports are held until the attempt ends, then
@@ -676,6 +680,10 @@ async fn run_attempt<S: Store>(
     }
     let ran = match resolved {
         Err(e) => Ran::Done(Err(StepError::fatal(format!("cannot resolve parameters: {e}")))),
+        Ok(_) if skipped.is_some() => {
+            (shared.sink)(&step.id, Report::Log(format!("skipped: {}", skipped.unwrap_or_default())));
+            Ran::Done(Ok(BTreeMap::from([(SKIPPED.to_string(), Json::Bool(true))])))
+        }
         Ok(_) if budget.is_zero() => Ran::TimedOut,
         Ok(params) => {
             if let Some(why) = *stop.borrow() {
@@ -796,6 +804,59 @@ async fn run_attempt<S: Store>(
                 AttemptEnd::Failed(error)
             }
         }
+    }
+}
+
+/// The output a skipped step records (and nothing else): its dependents are skipped too.
+pub const SKIPPED: &str = "skipped";
+
+/// Whether a step's outputs say it was skipped.
+pub fn was_skipped(outputs: &BTreeMap<String, Json>) -> bool {
+    outputs.get(SKIPPED) == Some(&Json::Bool(true))
+}
+
+/// Why `step` does not run: a step it needs was skipped, or its `when` is false.
+fn skip_reason(
+    step: &StepDef,
+    deps: &BTreeMap<String, BTreeMap<String, Json>>,
+    scope: &Scope<'_>,
+) -> Result<Option<String>, String> {
+    if let Some((dep, _)) = deps.iter().find(|(_, o)| was_skipped(o)) {
+        return Ok(Some(format!("it needs `{dep}`, which was skipped")));
+    }
+    let Some(when) = &step.when else { return Ok(None) };
+    let value = scope.resolve(&Json::String(when.clone()))?;
+    Ok((!truthy(&value)).then(|| format!("`when: {when}` is {value}")))
+}
+
+/// The steps a run with these inputs skips, as far as the inputs tell: a
+/// `when` false on inputs alone, and every step that needs a skipped one
+/// (`plan`, `cost` and preflight leave them out).
+pub fn skipped_by_inputs(wf: &Workflow, inputs: &BTreeMap<String, Json>) -> std::collections::BTreeSet<String> {
+    let outputs = BTreeMap::new();
+    let (secret, env) = (|_: &str, _: &str| false, |n: &str| std::env::var(n).ok());
+    let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
+    let mut skipped = std::collections::BTreeSet::new();
+    for wave in wf.waves() {
+        for s in wave {
+            let off =
+                s.when.as_ref().and_then(|w| scope.resolve(&Json::String(w.clone())).ok()).is_some_and(|v| !truthy(&v));
+            if off || s.needs.iter().any(|n| skipped.contains(n)) {
+                skipped.insert(s.id.clone());
+            }
+        }
+    }
+    skipped
+}
+
+/// `when:` values: false, "false", "no", "0", "" and null are false.
+pub fn truthy(value: &Json) -> bool {
+    match value {
+        Json::Bool(b) => *b,
+        Json::Null => false,
+        Json::Number(n) => n.as_f64() != Some(0.0),
+        Json::String(s) => !matches!(s.trim().to_ascii_lowercase().as_str(), "" | "false" | "no" | "0" | "off"),
+        _ => true,
     }
 }
 

@@ -19,7 +19,9 @@ pub mod template;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
-pub use executor::{Engine, EngineConfig, EngineError, Event, Observer, Outcome, Stop};
+pub use executor::{
+    Engine, EngineConfig, EngineError, Event, Observer, Outcome, SKIPPED, Stop, skipped_by_inputs, truthy, was_skipped,
+};
 pub use kind::{
     DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
     Registry, Step, StepContext, StepError, StepView, WorkflowCheck,

@@ -14,8 +14,19 @@ use crate::template::{self, Ref};
 use crate::yaml::{self, Key, Loc, Node, Value};
 
 const TOP_KEYS: &[&str] = &["name", "description", "inputs", "defaults", "include", "steps"];
-const STEP_KEYS: &[&str] =
-    &["id", "uses", "with", "needs", "timeout", "attempt_timeout", "retry", "secret_outputs", "description", "approve"];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "uses",
+    "with",
+    "needs",
+    "timeout",
+    "attempt_timeout",
+    "retry",
+    "secret_outputs",
+    "description",
+    "approve",
+    "when",
+];
 const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"];
 const INPUT_KEYS: &[&str] = &["default", "description"];
@@ -49,6 +60,7 @@ struct RawStep {
     with_key_loc: Option<Loc>,
     with: Option<Node>,
     needs: Vec<(String, Loc)>,
+    when_loc: Option<Loc>,
 }
 
 struct Loader<'r> {
@@ -357,6 +369,12 @@ impl Loader<'_> {
         }
         let description = node.get("description").and_then(|n| self.string(file, n, "`description`"));
         let approve = node.get("approve").and_then(|n| self.string(file, n, "`approve`"));
+        let when_node = node.get("when");
+        let when_loc = when_node.map(|n| n.loc);
+        let when = when_node.and_then(|n| match &n.value {
+            Value::Bool(b) => Some(b.to_string()),
+            _ => self.string(file, n, "`when`"),
+        });
         let (Some(id), Some(uses)) = (id, uses) else {
             return;
         };
@@ -375,6 +393,7 @@ impl Loader<'_> {
                 retry,
                 secret_outputs,
                 approve,
+                when,
                 source: format!("{}:{}", file.display(), node.loc),
                 loc: node.loc,
             },
@@ -384,6 +403,7 @@ impl Loader<'_> {
             with_key_loc: node.key_loc("with"),
             with,
             needs,
+            when_loc,
         });
     }
 
@@ -468,6 +488,9 @@ impl Loader<'_> {
             let mut strings = Vec::new();
             if let Some(w) = &s.with {
                 w.strings(&mut strings);
+            }
+            if let (Some(when), Some(loc)) = (&s.def.when, s.when_loc) {
+                strings.push((when.clone(), loc));
             }
             for (text, loc) in strings {
                 let refs = match template::references(&text) {

@@ -51,6 +51,10 @@ pub struct StepDef {
     /// terminal before they start (or need `--yes`).
     #[serde(default)]
     pub approve: Option<String>,
+    /// A template (`${{ inputs.mcp }}`): the step runs only when it is true;
+    /// otherwise it, and every step that needs it, is skipped.
+    #[serde(default)]
+    pub when: Option<String>,
     /// Where the step is defined: `file:line:col`.
     pub source: String,
     #[serde(skip)]
@@ -73,6 +77,9 @@ impl StepDef {
         // Only when set, so the hashes of steps without it stay what they were.
         if let Some(question) = &self.approve {
             canonical["approve"] = serde_json::json!(question);
+        }
+        if let Some(when) = &self.when {
+            canonical["when"] = serde_json::json!(when);
         }
         // serde_json maps are sorted (BTreeMap), so this is canonical.
         let digest = Sha256::digest(canonical.to_string().as_bytes());

@@ -75,3 +75,37 @@ fn graph_prints_every_step_and_dependency_as_mermaid_and_dot() {
     assert!(dot.starts_with("digraph"));
     assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), edges);
 }
+
+/// A switchable part: `build` runs when `on`, `deploy` needs it, `always` does not.
+const SWITCH: &str = "name: switch\ninputs:\n  on: { default: true }\nsteps:\n  - id: build\n    uses: shell\n    when: \"${{ inputs.on }}\"\n    with: { run: \"echo build >> ran.log; echo image=img-1 >> $FLOW_OUTPUT\", outputs: [image] }\n  - id: deploy\n    uses: shell\n    with: { run: \"echo deploy-${{ steps.build.outputs.image }} >> ran.log\" }\n  - id: always\n    uses: shell\n    with: { run: \"echo always >> ran.log\" }\n";
+
+both!(a_step_whose_when_is_false_is_skipped_with_every_step_that_needs_it, |env: &Env| {
+    let wf = env.write("switch.yaml", SWITCH);
+    env.run(&["run", wf.to_str().unwrap(), "--input", "on=false"]).expect_success();
+    assert_eq!(lines(&env.path("ran.log")), ["always"], "neither build nor deploy ran");
+    let run = env.only_run();
+    for id in ["build", "deploy"] {
+        let step = env.step(&run.id, id);
+        assert_eq!(step.status, StepStatus::Succeeded, "a skipped step ends, succeeded, so the run does");
+        assert_eq!(step.outputs.unwrap()["skipped"], true, "{id} is recorded as skipped");
+    }
+    let logs = env.run(&["logs", &run.id]).stdout;
+    assert!(logs.contains("skipped: `when: ${{ inputs.on }}` is false"), "{logs}");
+    assert!(logs.contains("skipped: it needs `build`, which was skipped"), "{logs}");
+
+    std::fs::remove_file(env.path("ran.log")).unwrap();
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    let mut ran = lines(&env.path("ran.log"));
+    ran.sort();
+    assert_eq!(ran, ["always", "build", "deploy-img-1"], "on by default: all of them ran");
+});
+
+#[test]
+fn a_when_naming_an_undeclared_input_is_refused_at_its_line() {
+    let env = Env::sqlite();
+    let wf = env.write("switch.yaml", &SWITCH.replace("when: \"${{ inputs.on }}\"", "when: \"${{ inputs.of }}\""));
+    let out = env.run(&["validate", wf.to_str().unwrap()]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("switch.yaml:7:11"), "{}", out.stderr);
+    assert!(out.stderr.contains("uses input `of`, which is not declared"), "{}", out.stderr);
+}

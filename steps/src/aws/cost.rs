@@ -94,7 +94,8 @@ pub fn estimate(wf: &Workflow, inputs: &BTreeMap<String, Json>, region: &str) ->
         wf.steps.iter().map(|s| (s.id.as_str(), scope.resolve_partial(&s.with))).collect();
     let num = |v: Option<&Json>, default: f64| v.and_then(Json::as_f64).unwrap_or(default);
     let mut lines = Vec::new();
-    for s in &wf.steps {
+    let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
+    for s in wf.steps.iter().filter(|s| !skipped.contains(&s.id)) {
         let w = &params[s.id.as_str()];
         let mut line = |detail: String, monthly: f64| {
             lines.push(Line { step: s.id.clone(), kind: s.uses.clone(), detail, monthly: round(monthly) })

@@ -236,6 +236,7 @@ pub fn workflow(
             retry: RetryPolicy { max_attempts: 6, ..RetryPolicy::default() },
             secret_outputs: Vec::new(),
             approve: None,
+            when: None,
             source: format!("gc of stack {stack}"),
             loc: Default::default(),
         });
