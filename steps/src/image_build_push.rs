@@ -333,10 +333,10 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
 
     let storage = match &p.storage {
         Some(s) => PathBuf::from(s),
-        None => storage_of(ctx, p.builder).await,
+        None => storage(p.builder.program()).await,
     };
     let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
-    check_free_disk(&storage, required)?;
+    ctx.log(format!("disk: {}", check_free_disk(&storage, required)?));
 
     let session = Session::new(ctx, p.builder)?;
     let password = target.password(ctx).await?;
@@ -500,18 +500,16 @@ impl Drop for Session {
     }
 }
 
-/// Where the builder keeps images, as it says; its usual place if it cannot say.
-async fn storage_of(ctx: &StepContext, builder: Builder) -> PathBuf {
+/// Where the builder keeps images, as it says (30 s at most); its usual place if it cannot say.
+pub async fn storage(builder: &str) -> PathBuf {
     let (args, fallback): (&[&str], &str) = match builder {
-        Builder::Podman => (&["info", "--format", "{{.Store.GraphRoot}}"], "/var/lib/containers/storage"),
-        Builder::Buildah => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
-        Builder::Docker => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),
+        "buildah" => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
+        "docker" => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),
+        _ => (&["info", "--format", "{{.Store.GraphRoot}}"], "/var/lib/containers/storage"),
     };
-    let asked = tokio::time::timeout(
-        Duration::from_secs(30).min(ctx.remaining()),
-        Command::new(builder.program()).args(args).kill_on_drop(true).output(),
-    )
-    .await;
+    let asked =
+        tokio::time::timeout(Duration::from_secs(30), Command::new(builder).args(args).kill_on_drop(true).output())
+            .await;
     match asked {
         Ok(Ok(out)) if out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty() => {
             PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -520,8 +518,9 @@ async fn storage_of(ctx: &StepContext, builder: Builder) -> PathBuf {
     }
 }
 
-/// Fails before any build when the disk holding `path` has less than `required` bytes free.
-pub fn check_free_disk(path: &Path, required: u64) -> Result<(), StepError> {
+/// Fails before any build when the disk holding `path` has less than
+/// `required` bytes free; else says how much is free.
+pub fn check_free_disk(path: &Path, required: u64) -> Result<String, StepError> {
     let free = free_bytes(path)?;
     if free < required {
         return Err(StepError::fatal(format!(
@@ -532,7 +531,7 @@ pub fn check_free_disk(path: &Path, required: u64) -> Result<(), StepError> {
         ))
         .with_hint("free space (`podman system prune -a`), or build on the EC2 builder (runs_on: builder, workflows/builder.yaml), or lower min_free_disk"));
     }
-    Ok(())
+    Ok(format!("{} free at {}, {} needed", size(free), path.display(), size(required)))
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path`
@@ -648,6 +647,11 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) -> Result<(), StepErro
 /// build, as one script; its last lines say what it did.
 async fn build_on_builder(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
     let instance = p.instance_id.as_deref().unwrap_or_default();
+    if instance.trim().is_empty() {
+        return Err(StepError::fatal("runs_on: builder, but `instance_id` is empty").with_hint(
+            "run workflows/builder.yaml and pass the `builder` step's instance_id (for full.yaml: --input mcp_builder_instance=i-...), or use runs_on: local",
+        ));
+    }
     let script = builder_script(p, target);
     let ran = ssm_run_command::run(
         ctx,

@@ -222,16 +222,31 @@ fn a_disk_below_the_minimum_fails_before_building_and_names_path_free_and_requir
     let stack = unique_stack("img");
     context(&env, "/bin/busybox echo never > /marker");
     let wf = env.write("image.yaml", IMAGE);
-    let out = env.run(&[
+    let stack_input = format!("stack={stack}");
+    let registry_input = format!("registry=http://{}", registry.host);
+    let args = [
         "run",
         wf.to_str().unwrap(),
         "--input",
-        &format!("stack={stack}"),
+        &stack_input,
         "--input",
-        &format!("registry=http://{}", registry.host),
+        &registry_input,
         "--input",
         "min_free_disk=900TiB",
-    ]);
+    ];
+
+    // `run` checks it first, before anything is recorded or created.
+    let refused = env.run(&args);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("preflight `disk` failed: `app-image`: not enough free disk to build: /"),
+        "{}",
+        refused.stderr
+    );
+    assert!(env.runs().is_empty(), "no run recorded");
+
+    // The step itself checks again (the disk may have filled since): it fails before building.
+    let out = env.run(&[&args[..], &["--skip-preflight", "disk"]].concat());
     out.expect_code(1);
     assert!(out.stderr.contains("not enough free disk to build: /"), "{}", out.stderr);
     assert!(out.stderr.contains("GiB free, the build needs at least 921600.0 GiB"), "{}", out.stderr);

@@ -91,9 +91,88 @@ pub async fn checks(
     let eips = creates("aws.ec2.elastic_ip");
     add("eip-quota", if run("eip-quota") { Some(eip_quota(&config, &ec2, &region, eips).await) } else { None });
     add("permissions", if run("permissions") { Some(permissions(&ec2, &region, vpcs > 0).await) } else { None });
-    add("disk", Some(Ok((Status::Skipped, "no image build step runs here".into()))));
-    add("builder", Some(Ok((Status::Skipped, "no image build step runs here".into()))));
+    let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
+    let images: Vec<(&str, &Json)> = steps
+        .iter()
+        .filter(|(id, kind, _)| *kind == "image.build_push" && !skipped.contains(*id))
+        .map(|(id, _, w)| (*id, w))
+        .collect();
+    let on_builder = |w: &Json| w.get("runs_on").and_then(Json::as_str) == Some("builder");
+    let local: Vec<(&str, &Json)> = images.iter().filter(|(_, w)| !on_builder(w)).copied().collect();
+    let remote: Vec<(&str, &Json)> = images.iter().filter(|(_, w)| on_builder(w)).copied().collect();
+    add("disk", if run("disk") { Some(Ok(disk(&local).await)) } else { None });
+    add("builder", if run("builder") { Some(builder(&config, &remote).await) } else { None });
     out
+}
+
+/// Free disk where each local image build stores images, against its `min_free_disk`.
+async fn disk(builds: &[(&str, &Json)]) -> (Status, String) {
+    if builds.is_empty() {
+        return (Status::Skipped, "no image is built here".into());
+    }
+    let mut said = Vec::new();
+    let mut failed = false;
+    for (id, w) in builds {
+        let builder = w.get("builder").and_then(Json::as_str).unwrap_or("podman");
+        let storage = match w.get("storage").and_then(Json::as_str) {
+            Some(s) => std::path::PathBuf::from(s),
+            None => crate::image_build_push::storage(builder).await,
+        };
+        let min = w.get("min_free_disk").and_then(Json::as_str).unwrap_or("10GiB");
+        let Ok(required) = crate::image_build_push::parse_size(min) else { continue };
+        match crate::image_build_push::check_free_disk(&storage, required) {
+            Ok(free) => said.push(format!("`{id}`: {free}")),
+            Err(e) => {
+                failed = true;
+                said.push(format!("`{id}`: {}", e.message));
+            }
+        }
+    }
+    (if failed { Status::Fail } else { Status::Pass }, said.join("; "))
+}
+
+/// Each build on the EC2 builder names an instance that is online in SSM.
+async fn builder(config: &aws_config::SdkConfig, builds: &[(&str, &Json)]) -> Result<(Status, String), String> {
+    if builds.is_empty() {
+        return Ok((Status::Skipped, "no image is built on the EC2 builder".into()));
+    }
+    let ssm = aws_sdk_ssm::Client::new(config);
+    let mut said = Vec::new();
+    for (id, w) in builds {
+        let instance = w.get("instance_id").and_then(Json::as_str).unwrap_or_default();
+        if instance.is_empty() || instance.contains("${{") {
+            return Ok((
+                Status::Fail,
+                format!(
+                    "step `{id}` builds on the EC2 builder but names no instance: run workflows/builder.yaml, then pass its instance id (the `builder` step's `instance_id` output) as the input that feeds `instance_id`; or turn the step off"
+                ),
+            ));
+        }
+        let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .values(instance)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let found = ssm
+            .describe_instance_information()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| classify(&failure("ssm:DescribeInstanceInformation", &e)).message)?;
+        match found.instance_information_list().first().and_then(|i| i.ping_status()).map(|p| p.as_str().to_string()) {
+            Some(p) if p == "Online" => said.push(format!("`{id}`: {instance} is online in SSM")),
+            other => {
+                return Ok((
+                    Status::Fail,
+                    format!(
+                        "step `{id}` builds on {instance}, which is {} in SSM: start it (`aws ec2 start-instances --instance-ids {instance}`) or run workflows/builder.yaml again",
+                        other.map(|p| p.to_lowercase()).unwrap_or_else(|| "not registered".into())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((Status::Pass, said.join("; ")))
 }
 
 async fn region_check(
@@ -155,7 +234,7 @@ async fn vpc_quota(
         .collect();
     let headroom = limit as i64 - used as i64;
     let numbers = format!("{used} of {limit} VPCs used in {region} (quota from {source}), this run creates {creating}");
-    if (headroom as f64) < creating as f64 {
+    if creating > 0 && headroom < creating as i64 {
         let orphans = match orphans.len() {
             0 => String::new(),
             n => format!("; {n} carry ca-a2a-flow tags of stacks unknown to this state store: {}", orphans.join(", ")),
@@ -167,7 +246,8 @@ async fn vpc_quota(
             ),
         ));
     }
-    Ok((if headroom as usize == creating { Status::Warn } else { Status::Pass }, numbers))
+    // A run that creates no VPC is not held back by the others (it may be the one that removes them).
+    Ok((if headroom <= creating as i64 { Status::Warn } else { Status::Pass }, numbers))
 }
 
 async fn eip_quota(
@@ -188,7 +268,7 @@ async fn eip_quota(
     let numbers =
         format!("{used} of {limit} Elastic IPs used in {region} (quota from {source}), this run allocates {creating}");
     let headroom = limit as i64 - used as i64;
-    Ok(if headroom < creating as i64 {
+    Ok(if creating > 0 && headroom < creating as i64 {
         (Status::Fail, format!("{numbers}: release unused Elastic IPs, or raise the quota"))
     } else {
         (Status::Pass, numbers)
