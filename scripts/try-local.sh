@@ -21,7 +21,7 @@ latest() { flow list --output json | python3 -c 'import json, sys; print(json.lo
 # group: healthy_targets=0 (against AWS keep the default, 1). A short poll
 # interval because moto makes everything available at once.
 export CA_A2A_FLOW_POLL_INTERVAL=200ms
-inputs=(--input stack=try-local --input healthy_targets=0)
+inputs=(--input stack=try-local --input healthy_targets=0 --input mcp=false)
 
 flow run workflows/full.yaml "${inputs[@]}"
 run="$(latest)"

@@ -35,7 +35,8 @@ pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&
     }
     vars.extend_from_slice(extra);
     let stack = format!("stack={stack}");
-    env.run_with(&["run", FULL, "--input", &stack, "--input", "healthy_targets=0"], &vars)
+    // The MCP server is built on an EC2 builder: `builder::the_full_stack_with_its_mcp_server_...` deploys it.
+    env.run_with(&["run", FULL, "--input", &stack, "--input", "healthy_targets=0", "--input", "mcp=false"], &vars)
 }
 
 fn moto() -> String {
@@ -458,7 +459,7 @@ fn killed_while_waiting_for(
     let stack = unique_stack("wait");
     let stack_input = format!("stack={stack}");
     let child = env.spawn(
-        &["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0"],
+        &["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0", "--input", "mcp=false"],
         &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
     );
     env.wait_until(&format!("{step} to wait"), Duration::from_secs(60), || {
@@ -861,7 +862,7 @@ fn a_destroy_killed_at_each_of_four_points_resumes_and_leaves_nothing() {
 
 fn plan(env: &Env, stack: &str, endpoint: &str, extra: &[&str]) -> serde_json::Value {
     let stack = format!("stack={stack}");
-    let mut args = vec!["plan", FULL, "--input", &stack, "--format", "json"];
+    let mut args = vec!["plan", FULL, "--input", &stack, "--input", "mcp=false", "--format", "json"];
     args.extend_from_slice(extra);
     let out = env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint)]);
     out.expect_success();

@@ -202,3 +202,114 @@ fn a_run_killed_after_sending_follows_the_same_command_on_resume() {
     let logs = env.run(&["logs", &run.id, "--step", "build"]);
     assert!(logs.stdout.contains("sent by an earlier attempt"), "{}", logs.stdout);
 }
+
+/// A moto instance standing in for the builder.
+fn builder_instance() -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let image =
+        block_on(ec2.describe_images().owners("amazon").send()).unwrap().images()[0].image_id().unwrap().to_string();
+    let launched = block_on(ec2.run_instances().image_id(image).min_count(1).max_count(1).send()).unwrap();
+    launched.instances()[0].instance_id().unwrap().to_string()
+}
+
+const DIGEST: &str = "sha256:4f0c3b1d9e8a7f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291807f6e";
+
+#[test]
+fn the_full_stack_builds_its_mcp_server_on_the_builder_and_serves_it_behind_the_alb() {
+    let instance = builder_instance();
+    // What the build script prints last, as the builder would (moto runs no script).
+    let printed = format!(
+        "STEP 1/6: FROM python:3.12-slim\n...\nca-a2a-flow:source_hash={}\nca-a2a-flow:tag=mcp-0a1b2c3d4e5f\nca-a2a-flow:digest={DIGEST}\nca-a2a-flow:action=built\n",
+        "ab".repeat(32)
+    );
+    let proxy = FaultProxy::start(&moto(), vec![agent_online(), invocation("Success", 0, &printed)]);
+    let env = Env::sqlite();
+    let stack = unique_stack("mcp");
+    env.run_with(
+        &[
+            "run",
+            crate::aws_full::FULL,
+            "--input",
+            &format!("stack={stack}"),
+            "--input",
+            "healthy_targets=0",
+            "--input",
+            &format!("mcp_builder_instance={instance}"),
+        ],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    )
+    .expect_success();
+    let run = env.only_run();
+
+    let config = sdk();
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let sent = block_on(ssm.list_commands().instance_id(&instance).send()).unwrap();
+    let ours: Vec<_> = sent
+        .commands()
+        .iter()
+        .filter(|c| c.comment().is_some_and(|t| t.starts_with(&format!("ca-a2a-flow {} mcp-image ", run.id))))
+        .collect();
+    assert_eq!(ours.len(), 1, "one build sent to the builder");
+    assert_eq!(proxy.actions().iter().filter(|a| *a == "SendCommand").count(), 1);
+    let script = &ours[0].parameters().unwrap()["commands"][0];
+    assert!(script.contains("cd '/opt/ca-a2a/mcp-server'"), "{script}");
+    assert!(script.contains(&format!("--repository-name '{stack}/mcp-server'")), "adopts a pushed tag first: {script}");
+    assert!(script.contains("podman build --isolation='chroot'"), "{script}");
+
+    let image = env.step(&run.id, "mcp-image").outputs.unwrap();
+    assert_eq!(image["action"], "built");
+    let repo = env.step(&run.id, "mcp-server-repo").outputs.unwrap();
+    let want = format!("{}@{DIGEST}", repo["uri"].as_str().unwrap());
+    assert_eq!(image["image"], want.as_str());
+
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let task = env.step(&run.id, "mcp-task").outputs.unwrap();
+    let td = block_on(ecs.describe_task_definition().task_definition(task["arn"].as_str().unwrap()).send()).unwrap();
+    let container = &td.task_definition().unwrap().container_definitions()[0];
+    assert_eq!(container.image(), Some(want.as_str()), "the task runs the pushed digest");
+    assert_eq!(container.port_mappings()[0].container_port(), Some(8004));
+    let cluster = env.step(&run.id, "cluster").outputs.unwrap();
+    let service = env.step(&run.id, "mcp-server").outputs.unwrap();
+    let found = block_on(
+        ecs.describe_services()
+            .cluster(cluster["name"].as_str().unwrap())
+            .services(service["name"].as_str().unwrap())
+            .send(),
+    )
+    .unwrap();
+    let tg = env.step(&run.id, "mcp-tg").outputs.unwrap();
+    assert_eq!(found.services()[0].load_balancers()[0].target_group_arn(), tg["arn"].as_str());
+
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let listener = env.step(&run.id, "http").outputs.unwrap();
+    let rules = block_on(elb.describe_rules().listener_arn(listener["arn"].as_str().unwrap()).send()).unwrap();
+    let rule = rules.rules().iter().find(|r| r.priority() == Some("50")).expect("the /mcp* rule");
+    assert_eq!(rule.actions()[0].target_group_arn(), tg["arn"].as_str());
+}
+
+#[test]
+fn the_full_stack_with_its_mcp_server_but_no_builder_is_refused_before_anything_is_made() {
+    let proxy = FaultProxy::start(&moto(), vec![]);
+    let env = Env::sqlite();
+    let out = env.run_with(
+        &["run", crate::aws_full::FULL, "--input", &format!("stack={}", unique_stack("nobuilder"))],
+        &[("AWS_ENDPOINT_URL", &proxy.url)],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("preflight `builder` failed: step `mcp-image` builds on the EC2 builder but names no instance"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("run workflows/builder.yaml"), "{}", out.stderr);
+    let writes: Vec<String> = proxy
+        .actions()
+        .into_iter()
+        .filter(|a| {
+            !a.starts_with("Describe") && !a.starts_with("Get") && !a.starts_with("List") && !a.ends_with("(dry-run)")
+        })
+        .collect();
+    assert!(writes.is_empty(), "nothing was created: {writes:?}");
+    assert!(env.runs().is_empty());
+}

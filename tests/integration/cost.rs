@@ -5,7 +5,8 @@ use crate::aws_full::FULL;
 use crate::support::Env;
 
 fn estimate(env: &Env, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["cost", FULL, "--input", "region=eu-west-3", "--output", "json"];
+    // The seed's figures predate the MCP server (it never got deployed): priced without it.
+    let mut args = vec!["cost", FULL, "--input", "region=eu-west-3", "--input", "mcp=false", "--output", "json"];
     args.extend_from_slice(extra);
     let out = env.run(&args);
     out.expect_success();
@@ -41,6 +42,21 @@ fn multi_az_doubles_the_database_and_bigger_tasks_cost_more() {
     assert!((two - 2.0 * one).abs() < 0.02, "Multi-AZ doubles instance and storage: {one} -> {two}");
     let big = estimate(&env, &["--input", "agent_cpu=512", "--input", "agent_memory=1024"]);
     assert!((line(&big, "orchestrator") - 2.0 * line(&base, "orchestrator")).abs() < 0.02);
+}
+
+#[test]
+fn the_mcp_server_is_priced_when_on_and_left_out_when_off() {
+    let env = Env::sqlite();
+    let off = estimate(&env, &[]);
+    let on = estimate(&env, &["--input", "mcp=true"]);
+    let steps = |e: &serde_json::Value| -> Vec<String> {
+        e["lines"].as_array().unwrap().iter().map(|l| l["step"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(!steps(&off).iter().any(|s| s == "mcp-server" || s == "mcp-logs"), "{:?}", steps(&off));
+    let mcp = line(&on, "mcp-server");
+    assert!((mcp - line(&off, "orchestrator")).abs() < 0.02, "an agent-sized Fargate task: {mcp}");
+    let (a, b) = (off["total"].as_f64().unwrap(), on["total"].as_f64().unwrap());
+    assert!(b > a, "{a} -> {b}");
 }
 
 #[test]

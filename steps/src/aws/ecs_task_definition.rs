@@ -45,6 +45,8 @@ pub struct Container {
     #[serde(default)]
     pub port: Option<u16>,
     #[serde(default)]
+    /// Values may be numbers or booleans (`PORT: 8004`): ECS takes them as text.
+    #[serde(deserialize_with = "scalar_strings")]
     pub environment: BTreeMap<String, String>,
     /// Variable name -> Secrets Manager ARN (optionally `:json-key::`).
     #[serde(default)]
@@ -314,4 +316,19 @@ fn outputs(arn: &str, family: &str, revision: i32, action: &str) -> Outputs {
         ("revision".into(), json!(revision)),
         ("action".into(), json!(action)),
     ])
+}
+
+/// A map whose values are strings, numbers or booleans, each kept as text.
+fn scalar_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw: BTreeMap<String, Json> = serde::Deserialize::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            Json::String(s) => Ok((k, s)),
+            Json::Number(n) => Ok((k, n.to_string())),
+            Json::Bool(b) => Ok((k, b.to_string())),
+            other => {
+                Err(serde::de::Error::custom(format!("`{k}`: expected text, a number or a boolean, found {other}")))
+            }
+        })
+        .collect()
 }

@@ -148,7 +148,11 @@ pub async fn run(ctx: &StepContext, req: Request<'_>) -> Result<Ran, StepError> 
             if let Some(dir) = req.working_directory {
                 send = send.parameters("workingDirectory", vec![dir.to_string()]);
             }
-            let sent = send.send().await.or_step_error("ssm:SendCommand")?;
+            // No retry inside the SDK: SendCommand is not idempotent, and a retry after an answer
+            // lost on the way would run the script twice. The step's next attempt looks first.
+            let no_retry = aws_sdk_ssm::config::Builder::default()
+                .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled());
+            let sent = send.customize().config_override(no_retry).send().await.or_step_error("ssm:SendCommand")?;
             let id = sent.command().and_then(|c| c.command_id()).unwrap_or_default().to_string();
             ctx.log(format!("sent command {id} to {}", req.instance_id));
             id
