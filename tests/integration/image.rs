@@ -326,3 +326,28 @@ fn a_run_killed_after_the_push_but_before_its_checkpoint_adopts_the_image_on_res
     let (said, _) = registry.pull_manifest(&repo, out["tag"].as_str().unwrap());
     assert_eq!(out["digest"], said.as_str());
 }
+
+#[test]
+fn buildah_builds_and_pushes_the_same_way() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("bud");
+    context(&env, &format!("/bin/busybox echo built-by-buildah-{stack} | /bin/busybox tee /marker"));
+    let wf = env.write("image.yaml", &IMAGE.replace("      tag: v1\n", "      tag: v1\n      builder: buildah\n"));
+    env.run(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--input",
+        &format!("stack={stack}"),
+        "--input",
+        &format!("registry=http://{}", registry.host),
+    ])
+    .expect_success();
+    let out = image_outputs(&env);
+    assert_eq!(out["action"], "built");
+    let logs = env.run(&["logs", &env.runs()[0].id, "--step", "app-image"]).stdout;
+    assert!(logs.contains(&format!("built-by-buildah-{stack}")), "the RUN step ran under buildah:\n{logs}");
+    let (said, computed) = registry.pull_manifest(&format!("{stack}/app"), out["tag"].as_str().unwrap());
+    assert_eq!(out["digest"], said.as_str());
+    assert_eq!(said, computed);
+}
