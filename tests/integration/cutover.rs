@@ -265,6 +265,61 @@ fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
 }
 
 #[test]
+fn a_cutover_killed_while_it_waits_rolls_back_on_resume_to_the_revision_it_replaced() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let env = Env::sqlite();
+    let stack = unique_stack("killwait");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        vec![Rule {
+            action: "DescribeServices",
+            fault: Fault::RewriteAnswer {
+                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
+                from: "\"runningCount\": 1, \"pendingCount\": 0",
+                to: "\"runningCount\": 0, \"pendingCount\": 1",
+            },
+            times: None,
+        }],
+    );
+    let args: Vec<String> = [
+        "run",
+        CUTOVER,
+        "--input",
+        &format!("stack={stack}"),
+        "--input",
+        &format!("cluster={stack}-seed"),
+        "--input",
+        &format!("service={stack}-keycloak"),
+        "--input",
+        "healthy_targets=0",
+        "--input",
+        "cutover_deadline=3s",
+        "--yes",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vars = [("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    let mut child = env.spawn(&args, &vars);
+    // Killed once the service is on the new revision, in the middle of the wait.
+    env.wait_until("the service on the new revision", std::time::Duration::from_secs(120), || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        service_revision(&ecs, &stack) != dev
+    });
+    crate::support::signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+
+    let run = env.only_run();
+    let out = env.run_with(&["resume", &run.id, "--yes"], &vars);
+    out.expect_code(1);
+    assert_eq!(service_revision(&ecs, &stack), dev, "rolled back to the revision the killed attempt replaced");
+    assert!(out.stderr.contains(&format!("rolled back to {stack}-keycloak-dev:1")), "{}", out.stderr);
+}
+
+#[test]
 fn the_cutover_needs_approval_and_without_a_terminal_or_yes_nothing_is_done() {
     let config = sdk();
     let ecs = aws_sdk_ecs::Client::new(&config);
