@@ -313,3 +313,34 @@ fn the_full_stack_with_its_mcp_server_but_no_builder_is_refused_before_anything_
     assert!(writes.is_empty(), "nothing was created: {writes:?}");
     assert!(env.runs().is_empty());
 }
+
+#[test]
+fn gc_lists_a_forgotten_builder_with_what_it_costs_and_terminates_it() {
+    let proxy = FaultProxy::start(&moto(), vec![agent_online()]);
+    let forgotten = Env::sqlite();
+    let stack = unique_stack("oldbuilder");
+    run_builder(&forgotten, &proxy, &stack).expect_success();
+    let instance = forgotten.step(&forgotten.only_run().id, "builder").outputs.unwrap()["instance_id"].clone();
+
+    // Another state store: that stack is nobody's here.
+    let env = Env::sqlite();
+    let listed = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    listed.expect_success();
+    let orphans = listed.json();
+    let found = orphans.as_array().unwrap().iter().find(|o| o["kind"] == "aws.ec2.instance").expect("the instance");
+    assert_eq!(found["id"], instance);
+    assert!((found["monthly"].as_f64().unwrap() - (730.0 * 0.0944 + 60.0 * 0.0928)).abs() < 0.02, "{found}");
+    assert!(orphans.as_array().unwrap().iter().any(|o| o["kind"] == "aws.ec2.security_group"), "{orphans}");
+
+    env.run_with(
+        &["gc", "--stack", &stack, "--region", "eu-west-3", "--delete", "--yes"],
+        &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    )
+    .expect_success();
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let state = block_on(ec2.describe_instances().instance_ids(instance.as_str().unwrap()).send()).unwrap();
+    let state = state.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string();
+    assert_eq!(state, "terminated");
+    let again = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    assert_eq!(again.json().as_array().unwrap().len(), 0, "nothing left that gc covers");
+}

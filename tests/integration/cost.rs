@@ -67,3 +67,25 @@ fn an_unknown_region_is_refused_with_the_regions_that_have_prices() {
     assert!(out.stderr.contains("no prices for region `mars-north-1`"), "{}", out.stderr);
     assert!(out.stderr.contains("eu-west-3"), "{}", out.stderr);
 }
+
+#[test]
+fn the_builder_costs_its_instance_hours_and_its_volume() {
+    let env = Env::sqlite();
+    let builder = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/builder.yaml");
+    let out = env.run(&["cost", builder, "--input", "region=eu-west-3", "--output", "json"]);
+    out.expect_success();
+    let e = out.json();
+    // t3.large at $0.0944 x 730 h, plus 60 GB of gp3 at $0.0928.
+    assert!((line(&e, "builder") - (730.0 * 0.0944 + 60.0 * 0.0928)).abs() < 0.02, "{e}");
+    let bigger = env.run(&[
+        "cost",
+        builder,
+        "--input",
+        "region=eu-west-3",
+        "--input",
+        "instance_type=t3.xlarge",
+        "--output",
+        "json",
+    ]);
+    assert!(line(&bigger.json(), "builder") > line(&e, "builder"));
+}

@@ -46,6 +46,10 @@ struct Prices {
     logs_ingest_gb: f64,
     ecr_gb_month: f64,
     secret_month: f64,
+    #[serde(default)]
+    ec2_hour: BTreeMap<String, f64>,
+    #[serde(default)]
+    ebs_gp3_gb_month: f64,
 }
 
 /// One resource's monthly cost.
@@ -67,6 +71,14 @@ pub struct Estimate {
     pub assumptions: Assumptions,
     pub prices_checked: String,
     pub prices_source: String,
+}
+
+/// An instance's monthly cost (running all month, with its gp3 volume), when the price file knows its type.
+pub fn instance_monthly(region: &str, instance_type: &str, volume_gib: f64) -> Option<f64> {
+    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
+    let p = file.regions.get(region)?;
+    let hour = p.ec2_hour.get(instance_type)?;
+    Some(round(file.hours_per_month * hour + volume_gib * p.ebs_gp3_gb_month))
 }
 
 /// The regions the price file knows.
@@ -117,6 +129,17 @@ pub fn estimate(wf: &Workflow, inputs: &BTreeMap<String, Json>, region: &str) ->
                     ),
                     h * (p.alb_hour + a.alb_lcu * p.alb_lcu_hour + ips * p.public_ipv4_hour),
                 )
+            }
+            "aws.ec2.instance" => {
+                let kind = w.get("instance_type").and_then(Json::as_str).unwrap_or("t3.large");
+                let gib = num(w.get("volume_size_gib"), 60.0);
+                match p.ec2_hour.get(kind) {
+                    Some(hour) => line(
+                        format!("{h} h x ${hour} ({kind}) + {gib} GB gp3 x ${}", p.ebs_gp3_gb_month),
+                        h * hour + gib * p.ebs_gp3_gb_month,
+                    ),
+                    None => line(format!("{kind}: not in the price file; {gib} GB gp3 only"), gib * p.ebs_gp3_gb_month),
+                }
             }
             "aws.ecs.service" => {
                 let count = num(w.get("desired_count"), 1.0);

@@ -37,7 +37,7 @@ impl Orphan {
     /// The order of deletion: lower first.
     pub fn rank(&self) -> u8 {
         match self.kind {
-            "aws.ec2.nat_gateway" | "aws.secretsmanager.secret" | "aws.rds.db_subnet_group" => 0,
+            "aws.ec2.nat_gateway" | "aws.ec2.instance" | "aws.secretsmanager.secret" | "aws.rds.db_subnet_group" => 0,
             "aws.ec2.elastic_ip" | "aws.ec2.route_table" | "aws.ec2.security_group" | "aws.ec2.internet_gateway" => 1,
             "aws.ec2.subnet" => 2,
             _ => 3,
@@ -144,6 +144,28 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
         let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap_or("?");
         let extra = json!({ "subnet_id": n.subnet_id(), "allocation_id": allocation });
         push(n.tags(), "aws.ec2.nat_gateway", n.nat_gateway_id().unwrap_or("?"), 35.04, extra);
+    }
+    // A forgotten builder bills by the hour: the costliest leftover there is.
+    let live = Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .values("stopping")
+        .values("stopped")
+        .build();
+    let instances = ec2
+        .describe_instances()
+        .filters(ours())
+        .filters(live)
+        .send()
+        .await
+        .or_step_error("ec2:DescribeInstances")
+        .map_err(err)?;
+    for i in instances.reservations().iter().flat_map(|r| r.instances()) {
+        let kind = i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default();
+        let monthly = super::cost::instance_monthly(&region, &kind, 60.0).unwrap_or(0.0);
+        let extra = json!({ "subnet_id": i.subnet_id() });
+        push(i.tags(), "aws.ec2.instance", i.instance_id().unwrap_or("?"), monthly, extra);
     }
     let tables = ec2
         .describe_route_tables()
