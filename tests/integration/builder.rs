@@ -344,3 +344,28 @@ fn gc_lists_a_forgotten_builder_with_what_it_costs_and_terminates_it() {
     let again = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
     assert_eq!(again.json().as_array().unwrap().len(), 0, "nothing left that gc covers");
 }
+
+#[test]
+fn a_builder_that_never_comes_online_in_ssm_fails_at_its_deadline_saying_what_it_waited_for() {
+    // The agent never registers: SSM knows no such instance.
+    let never = Rule {
+        action: "DescribeInstanceInformation",
+        fault: Fault::Answer { body: r#"{"InstanceInformationList":[]}"#.into() },
+        times: None,
+    };
+    let proxy = FaultProxy::start(&moto(), vec![never]);
+    let env = Env::sqlite();
+    let stack = unique_stack("offline");
+    let wf = env.write(
+        "builder.yaml",
+        &std::fs::read_to_string(BUILDER).unwrap().replace("retry: { max_attempts: 5,", "retry: { max_attempts: 1,"),
+    );
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}"), "--input", "ssm_online_within=1s"],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    );
+    out.expect_code(1);
+    assert!(out.stderr.contains("in SSM still not registered yet (the agent starts at boot; the role needs AmazonSSMManagedInstanceCore) after 1"), "{}", out.stderr);
+    let logs = env.run(&["logs", &env.only_run().id, "--step", "builder"]).stdout;
+    assert!(logs.contains("progress builder"), "the wait showed its progress:\n{logs}");
+}

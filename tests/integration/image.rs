@@ -351,3 +351,29 @@ fn buildah_builds_and_pushes_the_same_way() {
     assert_eq!(out["digest"], said.as_str());
     assert_eq!(said, computed);
 }
+
+#[test]
+fn a_failing_build_fails_the_step_with_the_tail_of_its_output_and_pushes_nothing() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    context(
+        &env,
+        &format!("/bin/busybox echo compiling-{stack} && /bin/busybox echo 'error: no such module' && exit 3"),
+    );
+    let wf = env.write("image.yaml", &IMAGE.replace("max_attempts: 3", "max_attempts: 1"));
+    let out = env.run(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--input",
+        &format!("stack={stack}"),
+        "--input",
+        &format!("registry=http://{}", registry.host),
+    ]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("podman build of 127.0.0.1:"), "{}", out.stderr);
+    assert!(out.stderr.contains("failed (exit status"), "{}", out.stderr);
+    assert!(out.stderr.contains("  | error: no such module"), "the tail of the build output: {}", out.stderr);
+    assert!(out.stderr.contains("--step app-image` for the whole build output"), "{}", out.stderr);
+    assert_eq!(registry.manifest_pushes(&format!("{stack}/app")), 0);
+}
