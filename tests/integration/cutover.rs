@@ -337,3 +337,48 @@ fn the_cutover_needs_approval_and_without_a_terminal_or_yes_nothing_is_done() {
     assert!(env.runs().is_empty(), "no run recorded");
     assert_eq!(service_revision(&ecs, &stack), dev);
 }
+
+/// Runs the cutover on a terminal (a pty from `script`) and types `answer` at its question.
+fn cutover_on_a_terminal(env: &Env, endpoint: &str, stack: &str, answer: &str) -> Out {
+    let line = format!(
+        "'{}' --state '{}' run '{CUTOVER}' --input stack={stack} --input cluster={stack}-seed --input service={stack}-keycloak --input healthy_targets=0",
+        env!("CARGO_BIN_EXE_ca-a2a-flow"),
+        env.state
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("CA_A2A_FLOW_POLL_INTERVAL", "100ms")
+        .env("CA_A2A_FLOW_SKIP_PREFLIGHT", "vpc-quota,eip-quota")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
+    Out::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn on_a_terminal_the_cutover_asks_first_and_does_nothing_unless_told_yes() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let moto = std::env::var("AWS_ENDPOINT_URL").unwrap();
+
+    let env = Env::sqlite();
+    let stack = unique_stack("asked");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    let declined = cutover_on_a_terminal(&env, &moto, &stack, "no");
+    declined.expect_success();
+    assert!(declined.stdout.contains("this run has steps that cannot be undone"), "{}", declined.stdout);
+    assert!(declined.stdout.contains("Type `yes` to go on"), "{}", declined.stdout);
+    assert!(declined.stdout.contains("not approved: nothing was done"), "{}", declined.stdout);
+    assert!(env.runs().is_empty(), "no run recorded");
+    assert_eq!(service_revision(&ecs, &stack), dev);
+
+    let approved = cutover_on_a_terminal(&env, &moto, &stack, "yes");
+    approved.expect_success();
+    assert_ne!(service_revision(&ecs, &stack), dev, "typed yes: the service runs the RDS revision");
+}
