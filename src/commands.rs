@@ -1069,13 +1069,18 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                     s.error.as_ref().map(|e| first_line(&e.message)).unwrap_or("")
                 )
             }
+            _ if s.outputs.as_ref().is_some_and(ca_a2a_flow_engine::was_skipped) => {
+                "skipped (`when` is false, or a step it needs was skipped)".to_string()
+            }
             _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
         };
+        let state =
+            if s.outputs.as_ref().is_some_and(ca_a2a_flow_engine::was_skipped) { "skipped" } else { s.status.as_str() };
         out!(
             "{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}",
             s.step_id,
             s.kind,
-            s.status.as_str(),
+            state,
             format!("{}/{}", s.attempt, max),
             step_duration(s).map(fmt_ms).unwrap_or_default(),
             note

@@ -92,6 +92,9 @@ both!(a_step_whose_when_is_false_is_skipped_with_every_step_that_needs_it, |env:
     let logs = env.run(&["logs", &run.id]).stdout;
     assert!(logs.contains("skipped: `when: ${{ inputs.on }}` is false"), "{logs}");
     assert!(logs.contains("skipped: it needs `build`, which was skipped"), "{logs}");
+    let status = env.run(&["status", &run.id]).stdout;
+    let row = status.lines().find(|l| l.starts_with("deploy ")).unwrap();
+    assert!(row.contains(" skipped "), "status says skipped, not succeeded: {row}");
 
     std::fs::remove_file(env.path("ran.log")).unwrap();
     env.run(&["run", wf.to_str().unwrap()]).expect_success();
