@@ -31,6 +31,8 @@ fn workflow(sequential: bool) -> Workflow {
             attempt_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             secret_outputs: vec![],
+            approve: None,
+            when: None,
             source: "bench".into(),
             loc: Default::default(),
         })

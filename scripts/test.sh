@@ -19,6 +19,9 @@ eval "$(scripts/start-moto.sh)"
 log="$(mktemp)"
 trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log"' EXIT
 cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+# The benchmark must keep compiling (it is run by hand: BENCHMARKS.md); this
+# reuses the test build's dependencies, so it compiles only the bench itself.
+cargo build --workspace --locked --benches --quiet
 
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
