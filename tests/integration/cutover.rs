@@ -94,24 +94,42 @@ fn service_revision(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
     found.services()[0].task_definition().unwrap().to_string()
 }
 
-fn cutover(env: &Env, endpoint: &str, stack: &str, extra: &[&str]) -> Out {
-    let mut args = vec![
-        "run".to_string(),
-        CUTOVER.to_string(),
-        "--input".into(),
+/// `run keycloak-rds.yaml` on the H2 Keycloak of `stack`; `extra` comes last (a repeated input wins).
+fn cutover_args(stack: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", CUTOVER].iter().map(|s| s.to_string()).collect();
+    for input in [
         format!("stack={stack}"),
-        "--input".into(),
         format!("cluster={stack}-seed"),
-        "--input".into(),
         format!("service={stack}-keycloak"),
-        "--input".into(),
         "healthy_targets=0".into(),
-        "--input".into(),
         "cutover_deadline=20s".into(),
-    ];
+    ] {
+        args.extend(["--input".to_string(), input]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn cutover(env: &Env, endpoint: &str, stack: &str, extra: &[&str]) -> Out {
+    let args = cutover_args(stack, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])
+}
+
+/// A fault proxy before moto: while the service is on the new revision, its task never starts.
+fn the_new_revision_never_runs(stack: &str) -> FaultProxy {
+    FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        vec![Rule {
+            action: "DescribeServices",
+            fault: Fault::RewriteAnswer {
+                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
+                from: "\"runningCount\": 1, \"pendingCount\": 0",
+                to: "\"runningCount\": 0, \"pendingCount\": 1",
+            },
+            times: None,
+        }],
+    )
 }
 
 #[test]
@@ -236,19 +254,7 @@ fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
     let env = Env::sqlite();
     let stack = unique_stack("deadline");
     let dev = keycloak_on_h2(&ecs, &stack);
-    // While the service is on the new revision, its task never starts.
-    let proxy = FaultProxy::start(
-        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
-        vec![Rule {
-            action: "DescribeServices",
-            fault: Fault::RewriteAnswer {
-                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
-                from: "\"runningCount\": 1, \"pendingCount\": 0",
-                to: "\"runningCount\": 0, \"pendingCount\": 1",
-            },
-            times: None,
-        }],
-    );
+    let proxy = the_new_revision_never_runs(&stack);
 
     let out = cutover(&env, &proxy.url, &stack, &["--yes", "--input", "cutover_deadline=2s"]);
     out.expect_code(1);
@@ -271,36 +277,8 @@ fn a_cutover_killed_while_it_waits_rolls_back_on_resume_to_the_revision_it_repla
     let env = Env::sqlite();
     let stack = unique_stack("killwait");
     let dev = keycloak_on_h2(&ecs, &stack);
-    let proxy = FaultProxy::start(
-        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
-        vec![Rule {
-            action: "DescribeServices",
-            fault: Fault::RewriteAnswer {
-                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
-                from: "\"runningCount\": 1, \"pendingCount\": 0",
-                to: "\"runningCount\": 0, \"pendingCount\": 1",
-            },
-            times: None,
-        }],
-    );
-    let args: Vec<String> = [
-        "run",
-        CUTOVER,
-        "--input",
-        &format!("stack={stack}"),
-        "--input",
-        &format!("cluster={stack}-seed"),
-        "--input",
-        &format!("service={stack}-keycloak"),
-        "--input",
-        "healthy_targets=0",
-        "--input",
-        "cutover_deadline=3s",
-        "--yes",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let proxy = the_new_revision_never_runs(&stack);
+    let args = cutover_args(&stack, &["--input", "cutover_deadline=3s", "--yes"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let vars = [("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
     let mut child = env.spawn(&args, &vars);
