@@ -341,8 +341,9 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
     let session = Session::new(ctx, p.builder)?;
     let password = target.password(ctx).await?;
     let login = session.command(p.builder, &["login", "--username", "AWS", "--password-stdin"]);
-    let login = with_tls(login, p.builder, target.insecure);
-    session.run(ctx, "login", login, Some(password.as_bytes()), target.host(), p.tail_lines).await?;
+    let mut login = with_tls(login, p.builder, target.insecure);
+    login.arg(target.host());
+    session.run(ctx, "login", login, Some(password.as_bytes()), p.tail_lines).await?;
 
     ctx.progress(format!("building {reference} with {}", p.builder.program()));
     let mut build = Command::new(p.builder.program());
@@ -388,7 +389,7 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
     };
     let mut push = with_tls(push, p.builder, target.insecure);
     push.arg(&reference);
-    let pushed = session.run(ctx, "push", push, None, "", p.tail_lines).await?;
+    let pushed = session.run(ctx, "push", push, None, p.tail_lines).await?;
     let digest = match p.builder {
         Builder::Docker => pushed.tail.iter().find_map(|l| digest_in(l)),
         _ => std::fs::read_to_string(&digest_file).ok().map(|d| d.trim().to_string()),
@@ -473,14 +474,10 @@ impl Session {
         &self,
         ctx: &StepContext,
         what: &str,
-        mut cmd: Command,
+        cmd: Command,
         stdin: Option<&[u8]>,
-        last_arg: &str,
         tail_lines: usize,
     ) -> Result<process::Finished, StepError> {
-        if !last_arg.is_empty() {
-            cmd.arg(last_arg);
-        }
         let finished = process::run(ctx, what, cmd, stdin, tail_lines).await?;
         if finished.code != Some(0) {
             return Err(StepError::retryable(format!(

@@ -20,12 +20,14 @@ pub struct Finished {
 impl Finished {
     /// The kept lines, indented for an error message, or "(no output)".
     pub fn shown(&self) -> String {
-        if self.tail.is_empty() {
-            "(no output)".to_string()
-        } else {
-            self.tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
-        }
+        shown(self.tail.iter().map(String::as_str))
     }
+}
+
+/// Output lines as an error message shows them (`  | line`), or "(no output)".
+pub fn shown<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    let shown: Vec<String> = lines.into_iter().map(|l| format!("  | {l}")).collect();
+    if shown.is_empty() { "(no output)".to_string() } else { shown.join("\n") }
 }
 
 /// Runs `cmd` (its program, arguments, directory and environment already set),

@@ -203,11 +203,7 @@ pub async fn run(ctx: &StepContext, req: Request<'_>) -> Result<Ran, StepError> 
     }
     let lines: Vec<&str> = output.lines().collect();
     let tail = &lines[lines.len().saturating_sub(req.tail_lines.max(1))..];
-    let shown = if tail.is_empty() {
-        "(no output)".to_string()
-    } else {
-        tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
-    };
+    let shown = crate::process::shown(tail.iter().copied());
     let exit_code = inv.response_code();
     let status = inv.status().cloned().unwrap_or(S::Failed);
     match status {
