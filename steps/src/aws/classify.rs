@@ -236,6 +236,12 @@ pub fn classify(f: &AwsFailure) -> StepError {
         return StepError::retryable(base)
             .with_hint("something still depends on the resource; retrying until the step's deadline");
     }
+    // IAM is eventually consistent: an instance profile made seconds ago is not yet
+    // usable by EC2 ("Invalid IAM Instance Profile name").
+    if code == "InvalidParameterValue" && f.message.to_lowercase().contains("instance profile") {
+        return StepError::retryable(base)
+            .with_hint("the instance profile is new and IAM has not propagated it yet; the step tries again");
+    }
     if code.starts_with("InvalidParameter") || code.starts_with("Invalid") || code.starts_with("Malformed") {
         return StepError::fatal(base).with_hint("AWS refused a parameter; check the step's `with` and the inputs");
     }
@@ -295,6 +301,15 @@ mod tests {
         assert_eq!(quota.class, Fatal);
         assert!(quota.hint.unwrap().contains("quota"));
         assert_eq!(classify(&service("InvalidParameterValue", "bad cidr")).class, Fatal);
+    }
+
+    #[test]
+    fn an_instance_profile_iam_has_not_propagated_yet_is_retryable() {
+        let young = service(
+            "InvalidParameterValue",
+            "Value (ca-a2a-builder-role) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+        );
+        assert_eq!(classify(&young).class, Retryable);
     }
 
     #[test]
