@@ -528,6 +528,19 @@ impl Loader<'_> {
                                 diags.push(d);
                                 continue;
                             };
+                            if target.def.secret_outputs.contains(&output) {
+                                diags.push(
+                                    Diagnostic::new(
+                                        &s.file,
+                                        loc,
+                                        format!(
+                                            "step `{}` uses `steps.{step}.outputs.{output}`, which is a secret output",
+                                            s.def.id
+                                        ),
+                                    )
+                                    .hint("a secret output is never stored, so it cannot be passed; pass a reference to it (for example a Secrets Manager ARN) instead"),
+                                );
+                            }
                             if let Some(tk) = self.registry.get(&target.def.uses) {
                                 let declared: Vec<String> = match tk.outputs(&target.def.with) {
                                     OutputSpec::Fixed(v) => v.into_iter().map(String::from).collect(),

@@ -144,6 +144,8 @@ pub fn parse(text: &str) -> Result<Node, (String, Loc)> {
     // problem (see `duplicate_keys`) instead of stopping the parse.
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    // YAML 1.2 core schema: only true/false are booleans; `y`, `no`, `on`… are strings.
+    options.strict_booleans = true;
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| {
         let loc = e.location().map(|l| Loc::from_saphyr(&l)).unwrap_or_default();
         (reason_of(&e.to_string()), loc)
@@ -278,6 +280,16 @@ mod tests {
     #[test]
     fn syntax_messages_lose_the_library_position_prefix() {
         assert_eq!(reason_of("error: line 6 column 11: unclosed bracket '{'\n  --> snippet"), "unclosed bracket '{'");
+    }
+
+    #[test]
+    fn only_true_and_false_are_booleans_as_in_yaml_1_2() {
+        let doc = parse("a: y\nb: no\nc: on\nd: Off\ne: yes\nf: false\ng: True\n").unwrap();
+        for (key, text) in [("a", "y"), ("b", "no"), ("c", "on"), ("d", "Off"), ("e", "yes")] {
+            assert_eq!(doc.get(key).unwrap().as_str(), Some(text), "`{key}: {text}` is a string");
+        }
+        assert_eq!(doc.get("f").unwrap().value, Value::Bool(false));
+        assert_eq!(doc.get("g").unwrap().value, Value::Bool(true));
     }
 
     #[test]

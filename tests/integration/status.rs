@@ -99,8 +99,11 @@ both!(a_template_cannot_pass_a_secret_output_by_value, |env: &Env| {
         "name: leak\nsteps:\n  - id: mint\n    uses: shell\n    secret_outputs: [token]\n    with: { run: \"echo token=x >> $FLOW_OUTPUT\", outputs: [token] }\n  - id: use\n    uses: shell\n    with: { run: \"echo ${{ steps.mint.outputs.token }}\" }\n",
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
-    out.expect_code(1);
+    // Refused by validation, at the template's line, before any step runs.
+    out.expect_code(2);
     assert!(out.stderr.contains("is a secret output"), "{}", out.stderr);
+    assert!(out.stderr.contains("leak.yaml:9:"), "{}", out.stderr);
+    assert!(env.runs().is_empty(), "no run was recorded");
 });
 
 #[test]
