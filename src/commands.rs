@@ -148,11 +148,18 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 .filter(|s| s.status == StepStatus::Succeeded)
                 .map(|s| s.step_id)
                 .collect();
-            let pending: Vec<&StepDef> = run.definition.steps.iter().filter(|s| !done.contains(&s.id)).collect();
+            let redefine = changes(&run, &registry, accept_changes)?;
+            // Approval covers the definition that will run: with accepted changes,
+            // new and changed steps (and those reset with them) included.
+            let (definition, reset): (&Workflow, &[String]) = match &redefine {
+                Some((wf, reset, _)) => (wf, reset),
+                None => (&run.definition, &[]),
+            };
+            let pending: Vec<&StepDef> =
+                definition.steps.iter().filter(|s| !done.contains(&s.id) || reset.contains(&s.id)).collect();
             if !approved(&pending, yes)? {
                 return Ok(());
             }
-            let redefine = changes(&run, &registry, accept_changes)?;
             if run.status == RunStatus::Succeeded && redefine.is_none() {
                 eprintln!("run {run_id} already succeeded; nothing to do");
                 return Ok(());

@@ -123,6 +123,13 @@ fn report_store(e: &StoreError) -> i32 {
             eprintln!("  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere");
             exit::INVALID
         }
+        StoreError::Unreachable { .. } => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "  = hint: this process stopped before its lease ran out, so no other process can be driving the run twice; when the store answers again, `ca-a2a-flow resume RUN_ID` goes on where the run stopped (`ca-a2a-flow list` shows it)"
+            );
+            exit::STATE
+        }
         StoreError::Fenced { run, .. } => {
             eprintln!("error: {e}");
             eprintln!("  = hint: `ca-a2a-flow status {run}` shows which process holds it now");

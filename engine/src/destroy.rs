@@ -17,6 +17,11 @@ use crate::template::Scope;
 /// run's inputs and the outputs its steps recorded (for `destroy` and the day-2
 /// operations, which act on what a deploy made).
 pub fn resolved_params(run: &RunRecord, steps: &[StepRecord]) -> BTreeMap<String, Result<Json, String>> {
+    resolve_params(run, steps, false)
+}
+
+/// As [`resolved_params`]; with `keep_env`, `${{ env.* }}` stays a template.
+fn resolve_params(run: &RunRecord, steps: &[StepRecord], keep_env: bool) -> BTreeMap<String, Result<Json, String>> {
     let def = &run.definition;
     let outputs: BTreeMap<String, BTreeMap<String, Json>> = steps
         .iter()
@@ -33,7 +38,10 @@ pub fn resolved_params(run: &RunRecord, steps: &[StepRecord]) -> BTreeMap<String
         secret: &secret,
         env: &env,
     };
-    def.steps.iter().map(|s| (s.id.clone(), scope.resolve(&s.with))).collect()
+    def.steps
+        .iter()
+        .map(|s| (s.id.clone(), if keep_env { scope.resolve_but_env(&s.with) } else { scope.resolve(&s.with) }))
+        .collect()
 }
 
 /// The destroy workflow of `run`, or why one cannot be made.
@@ -51,7 +59,9 @@ pub fn plan(
         .filter(|s| !s.outputs.as_ref().is_some_and(crate::executor::was_skipped))
         .map(|s| s.step_id.as_str())
         .collect();
-    let mut resolved = resolved_params(run, steps);
+    // The destroy run is stored: values from the environment are resolved
+    // when its attempts start, never written into its definition.
+    let mut resolved = resolve_params(run, steps, true);
     let destroys =
         |s: &StepDef| started.contains(&s.id.as_str()) && registry.get(&s.uses).is_some_and(|k| k.destroys());
     let mut errors = Vec::new();
@@ -98,4 +108,85 @@ pub fn plan(
         inputs: BTreeMap::new(),
         steps: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::{KindDoc, OutputSpec, Outputs, Step, StepContext, StepError};
+    use crate::store::RunStatus;
+
+    struct Made;
+
+    impl Step for Made {
+        type Params = Json;
+        const KIND: &'static str = "test.made";
+        const DESTROYS: bool = true;
+        fn doc(&self) -> KindDoc {
+            KindDoc { summary: "", params: Vec::new(), outputs: Vec::new(), example: "" }
+        }
+        fn outputs(&self, _params: &Json) -> OutputSpec {
+            OutputSpec::Fixed(Vec::new())
+        }
+        async fn run(&self, _ctx: &StepContext, _params: Json) -> Result<Outputs, StepError> {
+            Ok(Outputs::new())
+        }
+    }
+
+    #[test]
+    fn a_destroy_definition_keeps_environment_templates_unresolved() {
+        let var = format!("FLOW_DESTROY_TEST_{}", std::process::id());
+        // SAFETY: this test alone reads or writes this variable.
+        unsafe { std::env::set_var(&var, "value-from-the-environment") };
+        let step: StepDef = serde_json::from_value(json!({
+            "id": "made", "uses": "test.made", "needs": [], "timeout": 1000, "attempt_timeout": 1000,
+            "retry": {"max_attempts": 1, "initial_delay": 1, "max_delay": 1, "multiplier": 1.0, "jitter": false},
+            "with": {"token": format!("${{{{ env.{var} }}}}"), "name": "${{ inputs.stack }}-${{ env.X_UNSET }}"},
+            "source": "test"
+        }))
+        .unwrap();
+        let run = RunRecord {
+            id: "r-1".into(),
+            workflow_name: "w".into(),
+            workflow_file: "w.yaml".into(),
+            definition: Workflow {
+                name: "w".into(),
+                description: None,
+                file: "w.yaml".into(),
+                inputs: BTreeMap::new(),
+                steps: vec![step],
+            },
+            inputs: BTreeMap::from([("stack".to_string(), json!("ca-a2a"))]),
+            status: RunStatus::Succeeded,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            finished_at: None,
+            generation: 1,
+            lease: None,
+            heartbeat_at: None,
+            cancel_requested: false,
+        };
+        let steps = vec![StepRecord {
+            step_id: "made".into(),
+            position: 0,
+            kind: "test.made".into(),
+            hash: "h".into(),
+            status: StepStatus::Succeeded,
+            attempt: 1,
+            first_started_at: Some(1),
+            attempt_started_at: Some(1),
+            deadline_at: None,
+            next_attempt_at: None,
+            finished_at: Some(2),
+            outputs: Some(BTreeMap::new()),
+            error: None,
+        }];
+        let registry = Registry::new().register(Made);
+        let wf = plan(&run, &steps, &registry, &DestroyOptions::default()).unwrap();
+        let stored = serde_json::to_string(&wf).unwrap();
+        assert!(!stored.contains("value-from-the-environment"), "{stored}");
+        assert_eq!(wf.steps[0].with["params"]["token"], json!(format!("${{{{ env.{var} }}}}")));
+        assert_eq!(wf.steps[0].with["params"]["name"], json!("ca-a2a-${{ env.X_UNSET }}"));
+    }
 }

@@ -19,7 +19,7 @@ use crate::duration;
 use crate::kind::{Registry, Report, ReportSink, StepContext, StepError};
 use crate::model::{StepDef, Workflow};
 use crate::redact::{MASK, Redactor};
-use crate::store::{Holder, NewRun, RunStatus, StepStatus, Store, StoreError, Write};
+use crate::store::{ENGINE_DIED, Holder, NewRun, RunStatus, StepStatus, Store, StoreError, Write};
 use crate::template::Scope;
 
 /// Errors that stop the engine itself (as opposed to a step failing).
@@ -173,6 +173,9 @@ struct StepState {
     attempt: u32,
     deadline_at: Option<i64>,
     next_attempt_at: Option<i64>,
+    /// Interrupted by the death of the process that ran it (not by a signal it
+    /// handled): the attempt counts toward `max_attempts`.
+    crashed: bool,
 }
 
 /// How an attempt ended, with what the scheduler needs to know next.
@@ -182,9 +185,96 @@ enum AttemptEnd {
     Failed(StepError),
     Stopped(StepState),
     LeaseLost,
+    StoreUnreachable(StoreError),
+}
+
+/// What this process knows of its lease: until when it surely holds it, on
+/// this machine's monotonic clock. A successful renewal sent at `t` makes it
+/// hold until `t + ttl − ttl/6` (the sixth is the margin for a takeover that
+/// reads a clock running a little ahead). Past that instant this process starts
+/// nothing, writes nothing, and cuts its running attempts, before anyone may
+/// take the run over.
+struct Lease {
+    base: Instant,
+    /// Milliseconds after `base`.
+    until: std::sync::atomic::AtomicU64,
+    ttl: Duration,
+}
+
+impl Lease {
+    fn new(taken_at: Instant, ttl: Duration) -> Self {
+        let lease = Self { base: taken_at, until: std::sync::atomic::AtomicU64::new(0), ttl };
+        lease.renewed(taken_at);
+        lease
+    }
+    fn renewed(&self, sent_at: Instant) {
+        let until = sent_at.duration_since(self.base) + self.ttl - self.ttl / 6;
+        self.until.fetch_max(until.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// How long this process may still act.
+    fn left(&self) -> Duration {
+        let until = self.base + Duration::from_millis(self.until.load(std::sync::atomic::Ordering::SeqCst));
+        until.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Commits `writes`, retrying transient store errors (a dropped connection, a
+/// restart, a busy database) for as long as the lease surely holds; past it,
+/// the store is reported unreachable and nothing more is written.
+async fn checkpoint<S: Store>(
+    store: &S,
+    lease: &Lease,
+    run: &str,
+    generation: i64,
+    writes: Vec<Write>,
+) -> Result<(), StoreError> {
+    let mut delay = Duration::from_millis(100);
+    let mut failing_since: Option<Instant> = None;
+    let mut last = String::from("no answer");
+    loop {
+        let left = lease.left();
+        if left.is_zero() {
+            // Past the lease: because the store kept failing, or because this
+            // process could not renew in time (frozen, suspended).
+            return Err(match failing_since {
+                Some(t) => StoreError::Unreachable { store: store.name(), seconds: t.elapsed().as_secs(), last },
+                None => StoreError::Fenced { run: run.to_string(), generation },
+            });
+        }
+        match tokio::time::timeout(left, store.apply(run, generation, writes.clone())).await {
+            Ok(Ok(())) => {
+                if let Some(t) = failing_since {
+                    tracing::info!(after = ?t.elapsed(), "the state store answers again");
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) if e.is_transient() => {
+                failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(error = %e, "a checkpoint failed; trying again while the lease holds");
+                last = e.to_string();
+                tokio::time::sleep(delay.min(lease.left())).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                failing_since.get_or_insert_with(Instant::now);
+                last = format!("no answer within {}", duration::format(left));
+            }
+        }
+    }
+}
+
+/// Why the heartbeat gave the run up.
+#[derive(Debug, Clone)]
+enum Lost {
+    /// Another process took the run over (its generation is newer).
+    Fenced,
+    /// The store did not answer before the lease ran out: (store, seconds, last error).
+    Unreachable(String, u64, String),
 }
 
 struct Shared<S: Store> {
+    lease: Arc<Lease>,
     store: S,
     registry: Registry,
     observer: Observer,
@@ -239,11 +329,26 @@ impl<S: Store> Engine<S> {
             }
             other => other?,
         };
+        let lease = Arc::new(Lease::new(Instant::now(), self.config.lease_ttl));
         let resumed = before.status != RunStatus::Pending;
         let outage_ms = match (resumed, before.heartbeat_at) {
             (true, Some(h)) => (now - h).max(0),
             _ => 0,
         };
+        // Whatever the attempts cut by a crash started on this machine is
+        // killed, and their scratch files removed, before anything runs again.
+        if resumed {
+            for step in self.store.steps(run_id).await? {
+                if step.status == StepStatus::Running {
+                    let token = crate::orphans::attempt_token(run_id, &step.step_id, step.attempt);
+                    let killed = crate::orphans::kill_tagged(crate::orphans::ATTEMPT_ENV, &token);
+                    if killed > 0 {
+                        tracing::info!(step = %step.step_id, killed, "killed processes left by the interrupted attempt");
+                    }
+                }
+            }
+            crate::orphans::sweep_scratch(run_id);
+        }
         // Recover first: attempts cut by a crash are recorded before a new
         // definition resets any step.
         let mut writes = vec![Write::Recover { at: now, outage_ms }];
@@ -260,7 +365,7 @@ impl<S: Store> Engine<S> {
             ),
             at: now,
         });
-        self.store.apply(run_id, generation, writes).await?;
+        checkpoint(&self.store, &lease, run_id, generation, writes).await?;
 
         let run = self.store.run(run_id).await?;
         for step in &run.definition.steps {
@@ -276,33 +381,65 @@ impl<S: Store> Engine<S> {
         });
 
         // Heartbeat: renew the lease; notice cancel requests and a lost lease.
-        let (lost_tx, mut lost_rx) = watch::channel(false);
-        let (cancel_tx, mut cancel_rx) = watch::channel(false);
+        let (lost_tx, mut lost_rx) = watch::channel::<Option<Lost>>(None);
+        // A cancel requested while nobody drove the run is honoured now.
+        let (cancel_tx, mut cancel_rx) = watch::channel(run.cancel_requested);
         let heartbeat = {
             let store = self.store.clone();
             let run = run_id.to_string();
+            let lease = lease.clone();
             let period = (self.config.lease_ttl / 3).max(Duration::from_millis(100));
             tokio::spawn(async move {
-                let mut last_ok = Instant::now();
+                let mut wait = period;
+                let mut failing_since: Option<Instant> = None;
                 loop {
-                    tokio::time::sleep(period).await;
-                    match store.renew(&run, generation, ttl_ms, crate::now_ms()).await {
+                    tokio::time::sleep(wait.min(lease.left())).await;
+                    if lease.left().is_zero() {
+                        // Woken too late to renew (this process was frozen), or the
+                        // store failed until now: either way the lease is gone.
+                        let _ = lost_tx.send(Some(match failing_since {
+                            Some(since) => {
+                                Lost::Unreachable(store.name(), since.elapsed().as_secs(), "no answer".into())
+                            }
+                            None => Lost::Fenced,
+                        }));
+                        return;
+                    }
+                    let sent = Instant::now();
+                    // A renewal never waits past the lease it renews.
+                    let renewed = match tokio::time::timeout(
+                        lease.left(),
+                        store.renew(&run, generation, ttl_ms, crate::now_ms()),
+                    )
+                    .await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(StoreError::Timeout { operation: "renew", seconds: lease.ttl.as_secs() }),
+                    };
+                    match renewed {
                         Ok(cancel) => {
-                            last_ok = Instant::now();
+                            lease.renewed(sent);
+                            (wait, failing_since) = (period, None);
                             if cancel {
                                 let _ = cancel_tx.send(true);
                             }
                         }
                         Err(StoreError::Fenced { .. }) => {
-                            let _ = lost_tx.send(true);
+                            let _ = lost_tx.send(Some(Lost::Fenced));
                             return;
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "lease renewal failed; retrying");
-                            if last_ok.elapsed() > Duration::from_millis(ttl_ms as u64) {
-                                let _ = lost_tx.send(true);
+                            let since = *failing_since.get_or_insert(sent);
+                            if lease.left().is_zero() {
+                                let _ = lost_tx.send(Some(Lost::Unreachable(
+                                    store.name(),
+                                    since.elapsed().as_secs(),
+                                    e.to_string(),
+                                )));
                                 return;
                             }
+                            tracing::warn!(error = %e, "lease renewal failed; trying again while the lease holds");
+                            wait = Duration::from_millis(250).min(period);
                         }
                     }
                 }
@@ -311,8 +448,14 @@ impl<S: Store> Engine<S> {
 
         // Step logs are written in batches, outside the fenced state writes.
         let (log_tx, log_rx) = mpsc::unbounded_channel::<(String, Report)>();
-        let log_writer =
-            tokio::spawn(write_logs(self.store.clone(), run_id.to_string(), log_rx, self.observer.clone()));
+        let log_writer = tokio::spawn(write_logs(
+            self.store.clone(),
+            run_id.to_string(),
+            generation,
+            lease.clone(),
+            log_rx,
+            self.observer.clone(),
+        ));
         let sink: ReportSink = Arc::new(move |step: &str, report: Report| {
             let _ = log_tx.send((step.to_string(), report));
         });
@@ -322,6 +465,7 @@ impl<S: Store> Engine<S> {
             .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
             .unwrap_or_else(|| PathBuf::from("."));
         let shared = Arc::new(Shared {
+            lease: lease.clone(),
             store: self.store.clone(),
             registry: self.registry.clone(),
             observer: self.observer.clone(),
@@ -341,7 +485,10 @@ impl<S: Store> Engine<S> {
         let _ = log_writer.await;
         match &result {
             Ok(outcome) => {
-                self.store.release(run_id, generation).await?;
+                // Released only when the lease still holds: otherwise it expires by itself.
+                if !lease.left().is_zero() {
+                    self.store.release(run_id, generation).await?;
+                }
                 (self.observer)(Event::RunFinished {
                     run_id: run_id.into(),
                     status: outcome.status,
@@ -358,7 +505,7 @@ impl<S: Store> Engine<S> {
         shared: &Arc<Shared<S>>,
         stop: &mut watch::Receiver<Option<Stop>>,
         cancel_rx: &mut watch::Receiver<bool>,
-        lost_rx: &mut watch::Receiver<bool>,
+        lost_rx: &mut watch::Receiver<Option<Lost>>,
     ) -> Result<Outcome, EngineError> {
         let run_id = shared.run_id.clone();
         let generation = shared.generation;
@@ -376,6 +523,8 @@ impl<S: Store> Engine<S> {
                     attempt: rec.attempt,
                     deadline_at: rec.deadline_at,
                     next_attempt_at: rec.next_attempt_at,
+                    crashed: rec.status == StepStatus::Interrupted
+                        && rec.error.as_ref().is_some_and(|e| e.message == ENGINE_DIED),
                 };
             }
         }
@@ -393,18 +542,62 @@ impl<S: Store> Engine<S> {
         let mut stopped: Option<Stop> = None;
         let mut first_failure: Option<(String, StepError)> = None;
         let mut lease_lost = false;
+        let mut unreachable: Option<StoreError> = None;
         // A watch channel whose sender is gone answers `changed()` at once,
         // forever: its branch is switched off once it closes.
         let (mut stop_open, mut cancel_open, mut lost_open) = (true, true, true);
 
+        // Steps whose every attempt was cut by the engine's death: they fail
+        // instead of killing it once more.
+        let exhausted: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| states[i].crashed && states[i].attempt >= steps[i].retry.max_attempts)
+            .collect();
+        if !exhausted.is_empty() {
+            let attempts = self.store.attempts(&run_id).await?;
+            let now = crate::now_ms();
+            let mut writes = Vec::new();
+            for &i in &exhausted {
+                let died = attempts
+                    .iter()
+                    .filter(|a| a.step_id == steps[i].id && a.error.as_ref().is_some_and(|e| e.message == ENGINE_DIED))
+                    .count();
+                let error = StepError::fatal(format!("the engine died during this step {died} times"))
+                    .with_hint(format!(
+                        "something in step `{}` kills ca-a2a-flow (out of memory? a signal to its process group?); fix it, then `ca-a2a-flow resume {run_id}`",
+                        steps[i].id
+                    ));
+                writes.push(Write::StepEnded {
+                    step: steps[i].id.clone(),
+                    status: StepStatus::Failed,
+                    at: now,
+                    error: Some(error.clone()),
+                });
+                states[i].status = StepStatus::Failed;
+                (shared.observer)(Event::StepFailed {
+                    step: steps[i].id.clone(),
+                    attempt: states[i].attempt,
+                    error: error.clone(),
+                });
+                first_failure.get_or_insert((steps[i].id.clone(), error));
+            }
+            checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
+            open.retain(|&i| !done(&states[i]));
+        }
+
         loop {
             // A stop already requested before this point (`cancel` of an idle
-            // run) is seen here, not through `changed()`.
+            // run, or one recorded while nobody drove it) is seen here, not
+            // through `changed()`.
             if stopped.is_none() {
                 let why = *stop.borrow();
                 if let Some(why) = why {
                     stopped = Some(why);
                     let _ = stop_tx.send(Some(why));
+                } else if *cancel_rx.borrow() {
+                    stopped = Some(Stop::Cancel);
+                    let _ = stop_tx.send(Some(Stop::Cancel));
                 }
             }
 
@@ -434,7 +627,7 @@ impl<S: Store> Engine<S> {
                         ))),
                     })
                     .collect();
-                self.store.apply(&run_id, generation, writes).await?;
+                checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
                 for (i, dep) in blocked {
                     states[i].status = StepStatus::Blocked;
                     (shared.observer)(Event::StepBlocked { step: steps[i].id.clone(), by: steps[dep].id.clone() });
@@ -466,8 +659,13 @@ impl<S: Store> Engine<S> {
                     if !runnable || running[i] || !needs[i].iter().all(|&n| states[n].status == StepStatus::Succeeded) {
                         continue;
                     }
-                    // An interrupted attempt is re-done under the same number.
-                    let attempt = if st.status == StepStatus::Interrupted { st.attempt.max(1) } else { st.attempt + 1 };
+                    // An attempt interrupted by a signal the engine handled is re-done
+                    // under the same number; one cut by the engine's death counted.
+                    let attempt = if st.status == StepStatus::Interrupted && !st.crashed {
+                        st.attempt.max(1)
+                    } else {
+                        st.attempt + 1
+                    };
                     let deadline_at = st.deadline_at.unwrap_or(now + steps[i].timeout.as_millis() as i64);
                     let deps: BTreeMap<String, BTreeMap<String, Json>> = needs[i]
                         .iter()
@@ -497,6 +695,7 @@ impl<S: Store> Engine<S> {
                 joined = inflight.join_next(), if !inflight.is_empty() => {
                     let (i, end) = match joined {
                         Some(Ok(pair)) => pair,
+                        // A step's own panic is caught in its attempt; this is the engine's.
                         Some(Err(e)) => panic!("a step task panicked: {e}"),
                         None => continue,
                     };
@@ -513,6 +712,11 @@ impl<S: Store> Engine<S> {
                         }
                         AttemptEnd::LeaseLost => {
                             lease_lost = true;
+                            let _ = stop_tx.send(Some(Stop::Interrupt));
+                        }
+                        AttemptEnd::StoreUnreachable(e) => {
+                            lease_lost = true;
+                            unreachable.get_or_insert(e);
                             let _ = stop_tx.send(Some(Stop::Interrupt));
                         }
                     }
@@ -535,8 +739,12 @@ impl<S: Store> Engine<S> {
                 }
                 changed = lost_rx.changed(), if lost_open && !lease_lost => {
                     lost_open = changed.is_ok();
-                    if *lost_rx.borrow() {
+                    let why = lost_rx.borrow().clone();
+                    if let Some(why) = why {
                         lease_lost = true;
+                        if let Lost::Unreachable(store, seconds, last) = why {
+                            unreachable.get_or_insert(StoreError::Unreachable { store, seconds, last });
+                        }
                         let _ = stop_tx.send(Some(Stop::Interrupt));
                     }
                 }
@@ -545,6 +753,12 @@ impl<S: Store> Engine<S> {
         }
 
         if lease_lost {
+            // What was running is cut: its tasks are aborted (their processes
+            // killed) before this process reports and exits.
+            inflight.shutdown().await;
+            if let Some(e) = unreachable {
+                return Err(EngineError::Store(e));
+            }
             return Err(EngineError::LeaseLost { run: run_id });
         }
         let now = crate::now_ms();
@@ -582,7 +796,7 @@ impl<S: Store> Engine<S> {
             },
             at: now,
         });
-        self.store.apply(&run_id, generation, writes).await?;
+        checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
         Ok(Outcome { run_id, status, error })
     }
 }
@@ -602,7 +816,7 @@ async fn run_attempt<S: Store>(
     let started = crate::now_ms();
     let started_at = Instant::now();
     let start = vec![Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at }];
-    if let Err(e) = store.apply(run, generation, start).await {
+    if let Err(e) = checkpoint(store, &shared.lease, run, generation, start).await {
         return store_failure(e);
     }
     failpoint("after_start", &step.id);
@@ -633,8 +847,8 @@ async fn run_attempt<S: Store>(
             env: &env,
         };
         match skip_reason(step, &deps, &scope) {
-            Ok(Some(why)) => (Ok(Json::Null), Some(why)),
-            Ok(None) => (scope.resolve(&step.with), None),
+            Ok(Some(why)) => (Ok((Json::Null, Vec::new())), Some(why)),
+            Ok(None) => (resolve_params(&scope, &step.with, kind.scripts()), None),
             Err(e) => (Err(e), None),
         }
     };
@@ -661,6 +875,25 @@ async fn run_attempt<S: Store>(
             }
         }
     };
+    // An attempt cut before its kind could say what its secret values are:
+    // what it printed may hold them, so it is not shown at all.
+    let withhold_held = || {
+        if let Some(buffer) = &held {
+            let n = buffer.lock().unwrap_or_else(|e| e.into_inner()).drain(..).count();
+            if n > 0 {
+                (shared.sink)(
+                    &step.id,
+                    Report::Log(format!(
+                        "{n} line(s) of output withheld: this step declares secret outputs and was cut before their values were known"
+                    )),
+                );
+            }
+        }
+    };
+    let (params, bound) = match resolved {
+        Ok((params, bound)) => (Ok(params), bound),
+        Err(e) => (Err(e), Vec::new()),
+    };
     let ctx = StepContext {
         run_id: run.to_string(),
         run_name: shared.run_name.clone(),
@@ -671,14 +904,17 @@ async fn run_attempt<S: Store>(
         workflow_dir: shared.workflow_dir.clone(),
         redactor: shared.redactor.clone(),
         sink,
+        bound,
+        secret_outputs: step.secret_outputs.clone(),
     };
+    let scratch = crate::orphans::attempt_scratch_path(run, &step.id, attempt);
 
     enum Ran {
         Done(Result<BTreeMap<String, Json>, StepError>),
         TimedOut,
         Stopped(Stop),
     }
-    let ran = match resolved {
+    let ran = match params {
         Err(e) => Ran::Done(Err(StepError::fatal(format!("cannot resolve parameters: {e}")))),
         Ok(_) if skipped.is_some() => {
             (shared.sink)(&step.id, Report::Log(format!("skipped: {}", skipped.unwrap_or_default())));
@@ -689,9 +925,23 @@ async fn run_attempt<S: Store>(
             if let Some(why) = *stop.borrow() {
                 Ran::Stopped(why)
             } else {
+                // The kind runs in a task of its own: a panic there fails this
+                // step only, and a cut aborts the task (and so drops what it holds).
+                let task = {
+                    let (kind, ctx, id) = (kind.clone(), ctx.clone(), step.id.clone());
+                    AbortOnDrop(tokio::spawn(async move {
+                        failpoint_panic(&id);
+                        kind.execute(&ctx, params).await
+                    }))
+                };
                 tokio::select! {
-                    r = tokio::time::timeout(budget, kind.execute(&ctx, params)) => match r {
-                        Ok(result) => Ran::Done(result),
+                    r = tokio::time::timeout(budget, task) => match r {
+                        Ok(Ok(result)) => Ran::Done(result),
+                        Ok(Err(panicked)) => Ran::Done(Err(StepError::fatal(format!(
+                            "the step kind `{}` panicked: {panicked}",
+                            step.uses
+                        ))
+                        .with_hint("this is a bug in ca-a2a-flow: report it with the step's parameters; `resume` runs the step again"))),
                         Err(_) => Ran::TimedOut,
                     },
                     why = stop.wait_for(Option::is_some) => Ran::Stopped(why.ok().and_then(|w| *w).unwrap_or(Stop::Interrupt)),
@@ -699,6 +949,8 @@ async fn run_attempt<S: Store>(
             }
         }
     };
+    // The attempt is over: its scratch files go (its processes went with the task).
+    let _ = std::fs::remove_dir_all(&scratch);
 
     let now = crate::now_ms();
     let result = match ran {
@@ -706,6 +958,7 @@ async fn run_attempt<S: Store>(
         Ran::TimedOut => {
             let limit = if step_bound { step.timeout } else { step.attempt_timeout };
             let which = if step_bound { "timeout" } else { "attempt_timeout" };
+            withhold_held();
             let mut e = StepError::fatal(format!(
                 "step `{}` timed out after {} (attempt {attempt}/{max})",
                 step.id,
@@ -720,12 +973,13 @@ async fn run_attempt<S: Store>(
             Err(e)
         }
         Ran::Stopped(why) => {
-            release_held();
+            withhold_held();
             let status = if why == Stop::Cancel { StepStatus::Cancelled } else { StepStatus::Interrupted };
             let writes = vec![Write::StepEnded { step: step.id.clone(), status, at: now, error: None }];
             (shared.observer)(Event::StepInterrupted { step: step.id.clone() });
-            let next = StepState { status, attempt, deadline_at: Some(deadline_at), next_attempt_at: None };
-            return match store.apply(run, generation, writes).await {
+            let next =
+                StepState { status, attempt, deadline_at: Some(deadline_at), next_attempt_at: None, crashed: false };
+            return match checkpoint(store, &shared.lease, run, generation, writes).await {
                 Ok(()) => AttemptEnd::Stopped(next),
                 Err(e) => store_failure(e),
             };
@@ -747,7 +1001,7 @@ async fn run_attempt<S: Store>(
             failpoint("before_commit", &step.id);
             let writes =
                 vec![Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() }];
-            if let Err(e) = store.apply(run, generation, writes).await {
+            if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
@@ -769,7 +1023,7 @@ async fn run_attempt<S: Store>(
                     delay_ms: delay.as_millis() as i64,
                     error: error.clone(),
                 }];
-                if let Err(e) = store.apply(run, generation, writes).await {
+                if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                     return store_failure(e);
                 }
                 failpoint("after_retry_scheduled", &step.id);
@@ -779,6 +1033,7 @@ async fn run_attempt<S: Store>(
                     attempt,
                     deadline_at: Some(deadline_at),
                     next_attempt_at: Some(next_at),
+                    crashed: false,
                 })
             } else {
                 if error.is_retryable() && attempt < max {
@@ -797,7 +1052,7 @@ async fn run_attempt<S: Store>(
                     at: now,
                     error: Some(error.clone()),
                 }];
-                if let Err(e) = store.apply(run, generation, writes).await {
+                if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                     return store_failure(e);
                 }
                 (shared.observer)(Event::StepFailed { step: step.id.clone(), attempt, error: error.clone() });
@@ -805,6 +1060,57 @@ async fn run_attempt<S: Store>(
             }
         }
     }
+}
+
+/// A spawned task that is aborted, not detached, when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, String>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.map_err(|e| match e.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into()),
+                Err(e) => e.to_string(),
+            })
+        })
+    }
+}
+
+/// Test hook: `CA_A2A_FLOW_FAILPOINT=panic:STEP` panics inside the step's task,
+/// as a bug in a kind would.
+fn failpoint_panic(step: &str) {
+    if let Ok(spec) = std::env::var("CA_A2A_FLOW_FAILPOINT")
+        && spec.split(',').any(|p| p.trim() == format!("panic:{step}"))
+    {
+        panic!("failpoint panic:{step}");
+    }
+}
+
+/// A step's parameters with every template resolved; in the kind's script
+/// parameters templates are bound instead (their values returned apart).
+fn resolve_params(scope: &Scope<'_>, with: &Json, scripts: &[&str]) -> Result<(Json, Vec<(String, String)>), String> {
+    let mut bound = Vec::new();
+    let Json::Object(map) = with else { return Ok((scope.resolve(with)?, bound)) };
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        let resolved = match value {
+            Json::String(text) if scripts.contains(&key.as_str()) => Json::String(scope.bind_script(text, &mut bound)?),
+            other => scope.resolve(other)?,
+        };
+        out.insert(key.clone(), resolved);
+    }
+    Ok((Json::Object(out), bound))
 }
 
 /// The output a skipped step records (and nothing else): its dependents are skipped too.
@@ -863,6 +1169,7 @@ pub fn truthy(value: &Json) -> bool {
 fn store_failure(e: StoreError) -> AttemptEnd {
     match e {
         StoreError::Fenced { .. } => AttemptEnd::LeaseLost,
+        e @ StoreError::Unreachable { .. } => AttemptEnd::StoreUnreachable(e),
         other => AttemptEnd::Failed(
             StepError::fatal(format!("could not record the step's state: {other}"))
                 .with_hint("the state store is unreachable or full; fix it and `resume` the run"),
@@ -874,6 +1181,8 @@ fn store_failure(e: StoreError) -> AttemptEnd {
 async fn write_logs<S: Store>(
     store: S,
     run: String,
+    generation: i64,
+    lease: Arc<Lease>,
     mut rx: mpsc::UnboundedReceiver<(String, Report)>,
     observer: Observer,
 ) {
@@ -891,7 +1200,7 @@ async fn write_logs<S: Store>(
             match tokio::time::timeout_at(first_at + Duration::from_millis(200), rx.recv()).await {
                 Ok(item) => item,
                 Err(_) => {
-                    flush(&store, &run, &mut batch).await;
+                    flush(&store, &run, generation, &lease, &mut batch).await;
                     continue;
                 }
             }
@@ -912,18 +1221,45 @@ async fn write_logs<S: Store>(
             }
         }
         if batch.len() >= 100 {
-            flush(&store, &run, &mut batch).await;
+            flush(&store, &run, generation, &lease, &mut batch).await;
         }
     }
-    flush(&store, &run, &mut batch).await;
+    flush(&store, &run, generation, &lease, &mut batch).await;
 }
 
-async fn flush<S: Store>(store: &S, run: &str, batch: &mut Vec<(Option<String>, &'static str, String, i64)>) {
+async fn flush<S: Store>(
+    store: &S,
+    run: &str,
+    generation: i64,
+    lease: &Lease,
+    batch: &mut Vec<(Option<String>, &'static str, String, i64)>,
+) {
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = store.append_events(run, std::mem::take(batch)).await {
-        tracing::warn!(error = %e, "could not write step logs to the event log");
+    let lines = std::mem::take(batch);
+    for attempt in 1..=3 {
+        // Log lines, like checkpoints, are written only while the lease holds.
+        let left = lease.left();
+        let written = match tokio::time::timeout(left, store.append_events(run, generation, lines.clone())).await {
+            _ if left.is_zero() => Err(StoreError::Timeout { operation: "append_events", seconds: 0 }),
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout { operation: "append_events", seconds: left.as_secs() }),
+        };
+        match written {
+            Ok(()) => return,
+            Err(_) if lease.left().is_zero() => {
+                tracing::warn!(lines = lines.len(), "step log lines not written: the lease ran out");
+                return;
+            }
+            Err(e) if e.is_transient() && attempt < 3 => {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lines = lines.len(), "could not write step logs to the event log");
+                return;
+            }
+        }
     }
 }
 

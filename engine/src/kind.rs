@@ -113,6 +113,14 @@ pub struct StepContext {
     pub workflow_dir: PathBuf,
     pub redactor: Redactor,
     pub(crate) sink: ReportSink,
+    /// The values of the templates in the kind's script parameters
+    /// ([`Step::SCRIPTS`]): the script refers to them as these environment
+    /// variables, which the kind must set where the script runs.
+    pub bound: Vec<(String, String)>,
+    /// The step's `secret_outputs`: a kind that learns their values before it
+    /// fails (a command that wrote them, then exited non-zero) declares them
+    /// with [`StepContext::secret`], so they are masked in its error and logs.
+    pub secret_outputs: Vec<String>,
 }
 
 impl StepContext {
@@ -130,6 +138,18 @@ impl StepContext {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// The token every process of this attempt carries in its environment
+    /// (as [`crate::orphans::ATTEMPT_ENV`]), so none outlives the attempt.
+    pub fn attempt_token(&self) -> String {
+        crate::orphans::attempt_token(&self.run_id, &self.step_id, self.attempt)
+    }
+
+    /// This attempt's private directory (0700), created empty on first use and
+    /// removed when the attempt ends, or by the next resume after a crash.
+    pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
+        crate::orphans::attempt_scratch(&self.run_id, &self.step_id, self.attempt)
+    }
+
     /// A context for exercising a kind outside a run (tests, benchmarks).
     pub fn detached(step_id: &str, deadline: Duration, sink: ReportSink) -> Self {
         Self {
@@ -142,6 +162,8 @@ impl StepContext {
             workflow_dir: PathBuf::from("."),
             redactor: Redactor::default(),
             sink,
+            bound: Vec::new(),
+            secret_outputs: Vec::new(),
         }
     }
 }
@@ -157,6 +179,12 @@ pub trait Step: Send + Sync + 'static {
 
     /// Outputs, given the (possibly templated) parameters.
     fn outputs(&self, params: &Json) -> OutputSpec;
+
+    /// Parameters that are POSIX shell scripts: their templates are bound, not
+    /// pasted ([`crate::template::Scope::bind_script`]); the values reach the
+    /// kind in [`StepContext::bound`], to be set as environment variables where
+    /// the script runs. A value from a template never runs as code.
+    const SCRIPTS: &'static [&'static str] = &[];
 
     /// Checks beyond the parameters' types (ranges, combinations).
     fn check(&self, _params: &Self::Params) -> Vec<ParamProblem> {
@@ -263,6 +291,8 @@ pub trait ErasedKind: Send + Sync {
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
     fn destroys(&self) -> bool;
+    /// [`Step::SCRIPTS`].
+    fn scripts(&self) -> &'static [&'static str];
     /// Runs `plan`; parameters that do not fit yet (they need outputs no run made) give `PlanAction::None`.
     fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>>;
     /// Runs `destroy` with `{ "params": …, "options": … }`.
@@ -304,6 +334,9 @@ impl<S: Step> ErasedKind for S {
     }
     fn destroys(&self) -> bool {
         S::DESTROYS
+    }
+    fn scripts(&self) -> &'static [&'static str] {
+        S::SCRIPTS
     }
     fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
         Box::pin(async move {
@@ -354,6 +387,9 @@ impl ErasedKind for Undo {
     }
     fn destroys(&self) -> bool {
         false
+    }
+    fn scripts(&self) -> &'static [&'static str] {
+        &[]
     }
     fn execute_plan<'a>(&'a self, _ctx: &'a StepContext, _params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
         Box::pin(async { Ok(Plan::none("a destroy step")) })

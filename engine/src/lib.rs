@@ -13,6 +13,7 @@ pub mod executor;
 pub mod kind;
 pub mod load;
 pub mod model;
+pub mod orphans;
 pub mod redact;
 pub mod store;
 pub mod template;
@@ -32,7 +33,17 @@ pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64);
+    now.unwrap_or(0) + clock_offset_ms()
+}
+
+/// Test hook: `CA_A2A_FLOW_TEST_CLOCK_OFFSET_MS` moves this process's clock,
+/// to show that a clock running ahead cannot take a live lease on Postgres.
+fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("CA_A2A_FLOW_TEST_CLOCK_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    })
 }
 
 /// `2026-11-24 03:01:12Z` for a time in milliseconds since the epoch.

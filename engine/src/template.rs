@@ -133,6 +133,40 @@ impl Scope<'_> {
         }
     }
 
+    /// Resolves every template in `value` but those of `env.*`, which stay as
+    /// written (for a definition that is stored: environment values never are).
+    pub fn resolve_but_env(&self, value: &Json) -> Result<Json, String> {
+        match value {
+            Json::String(s) if contains_template(s) => {
+                let segs = segments(s)?;
+                if !segs.iter().any(|seg| matches!(seg, Segment::Expr(Ref::Env(_)))) {
+                    return self.resolve(value);
+                }
+                let mut out = String::new();
+                for seg in segs {
+                    match seg {
+                        Segment::Text(t) => out.push_str(&t),
+                        Segment::Expr(Ref::Env(name)) => out.push_str(&format!("${{{{ env.{name} }}}}")),
+                        Segment::Expr(r) => match self.lookup(&r)? {
+                            Json::String(s) => out.push_str(&s),
+                            other => out.push_str(&other.to_string()),
+                        },
+                    }
+                }
+                Ok(Json::String(out))
+            }
+            Json::Array(items) => {
+                items.iter().map(|v| self.resolve_but_env(v)).collect::<Result<_, _>>().map(Json::Array)
+            }
+            Json::Object(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.resolve_but_env(v)?)))
+                .collect::<Result<_, String>>()
+                .map(Json::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// Resolves every template in `value`.
     pub fn resolve(&self, value: &Json) -> Result<Json, String> {
         match value {
@@ -161,6 +195,204 @@ impl Scope<'_> {
                 .map(Json::Object),
             other => Ok(other.clone()),
         }
+    }
+}
+
+/// The environment variables through which a script's templated values reach
+/// it: `FLOW_VALUE_1`, `FLOW_VALUE_2`, …
+pub const BOUND_PREFIX: &str = "FLOW_VALUE_";
+
+impl Scope<'_> {
+    /// Resolves the templates of a POSIX shell script without pasting any value
+    /// into its text: each `${{ … }}` becomes a reference to an environment
+    /// variable (appended to `values`), quoted for the place it stands in, so
+    /// `$(…)`, backquotes, `;`, quotes and newlines in a value stay text.
+    ///
+    /// | where the template stands | what the script reads |
+    /// |---|---|
+    /// | unquoted | `"${FLOW_VALUE_n}"`: one word, never split or globbed |
+    /// | inside `"…"` or an unquoted here-document | `${FLOW_VALUE_n}` |
+    /// | inside `'…'` | `'"${FLOW_VALUE_n}"'` (the quote closed, then reopened) |
+    /// | inside a quoted here-document (`<<'EOF'`) | the value itself: nothing there is expanded |
+    pub fn bind_script(&self, script: &str, values: &mut Vec<(String, String)>) -> Result<String, String> {
+        let mut out = String::new();
+        let mut shell = ShellState::default();
+        for seg in segments(script)? {
+            match seg {
+                Segment::Text(t) => {
+                    shell.feed(&t);
+                    out.push_str(&t);
+                }
+                Segment::Expr(r) => {
+                    let value = match self.lookup(&r)? {
+                        Json::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    if shell.in_quoted_heredoc() {
+                        shell.feed(&value);
+                        out.push_str(&value);
+                        continue;
+                    }
+                    let name = format!("{BOUND_PREFIX}{}", values.len() + 1);
+                    values.push((name.clone(), value));
+                    let reference = match shell.quote {
+                        _ if shell.heredoc.is_some() => format!("${{{name}}}"),
+                        Quote::None => format!("\"${{{name}}}\""),
+                        Quote::Single => format!("'\"${{{name}}}\"'"),
+                        Quote::Double | Quote::Comment => format!("${{{name}}}"),
+                    };
+                    // The reference is not text of the script's own: the state
+                    // it leaves is the state before it.
+                    shell.after_reference();
+                    out.push_str(&reference);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Quote {
+    #[default]
+    None,
+    Single,
+    Double,
+    Comment,
+}
+
+/// Enough of the POSIX shell grammar to know, at any point of a script, whether
+/// it stands unquoted, in quotes, in a comment or in a here-document body.
+#[derive(Debug, Default)]
+struct ShellState {
+    quote: Quote,
+    escaped: bool,
+    /// At the start of a word (for `#` comments).
+    word_start: bool,
+    /// Here-documents announced on the current line: (delimiter, quoted, strip tabs).
+    pending: Vec<(String, bool, bool)>,
+    /// The here-document whose body we are in, and the body line so far.
+    heredoc: Option<(String, bool, bool)>,
+    line: String,
+    /// Characters still to skip (a here-document operator already read).
+    skip: usize,
+}
+
+impl ShellState {
+    fn in_quoted_heredoc(&self) -> bool {
+        self.heredoc.as_ref().is_some_and(|(_, quoted, _)| *quoted)
+    }
+
+    fn after_reference(&mut self) {
+        self.word_start = false;
+        if self.heredoc.is_some() {
+            self.line.push('$');
+        }
+    }
+
+    fn feed(&mut self, text: &str) {
+        let chars: Vec<char> = text.chars().collect();
+        for i in 0..chars.len() {
+            let c = chars[i];
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            if let Some((delim, _, strip)) = &self.heredoc {
+                if c == '\n' {
+                    let line = if *strip { self.line.trim_start_matches('\t') } else { self.line.as_str() };
+                    if line == delim {
+                        self.heredoc = if self.pending.is_empty() { None } else { Some(self.pending.remove(0)) };
+                        self.word_start = true;
+                    }
+                    self.line.clear();
+                } else {
+                    self.line.push(c);
+                }
+                continue;
+            }
+            if self.escaped {
+                self.escaped = false;
+                self.word_start = false;
+                continue;
+            }
+            match self.quote {
+                Quote::Comment => {
+                    if c == '\n' {
+                        self.quote = Quote::None;
+                        self.end_of_line();
+                    }
+                }
+                Quote::Single => {
+                    if c == '\'' {
+                        self.quote = Quote::None;
+                    }
+                }
+                Quote::Double => match c {
+                    '\\' => self.escaped = true,
+                    '"' => self.quote = Quote::None,
+                    _ => {}
+                },
+                Quote::None => {
+                    match c {
+                        '\\' => self.escaped = true,
+                        '\'' => self.quote = Quote::Single,
+                        '"' => self.quote = Quote::Double,
+                        '#' if self.word_start => self.quote = Quote::Comment,
+                        '\n' => self.end_of_line(),
+                        '<' if chars.get(i + 1) == Some(&'<') && chars.get(i + 2) != Some(&'<') => {
+                            self.skip = self.heredoc_operator(&chars[i + 2..]) + 1;
+                        }
+                        _ => {}
+                    }
+                    self.word_start = c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')');
+                }
+            }
+        }
+    }
+
+    fn end_of_line(&mut self) {
+        self.word_start = true;
+        if !self.pending.is_empty() {
+            self.heredoc = Some(self.pending.remove(0));
+            self.line.clear();
+        }
+    }
+
+    /// Reads `[-] WORD` after `<<`; returns how many characters it took.
+    fn heredoc_operator(&mut self, rest: &[char]) -> usize {
+        let mut i = 0;
+        let strip = rest.first() == Some(&'-');
+        if strip {
+            i += 1;
+        }
+        while rest.get(i).is_some_and(|c| *c == ' ' || *c == '\t') {
+            i += 1;
+        }
+        let (mut word, mut quoted) = (String::new(), false);
+        while let Some(&c) = rest.get(i) {
+            if c.is_whitespace() || matches!(c, ';' | '&' | '|' | '<' | '>' | '(' | ')') {
+                break;
+            }
+            if c == '\'' || c == '"' {
+                quoted = true;
+                let close = rest[i + 1..].iter().position(|d| *d == c).map_or(rest.len(), |p| i + 1 + p);
+                word.extend(&rest[i + 1..close.min(rest.len())]);
+                i = close + 1;
+                continue;
+            }
+            if c == '\\' {
+                quoted = true;
+                i += 1;
+                continue;
+            }
+            word.push(c);
+            i += 1;
+        }
+        if !word.is_empty() {
+            self.pending.push((word, quoted, strip));
+        }
+        i.min(rest.len())
     }
 }
 
@@ -205,6 +437,40 @@ mod tests {
         assert!(scope.resolve(&json!("${{ env.NOPE }}")).unwrap_err().contains("`NOPE` is not set"));
         assert!(references("${{ inputs.x").unwrap_err().contains("unclosed"));
         assert!(references("${{ foo.bar }}").unwrap_err().contains("not a known reference"));
+    }
+
+    fn bound(script: &str, value: &str) -> (String, Vec<(String, String)>) {
+        let inputs = BTreeMap::from([("v".to_string(), json!(value))]);
+        let outputs = BTreeMap::new();
+        let scope = scope_with(&inputs, &outputs);
+        let mut values = Vec::new();
+        let text = scope.bind_script(script, &mut values).unwrap();
+        (text, values)
+    }
+
+    #[test]
+    fn a_script_refers_to_each_value_quoted_for_where_it_stands() {
+        let (text, values) =
+            bound("echo ${{ inputs.v }} \"a ${{ inputs.v }}\" 'b ${{ inputs.v }}' # ${{ inputs.v }}", "$(x)");
+        assert_eq!(text, r#"echo "${FLOW_VALUE_1}" "a ${FLOW_VALUE_2}" 'b '"${FLOW_VALUE_3}"'' # ${FLOW_VALUE_4}"#);
+        assert_eq!(values.len(), 4);
+        assert!(values.iter().all(|(_, v)| v == "$(x)"));
+    }
+
+    #[test]
+    fn escapes_and_quotes_inside_quotes_do_not_confuse_the_state() {
+        let (text, _) = bound(r#"echo "it\"s ${{ inputs.v }}" it\'s ${{ inputs.v }}"#, "x");
+        assert_eq!(text, r#"echo "it\"s ${FLOW_VALUE_1}" it\'s "${FLOW_VALUE_2}""#);
+    }
+
+    #[test]
+    fn a_here_document_expands_unquoted_and_a_quoted_one_gets_the_text() {
+        let (text, values) = bound(
+            "cat <<EOF\nvalue ${{ inputs.v }}\nEOF\ncat <<'END'\nraw ${{ inputs.v }}\nEND\necho ${{ inputs.v }}\n",
+            "v1",
+        );
+        assert_eq!(text, "cat <<EOF\nvalue ${FLOW_VALUE_1}\nEOF\ncat <<'END'\nraw v1\nEND\necho \"${FLOW_VALUE_2}\"\n");
+        assert_eq!(values.len(), 2);
     }
 
     #[test]

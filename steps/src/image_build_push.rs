@@ -747,7 +747,7 @@ echo "ca-a2a-flow:action=built"
     )
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -2,9 +2,12 @@
 //! tail is shown on failure); `key=value` lines it writes to the file named by
 //! `$FLOW_OUTPUT` become the step's outputs.
 //!
-//! The command runs in its own process group, killed whole when the attempt is
-//! cut (deadline, interrupt); and it dies with the engine if the engine is
-//! killed, so no orphan keeps running after a crash.
+//! A template in `run` is never pasted into the command: its value reaches the
+//! shell as an environment variable the command refers to, quoted
+//! (`FLOW_VALUE_1`, …), so no input or output can run as code.
+//!
+//! `$FLOW_OUTPUT` is a file in the attempt's private directory (0700). Nothing
+//! the command starts outlives the attempt (see `process`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +52,7 @@ pub struct Shell;
 impl Step for Shell {
     type Params = Params;
     const KIND: &'static str = "shell";
+    const SCRIPTS: &'static [&'static str] = &["run"];
 
     fn doc(&self) -> KindDoc {
         KindDoc {
@@ -93,14 +97,12 @@ impl Step for Shell {
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
-        let output_file = std::env::temp_dir().join(format!(
-            "ca-a2a-flow-{}-{}-{}-{:08x}.out",
-            ctx.run_id,
-            ctx.step_id,
-            ctx.attempt,
-            std::process::id() ^ (ctx.attempt << 16)
-        ));
-        std::fs::write(&output_file, b"")
+        let scratch = ctx.scratch_dir().map_err(|e| {
+            StepError::fatal(format!("cannot create the attempt's private directory: {e}"))
+                .with_hint("check that the temporary directory ($TMPDIR or /tmp) is writable")
+        })?;
+        let output_file = scratch.join("output");
+        create_private_file(&output_file)
             .map_err(|e| StepError::fatal(format!("cannot create {}: {e}", output_file.display())))?;
         let _cleanup = RemoveOnDrop(output_file.clone());
 
@@ -121,6 +123,7 @@ impl Step for Shell {
             .env("FLOW_STEP_ID", &ctx.step_id)
             .env("FLOW_ATTEMPT", ctx.attempt.to_string())
             .env("FLOW_PID", std::process::id().to_string());
+        cmd.envs(ctx.bound.iter().map(|(k, v)| (k, v)));
         for (k, v) in &p.env {
             cmd.env(
                 k,
@@ -131,6 +134,10 @@ impl Step for Shell {
             );
         }
         let finished = crate::process::run(ctx, &format!("`{}`", p.shell), cmd, None, p.tail_lines).await?;
+        if finished.code != Some(0) {
+            // Secret values it wrote before failing are masked in its error and logs.
+            declare_secrets(ctx, &output_file);
+        }
         let shown = finished.shown();
         match finished.code {
             Some(0) => read_outputs(&output_file, &p.outputs),
@@ -145,6 +152,22 @@ impl Step for Shell {
                 }))
             }
             None => Err(StepError::retryable(format!("command was killed by a signal; last output:\n{shown}"))),
+        }
+    }
+}
+
+/// Creates an empty file only its owner can read (0600).
+fn create_private_file(path: &PathBuf) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
+}
+
+/// The values of the step's secret outputs that a failed command wrote.
+fn declare_secrets(ctx: &StepContext, path: &PathBuf) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    for (key, value) in text.lines().filter_map(|l| l.trim().split_once('=')) {
+        if ctx.secret_outputs.iter().any(|s| s == key.trim()) {
+            ctx.secret(value);
         }
     }
 }

@@ -191,6 +191,8 @@ fn a_run_killed_after_sending_follows_the_same_command_on_resume() {
     let proxy = FaultProxy::start(&moto(), vec![invocation("Success", 0, "ok\n")]);
     let env = Env::sqlite();
     let wf = command_workflow(&env, "1m");
+    // The killed attempt counts toward max_attempts: a second one may follow it.
+    std::fs::write(&wf, std::fs::read_to_string(&wf).unwrap().replace("max_attempts: 1", "max_attempts: 2")).unwrap();
     let killed = env.run_with(
         &["run", wf.to_str().unwrap()],
         &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_FAILPOINT", "before_commit:build")],

@@ -25,7 +25,7 @@ const STEPS: [(&str, &[&str]); 8] = [
 ];
 
 fn diamond(env: &Env) -> String {
-    let mut yaml = String::from("name: diamond\ndefaults: { retry: { max_attempts: 1 } }\nsteps:\n");
+    let mut yaml = String::from("name: diamond\ndefaults: { retry: { max_attempts: 2 } }\nsteps:\n");
     for (id, needs) in STEPS {
         yaml.push_str(&format!(
             "  - id: {id}\n    uses: shell\n    needs: [{}]\n    with:\n      run: |\n        echo \"$FLOW_STEP_ID\" >> started.log\n        if [ \"$FLOW_STEP_ID\" = \"${{SLOW_STEP:-}}\" ]; then sleep 5; fi\n        echo \"$FLOW_STEP_ID\" >> done.log\n",

@@ -92,10 +92,15 @@ impl Env {
 
     /// The binary, in the scratch directory, on this env's state store.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_on(&self.state, args)
+    }
+
+    /// The binary on another URL of the same store (through a proxy, say).
+    pub fn command_on(&self, state: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ca-a2a-flow"));
         cmd.current_dir(self.dir.path())
             .arg("--state")
-            .arg(&self.state)
+            .arg(state)
             .args(args)
             .env_remove("CA_A2A_FLOW_STATE")
             .env_remove("CA_A2A_FLOW_FAILPOINT")
@@ -261,4 +266,92 @@ pub fn lines(path: &Path) -> Vec<String> {
 
 pub fn count(lines: &[String], what: &str) -> usize {
     lines.iter().filter(|l| *l == what).count()
+}
+
+/// A TCP proxy on loopback in front of a server (Postgres, in the store tests)
+/// that can drop every connection and refuse new ones (an outage), or stop
+/// forwarding while keeping connections open (a stall).
+pub struct TcpProxy {
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+const FORWARD: u8 = 0;
+const REFUSE: u8 = 1;
+const STALL: u8 = 2;
+
+impl TcpProxy {
+    pub fn start(upstream: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(FORWARD));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, c, up) = (mode.clone(), conns.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if m.load(Ordering::SeqCst) == REFUSE {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&up) else { continue };
+                c.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    let m = m.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            while m.load(Ordering::SeqCst) == STALL {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, mode, conns }
+    }
+
+    /// `url` (a postgres:// URL) with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (authority, path) = rest.split_once('/').expect("a database");
+        let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+        format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        self.mode.store(REFUSE, std::sync::atomic::Ordering::SeqCst);
+        for conn in self.conns.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Keeps connections open but forwards nothing until `restore`.
+    pub fn stall(&self) {
+        self.mode.store(STALL, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.mode.store(FORWARD, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The host:port of a postgres:// URL.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").expect("a URL").1;
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_string()
 }

@@ -39,7 +39,57 @@ pub enum StoreError {
     Corrupt(String),
     #[error("state store did not answer `{operation}` within {seconds}s")]
     Timeout { operation: &'static str, seconds: u64 },
+    /// Transient failures went on for longer than this process may act
+    /// without a live lease: it stopped, and a `resume` finishes the run.
+    #[error("state store unreachable: {store} failed for {seconds}s (last error: {last})")]
+    Unreachable { store: String, seconds: u64, last: String },
 }
+
+impl StoreError {
+    /// Whether the same statement may pass if tried again: the connection broke
+    /// or timed out, the database restarted, SQLite was busy, a serialization
+    /// conflict. Anything else (fenced, missing, corrupt) is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Timeout { .. } => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // SQLite: BUSY (5), LOCKED (6) and their extended codes;
+                    // Postgres: connection exceptions (08…), shutdown (57P0…),
+                    // serialization failure, deadlock.
+                    matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "40001" | "40P01")
+                        || code.starts_with("08")
+                        || code.starts_with("57P0")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// A state store URL as it may be shown: without its password.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split_once(':').map_or(user, |(u, _)| u)),
+        None => authority.to_string(),
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    format!("{scheme}://{authority}/{path}")
+}
+
+/// The error an attempt cut by the death of its process is recorded with
+/// (when the next process takes the run over): such an attempt counts toward
+/// the step's `max_attempts`, so a step that kills the engine every time ends.
+pub const ENGINE_DIED: &str = "the engine died during this attempt";
 
 /// How long one state-store operation may take before it fails with
 /// [`StoreError::Timeout`]: no checkpoint can hang a run. (SQLite's own busy
@@ -119,23 +169,32 @@ impl Holder {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "unknown-host".into());
         let pid = std::process::id() as i64;
-        let boot = boot_id().unwrap_or_else(|| "noboot".into());
+        let boot = machine_id().unwrap_or_else(|| "noboot".into());
         Self { owner: format!("{pid}.{:04x}@{host}#{boot}", fastrand::u16(..)), host, pid }
     }
 }
 
-fn boot_id() -> Option<String> {
+/// This boot of this machine and this process's pid namespace
+/// (`<boot id>~<namespace inode>`): two processes can compare pids only when
+/// both match.
+fn machine_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    Some(id.trim().chars().filter(|c| *c != '-').take(12).collect())
+    let boot: String = id.trim().chars().filter(|c| *c != '-').take(12).collect();
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let ns: String = ns.to_string_lossy().chars().filter(char::is_ascii_digit).collect();
+    Some(format!("{boot}~{ns}"))
 }
 
 impl LeaseInfo {
-    /// True when the holder ran on this boot of this machine and its process
-    /// no longer exists: nobody can renew the lease, so it may be broken now
-    /// instead of at expiry. Anything else (another machine, a live or frozen
-    /// process) must wait for expiry.
+    /// True when the holder ran on this boot of this machine, in this pid
+    /// namespace, and its process no longer exists: nobody can renew the lease,
+    /// so it may be broken now instead of at expiry. Anything else (another
+    /// machine or container, a live or frozen process) must wait for expiry.
     pub fn holder_is_gone(&self) -> bool {
-        let Some(mine) = boot_id() else { return false };
+        let Some(mine) = machine_id() else { return false };
+        if self.host != Holder::this_process().host {
+            return false;
+        }
         let Some((_, theirs)) = self.owner.rsplit_once('#') else {
             return false;
         };
@@ -300,11 +359,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         generation: i64,
         writes: Vec<Write>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Appends log lines, fenced like [`Store::apply`]: a process that lost the
+    /// run's lease cannot add to its log.
     fn append_events(
         &self,
         run: &str,
+        generation: i64,
         events: Vec<(Option<String>, &'static str, String, i64)>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The store as messages name it (a path, or a URL without its password).
+    fn name(&self) -> String;
     fn request_cancel(&self, run: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn run(&self, run: &str) -> impl Future<Output = Result<RunRecord, StoreError>> + Send;
     fn steps(&self, run: &str) -> impl Future<Output = Result<Vec<StepRecord>, StoreError>> + Send;
@@ -376,9 +440,16 @@ impl Store for AnyStore {
     async fn append_events(
         &self,
         run: &str,
+        generation: i64,
         events: Vec<(Option<String>, &'static str, String, i64)>,
     ) -> Result<(), StoreError> {
-        delegate!(self, "append_events", s => s.append_events(run, events).await)
+        delegate!(self, "append_events", s => s.append_events(run, generation, events).await)
+    }
+    fn name(&self) -> String {
+        match self {
+            AnyStore::Sqlite(s) => s.name(),
+            AnyStore::Postgres(s) => s.name(),
+        }
     }
     async fn request_cancel(&self, run: &str) -> Result<(), StoreError> {
         delegate!(self, "request_cancel", s => s.request_cancel(run).await)
@@ -408,4 +479,22 @@ impl Store for AnyStore {
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_url_is_shown_without_its_password() {
+        assert_eq!(
+            shown_url("postgres://flow:s3cret@db.internal:5432/flow?sslmode=require"),
+            "postgres://flow@db.internal:5432/flow"
+        );
+        assert_eq!(
+            shown_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(shown_url("/var/lib/flow/state.db"), "/var/lib/flow/state.db");
+    }
 }

@@ -9,6 +9,7 @@ use super::StoreError;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    name: String,
 }
 
 impl PgStore {
@@ -24,8 +25,17 @@ impl PgStore {
                 .connect(url)
                 .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, name: super::shown_url(url) })
     }
 }
 
-super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, " FOR SHARE");
+/// Leases are written and compared on the database's clock: processes on
+/// machines whose clocks disagree still agree on when a lease expires.
+async fn database_clock(pool: &PgPool, _local: i64) -> Result<i64, StoreError> {
+    use sqlx::Row;
+    let row =
+        sqlx::query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now").fetch_one(pool).await?;
+    Ok(row.try_get("now")?)
+}
+
+super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, " FOR SHARE", database_clock);

@@ -6,7 +6,7 @@
 //! clause that differs, Postgres's `FOR SHARE` on the fence row, is a parameter.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $row:ty, $share_lock:literal) => {
+    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path) => {
         use sqlx::Row;
 
         use super::{
@@ -118,6 +118,8 @@ macro_rules! sql_store {
             }
 
             async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
+                // Expiry is written and compared on the store's clock where it has one.
+                let now = $clock(&self.pool, now).await?;
                 let row = sqlx::query(
                     "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
                             lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
@@ -147,6 +149,7 @@ macro_rules! sql_store {
             }
 
             async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
+                let now = $clock(&self.pool, now).await?;
                 let row = sqlx::query(
                     "UPDATE runs SET lease_expires_at = $1, heartbeat_at = $2 WHERE id = $3 AND generation = $4
                      RETURNING cancel_requested",
@@ -306,7 +309,12 @@ macro_rules! sql_store {
                             .await?;
                         }
                         Write::RunStatus { status, at, error } => {
-                            sqlx::query("UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
+                            // A run that ends has honoured (or outlived) any cancel request.
+                            sqlx::query(
+                                "UPDATE runs SET status = $1, error = $2, finished_at = $3,
+                                        cancel_requested = CASE WHEN $3 IS NULL THEN cancel_requested ELSE 0 END
+                                 WHERE id = $4",
+                            )
                                 .bind(status.as_str())
                                 .bind(error)
                                 .bind(status.is_terminal().then_some(at))
@@ -326,9 +334,10 @@ macro_rules! sql_store {
                             // Attempts cut by the death of their process are recorded (by the
                             // trigger) as interrupted.
                             sqlx::query(
-                                "UPDATE steps SET status = 'interrupted', attempt_ended_at = $1 WHERE run_id = $2 AND status = 'running'",
+                                "UPDATE steps SET status = 'interrupted', attempt_ended_at = $1, error = $2 WHERE run_id = $3 AND status = 'running'",
                             )
                             .bind(at)
+                            .bind(to_json(&crate::kind::StepError::retryable(super::ENGINE_DIED)))
                             .bind(run)
                                 .execute(&mut *tx)
                                 .await?;
@@ -340,7 +349,7 @@ macro_rules! sql_store {
                             .bind(run)
                             .execute(&mut *tx)
                             .await?;
-                            sqlx::query("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, cancel_requested = 0 WHERE id = $1")
+                            sqlx::query("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = $1")
                                 .bind(run)
                                 .execute(&mut *tx)
                                 .await?;
@@ -396,12 +405,25 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            fn name(&self) -> String {
+                self.name.clone()
+            }
+
             async fn append_events(
                 &self,
                 run: &str,
+                generation: i64,
                 events: Vec<(Option<String>, &'static str, String, i64)>,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                let fenced = sqlx::query(concat!("SELECT 1 AS held FROM runs WHERE id = $1 AND generation = $2", $share_lock))
+                    .bind(run)
+                    .bind(generation)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if fenced.is_none() {
+                    return Err(StoreError::Fenced { run: run.to_string(), generation });
+                }
                 for (step, level, message, at) in events {
                     insert_event(&mut tx, run, step, at, level, message).await?;
                 }

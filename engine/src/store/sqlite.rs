@@ -11,6 +11,7 @@ use super::StoreError;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub(super) pool: SqlitePool,
+    name: String,
 }
 
 impl SqliteStore {
@@ -32,8 +33,13 @@ impl SqliteStore {
         // invalidate it). No ping before each use: the file is local.
         let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(options).await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, name: path.display().to_string() })
     }
 }
 
-super::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, "");
+/// SQLite serves one machine: its processes share this clock.
+async fn local_clock(_: &SqlitePool, now: i64) -> Result<i64, StoreError> {
+    Ok(now)
+}
+
+super::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, "", local_clock);

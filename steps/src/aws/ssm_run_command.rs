@@ -50,6 +50,7 @@ pub struct RunCommand;
 impl Step for RunCommand {
     type Params = Params;
     const KIND: &'static str = "aws.ssm.run_command";
+    const SCRIPTS: &'static [&'static str] = &["run"];
 
     fn doc(&self) -> KindDoc {
         KindDoc {
@@ -87,12 +88,13 @@ impl Step for RunCommand {
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
+        let script = with_bound_values(&ctx.bound, &p.run);
         let ran = run(
             ctx,
             Request {
                 region: p.region.as_deref(),
                 instance_id: &p.instance_id,
-                commands: &p.run,
+                commands: &script,
                 working_directory: p.working_directory.as_deref(),
                 tail_lines: p.tail_lines,
                 timeout: parse_duration(&p.timeout).map_err(StepError::fatal)?,
@@ -105,6 +107,15 @@ impl Step for RunCommand {
             ("output_tail".into(), json!(ran.shown)),
         ]))
     }
+}
+
+/// The script with the values of its templates set first, each single-quoted
+/// (the script refers to them as `"${FLOW_VALUE_n}"`, never as code).
+fn with_bound_values(bound: &[(String, String)], script: &str) -> String {
+    let mut out: String =
+        bound.iter().map(|(name, value)| format!("{name}={}\n", crate::image_build_push::shell_quote(value))).collect();
+    out.push_str(script);
+    out
 }
 
 /// A script to run on an instance.
