@@ -367,7 +367,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 /// The stacks with a deploy run in this state store that no successful destroy
 /// undid: their resources are not orphans.
 async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<String>, CliError> {
-    let runs = store.list_runs(10_000).await?;
+    // Every run, however many: a stack whose run was past a cut would be called an orphan.
+    let runs = store.list_runs(i64::MAX).await?;
     let destroyed: std::collections::BTreeSet<String> = runs
         .iter()
         .filter(|r| r.status == RunStatus::Succeeded)
@@ -429,7 +430,7 @@ async fn deployed_services(store: &AnyStore, run_id: &str) -> Result<Vec<ops::Se
 
 /// The stacks this state store has runs of (their resources are not orphans).
 async fn known_stacks(store: &AnyStore) -> std::collections::BTreeSet<String> {
-    let runs = store.list_runs(10_000).await.unwrap_or_default();
+    let runs = store.list_runs(i64::MAX).await.unwrap_or_default();
     runs.iter().filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from)).collect()
 }
 
@@ -441,7 +442,7 @@ async fn last_outputs(
     inputs: &BTreeMap<String, serde_json::Value>,
 ) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
     let Some(store) = store else { return BTreeMap::new() };
-    let Ok(runs) = store.list_runs(200).await else { return BTreeMap::new() };
+    let Ok(runs) = store.list_runs(i64::MAX).await else { return BTreeMap::new() };
     let same = runs.iter().find(|r| r.workflow_file == wf.file && r.inputs.get("stack") == inputs.get("stack"));
     let Some(run) = same else { return BTreeMap::new() };
     let Ok(steps) = store.steps(&run.id).await else { return BTreeMap::new() };
@@ -1115,7 +1116,13 @@ async fn latest_progress(store: &AnyStore, run_id: &str, step: &str) -> Result<O
 }
 
 async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliError> {
-    let runs = store.list_runs(limit).await?;
+    let mut runs = store.list_runs(limit.saturating_add(1)).await?;
+    // Never cut silently: say that older runs exist.
+    let more = runs.len() as i64 > limit;
+    runs.truncate(limit.max(0) as usize);
+    if more {
+        eprintln!("showing the newest {limit} runs; older ones exist (`--limit N` shows more)");
+    }
     if output == Output::Json {
         let doc: Vec<_> = runs
             .iter()
@@ -1169,7 +1176,7 @@ async fn new_log_lines(
     store: &AnyStore,
     run: &RunRecord,
     step: Option<&str>,
-    after_event: &mut i64,
+    after_event: &mut EventCursor,
     seen: &mut std::collections::HashSet<(String, u32, &'static str, i64)>,
 ) -> Result<Vec<LogLine>, CliError> {
     let max: BTreeMap<&str, u32> = run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
@@ -1210,9 +1217,14 @@ async fn new_log_lines(
             out.push(LogLine { at, step: Some(s.step_id.clone()), level: "info", message });
         }
     }
+    let mut from = after_event.watermark;
     loop {
-        let batch: Vec<EventRecord> = store.events(&run.id, step, *after_event, 1000).await?;
+        let batch: Vec<EventRecord> = store.events(&run.id, step, from, 1000).await?;
         for e in &batch {
+            from = e.id;
+            if !after_event.fresh(e.id) {
+                continue;
+            }
             let level = match e.level.as_str() {
                 "log" => "log",
                 "progress" => "progress",
@@ -1221,12 +1233,12 @@ async fn new_log_lines(
                 _ => "info",
             };
             out.push(LogLine { at: e.at, step: e.step_id.clone(), level, message: e.message.clone() });
-            *after_event = e.id;
         }
         if batch.len() < 1000 {
             break;
         }
     }
+    after_event.advance();
     // Same time: the run's own lines, then attempts starting, output, attempts ending.
     out.sort_by_key(|l| l.at);
     Ok(out)
@@ -1234,7 +1246,7 @@ async fn new_log_lines(
 
 async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) -> Result<(), CliError> {
     let run = store.run(run_id).await?;
-    let mut after_event = 0;
+    let mut after_event = EventCursor::default();
     let mut seen = std::collections::HashSet::new();
     let print = |lines: Vec<LogLine>| {
         for l in lines {
@@ -1258,6 +1270,52 @@ async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, follow: bool) 
     }
 }
 
+/// Where `logs -f` reads the event log from. Event ids are handed out when a
+/// line is inserted but become visible when its transaction commits, so on
+/// Postgres a smaller id can appear after a larger one: the cursor re-reads
+/// from the highest id below which it has seen every line, and passes over a
+/// hole only once it has stayed empty for a while (an id given to a
+/// transaction that rolled back).
+#[derive(Default)]
+struct EventCursor {
+    /// Every id up to here was printed, or given up on.
+    watermark: i64,
+    /// Ids printed above the watermark.
+    above: std::collections::BTreeSet<i64>,
+    /// A hole just above the watermark, and since when it is there.
+    hole_since: Option<std::time::Instant>,
+}
+
+impl EventCursor {
+    const HOLE_PATIENCE: Duration = Duration::from_secs(10);
+
+    /// Whether `id` is new (and records it).
+    fn fresh(&mut self, id: i64) -> bool {
+        id > self.watermark && self.above.insert(id)
+    }
+
+    fn advance(&mut self) {
+        loop {
+            if self.above.remove(&(self.watermark + 1)) {
+                self.watermark += 1;
+                self.hole_since = None;
+                continue;
+            }
+            let Some(&next) = self.above.iter().next() else {
+                self.hole_since = None;
+                return;
+            };
+            let since = *self.hole_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < Self::HOLE_PATIENCE {
+                return;
+            }
+            // An id nobody committed: skip to the next printed one.
+            self.watermark = next - 1;
+            self.hole_since = None;
+        }
+    }
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
@@ -1273,6 +1331,18 @@ fn ago(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_cursor_waits_for_a_smaller_id_committed_late() {
+        let mut cursor = EventCursor::default();
+        assert!(cursor.fresh(1) && cursor.fresh(3));
+        cursor.advance();
+        assert_eq!(cursor.watermark, 1, "2 is not committed yet: the next read starts above 1");
+        assert!(!cursor.fresh(3), "3 is not printed twice");
+        assert!(cursor.fresh(2), "2, committed late, is printed");
+        cursor.advance();
+        assert_eq!(cursor.watermark, 3);
+    }
 
     #[test]
     fn a_postgres_password_never_appears_in_the_resume_command() {

@@ -447,17 +447,24 @@ impl<S: Store> Engine<S> {
         };
 
         // Step logs are written in batches, outside the fenced state writes.
-        let (log_tx, log_rx) = mpsc::unbounded_channel::<(String, Report)>();
+        // Bounded: when the store cannot keep up, lines are dropped and counted
+        // (the log says how many), never queued without end.
+        let (log_tx, log_rx) = mpsc::channel::<(String, Report)>(LOG_QUEUE);
+        let overflow = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let log_writer = tokio::spawn(write_logs(
             self.store.clone(),
             run_id.to_string(),
             generation,
             lease.clone(),
             log_rx,
+            overflow.clone(),
             self.observer.clone(),
         ));
+        let sink_overflow = overflow.clone();
         let sink: ReportSink = Arc::new(move |step: &str, report: Report| {
-            let _ = log_tx.send((step.to_string(), report));
+            if log_tx.try_send((step.to_string(), report)).is_err() {
+                sink_overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         });
 
         let workflow_dir = PathBuf::from(&run.workflow_file)
@@ -905,6 +912,7 @@ async fn run_attempt<S: Store>(
         redactor: shared.redactor.clone(),
         sink,
         bound,
+        budget: Arc::default(),
         secret_outputs: step.secret_outputs.clone(),
     };
     let scratch = crate::orphans::attempt_scratch_path(run, &step.id, attempt);
@@ -951,6 +959,16 @@ async fn run_attempt<S: Store>(
     };
     // The attempt is over: its scratch files go (its processes went with the task).
     let _ = std::fs::remove_dir_all(&scratch);
+    if ctx.dropped_lines() > 0 {
+        (ctx.sink)(
+            &step.id,
+            Report::Log(format!(
+                "{} more line(s) of output dropped: an attempt keeps its first {} lines",
+                ctx.dropped_lines(),
+                crate::kind::MAX_LINES
+            )),
+        );
+    }
 
     let now = crate::now_ms();
     let result = match ran {
@@ -1061,6 +1079,9 @@ async fn run_attempt<S: Store>(
         }
     }
 }
+
+/// Step log lines waiting for the log writer, at most.
+const LOG_QUEUE: usize = 8192;
 
 /// A spawned task that is aborted, not detached, when its handle is dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -1183,7 +1204,8 @@ async fn write_logs<S: Store>(
     run: String,
     generation: i64,
     lease: Arc<Lease>,
-    mut rx: mpsc::UnboundedReceiver<(String, Report)>,
+    mut rx: mpsc::Receiver<(String, Report)>,
+    overflow: Arc<std::sync::atomic::AtomicU64>,
     observer: Observer,
 ) {
     let mut last_progress: BTreeMap<String, String> = BTreeMap::new();
@@ -1207,6 +1229,10 @@ async fn write_logs<S: Store>(
         };
         let Some((step, report)) = item else { break };
         let now = crate::now_ms();
+        let dropped = overflow.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            batch.push((None, "warn", format!("{dropped} log line(s) dropped: the state store did not keep up"), now));
+        }
         match report {
             Report::Log(line) => {
                 observer(Event::StepLog { step: step.clone(), line: line.clone() });

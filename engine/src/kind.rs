@@ -99,6 +99,33 @@ pub enum Report {
 /// Where a running step sends its reports (the engine redacts and stores them).
 pub type ReportSink = Arc<dyn Fn(&str, Report) + Send + Sync>;
 
+/// The longest log line kept, in bytes; the rest is dropped, and the line says so.
+pub const MAX_LINE: usize = 16 * 1024;
+/// The most log lines one attempt keeps; later ones are counted, not kept.
+pub const MAX_LINES: u64 = 20_000;
+
+/// `line`, cut at [`MAX_LINE`] bytes (on a character boundary).
+pub fn capped(mut line: String) -> String {
+    if line.len() <= MAX_LINE {
+        return line;
+    }
+    let mut cut = MAX_LINE;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = line.len() - cut;
+    line.truncate(cut);
+    line.push_str(&format!(" … [{dropped} more bytes dropped]"));
+    line
+}
+
+/// How many lines an attempt logged, and how many it dropped.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    lines: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
 /// What a step attempt knows about its run.
 #[derive(Clone)]
 pub struct StepContext {
@@ -117,6 +144,7 @@ pub struct StepContext {
     /// ([`Step::SCRIPTS`]): the script refers to them as these environment
     /// variables, which the kind must set where the script runs.
     pub bound: Vec<(String, String)>,
+    pub(crate) budget: Arc<LogBudget>,
     /// The step's `secret_outputs`: a kind that learns their values before it
     /// fails (a command that wrote them, then exited non-zero) declares them
     /// with [`StepContext::secret`], so they are masked in its error and logs.
@@ -124,11 +152,21 @@ pub struct StepContext {
 }
 
 impl StepContext {
+    /// A line for the step's log: masked, cut at [`MAX_LINE`] bytes, and
+    /// dropped (and counted) past [`MAX_LINES`] lines in one attempt.
     pub fn log(&self, line: impl AsRef<str>) {
-        (self.sink)(&self.step_id, Report::Log(self.redactor.redact(line.as_ref())));
+        if self.budget.lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_LINES {
+            self.budget.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        (self.sink)(&self.step_id, Report::Log(capped(self.redactor.redact(line.as_ref()))));
     }
     pub fn progress(&self, what: impl AsRef<str>) {
-        (self.sink)(&self.step_id, Report::Progress(self.redactor.redact(what.as_ref())));
+        (self.sink)(&self.step_id, Report::Progress(capped(self.redactor.redact(what.as_ref()))));
+    }
+    /// Lines of this attempt dropped past [`MAX_LINES`].
+    pub fn dropped_lines(&self) -> u64 {
+        self.budget.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
     /// Declares a value secret: it is masked in every log, event and error from now on.
     pub fn secret(&self, value: &str) {
@@ -163,8 +201,37 @@ impl StepContext {
             redactor: Redactor::default(),
             sink,
             bound: Vec::new(),
+            budget: Arc::default(),
             secret_outputs: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_cut_and_says_how_much_was_dropped() {
+        let line = capped("é".repeat(MAX_LINE));
+        assert!(line.len() < MAX_LINE + 64);
+        assert!(line.ends_with(&format!(" … [{} more bytes dropped]", MAX_LINE)), "{}", &line[line.len() - 40..]);
+        assert_eq!(capped("short".into()), "short");
+    }
+
+    #[test]
+    fn an_attempt_keeps_its_first_lines_and_counts_the_rest() {
+        let kept = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let k = kept.clone();
+        let sink: ReportSink = Arc::new(move |_, _| {
+            k.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let ctx = StepContext::detached("noisy", Duration::from_secs(5), sink);
+        for i in 0..MAX_LINES + 5 {
+            ctx.log(format!("line {i}"));
+        }
+        assert_eq!(kept.load(std::sync::atomic::Ordering::Relaxed), MAX_LINES);
+        assert_eq!(ctx.dropped_lines(), 5);
     }
 }
 

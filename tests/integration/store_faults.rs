@@ -140,3 +140,47 @@ fn a_process_whose_clock_runs_ahead_cannot_take_a_live_lease() {
     out.expect_code(4);
     assert_eq!(lines(&env.path("ran")), ["start"], "the step did not run twice");
 }
+
+#[test]
+fn logs_follow_misses_no_line_whose_id_commits_after_a_larger_one() {
+    let env = Env::postgres();
+    let wf = env.write(
+        "slow.yaml",
+        "name: slow\nsteps:\n  - id: slow\n    uses: shell\n    with: { run: 'echo start >> ran; sleep 4' }\n",
+    );
+    let runner = env.spawn(&["run", wf.to_str().unwrap()], &[]);
+    env.wait_until("the step to start", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());
+    let run = env.only_run();
+    let follower = env.command(&["logs", &run.id, "-f"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let insert = "INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, NULL, $2, 'info', $3)";
+        let mut early = sqlx::PgConnection::connect(&env.state).await.unwrap();
+        let mut late = sqlx::PgConnection::connect(&env.state).await.unwrap();
+        let mut first = early.begin().await.unwrap();
+        sqlx::query(insert)
+            .bind(&run.id)
+            .bind(ca_a2a_flow_engine::now_ms())
+            .bind("smaller id, committed last")
+            .execute(&mut *first)
+            .await
+            .unwrap();
+        sqlx::query(insert)
+            .bind(&run.id)
+            .bind(ca_a2a_flow_engine::now_ms())
+            .bind("larger id, committed first")
+            .execute(&mut late)
+            .await
+            .unwrap();
+        // The follower reads the larger id before the smaller one is visible.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        first.commit().await.unwrap();
+    });
+    let ran = Out::from(runner.wait_with_output().unwrap());
+    ran.expect_success();
+    let followed = Out::from(follower.wait_with_output().unwrap());
+    assert!(followed.stdout.contains("larger id, committed first"), "{}", followed.stdout);
+    assert!(followed.stdout.contains("smaller id, committed last"), "{}", followed.stdout);
+}
