@@ -166,6 +166,7 @@ mod tests {
             lease: None,
             heartbeat_at: None,
             cancel_requested: false,
+            masks: None,
         };
         let steps = vec![StepRecord {
             step_id: "made".into(),

@@ -482,7 +482,8 @@ impl<S: Store> Engine<S> {
             workflow: run.definition.clone(),
             inputs: run.inputs.clone(),
             workflow_dir,
-            redactor: Redactor::default(),
+            // Secrets masked by an earlier process of this run stay masked.
+            redactor: Redactor::with_fingerprints(run.masks.as_deref()),
             sink,
         });
 
@@ -1017,8 +1018,9 @@ async fn run_attempt<S: Store>(
             }
             release_held();
             failpoint("before_commit", &step.id);
-            let writes =
+            let mut writes =
                 vec![Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() }];
+            writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
             if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                 return store_failure(e);
             }
@@ -1033,7 +1035,7 @@ async fn run_attempt<S: Store>(
             let next_at = now + delay.as_millis() as i64;
             let retry = error.is_retryable() && attempt < max && next_at < deadline_at;
             if retry {
-                let writes = vec![Write::StepRetry {
+                let mut writes = vec![Write::StepRetry {
                     step: step.id.clone(),
                     attempt,
                     at: now,
@@ -1041,6 +1043,7 @@ async fn run_attempt<S: Store>(
                     delay_ms: delay.as_millis() as i64,
                     error: error.clone(),
                 }];
+                writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
                 if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                     return store_failure(e);
                 }
@@ -1064,12 +1067,13 @@ async fn run_attempt<S: Store>(
                 } else if error.is_retryable() {
                     error.message = format!("{} (gave up after {attempt} attempts)", error.message);
                 }
-                let writes = vec![Write::StepEnded {
+                let mut writes = vec![Write::StepEnded {
                     step: step.id.clone(),
                     status: StepStatus::Failed,
                     at: now,
                     error: Some(error.clone()),
                 }];
+                writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
                 if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
                     return store_failure(e);
                 }

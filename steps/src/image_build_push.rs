@@ -191,7 +191,7 @@ impl Step for BuildPush {
             return Ok(Plan::none("built on the EC2 builder; its source is hashed there"));
         }
         let target = Target::find(&p).await?;
-        let hash = source_hash(&ctx.workflow_dir.join(&p.context), &p)?;
+        let hash = off_the_runtime(|| source_hash(&ctx.workflow_dir.join(&p.context), &p))?;
         let tag = format!("{}-{}", p.tag, &hash[..12]);
         Ok(match target.existing(&tag).await? {
             Some(_) => Plan::adopt(),
@@ -323,7 +323,7 @@ async fn manifest_digest(base: &str, repository: &str, tag: &str) -> Result<Opti
 
 async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
     let context = ctx.workflow_dir.join(&p.context);
-    let hash = source_hash(&context, p)?;
+    let hash = off_the_runtime(|| source_hash(&context, p))?;
     let tag = format!("{}-{}", p.tag, &hash[..12]);
     let reference = format!("{}:{tag}", target.uri);
     if let Some(digest) = target.existing(&tag).await? {
@@ -574,6 +574,15 @@ fn size(bytes: u64) -> String {
     if gib >= 1.0 { format!("{gib:.1} GiB") } else { format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0)) }
 }
 
+/// Runs long CPU and disk work (hashing a build context) where it cannot hold
+/// up the runtime's threads, which the lease's heartbeat needs.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// The hash that names a build: every file below the context (path, whether
 /// executable, content; `.git` skipped), the Dockerfile's path, the build
 /// arguments and the platform. Same source, same tag.
@@ -741,7 +750,7 @@ echo "ca-a2a-flow:action=built"
                 "digest=$({program} push \"$ref\" | sed -n 's/.*digest: \\(sha256:[0-9a-f]*\\).*/\\1/p' | tail -n1)"
             ),
             _ => format!(
-                "{program} push --digestfile /tmp/ca-a2a-flow.digest \"$ref\"\ndigest=$(cat /tmp/ca-a2a-flow.digest)"
+                "digestfile=$(mktemp)\n{program} push --digestfile \"$digestfile\" \"$ref\"\ndigest=$(cat \"$digestfile\")\nrm -f \"$digestfile\""
             ),
         },
     )

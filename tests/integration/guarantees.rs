@@ -288,3 +288,37 @@ steps:
     assert_eq!(env.step(&run.id, "y").status, StepStatus::Succeeded, "`y` is a string id");
     assert_eq!(lines(&env.path("seen")), ["on"], "`on` is the string `on`, and `when: no` still skips");
 });
+
+both!(a_secret_stays_masked_in_a_process_that_resumes_the_run, |env: &Env| {
+    let wf = env.write(
+        "resume-secret.yaml",
+        r#"name: resume-secret
+steps:
+  - id: mint
+    uses: shell
+    secret_outputs: [token]
+    with:
+      outputs: [token]
+      run: echo "token=$MINTED" >> "$FLOW_OUTPUT"
+  - id: later
+    uses: shell
+    needs: [mint]
+    with:
+      run: echo "the token is $MINTED"
+"#,
+    );
+    let secret = [("MINTED", SECRET)];
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap()],
+        &[("MINTED", SECRET), ("CA_A2A_FLOW_FAILPOINT", "after_start:later")],
+    );
+    assert_eq!(out.code, None, "killed once `mint` committed");
+    let run = env.only_run();
+    let resumed = env.run_with(&["resume", &run.id], &secret);
+    resumed.expect_success();
+    let logs = env.run(&["logs", &run.id]);
+    assert!(logs.stdout.contains("the token is ***"), "{}", logs.stdout);
+    for text in [&resumed.stdout, &resumed.stderr, &logs.stdout, &env.everything_stored()] {
+        assert!(!text.contains(SECRET), "the secret leaked after the resume:\n{text}");
+    }
+});

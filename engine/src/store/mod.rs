@@ -233,6 +233,9 @@ pub struct RunRecord {
     pub lease: Option<LeaseInfo>,
     pub heartbeat_at: Option<i64>,
     pub cancel_requested: bool,
+    /// Keyed fingerprints of the run's secret values ([`crate::redact`]).
+    #[serde(skip)]
+    pub masks: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -328,6 +331,10 @@ pub enum Write {
         level: &'static str,
         message: String,
         at: i64,
+    },
+    /// The fingerprints of the run's secret values, replacing the stored ones.
+    Masks {
+        masks: String,
     },
 }
 

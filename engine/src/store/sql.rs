@@ -40,6 +40,7 @@ macro_rules! sql_store {
                 lease,
                 heartbeat_at: row.try_get("heartbeat_at")?,
                 cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+                masks: row.try_get("masks")?,
             })
         }
 
@@ -398,6 +399,9 @@ macro_rules! sql_store {
                         }
                         Write::Event { step, level, message, at } => {
                             insert_event(&mut tx, run, step, at, level, message).await?;
+                        }
+                        Write::Masks { masks } => {
+                            sqlx::query("UPDATE runs SET masks = $1 WHERE id = $2").bind(masks).bind(run).execute(&mut *tx).await?;
                         }
                     }
                 }
