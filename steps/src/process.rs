@@ -91,8 +91,21 @@ pub async fn run(
         }
         tail.push_back(line);
     };
+    // Output is read until the program exits; then what it left running goes
+    // (a background process holding its output open included), and what is
+    // left in the pipes is read, for 5 s at most.
     let (mut out_open, mut err_open) = (true, true);
-    let status = loop {
+    let mut group = Some(group);
+    let mut status = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    while status.is_none() || out_open || err_open {
+        let deadline = drain_until;
+        let drained = async move {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             line = stdout.next_line(), if out_open => match line {
                 Ok(Some(l)) => push(l),
@@ -102,28 +115,17 @@ pub async fn run(
                 Ok(Some(l)) => push(l),
                 _ => err_open = false,
             },
-            status = child.wait() => break status.map_err(|e| StepError::retryable(format!("lost track of {what}: {e}")))?,
-        }
-    };
-    // The program is done: what it left running goes now (a background
-    // process holding its output open included), then what is left in the
-    // pipes is read.
-    tokio::task::spawn_blocking(move || drop(group)).await.ok();
-    let drain = async {
-        while out_open || err_open {
-            tokio::select! {
-                line = stdout.next_line(), if out_open => match line {
-                    Ok(Some(l)) => push(l),
-                    _ => out_open = false,
-                },
-                line = stderr.next_line(), if err_open => match line {
-                    Ok(Some(l)) => push(l),
-                    _ => err_open = false,
-                },
+            done = child.wait(), if status.is_none() => {
+                status = Some(done.map_err(|e| StepError::retryable(format!("lost track of {what}: {e}")))?);
+                if let Some(group) = group.take() {
+                    tokio::task::spawn_blocking(move || drop(group)).await.ok();
+                }
+                drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(5));
             }
+            _ = drained => break,
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+    let status = status.expect("the loop ends once the program exited");
     Ok(Finished { code: status.code(), tail })
 }
 
