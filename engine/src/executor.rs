@@ -224,6 +224,7 @@ impl Lease {
 async fn checkpoint<S: Store>(
     store: &S,
     lease: &Lease,
+    observer: &Observer,
     run: &str,
     generation: i64,
     writes: Vec<Write>,
@@ -244,13 +245,22 @@ async fn checkpoint<S: Store>(
         match tokio::time::timeout(left, store.apply(run, generation, writes.clone())).await {
             Ok(Ok(())) => {
                 if let Some(t) = failing_since {
-                    tracing::info!(after = ?t.elapsed(), "the state store answers again");
+                    observer(Event::Notice(format!(
+                        "the state store answers again (after {})",
+                        duration::format(Duration::from_millis(t.elapsed().as_millis() as u64))
+                    )));
                 }
                 return Ok(());
             }
             Ok(Err(e)) if e.is_transient() => {
-                failing_since.get_or_insert_with(Instant::now);
-                tracing::warn!(error = %e, "a checkpoint failed; trying again while the lease holds");
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    observer(Event::Notice(format!(
+                        "the state store {} failed ({e}); trying again for up to {}, while this process's lease holds",
+                        store.name(),
+                        duration::format(Duration::from_secs(lease.left().as_secs()))
+                    )));
+                }
                 last = e.to_string();
                 tokio::time::sleep(delay.min(lease.left())).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
@@ -365,7 +375,7 @@ impl<S: Store> Engine<S> {
             ),
             at: now,
         });
-        checkpoint(&self.store, &lease, run_id, generation, writes).await?;
+        checkpoint(&self.store, &lease, &self.observer, run_id, generation, writes).await?;
 
         let run = self.store.run(run_id).await?;
         for step in &run.definition.steps {
@@ -388,6 +398,7 @@ impl<S: Store> Engine<S> {
             let store = self.store.clone();
             let run = run_id.to_string();
             let lease = lease.clone();
+            let observer = self.observer.clone();
             let period = (self.config.lease_ttl / 3).max(Duration::from_millis(100));
             tokio::spawn(async move {
                 let mut wait = period;
@@ -419,7 +430,10 @@ impl<S: Store> Engine<S> {
                     match renewed {
                         Ok(cancel) => {
                             lease.renewed(sent);
-                            (wait, failing_since) = (period, None);
+                            if failing_since.take().is_some() {
+                                observer(Event::Notice("the run's lease is renewed again".into()));
+                            }
+                            wait = period;
                             if cancel {
                                 let _ = cancel_tx.send(true);
                             }
@@ -429,6 +443,12 @@ impl<S: Store> Engine<S> {
                             return;
                         }
                         Err(e) => {
+                            if failing_since.is_none() {
+                                observer(Event::Notice(format!(
+                                    "cannot renew the run's lease ({e}); trying again; this process stops in {} unless the store answers",
+                                    duration::format(Duration::from_secs(lease.left().as_secs()))
+                                )));
+                            }
                             let since = *failing_since.get_or_insert(sent);
                             if lease.left().is_zero() {
                                 let _ = lost_tx.send(Some(Lost::Unreachable(
@@ -438,7 +458,6 @@ impl<S: Store> Engine<S> {
                                 )));
                                 return;
                             }
-                            tracing::warn!(error = %e, "lease renewal failed; trying again while the lease holds");
                             wait = Duration::from_millis(250).min(period);
                         }
                     }
@@ -590,7 +609,7 @@ impl<S: Store> Engine<S> {
                 });
                 first_failure.get_or_insert((steps[i].id.clone(), error));
             }
-            checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
+            checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
             open.retain(|&i| !done(&states[i]));
         }
 
@@ -635,7 +654,7 @@ impl<S: Store> Engine<S> {
                         ))),
                     })
                     .collect();
-                checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
+                checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
                 for (i, dep) in blocked {
                     states[i].status = StepStatus::Blocked;
                     (shared.observer)(Event::StepBlocked { step: steps[i].id.clone(), by: steps[dep].id.clone() });
@@ -804,7 +823,7 @@ impl<S: Store> Engine<S> {
             },
             at: now,
         });
-        checkpoint(&self.store, &shared.lease, &run_id, generation, writes).await?;
+        checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
         Ok(Outcome { run_id, status, error })
     }
 }
@@ -824,7 +843,7 @@ async fn run_attempt<S: Store>(
     let started = crate::now_ms();
     let started_at = Instant::now();
     let start = vec![Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at }];
-    if let Err(e) = checkpoint(store, &shared.lease, run, generation, start).await {
+    if let Err(e) = checkpoint(store, &shared.lease, &shared.observer, run, generation, start).await {
         return store_failure(e);
     }
     failpoint("after_start", &step.id);
@@ -998,7 +1017,7 @@ async fn run_attempt<S: Store>(
             (shared.observer)(Event::StepInterrupted { step: step.id.clone() });
             let next =
                 StepState { status, attempt, deadline_at: Some(deadline_at), next_attempt_at: None, crashed: false };
-            return match checkpoint(store, &shared.lease, run, generation, writes).await {
+            return match commit_end(shared, writes).await {
                 Ok(()) => AttemptEnd::Stopped(next),
                 Err(e) => store_failure(e),
             };
@@ -1018,10 +1037,9 @@ async fn run_attempt<S: Store>(
             }
             release_held();
             failpoint("before_commit", &step.id);
-            let mut writes =
+            let writes =
                 vec![Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() }];
-            writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
-            if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
+            if let Err(e) = commit_end(shared, writes).await {
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
@@ -1035,7 +1053,7 @@ async fn run_attempt<S: Store>(
             let next_at = now + delay.as_millis() as i64;
             let retry = error.is_retryable() && attempt < max && next_at < deadline_at;
             if retry {
-                let mut writes = vec![Write::StepRetry {
+                let writes = vec![Write::StepRetry {
                     step: step.id.clone(),
                     attempt,
                     at: now,
@@ -1043,8 +1061,7 @@ async fn run_attempt<S: Store>(
                     delay_ms: delay.as_millis() as i64,
                     error: error.clone(),
                 }];
-                writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
-                if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
+                if let Err(e) = commit_end(shared, writes).await {
                     return store_failure(e);
                 }
                 failpoint("after_retry_scheduled", &step.id);
@@ -1067,14 +1084,13 @@ async fn run_attempt<S: Store>(
                 } else if error.is_retryable() {
                     error.message = format!("{} (gave up after {attempt} attempts)", error.message);
                 }
-                let mut writes = vec![Write::StepEnded {
+                let writes = vec![Write::StepEnded {
                     step: step.id.clone(),
                     status: StepStatus::Failed,
                     at: now,
                     error: Some(error.clone()),
                 }];
-                writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
-                if let Err(e) = checkpoint(store, &shared.lease, run, generation, writes).await {
+                if let Err(e) = commit_end(shared, writes).await {
                     return store_failure(e);
                 }
                 (shared.observer)(Event::StepFailed { step: step.id.clone(), attempt, error: error.clone() });
@@ -1082,6 +1098,13 @@ async fn run_attempt<S: Store>(
             }
         }
     }
+}
+
+/// Commits how an attempt ended, with the fingerprints of any secret value the
+/// attempt made known (so a later process of the run masks it too).
+async fn commit_end<S: Store>(shared: &Shared<S>, mut writes: Vec<Write>) -> Result<(), StoreError> {
+    writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
+    checkpoint(&shared.store, &shared.lease, &shared.observer, &shared.run_id, shared.generation, writes).await
 }
 
 /// Step log lines waiting for the log writer, at most.

@@ -69,6 +69,14 @@ steps:
 
 const SECRET: &str = "Zq8-not-for-your-eyes-31337";
 
+/// Fails when any of `texts` holds the secret.
+#[track_caller]
+fn assert_secret_nowhere<'a>(texts: impl IntoIterator<Item = &'a String>) {
+    for (i, text) in texts.into_iter().enumerate() {
+        assert!(!text.contains(SECRET), "the secret leaked in view {i}:\n{text}");
+    }
+}
+
 both!(a_secret_output_of_a_failing_step_is_masked_in_every_view_and_never_stored, |env: &Env| {
     let wf = env.write(
         "secret.yaml",
@@ -101,9 +109,7 @@ steps:
         seen.push(o.stderr);
     }
     seen.push(env.everything_stored());
-    for (i, text) in seen.iter().enumerate() {
-        assert!(!text.contains(SECRET), "the secret leaked in view {i}:\n{text}");
-    }
+    assert_secret_nowhere(&seen);
     assert!(seen[4].contains("minted ***"), "the masked line is still shown:\n{}", seen[4]);
 });
 
@@ -129,9 +135,7 @@ steps:
     out.expect_code(1);
     let run = env.only_run();
     let logs = env.run(&["logs", &run.id]);
-    for text in [&out.stdout, &out.stderr, &logs.stdout, &env.everything_stored()] {
-        assert!(!text.contains(SECRET), "the secret leaked:\n{text}");
-    }
+    assert_secret_nowhere([&out.stdout, &out.stderr, &logs.stdout, &env.everything_stored()]);
 });
 
 both!(a_templated_value_reaches_the_shell_as_text_never_as_code, |env: &Env| {
@@ -318,7 +322,5 @@ steps:
     resumed.expect_success();
     let logs = env.run(&["logs", &run.id]);
     assert!(logs.stdout.contains("the token is ***"), "{}", logs.stdout);
-    for text in [&resumed.stdout, &resumed.stderr, &logs.stdout, &env.everything_stored()] {
-        assert!(!text.contains(SECRET), "the secret leaked after the resume:\n{text}");
-    }
+    assert_secret_nowhere([&resumed.stdout, &resumed.stderr, &logs.stdout, &env.everything_stored()]);
 });

@@ -27,17 +27,22 @@ fn through(proxy: &TcpProxy, env: &Env) -> String {
     proxy.url(&env.state).replacen("postgres@", "postgres:hunter2-not-shown@", 1)
 }
 
+/// Starts `run FILE` on the store through `proxy`, with a lease of `ttl`.
+fn run_through(env: &Env, proxy: &TcpProxy, file: &str, ttl: &str) -> std::process::Child {
+    env.command_on(&through(proxy, env), &["run", file])
+        .env("CA_A2A_FLOW_LEASE_TTL", ttl)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ca-a2a-flow")
+}
+
 #[test]
 fn a_two_second_outage_of_the_store_is_not_a_failed_run() {
     let env = Env::postgres();
     let proxy = TcpProxy::start(&host_port(&env.state));
     let wf = chain(&env, 8, "0.3");
-    let child = env
-        .command_on(&through(&proxy, &env), &["run", &wf])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_through(&env, &proxy, &wf, "30s");
     env.wait_until("two steps to run", Duration::from_secs(30), || lines(&env.path("ran")).len() >= 2);
     proxy.cut();
     std::thread::sleep(Duration::from_secs(2));
@@ -55,13 +60,7 @@ fn an_outage_longer_than_the_lease_exits_3_naming_the_store_without_its_password
     let env = Env::postgres();
     let proxy = TcpProxy::start(&host_port(&env.state));
     let wf = chain(&env, 4, "0.5");
-    let child = env
-        .command_on(&through(&proxy, &env), &["run", &wf])
-        .env("CA_A2A_FLOW_LEASE_TTL", "3s")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_through(&env, &proxy, &wf, "3s");
     env.wait_until("a step to run", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());
     proxy.cut();
     let out = Out::from(child.wait_with_output().unwrap());
@@ -83,13 +82,7 @@ fn a_holder_whose_store_stalls_stops_before_another_process_takes_the_run_over()
         "long.yaml",
         "name: long\nsteps:\n  - id: long\n    uses: shell\n    with: { run: 'echo start >> ran; sleep 60; echo late >> ran' }\n",
     );
-    let mut holder = env
-        .command_on(&through(&proxy, &env), &["run", wf.to_str().unwrap()])
-        .env("CA_A2A_FLOW_LEASE_TTL", "3s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = run_through(&env, &proxy, wf.to_str().unwrap(), "3s");
     env.wait_until("the step to start", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());
     let run = env.only_run();
     let generation = env.run_record(&run.id).generation;

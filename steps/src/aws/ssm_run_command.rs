@@ -264,3 +264,17 @@ async fn sent_before(ssm: &aws_sdk_ssm::Client, instance: &str, comment: &str) -
         .filter_map(|c| c.command_id().map(String::from))
         .next_back())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_value_reaches_the_remote_shell_as_text() {
+        let evil = "$(touch pwned) `id`; echo 'x' \"y\"\nsecond line";
+        let script = with_bound_values(&[("FLOW_VALUE_1".into(), evil.into())], "printf '%s' \"${FLOW_VALUE_1}\"");
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), evil);
+        assert!(!std::path::Path::new("pwned").exists());
+    }
+}
