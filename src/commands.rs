@@ -992,6 +992,11 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     let attempts = store.attempts(run_id).await?;
+    let mut attempts_of: std::collections::HashMap<&str, Vec<&ca_a2a_flow_engine::store::AttemptRecord>> =
+        std::collections::HashMap::new();
+    for a in &attempts {
+        attempts_of.entry(a.step_id.as_str()).or_default().push(a);
+    }
     let max_attempts: BTreeMap<&str, u32> =
         run.definition.steps.iter().map(|s| (s.id.as_str(), s.retry.max_attempts)).collect();
     // What each running step reported last: the state of what it waits for.
@@ -1028,7 +1033,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
                 "progress": progress.get(s.step_id.as_str()),
                 "outputs": s.outputs,
                 "error": s.error,
-                "attempts": attempts.iter().filter(|a| a.step_id == s.step_id).map(|a| json!({
+                "attempts": attempts_of.get(s.step_id.as_str()).into_iter().flatten().map(|a| json!({
                     "attempt": a.attempt,
                     "outcome": a.outcome,
                     "started_at": a.started_at,

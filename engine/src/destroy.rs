@@ -53,7 +53,7 @@ pub fn plan(
 ) -> Result<Workflow, Vec<String>> {
     let def = &run.definition;
     // A skipped step (`when:` false) made nothing.
-    let started: Vec<&str> = steps
+    let started: std::collections::HashSet<&str> = steps
         .iter()
         .filter(|s| s.first_started_at.is_some())
         .filter(|s| !s.outputs.as_ref().is_some_and(crate::executor::was_skipped))
@@ -64,9 +64,27 @@ pub fn plan(
     let mut resolved = resolve_params(run, steps, true);
     let destroys =
         |s: &StepDef| started.contains(&s.id.as_str()) && registry.get(&s.uses).is_some_and(|k| k.destroys());
+    // Each step is destroyed after the nearest destroying steps built on it
+    // (through steps that destroy nothing), so after all of them in turn.
+    // Dependents first: reverse waves. Linear in steps and dependencies.
+    let index = def.index();
+    let dependents = def.dependents();
+    let mut nearest: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); def.steps.len()];
+    for step in def.waves().into_iter().rev().flatten() {
+        let i = index[step.id.as_str()];
+        let mut set = std::collections::BTreeSet::new();
+        for &d in &dependents[i] {
+            if destroys(&def.steps[d]) {
+                set.insert(d);
+            } else {
+                set.extend(nearest[d].iter().copied());
+            }
+        }
+        nearest[i] = set;
+    }
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    for s in def.steps.iter().filter(|s| destroys(s)) {
+    for (i, s) in def.steps.iter().enumerate().filter(|(_, s)| destroys(s)) {
         let params = match resolved.remove(&s.id).unwrap_or_else(|| Err("no parameters".into())) {
             Ok(p) => p,
             Err(e) => {
@@ -75,11 +93,7 @@ pub fn plan(
             }
         };
         // Destroyed after everything that was built on it.
-        let needs: Vec<String> = def
-            .with_dependents(std::slice::from_ref(&s.id))
-            .into_iter()
-            .filter(|d| *d != s.id && def.step(d).is_some_and(destroys))
-            .collect();
+        let needs: Vec<String> = nearest[i].iter().map(|&d| def.steps[d].id.clone()).collect();
         let mut retry = s.retry.clone();
         retry.max_attempts = retry.max_attempts.max(5);
         out.push(StepDef {

@@ -285,6 +285,8 @@ enum Lost {
 
 struct Shared<S: Store> {
     lease: Arc<Lease>,
+    /// Each step's position in `workflow.steps`, by id.
+    index: HashMap<String, usize>,
     store: S,
     registry: Registry,
     observer: Observer,
@@ -492,6 +494,7 @@ impl<S: Store> Engine<S> {
             .unwrap_or_else(|| PathBuf::from("."));
         let shared = Arc::new(Shared {
             lease: lease.clone(),
+            index: run.definition.index().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             store: self.store.clone(),
             registry: self.registry.clone(),
             observer: self.observer.clone(),
@@ -555,14 +558,23 @@ impl<S: Store> Engine<S> {
                 };
             }
         }
-        let done = |st: &StepState| {
-            matches!(
-                st.status,
-                StepStatus::Succeeded | StepStatus::Failed | StepStatus::Blocked | StepStatus::Cancelled
-            )
-        };
-        // Steps that may still run; scanning only these keeps scheduling linear.
-        let mut open: Vec<usize> = (0..steps.len()).filter(|&i| !done(&states[i])).collect();
+        // Scheduling is event-driven, so a run costs time linear in its steps
+        // and dependencies: each step counts the needs it still waits for, and
+        // enters `ready` when that count reaches zero; a step that fails
+        // blocks its pending dependents, found through `dependents`.
+        let dependents = shared.workflow.dependents();
+        let mut waiting: Vec<usize> =
+            needs.iter().map(|n| n.iter().filter(|&&d| states[d].status != StepStatus::Succeeded).count()).collect();
+        let runnable_status =
+            |st: &StepState| matches!(st.status, StepStatus::Pending | StepStatus::Interrupted | StepStatus::RetryWait);
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..steps.len()).filter(|&i| waiting[i] == 0 && runnable_status(&states[i])).collect();
+        let mut succeeded = states.iter().filter(|s| s.status == StepStatus::Succeeded).count();
+        // (step to block, the step it needs that did not succeed)
+        let mut to_block: Vec<(usize, usize)> = (0..steps.len())
+            .filter(|&i| matches!(states[i].status, StepStatus::Failed | StepStatus::Blocked))
+            .flat_map(|i| dependents[i].iter().map(move |&d| (d, i)))
+            .collect();
         let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
         let mut inflight: JoinSet<(usize, AttemptEnd)> = JoinSet::new();
         let mut running = vec![false; steps.len()];
@@ -576,7 +588,7 @@ impl<S: Store> Engine<S> {
 
         // Steps whose every attempt was cut by the engine's death: they fail
         // instead of killing it once more.
-        let exhausted: Vec<usize> = open
+        let exhausted: Vec<usize> = ready
             .iter()
             .copied()
             .filter(|&i| states[i].crashed && states[i].attempt >= steps[i].retry.max_attempts)
@@ -602,6 +614,8 @@ impl<S: Store> Engine<S> {
                     error: Some(error.clone()),
                 });
                 states[i].status = StepStatus::Failed;
+                ready.remove(&i);
+                to_block.extend(dependents[i].iter().map(|&d| (d, i)));
                 (shared.observer)(Event::StepFailed {
                     step: steps[i].id.clone(),
                     attempt: states[i].attempt,
@@ -610,8 +624,8 @@ impl<S: Store> Engine<S> {
                 first_failure.get_or_insert((steps[i].id.clone(), error));
             }
             checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
-            open.retain(|&i| !done(&states[i]));
         }
+        let mut in_flight = 0usize;
 
         loop {
             // A stop already requested before this point (`cancel` of an idle
@@ -631,14 +645,10 @@ impl<S: Store> Engine<S> {
             // Dependents of failed or blocked steps will never run.
             let now = crate::now_ms();
             let mut blocked = Vec::new();
-            for &i in &open {
-                if states[i].status == StepStatus::Pending {
-                    let failed = needs[i]
-                        .iter()
-                        .find(|&&n| matches!(states[n].status, StepStatus::Failed | StepStatus::Blocked));
-                    if let Some(&dep) = failed {
-                        blocked.push((i, dep));
-                    }
+            let mut seen = std::collections::HashSet::new();
+            for (i, dep) in std::mem::take(&mut to_block) {
+                if states[i].status == StepStatus::Pending && seen.insert(i) {
+                    blocked.push((i, dep));
                 }
             }
             if !blocked.is_empty() {
@@ -657,17 +667,18 @@ impl<S: Store> Engine<S> {
                 checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
                 for (i, dep) in blocked {
                     states[i].status = StepStatus::Blocked;
+                    ready.remove(&i);
+                    to_block.extend(dependents[i].iter().map(|&d| (d, i)));
                     (shared.observer)(Event::StepBlocked { step: steps[i].id.clone(), by: steps[dep].id.clone() });
                 }
-                open.retain(|&i| !done(&states[i]));
                 continue;
             }
 
             // Start what is ready.
             let mut next_wake: Option<i64> = None;
-            let mut in_flight = running.iter().filter(|r| **r).count();
+            let mut started = Vec::new();
             if stopped.is_none() && first_failure.is_none() && !lease_lost {
-                for &i in &open {
+                for &i in &ready {
                     if in_flight >= self.config.parallelism.max(1) {
                         break;
                     }
@@ -683,7 +694,7 @@ impl<S: Store> Engine<S> {
                         },
                         _ => false,
                     };
-                    if !runnable || running[i] || !needs[i].iter().all(|&n| states[n].status == StepStatus::Succeeded) {
+                    if !runnable || running[i] {
                         continue;
                     }
                     // An attempt interrupted by a signal the engine handled is re-done
@@ -700,6 +711,7 @@ impl<S: Store> Engine<S> {
                         .collect();
                     running[i] = true;
                     in_flight += 1;
+                    started.push(i);
                     let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
                     inflight.spawn(async move {
                         let step = &shared.workflow.steps[i];
@@ -709,8 +721,12 @@ impl<S: Store> Engine<S> {
                 }
             }
 
+            for i in started {
+                ready.remove(&i);
+            }
+
             if inflight.is_empty() {
-                let finished = open.is_empty() && states.iter().all(|s| s.status == StepStatus::Succeeded);
+                let finished = succeeded == steps.len();
                 if finished || stopped.is_some() || first_failure.is_some() || lease_lost || next_wake.is_none() {
                     // Done, stopping, or nothing runnable and nothing to wait for.
                     break;
@@ -727,14 +743,27 @@ impl<S: Store> Engine<S> {
                         None => continue,
                     };
                     running[i] = false;
+                    in_flight -= 1;
                     match end {
                         AttemptEnd::Succeeded(out) => {
                             states[i].status = StepStatus::Succeeded;
                             outputs[i] = Some(out);
+                            succeeded += 1;
+                            for &d in &dependents[i] {
+                                waiting[d] -= 1;
+                                if waiting[d] == 0 && runnable_status(&states[d]) {
+                                    ready.insert(d);
+                                }
+                            }
                         }
-                        AttemptEnd::Retry(next) | AttemptEnd::Stopped(next) => states[i] = next,
+                        AttemptEnd::Retry(next) => {
+                            states[i] = next;
+                            ready.insert(i);
+                        }
+                        AttemptEnd::Stopped(next) => states[i] = next,
                         AttemptEnd::Failed(error) => {
                             states[i].status = StepStatus::Failed;
+                            to_block.extend(dependents[i].iter().map(|&d| (d, i)));
                             first_failure.get_or_insert((steps[i].id.clone(), error));
                         }
                         AttemptEnd::LeaseLost => {
@@ -747,7 +776,6 @@ impl<S: Store> Engine<S> {
                             let _ = stop_tx.send(Some(Stop::Interrupt));
                         }
                     }
-                    open.retain(|&i| !done(&states[i]));
                 }
                 changed = stop.changed(), if stop_open && stopped.is_none() => {
                     stop_open = changed.is_ok();
@@ -842,10 +870,18 @@ async fn run_attempt<S: Store>(
     let max = step.retry.max_attempts;
     let started = crate::now_ms();
     let started_at = Instant::now();
-    let start = vec![Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at }];
-    if let Err(e) = checkpoint(store, &shared.lease, &shared.observer, run, generation, start).await {
-        return store_failure(e);
-    }
+    let kind = shared.registry.get(&step.uses).expect("kinds checked when the run started").clone();
+    // Before the attempt's first side effect, its start is committed. A kind
+    // without side effects skips that commit: its end carries its start.
+    let start = Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at };
+    let unrecorded_start = if kind.side_effects() {
+        if let Err(e) = checkpoint(store, &shared.lease, &shared.observer, run, generation, vec![start]).await {
+            return store_failure(e);
+        }
+        None
+    } else {
+        Some(start)
+    };
     failpoint("after_start", &step.id);
 
     let step_left = Duration::from_millis((deadline_at - started).max(0) as u64);
@@ -860,10 +896,10 @@ async fn run_attempt<S: Store>(
         step_deadline: step_left,
     });
 
-    let kind = shared.registry.get(&step.uses).expect("kinds checked when the run started").clone();
     let (resolved, skipped) = {
-        let secret =
-            |s: &str, key: &str| shared.workflow.step(s).is_some_and(|d| d.secret_outputs.iter().any(|k| k == key));
+        let secret = |s: &str, key: &str| {
+            shared.index.get(s).is_some_and(|&i| shared.workflow.steps[i].secret_outputs.iter().any(|k| k == key))
+        };
         let env = |name: &str| std::env::var(name).ok();
         let scope = Scope {
             run_id: run,
@@ -1017,7 +1053,7 @@ async fn run_attempt<S: Store>(
             (shared.observer)(Event::StepInterrupted { step: step.id.clone() });
             let next =
                 StepState { status, attempt, deadline_at: Some(deadline_at), next_attempt_at: None, crashed: false };
-            return match commit_end(shared, writes).await {
+            return match commit_end(shared, unrecorded_start.clone(), writes).await {
                 Ok(()) => AttemptEnd::Stopped(next),
                 Err(e) => store_failure(e),
             };
@@ -1037,9 +1073,15 @@ async fn run_attempt<S: Store>(
             }
             release_held();
             failpoint("before_commit", &step.id);
-            let writes =
-                vec![Write::StepSucceeded { step: step.id.clone(), attempt, at: now, outputs: outputs.clone() }];
-            if let Err(e) = commit_end(shared, writes).await {
+            let writes = vec![Write::StepSucceeded {
+                step: step.id.clone(),
+                attempt,
+                started_at: started,
+                deadline_at,
+                at: now,
+                outputs: outputs.clone(),
+            }];
+            if let Err(e) = commit_end(shared, None, writes).await {
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
@@ -1061,7 +1103,7 @@ async fn run_attempt<S: Store>(
                     delay_ms: delay.as_millis() as i64,
                     error: error.clone(),
                 }];
-                if let Err(e) = commit_end(shared, writes).await {
+                if let Err(e) = commit_end(shared, unrecorded_start.clone(), writes).await {
                     return store_failure(e);
                 }
                 failpoint("after_retry_scheduled", &step.id);
@@ -1090,7 +1132,7 @@ async fn run_attempt<S: Store>(
                     at: now,
                     error: Some(error.clone()),
                 }];
-                if let Err(e) = commit_end(shared, writes).await {
+                if let Err(e) = commit_end(shared, unrecorded_start.clone(), writes).await {
                     return store_failure(e);
                 }
                 (shared.observer)(Event::StepFailed { step: step.id.clone(), attempt, error: error.clone() });
@@ -1102,7 +1144,15 @@ async fn run_attempt<S: Store>(
 
 /// Commits how an attempt ended, with the fingerprints of any secret value the
 /// attempt made known (so a later process of the run masks it too).
-async fn commit_end<S: Store>(shared: &Shared<S>, mut writes: Vec<Write>) -> Result<(), StoreError> {
+/// An attempt that never recorded its start (a kind without side effects)
+/// records it now, in the same transaction, unless it succeeded (its success
+/// carries its start).
+async fn commit_end<S: Store>(
+    shared: &Shared<S>,
+    unrecorded_start: Option<Write>,
+    writes: Vec<Write>,
+) -> Result<(), StoreError> {
+    let mut writes: Vec<Write> = unrecorded_start.into_iter().chain(writes).collect();
     writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
     checkpoint(&shared.store, &shared.lease, &shared.observer, &shared.run_id, shared.generation, writes).await
 }

@@ -247,6 +247,11 @@ pub trait Step: Send + Sync + 'static {
     /// Outputs, given the (possibly templated) parameters.
     fn outputs(&self, params: &Json) -> OutputSpec;
 
+    /// Whether an attempt may change anything outside the engine. A kind that
+    /// cannot (`noop`) needs no `started` checkpoint before it runs: its success
+    /// is its only commit. Every other kind keeps the default.
+    const SIDE_EFFECTS: bool = true;
+
     /// Parameters that are POSIX shell scripts: their templates are bound, not
     /// pasted ([`crate::template::Scope::bind_script`]); the values reach the
     /// kind in [`StepContext::bound`], to be set as environment variables where
@@ -360,6 +365,8 @@ pub trait ErasedKind: Send + Sync {
     fn destroys(&self) -> bool;
     /// [`Step::SCRIPTS`].
     fn scripts(&self) -> &'static [&'static str];
+    /// [`Step::SIDE_EFFECTS`].
+    fn side_effects(&self) -> bool;
     /// Runs `plan`; parameters that do not fit yet (they need outputs no run made) give `PlanAction::None`.
     fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>>;
     /// Runs `destroy` with `{ "params": …, "options": … }`.
@@ -404,6 +411,9 @@ impl<S: Step> ErasedKind for S {
     }
     fn scripts(&self) -> &'static [&'static str] {
         S::SCRIPTS
+    }
+    fn side_effects(&self) -> bool {
+        S::SIDE_EFFECTS
     }
     fn execute_plan<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
         Box::pin(async move {
@@ -457,6 +467,9 @@ impl ErasedKind for Undo {
     }
     fn scripts(&self) -> &'static [&'static str] {
         &[]
+    }
+    fn side_effects(&self) -> bool {
+        true
     }
     fn execute_plan<'a>(&'a self, _ctx: &'a StepContext, _params: Json) -> BoxFuture<'a, Result<Plan, StepError>> {
         Box::pin(async { Ok(Plan::none("a destroy step")) })

@@ -426,6 +426,11 @@ impl Loader<'_> {
             }
         }
         let ids: Vec<String> = first.keys().cloned().collect();
+        // Where each step is, by id (the first of duplicates): lookups stay linear overall.
+        let mut position: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            position.entry(s.def.id.clone()).or_insert(i);
+        }
         let known_kinds: Vec<&str> = self.registry.names().collect();
         let input_names: Vec<String> = self.inputs.keys().cloned().collect();
 
@@ -473,7 +478,7 @@ impl Loader<'_> {
             }
             let mut needs: Vec<String> = Vec::new();
             for (n, loc) in &s.needs {
-                if ids.contains(n) {
+                if first.contains_key(n) {
                     if !needs.contains(n) {
                         needs.push(n.clone());
                     }
@@ -517,7 +522,7 @@ impl Loader<'_> {
                             );
                         }
                         Ref::StepOutput { step, output } => {
-                            let Some(target) = self.steps.iter().find(|t| t.def.id == step) else {
+                            let Some(target) = position.get(&step).map(|&j| &self.steps[j]) else {
                                 let mut d = Diagnostic::new(
                                     &s.file,
                                     loc,
@@ -588,10 +593,12 @@ impl Loader<'_> {
     fn workflow_checks(&self) -> Vec<Diagnostic> {
         let views: Vec<StepView<'_>> =
             self.steps.iter().map(|s| StepView { id: &s.def.id, uses: &s.def.uses, with: &s.def.with }).collect();
+        let position: std::collections::HashMap<&str, usize> =
+            self.steps.iter().enumerate().rev().map(|(i, s)| (s.def.id.as_str(), i)).collect();
         let mut out = Vec::new();
         for check in self.registry.checks() {
             for f in check(&views) {
-                let Some(s) = self.steps.iter().find(|s| s.def.id == f.step) else { continue };
+                let Some(s) = position.get(f.step.as_str()).map(|&j| &self.steps[j]) else { continue };
                 let loc = match &s.with {
                     Some(w) if !f.path.is_empty() => w.lookup(&f.path).loc,
                     _ => s.id_loc,

@@ -2,7 +2,7 @@
 //! (as JSON) and what `resume` executes, so it has no source-file dependencies
 //! besides the locations kept for messages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -147,51 +147,77 @@ impl Workflow {
         self.steps.iter().find(|s| s.id == id)
     }
 
-    /// Steps grouped in waves: each wave depends only on earlier ones.
-    pub fn waves(&self) -> Vec<Vec<&StepDef>> {
-        let mut level: BTreeMap<&str, usize> = BTreeMap::new();
-        // Steps are validated acyclic; iterate until every level is known.
-        let mut remaining: Vec<&StepDef> = self.steps.iter().collect();
-        while !remaining.is_empty() {
-            let before = remaining.len();
-            remaining.retain(|s| {
-                let levels: Option<Vec<usize>> = s.needs.iter().map(|n| level.get(n.as_str()).copied()).collect();
-                match levels {
-                    Some(l) => {
-                        level.insert(&s.id, l.into_iter().max().map_or(0, |m| m + 1));
-                        false
-                    }
-                    None => true,
+    /// Each step's position, by id.
+    pub fn index(&self) -> HashMap<&str, usize> {
+        self.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect()
+    }
+
+    /// For each step (by position), the positions of the steps that need it.
+    pub fn dependents(&self) -> Vec<Vec<usize>> {
+        let index = self.index();
+        let mut out = vec![Vec::new(); self.steps.len()];
+        for (i, s) in self.steps.iter().enumerate() {
+            for n in &s.needs {
+                if let Some(&d) = index.get(n.as_str()) {
+                    out[d].push(i);
                 }
-            });
-            if remaining.len() == before {
-                break;
             }
         }
-        let depth = level.values().copied().max().map_or(0, |m| m + 1);
+        out
+    }
+
+    /// Steps grouped in waves: each wave depends only on earlier ones. Linear in
+    /// steps and dependencies (steps are validated acyclic; a step on a cycle
+    /// or needing an unknown step is left out).
+    pub fn waves(&self) -> Vec<Vec<&StepDef>> {
+        let index = self.index();
+        let dependents = self.dependents();
+        let mut waiting: Vec<usize> = self.steps.iter().map(|s| s.needs.len()).collect();
+        let mut level = vec![usize::MAX; self.steps.len()];
+        let mut queue: std::collections::VecDeque<usize> = (0..self.steps.len()).filter(|&i| waiting[i] == 0).collect();
+        for &i in &queue {
+            level[i] = 0;
+        }
+        let known = |n: &String| index.contains_key(n.as_str());
+        while let Some(i) = queue.pop_front() {
+            for &d in &dependents[i] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 && self.steps[d].needs.iter().all(known) {
+                    level[d] = self.steps[d].needs.iter().map(|n| level[index[n.as_str()]] + 1).max().unwrap_or(0);
+                    queue.push_back(d);
+                }
+            }
+        }
+        let depth = level.iter().filter(|&&l| l != usize::MAX).max().map_or(0, |m| m + 1);
         let mut waves = vec![Vec::new(); depth];
-        for s in &self.steps {
-            if let Some(l) = level.get(s.id.as_str()) {
-                waves[*l].push(s);
+        for (i, s) in self.steps.iter().enumerate() {
+            if level[i] != usize::MAX {
+                waves[level[i]].push(s);
             }
         }
         waves
     }
 
-    /// The steps that depend on any of `roots`, directly or not, plus the roots.
+    /// The steps that depend on any of `roots`, directly or not, plus the roots
+    /// (the roots first, then in the order found). Linear in steps and dependencies.
     pub fn with_dependents(&self, roots: &[String]) -> Vec<String> {
+        let index = self.index();
+        let dependents = self.dependents();
+        let mut seen = vec![false; self.steps.len()];
         let mut out: Vec<String> = roots.to_vec();
-        loop {
-            let added: Vec<String> = self
-                .steps
-                .iter()
-                .filter(|s| !out.contains(&s.id) && s.needs.iter().any(|n| out.contains(n)))
-                .map(|s| s.id.clone())
-                .collect();
-            if added.is_empty() {
-                break;
+        let mut queue: std::collections::VecDeque<usize> =
+            roots.iter().filter_map(|r| index.get(r.as_str()).copied()).collect();
+        for &i in &queue {
+            seen[i] = true;
+        }
+        while let Some(i) = queue.pop_front() {
+            for &d in &dependents[i] {
+                if !seen[d] {
+                    seen[d] = true;
+                    out.push(self.steps[d].id.clone());
+                    queue.push_back(d);
+                }
             }
-            out.extend(added);
         }
         out
     }
@@ -213,6 +239,43 @@ pub(crate) mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain of `n` steps, declared last step first.
+    fn reversed_chain(n: usize) -> Workflow {
+        let steps = (0..n)
+            .rev()
+            .map(|i| {
+                let mut s: StepDef = serde_json::from_value(serde_json::json!({
+                    "id": format!("s{i}"), "uses": "noop", "with": {}, "needs": [], "timeout": 1000,
+                    "attempt_timeout": 1000, "retry": RetryPolicy::default(), "source": "test"
+                }))
+                .unwrap();
+                if i > 0 {
+                    s.needs = vec![format!("s{}", i - 1)];
+                }
+                s
+            })
+            .collect();
+        Workflow { name: "chain".into(), description: None, file: String::new(), inputs: BTreeMap::new(), steps }
+    }
+
+    #[test]
+    fn ten_thousand_steps_declared_backwards_fall_into_one_wave_each() {
+        let wf = reversed_chain(10_000);
+        let waves = wf.waves();
+        assert_eq!(waves.len(), 10_000);
+        assert_eq!(waves[0][0].id, "s0");
+        assert_eq!(waves[9_999][0].id, "s9999");
+    }
+
+    #[test]
+    fn every_step_below_a_root_of_a_long_chain_is_a_dependent() {
+        let wf = reversed_chain(10_000);
+        let found = wf.with_dependents(&["s5000".into()]);
+        assert_eq!(found.len(), 5_000);
+        assert_eq!(found[0], "s5000");
+        assert_eq!(found[4_999], "s9999");
+    }
 
     #[test]
     fn retry_delays_grow_by_the_multiplier_and_stop_at_the_cap() {

@@ -14,6 +14,7 @@ pub struct Noop;
 impl Step for Noop {
     type Params = Params;
     const KIND: &'static str = "noop";
+    const SIDE_EFFECTS: bool = false;
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -112,3 +112,22 @@ fn a_when_naming_an_undeclared_input_is_refused_at_its_line() {
     assert!(out.stderr.contains("switch.yaml:7:11"), "{}", out.stderr);
     assert!(out.stderr.contains("uses input `of`, which is not declared"), "{}", out.stderr);
 }
+
+both!(a_step_without_side_effects_commits_once_and_still_records_its_attempt, |env: &Env| {
+    let wf = env.write(
+        "join.yaml",
+        "name: join\nsteps:\n  - id: first\n    uses: noop\n  - id: joined\n    uses: noop\n    needs: [first]\n",
+    );
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    let run = env.only_run();
+    for id in ["first", "joined"] {
+        let step = env.step(&run.id, id);
+        assert_eq!(step.status, StepStatus::Succeeded);
+        assert_eq!(step.attempt, 1);
+        assert!(step.first_started_at.is_some() && step.attempt_started_at.is_some());
+        let attempts = env.attempts(&run.id, id);
+        assert_eq!(attempts.len(), 1, "one attempt row for {id}");
+        assert_eq!((attempts[0].attempt, attempts[0].outcome.as_str()), (1, "succeeded"));
+        assert!(attempts[0].finished_at.unwrap() >= attempts[0].started_at);
+    }
+});

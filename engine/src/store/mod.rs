@@ -285,9 +285,13 @@ pub enum Write {
         at: i64,
         deadline_at: i64,
     },
+    /// The attempt's start is written again with its success: a step of a kind
+    /// without side effects has no `started` checkpoint before it.
     StepSucceeded {
         step: String,
         attempt: u32,
+        started_at: i64,
+        deadline_at: i64,
         at: i64,
         outputs: BTreeMap<String, Json>,
     },

@@ -214,17 +214,21 @@ macro_rules! sql_store {
                         .execute(&self.pool)
                         .await?,
                     ),
-                    [Write::StepSucceeded { step, at, outputs, .. }] => Some(
+                    [Write::StepSucceeded { step, attempt, started_at, deadline_at, at, outputs }] => Some(
                         sqlx::query(concat!(
                             "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
-                                    error = NULL, next_attempt_at = NULL
-                             WHERE run_id = $3 AND step_id = $4
-                               AND EXISTS (SELECT 1 FROM runs WHERE id = $3 AND generation = $5",
+                                    error = NULL, next_attempt_at = NULL, attempt = $3, attempt_started_at = $4,
+                                    first_started_at = COALESCE(first_started_at, $4), deadline_at = COALESCE(deadline_at, $5)
+                             WHERE run_id = $6 AND step_id = $7
+                               AND EXISTS (SELECT 1 FROM runs WHERE id = $6 AND generation = $8",
                             $share_lock,
                             ")"
                         ))
                         .bind(*at)
                         .bind(to_json(outputs))
+                        .bind(*attempt as i64)
+                        .bind(*started_at)
+                        .bind(*deadline_at)
                         .bind(run)
                         .bind(step)
                         .bind(generation)
@@ -267,14 +271,18 @@ macro_rules! sql_store {
                             .execute(&mut *tx)
                             .await?;
                         }
-                        Write::StepSucceeded { step, at, outputs, .. } => {
+                        Write::StepSucceeded { step, attempt, started_at, deadline_at, at, outputs } => {
                             sqlx::query(
                                 "UPDATE steps SET status = 'succeeded', finished_at = $1, attempt_ended_at = $1, outputs = $2,
-                                        error = NULL, next_attempt_at = NULL
-                                 WHERE run_id = $3 AND step_id = $4",
+                                        error = NULL, next_attempt_at = NULL, attempt = $3, attempt_started_at = $4,
+                                        first_started_at = COALESCE(first_started_at, $4), deadline_at = COALESCE(deadline_at, $5)
+                                 WHERE run_id = $6 AND step_id = $7",
                             )
                             .bind(at)
                             .bind(to_json(&outputs))
+                            .bind(attempt as i64)
+                            .bind(started_at)
+                            .bind(deadline_at)
                             .bind(run)
                             .bind(&step)
                             .execute(&mut *tx)
@@ -356,6 +364,7 @@ macro_rules! sql_store {
                                 .await?;
                         }
                         Write::Redefine { definition, reset, removed } => {
+                            let reset: std::collections::HashSet<String> = reset.into_iter().collect();
                             sqlx::query("UPDATE runs SET definition = $1, workflow_name = $2 WHERE id = $3")
                                 .bind(to_json(&*definition))
                                 .bind(&definition.name)
