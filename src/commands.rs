@@ -823,7 +823,17 @@ async fn drive(
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         std::process::exit(exit::INTERRUPTED);
     });
-    let outcome = engine.drive(run_id, redefine, stop_rx).await;
+    // The engine runs on the runtime's workers, not on this thread: its tasks
+    // then hand each other work without waking a thread outside the pool.
+    let run = run_id.to_string();
+    let driving = tokio::spawn(async move {
+        let outcome = engine.drive(&run, redefine, stop_rx).await;
+        (engine, outcome)
+    });
+    let (engine, outcome) = match driving.await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     signals.abort();
     // The renderer ends once the engine (its only sender) is gone: let it print
     // the last events before the summary.

@@ -989,14 +989,16 @@ async fn run_attempt<S: Store>(
             if let Some(why) = *stop.borrow() {
                 Ran::Stopped(why)
             } else {
-                // The kind runs in a task of its own: a panic there fails this
-                // step only, and a cut aborts the task (and so drops what it holds).
+                // A panic inside the kind fails this step only; a cut drops the
+                // kind's future (and so what it holds: processes are killed).
                 let task = {
-                    let (kind, ctx, id) = (kind.clone(), ctx.clone(), step.id.clone());
-                    AbortOnDrop(tokio::spawn(async move {
-                        failpoint_panic(&id);
+                    use futures_util::FutureExt;
+                    std::panic::AssertUnwindSafe(async {
+                        failpoint_panic(&step.id);
                         kind.execute(&ctx, params).await
-                    }))
+                    })
+                    .catch_unwind()
+                    .map(|r| r.map_err(|payload| panic_message(payload.as_ref())))
                 };
                 tokio::select! {
                     r = tokio::time::timeout(budget, task) => match r {
@@ -1160,29 +1162,13 @@ async fn commit_end<S: Store>(
 /// Step log lines waiting for the log writer, at most.
 const LOG_QUEUE: usize = 8192;
 
-/// A spawned task that is aborted, not detached, when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = Result<T, String>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.map_err(|e| match e.try_into_panic() {
-                Ok(payload) => payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into()),
-                Err(e) => e.to_string(),
-            })
-        })
-    }
+/// What a panic said, as far as it said it with text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Test hook: `CA_A2A_FLOW_FAILPOINT=panic:STEP` panics inside the step's task,
