@@ -1001,7 +1001,8 @@ fn step_duration(s: &StepRecord) -> Option<i64> {
 async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), CliError> {
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
-    let attempts = store.attempts(run_id).await?;
+    // Attempts are shown by the JSON view only.
+    let attempts = if output == Output::Json { store.attempts(run_id).await? } else { Vec::new() };
     let mut attempts_of: std::collections::HashMap<&str, Vec<&ca_a2a_flow_engine::store::AttemptRecord>> =
         std::collections::HashMap::new();
     for a in &attempts {

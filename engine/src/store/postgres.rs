@@ -22,11 +22,25 @@ impl PgStore {
                 .max_connections(8)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(15))
-                .connect(url)
+                .connect_with(connect_options(url)?)
                 .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self { pool, name: super::shown_url(url) })
     }
+}
+
+/// The URL's options; on a loopback host with no `sslmode` given, TLS is not
+/// tried (it protects nothing there, and readying it costs each process about
+/// 150 ms of entropy gathering). Any `sslmode` in the URL is kept as written.
+fn connect_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions, StoreError> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let loopback = matches!(options.get_host(), "127.0.0.1" | "localhost" | "::1" | "[::1]")
+        || options.get_host().starts_with('/');
+    if loopback && !url.contains("sslmode=") {
+        return Ok(options.ssl_mode(sqlx::postgres::PgSslMode::Disable));
+    }
+    Ok(options)
 }
 
 /// Leases are written and compared on the database's clock: processes on
@@ -39,3 +53,16 @@ async fn database_clock(pool: &PgPool, _local: i64) -> Result<i64, StoreError> {
 }
 
 super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow, " FOR SHARE", database_clock);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_not_tried_on_loopback_unless_the_url_asks_for_it() {
+        let mode = |url: &str| format!("{:?}", connect_options(url).unwrap().get_ssl_mode());
+        assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), "Disable");
+        assert_eq!(mode("postgres://u@localhost/db?sslmode=require"), "Require");
+        assert_eq!(mode("postgres://u@db.internal:5432/db"), "Prefer");
+    }
+}
