@@ -988,9 +988,9 @@ fn graph(wf: &Workflow, format: GraphFormat) -> String {
     out
 }
 
-/// Mermaid node ids cannot contain `-`.
+/// Mermaid node ids cannot contain `-` nor the brackets of a `for_each` step.
 fn node_id(id: &str) -> String {
-    id.replace('-', "_")
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
 fn step_duration(s: &StepRecord) -> Option<i64> {
@@ -1073,7 +1073,11 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
     out!();
     let id_w = steps.iter().map(|s| s.step_id.len()).max().unwrap_or(0).max(4);
     let kind_w = steps.iter().map(|s| s.kind.len()).max().unwrap_or(0).max(4);
-    out!("{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}", "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE");
+    // The table is written at once: stdout writes each line by itself.
+    let mut table = format!(
+        "{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}\n",
+        "STEP", "KIND", "STATE", "ATTEMPTS", "DURATION", "NOTE"
+    );
     for s in &steps {
         let max = max_attempts.get(s.step_id.as_str()).copied().unwrap_or(1);
         let note = match s.status {
@@ -1100,7 +1104,9 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
         };
         let state =
             if s.outputs.as_ref().is_some_and(ca_a2a_flow_engine::was_skipped) { "skipped" } else { s.status.as_str() };
-        out!(
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            table,
             "{:<id_w$} {:<kind_w$} {:<12} {:>8} {:>9}  {}",
             s.step_id,
             s.kind,
@@ -1110,6 +1116,7 @@ async fn status(store: &AnyStore, run_id: &str, output: Output) -> Result<(), Cl
             note
         );
     }
+    out!("{}", table.trim_end_matches('\n'));
     Ok(())
 }
 

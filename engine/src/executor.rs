@@ -298,6 +298,50 @@ struct Shared<S: Store> {
     workflow_dir: PathBuf,
     redactor: Redactor,
     sink: ReportSink,
+    /// Successes of steps without side effects, not committed yet: they go
+    /// with the next commit (before any later step's start), at most
+    /// [`GROUP_MAX`] of them or [`GROUP_WAIT`] old. Lost in a crash, such a
+    /// step simply runs again: it changed nothing.
+    deferred: std::sync::Mutex<(Vec<Write>, Option<Instant>)>,
+}
+
+/// At most this many successes wait to be committed together.
+const GROUP_MAX: usize = 256;
+/// A deferred success waits at most this long for company.
+const GROUP_WAIT: Duration = Duration::from_millis(50);
+
+impl<S: Store> Shared<S> {
+    /// Commits `writes`, preceded by every deferred success.
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut all = std::mem::take(&mut self.deferred.lock().unwrap_or_else(|e| e.into_inner()).0);
+        if all.is_empty() && writes.is_empty() {
+            return Ok(());
+        }
+        all.extend(writes);
+        checkpoint(&self.store, &self.lease, &self.observer, &self.run_id, self.generation, all).await
+    }
+
+    /// Holds the success of a step without side effects for the next commit;
+    /// commits the group when it is full or old enough.
+    async fn defer(&self, write: Write) -> Result<(), StoreError> {
+        let due = {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.0.push(write);
+            let since = *deferred.1.get_or_insert_with(Instant::now);
+            deferred.0.len() >= GROUP_MAX || since.elapsed() >= GROUP_WAIT
+        };
+        if due { self.flush().await } else { Ok(()) }
+    }
+
+    /// Commits the deferred successes now.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).1 = None;
+        self.commit(Vec::new()).await
+    }
+
+    fn has_deferred(&self) -> bool {
+        !self.deferred.lock().unwrap_or_else(|e| e.into_inner()).0.is_empty()
+    }
 }
 
 impl<S: Store> Engine<S> {
@@ -507,6 +551,7 @@ impl<S: Store> Engine<S> {
             // Secrets masked by an earlier process of this run stay masked.
             redactor: Redactor::with_fingerprints(run.masks.as_deref()),
             sink,
+            deferred: Default::default(),
         });
 
         let result = self.schedule(&shared, &mut stop, &mut cancel_rx, &mut lost_rx).await;
@@ -538,7 +583,6 @@ impl<S: Store> Engine<S> {
         lost_rx: &mut watch::Receiver<Option<Lost>>,
     ) -> Result<Outcome, EngineError> {
         let run_id = shared.run_id.clone();
-        let generation = shared.generation;
         let steps = &shared.workflow.steps;
         let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         let needs: Vec<Vec<usize>> =
@@ -623,9 +667,14 @@ impl<S: Store> Engine<S> {
                 });
                 first_failure.get_or_insert((steps[i].id.clone(), error));
             }
-            checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
+            shared.commit(writes).await?;
         }
         let mut in_flight = 0usize;
+        // Steps with side effects in flight: while one runs, deferred
+        // successes are committed rather than held.
+        let side_effects: Vec<bool> =
+            steps.iter().map(|s| shared.registry.get(&s.uses).is_none_or(|k| k.side_effects())).collect();
+        let mut in_flight_effects = 0usize;
 
         loop {
             // A stop already requested before this point (`cancel` of an idle
@@ -664,7 +713,7 @@ impl<S: Store> Engine<S> {
                         ))),
                     })
                     .collect();
-                checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
+                shared.commit(writes).await?;
                 for (i, dep) in blocked {
                     states[i].status = StepStatus::Blocked;
                     ready.remove(&i);
@@ -711,6 +760,7 @@ impl<S: Store> Engine<S> {
                         .collect();
                     running[i] = true;
                     in_flight += 1;
+                    in_flight_effects += usize::from(side_effects[i]);
                     started.push(i);
                     let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
                     inflight.spawn(async move {
@@ -733,6 +783,11 @@ impl<S: Store> Engine<S> {
                 }
             }
 
+            // Before waiting on anything that may be slow (a step with side
+            // effects, a retry's delay), the deferred successes are committed.
+            if (in_flight_effects > 0 || inflight.is_empty()) && shared.has_deferred() {
+                shared.flush().await?;
+            }
             let wake = next_wake.map(|t| Instant::now() + Duration::from_millis((t - crate::now_ms()).max(0) as u64));
             tokio::select! {
                 joined = inflight.join_next(), if !inflight.is_empty() => {
@@ -744,6 +799,7 @@ impl<S: Store> Engine<S> {
                     };
                     running[i] = false;
                     in_flight -= 1;
+                    in_flight_effects -= usize::from(side_effects[i]);
                     match end {
                         AttemptEnd::Succeeded(out) => {
                             states[i].status = StepStatus::Succeeded;
@@ -851,7 +907,7 @@ impl<S: Store> Engine<S> {
             },
             at: now,
         });
-        checkpoint(&self.store, &shared.lease, &shared.observer, &run_id, generation, writes).await?;
+        shared.commit(writes).await?;
         Ok(Outcome { run_id, status, error })
     }
 }
@@ -865,8 +921,7 @@ async fn run_attempt<S: Store>(
     deps: BTreeMap<String, BTreeMap<String, Json>>,
     mut stop: watch::Receiver<Option<Stop>>,
 ) -> AttemptEnd {
-    let store = &shared.store;
-    let (run, generation) = (shared.run_id.as_str(), shared.generation);
+    let run = shared.run_id.as_str();
     let max = step.retry.max_attempts;
     let started = crate::now_ms();
     let started_at = Instant::now();
@@ -875,7 +930,7 @@ async fn run_attempt<S: Store>(
     // without side effects skips that commit: its end carries its start.
     let start = Write::StepStarted { step: step.id.clone(), attempt, at: started, deadline_at };
     let unrecorded_start = if kind.side_effects() {
-        if let Err(e) = checkpoint(store, &shared.lease, &shared.observer, run, generation, vec![start]).await {
+        if let Err(e) = shared.commit(vec![start]).await {
             return store_failure(e);
         }
         None
@@ -1083,7 +1138,13 @@ async fn run_attempt<S: Store>(
                 at: now,
                 outputs: outputs.clone(),
             }];
-            if let Err(e) = commit_end(shared, None, writes).await {
+            // A kind without side effects and without secrets waits for company.
+            let committed = if unrecorded_start.is_some() && step.secret_outputs.is_empty() {
+                shared.defer(writes.into_iter().next().expect("one write")).await
+            } else {
+                commit_end(shared, None, writes).await
+            };
+            if let Err(e) = committed {
                 return store_failure(e);
             }
             failpoint("after_commit", &step.id);
@@ -1156,7 +1217,7 @@ async fn commit_end<S: Store>(
 ) -> Result<(), StoreError> {
     let mut writes: Vec<Write> = unrecorded_start.into_iter().chain(writes).collect();
     writes.extend(shared.redactor.take_new_fingerprints().map(|masks| Write::Masks { masks }));
-    checkpoint(&shared.store, &shared.lease, &shared.observer, &shared.run_id, shared.generation, writes).await
+    shared.commit(writes).await
 }
 
 /// Step log lines waiting for the log writer, at most.

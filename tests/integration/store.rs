@@ -2,7 +2,7 @@
 //! generation is rejected on both databases.
 
 use ca_a2a_flow_engine::store::{AnyStore, Holder, NewRun, Store, StoreError, Write};
-use ca_a2a_flow_engine::{RunStatus, load, now_ms};
+use ca_a2a_flow_engine::{RunStatus, StepStatus, load, now_ms};
 
 use crate::support::{Env, both};
 
@@ -36,4 +36,57 @@ both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
             .unwrap();
         assert_eq!(store.run("r-fence").await.unwrap().status, RunStatus::Succeeded);
     });
+});
+
+both!(successes_committed_together_each_end_their_step_and_record_their_attempt, |env: &Env| {
+    let wf_path = env.write(
+        "three.yaml",
+        "name: three\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n  - id: c\n    uses: noop\n",
+    );
+    let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = AnyStore::open(&env.state).await.unwrap();
+        let inputs = Default::default();
+        store.create_run(NewRun { id: "r-group", workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
+        let generation = store.acquire("r-group", &Holder::this_process(), 30_000, now_ms()).await.unwrap();
+        let t = now_ms();
+        let success = |step: &str, attempt: u32| Write::StepSucceeded {
+            step: step.into(),
+            attempt,
+            started_at: t,
+            deadline_at: t + 60_000,
+            at: t + 5,
+            outputs: [("said".to_string(), serde_json::json!(format!("{step} done")))].into(),
+        };
+        store.apply("r-group", generation, vec![success("a", 1), success("b", 2)]).await.unwrap();
+        let steps = store.steps("r-group").await.unwrap();
+        let by_id = |id: &str| steps.iter().find(|s| s.step_id == id).unwrap().clone();
+        assert_eq!(by_id("a").status, StepStatus::Succeeded);
+        assert_eq!(by_id("b").attempt, 2);
+        assert_eq!(by_id("b").outputs.unwrap()["said"], "b done");
+        assert_eq!(by_id("a").deadline_at, Some(t + 60_000));
+        assert_eq!(by_id("c").status, StepStatus::Pending, "only the steps named");
+        let attempts = store.attempts("r-group").await.unwrap();
+        assert_eq!(attempts.iter().filter(|a| a.step_id == "a" || a.step_id == "b").count(), 2, "{attempts:?}");
+        assert!(attempts.iter().all(|a| a.started_at == t && a.finished_at == Some(t + 5)), "{attempts:?}");
+    });
+});
+
+both!(a_step_starts_only_after_the_success_of_the_steps_it_needs_is_committed, |env: &Env| {
+    // `a` and `b` change nothing, so their successes may wait to be committed
+    // together; `c` acts, and must never be recorded running before them.
+    let wf = env.write(
+        "order.yaml",
+        "name: order\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n    needs: [a]\n  - id: c\n    uses: shell\n    needs: [b]\n    with: { run: \"touch c.started; while [ ! -e c.go ]; do sleep 0.05; done\" }\n",
+    );
+    let mut child = env.spawn(&["run", wf.to_str().unwrap()], &[]);
+    env.wait_until("c started", std::time::Duration::from_secs(30), || env.path("c.started").exists());
+    let run = env.only_run();
+    assert_eq!(env.step(&run.id, "a").status, StepStatus::Succeeded);
+    assert_eq!(env.step(&run.id, "b").status, StepStatus::Succeeded);
+    assert_eq!(env.step(&run.id, "c").status, StepStatus::Running);
+    std::fs::write(env.path("c.go"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(env.attempts(&run.id, "a").len(), 1);
 });

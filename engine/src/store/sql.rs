@@ -6,7 +6,7 @@
 //! clause that differs, Postgres's `FOR SHARE` on the fence row, is a parameter.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path) => {
+    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path, $success_rows:literal, $steps_json:literal) => {
         use sqlx::Row;
 
         use super::{
@@ -41,26 +41,6 @@ macro_rules! sql_store {
                 heartbeat_at: row.try_get("heartbeat_at")?,
                 cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
                 masks: row.try_get("masks")?,
-            })
-        }
-
-        fn step_record(row: &$row) -> Result<StepRecord, StoreError> {
-            let outputs: Option<String> = row.try_get("outputs")?;
-            let error: Option<String> = row.try_get("error")?;
-            Ok(StepRecord {
-                step_id: row.try_get("step_id")?,
-                position: row.try_get("position")?,
-                kind: row.try_get("kind")?,
-                hash: row.try_get("hash")?,
-                status: StepStatus::parse(&row.try_get::<String, _>("status")?)?,
-                attempt: row.try_get::<i64, _>("attempt")? as u32,
-                first_started_at: row.try_get("first_started_at")?,
-                attempt_started_at: row.try_get("attempt_started_at")?,
-                deadline_at: row.try_get("deadline_at")?,
-                next_attempt_at: row.try_get("next_attempt_at")?,
-                finished_at: row.try_get("finished_at")?,
-                outputs: outputs.map(|o| parse_json(&o, "step outputs")).transpose()?,
-                error: error.map(|e| parse_json(&e, "step error")).transpose()?,
             })
         }
 
@@ -254,6 +234,39 @@ macro_rules! sql_store {
                 if fenced.rows_affected() == 0 {
                     return Err(StoreError::Fenced { run: run.to_string(), generation });
                 }
+                // Successes committed together (steps without side effects,
+                // grouped by the executor): one statement for all of them.
+                let (succeeded, writes): (Vec<Write>, Vec<Write>) =
+                    writes.into_iter().partition(|w| matches!(w, Write::StepSucceeded { .. }));
+                if succeeded.len() > 1 {
+                    let rows: Vec<serde_json::Value> = succeeded
+                        .iter()
+                        .filter_map(|w| match w {
+                            Write::StepSucceeded { step, attempt, started_at, deadline_at, at, outputs } => {
+                                Some(serde_json::json!({
+                                    "j_step": step, "j_attempt": attempt, "j_started_at": started_at,
+                                    "j_deadline_at": deadline_at, "j_at": at, "j_outputs": to_json(outputs),
+                                }))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    sqlx::query(concat!(
+                        "WITH j AS MATERIALIZED (",
+                        $success_rows,
+                        ") UPDATE steps SET status = 'succeeded', finished_at = j_at, attempt_ended_at = j_at,
+                                outputs = j_outputs, error = NULL, next_attempt_at = NULL, attempt = j_attempt,
+                                attempt_started_at = j_started_at,
+                                first_started_at = COALESCE(first_started_at, j_started_at),
+                                deadline_at = COALESCE(deadline_at, j_deadline_at)
+                         FROM j WHERE steps.run_id = $2 AND steps.step_id = j_step"
+                    ))
+                    .bind(serde_json::Value::Array(rows).to_string())
+                    .bind(run)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let writes = if succeeded.len() > 1 { writes } else { succeeded.into_iter().chain(writes).collect() };
                 for write in writes {
                     match write {
                         Write::StepStarted { step, attempt, at, deadline_at } => {
@@ -461,11 +474,47 @@ macro_rules! sql_store {
             }
 
             async fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
-                let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
-                    .bind(run)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(step_record).collect()
+                // One row holding every step as JSON: a run of 10,000 steps is
+                // one answer, not 10,000 hand-offs from the database's thread.
+                let text: Option<String> = sqlx::query_scalar($steps_json).bind(run).fetch_one(&self.pool).await?;
+                let Some(text) = text else { return Ok(Vec::new()) };
+                #[derive(serde::Deserialize)]
+                struct Row {
+                    step_id: String,
+                    position: i64,
+                    kind: String,
+                    hash: String,
+                    status: String,
+                    attempt: i64,
+                    first_started_at: Option<i64>,
+                    attempt_started_at: Option<i64>,
+                    deadline_at: Option<i64>,
+                    next_attempt_at: Option<i64>,
+                    finished_at: Option<i64>,
+                    outputs: Option<String>,
+                    error: Option<String>,
+                }
+                let mut rows: Vec<Row> = parse_json(&text, "steps")?;
+                rows.sort_by_key(|r| r.position);
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(StepRecord {
+                            step_id: r.step_id,
+                            position: r.position,
+                            kind: r.kind,
+                            hash: r.hash,
+                            status: StepStatus::parse(&r.status)?,
+                            attempt: r.attempt as u32,
+                            first_started_at: r.first_started_at,
+                            attempt_started_at: r.attempt_started_at,
+                            deadline_at: r.deadline_at,
+                            next_attempt_at: r.next_attempt_at,
+                            finished_at: r.finished_at,
+                            outputs: r.outputs.map(|o| parse_json(&o, "step outputs")).transpose()?,
+                            error: r.error.map(|e| parse_json(&e, "step error")).transpose()?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn attempts(&self, run: &str) -> Result<Vec<AttemptRecord>, StoreError> {
