@@ -26,8 +26,9 @@ const STEP_KEYS: &[&str] = &[
     "description",
     "approve",
     "when",
+    "for_each",
 ];
-const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry"];
+const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry", "with"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial_delay", "max_delay", "multiplier", "jitter"];
 const INPUT_KEYS: &[&str] = &["default", "description"];
 
@@ -39,9 +40,10 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Workflow, Diagnostics> {
         steps: Vec::new(),
         inputs: BTreeMap::new(),
         loaded: BTreeSet::new(),
+        groups: BTreeMap::new(),
     };
     let mut stack = Vec::new();
-    let name = loader.file(path, Defaults::default(), &mut stack, None);
+    let name = loader.file(path, FileDefaults::default(), &mut stack, None);
     let workflow = loader.finish(path, name);
     let mut diags = loader.diags;
     if diags.is_empty() {
@@ -70,6 +72,16 @@ struct Loader<'r> {
     inputs: BTreeMap<String, (InputSpec, PathBuf, Loc)>,
     /// Files already read: a file included twice (a diamond of includes) joins once.
     loaded: BTreeSet<PathBuf>,
+    /// Each `for_each` step's id, with the ids it expanded to.
+    groups: BTreeMap<String, Vec<String>>,
+}
+
+/// A file's defaults: the engine's (timeouts, retry) and `with` parameters
+/// given to every step whose kind takes them.
+#[derive(Clone, Default)]
+struct FileDefaults {
+    base: Defaults,
+    with: Vec<(Key, Node)>,
 }
 
 impl Loader<'_> {
@@ -85,7 +97,7 @@ impl Loader<'_> {
     fn file(
         &mut self,
         path: &Path,
-        inherited: Defaults,
+        inherited: FileDefaults,
         stack: &mut Vec<PathBuf>,
         included_at: Option<(&Path, Loc)>,
     ) -> Option<String> {
@@ -153,7 +165,7 @@ impl Loader<'_> {
         if let Some(include) = doc.get("include") {
             for (file, loc) in self.string_list(path, include, "`include`") {
                 let target = path.parent().unwrap_or(Path::new(".")).join(&file);
-                self.file(&target, defaults, stack, Some((path, loc)));
+                self.file(&target, defaults.clone(), stack, Some((path, loc)));
             }
         }
         stack.pop();
@@ -164,7 +176,7 @@ impl Loader<'_> {
                     self.err(path, *loc, "`steps` is empty: a workflow needs at least one step");
                 }
                 for item in items {
-                    self.step(path, item, &defaults);
+                    self.step_or_expansion(path, item, &defaults);
                 }
             }
             Some(other) => self.err(path, other.loc, format!("`steps` must be a list, found {}", other.type_name())),
@@ -292,12 +304,27 @@ impl Loader<'_> {
         policy
     }
 
-    fn defaults(&mut self, file: &Path, node: &Node, mut d: Defaults) -> Defaults {
+    fn defaults(&mut self, file: &Path, node: &Node, inherited: FileDefaults) -> FileDefaults {
+        let FileDefaults { base: mut d, with: mut common } = inherited;
         if node.as_map().is_none() {
             self.err(file, node.loc, format!("`defaults` must be a mapping, found {}", node.type_name()));
-            return d;
+            return FileDefaults { base: d, with: common };
         }
         self.check_keys(file, node, DEFAULT_KEYS, "`defaults` section");
+        match node.get("with").map(|w| (&w.value, w)) {
+            Some((Value::Map(entries), _)) => {
+                for (key, value) in entries {
+                    common.retain(|(k, _)| k.name != key.name);
+                    common.push((key.clone(), value.clone()));
+                }
+            }
+            Some((Value::Null, _)) | None => {}
+            Some((_, w)) => self.err(
+                file,
+                w.loc,
+                format!("`defaults.with` must be a mapping of parameters, found {}", w.type_name()),
+            ),
+        }
         if let Some(n) = node.get("timeout") {
             d.timeout = self.duration(file, n, "`timeout`").unwrap_or(d.timeout);
         }
@@ -307,10 +334,90 @@ impl Loader<'_> {
         if let Some(n) = node.get("retry") {
             d.retry = self.retry(file, n, d.retry);
         }
-        d
+        FileDefaults { base: d, with: common }
     }
 
-    fn step(&mut self, file: &Path, node: &Node, defaults: &Defaults) {
+    /// A step, or with `for_each` the steps it expands to: one per item, with
+    /// id `ID[KEY]` and `${{ item }}` / `${{ item.FIELD }}` / `[item]` replaced.
+    fn step_or_expansion(&mut self, file: &Path, node: &Node, defaults: &FileDefaults) {
+        let Some(list) = node.get("for_each") else {
+            return self.step(file, node, defaults, None);
+        };
+        let items = match &list.value {
+            Value::Seq(items) if !items.is_empty() => items,
+            Value::Seq(_) => return self.err(file, list.loc, "`for_each` is empty: give it at least one item"),
+            _ => {
+                return self.err(
+                    file,
+                    list.loc,
+                    format!("`for_each` must be a list of items, found {}", list.type_name()),
+                );
+            }
+        };
+        let base = node.get("id").and_then(|n| n.as_str()).unwrap_or("?").to_string();
+        let mut seen: BTreeMap<String, Loc> = BTreeMap::new();
+        let mut expanded = Vec::new();
+        for item in items {
+            let key = match &item.value {
+                Value::Map(_) => match item.get("name").and_then(scalar_text) {
+                    Some(k) => k,
+                    None => {
+                        self.err_hint(
+                            file,
+                            item.loc,
+                            "a `for_each` item that is a mapping needs a `name`",
+                            "the name makes the step's id: `ID[NAME]`",
+                        );
+                        continue;
+                    }
+                },
+                _ => match scalar_text(item) {
+                    Some(k) => k,
+                    None => {
+                        self.err(
+                            file,
+                            item.loc,
+                            format!("a `for_each` item must be a scalar or a mapping, found {}", item.type_name()),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                self.err_hint(
+                    file,
+                    item.loc,
+                    format!("`for_each` item `{key}` cannot name a step"),
+                    "use letters, digits, `-` and `_` (the item names the step `ID[ITEM]`)",
+                );
+                continue;
+            }
+            if let Some(first) = seen.insert(key.clone(), item.loc) {
+                self.err(
+                    file,
+                    item.loc,
+                    format!("`for_each` item `{key}` is repeated (first at line {}, column {})", first.line, first.col),
+                );
+                continue;
+            }
+            let mut problems = Vec::new();
+            let step = expand_item(node, item, &key, &mut problems);
+            for (message, loc) in problems {
+                self.err(file, loc, format!("step `{base}[{key}]`: {message}"));
+            }
+            if templated_id(node) {
+                self.step(file, &step, defaults, None);
+            } else {
+                expanded.push(format!("{base}[{key}]"));
+                self.step(file, &step, defaults, Some(&key));
+            }
+        }
+        if !expanded.is_empty() {
+            self.groups.entry(base).or_default().extend(expanded);
+        }
+    }
+
+    fn step(&mut self, file: &Path, node: &Node, defaults: &FileDefaults, item: Option<&str>) {
         if node.as_map().is_none() {
             self.err(
                 file,
@@ -335,6 +442,10 @@ impl Loader<'_> {
                 );
             }
         }
+        let id = match item {
+            Some(key) => id.map(|id| format!("{id}[{key}]")),
+            None => id,
+        };
         let uses = node.get("uses").and_then(|n| self.string(file, n, "`uses`"));
         let uses_loc = node.get("uses").map_or(node.loc, |n| n.loc);
         if node.get("uses").is_none() {
@@ -348,20 +459,39 @@ impl Loader<'_> {
             Some(n) => self.string_list(file, n, "`needs`"),
             None => Vec::new(),
         };
-        let timeout = node.get("timeout").and_then(|n| self.duration(file, n, "`timeout`")).unwrap_or(defaults.timeout);
+        let timeout =
+            node.get("timeout").and_then(|n| self.duration(file, n, "`timeout`")).unwrap_or(defaults.base.timeout);
         let attempt_timeout = node
             .get("attempt_timeout")
             .and_then(|n| self.duration(file, n, "`attempt_timeout`"))
-            .unwrap_or(defaults.attempt_timeout);
+            .unwrap_or(defaults.base.attempt_timeout);
         let retry = match node.get("retry") {
-            Some(n) => self.retry(file, n, defaults.retry),
-            None => defaults.retry,
+            Some(n) => self.retry(file, n, defaults.base.retry),
+            None => defaults.base.retry,
         };
         let secret_outputs = match node.get("secret_outputs") {
             Some(n) => self.string_list(file, n, "`secret_outputs`").into_iter().map(|(s, _)| s).collect(),
             None => Vec::new(),
         };
-        let with = node.get("with").cloned();
+        let mut with = node.get("with").cloned();
+        // `defaults.with`: each parameter the step's kind takes and the step does not set.
+        if let Some(kind) = uses.as_deref().and_then(|u| self.registry.get(u)) {
+            let takes = kind.doc().params;
+            for (key, value) in &defaults.with {
+                if !takes.iter().any(|(name, _, _)| *name == key.name) {
+                    continue;
+                }
+                let w = with.get_or_insert_with(|| Node { value: Value::Map(Vec::new()), loc: node.loc });
+                if matches!(w.value, Value::Null) {
+                    w.value = Value::Map(Vec::new());
+                }
+                if let Value::Map(entries) = &mut w.value {
+                    if !entries.iter().any(|(k, _)| k.name == key.name) {
+                        entries.push((key.clone(), value.clone()));
+                    }
+                }
+            }
+        }
         if let Some(w) = &with {
             if !matches!(w.value, Value::Map(_) | Value::Null) {
                 self.err(file, w.loc, format!("`with` must be a mapping of parameters, found {}", w.type_name()));
@@ -482,6 +612,13 @@ impl Loader<'_> {
                     if !needs.contains(n) {
                         needs.push(n.clone());
                     }
+                } else if let Some(members) = self.groups.get(n) {
+                    // A `for_each` step's id: every step it expanded to.
+                    for m in members {
+                        if !needs.contains(m) {
+                            needs.push(m.clone());
+                        }
+                    }
                 } else {
                     let hint = closest(n, ids.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
                     let mut d =
@@ -523,6 +660,20 @@ impl Loader<'_> {
                         }
                         Ref::StepOutput { step, output } => {
                             let Some(target) = position.get(&step).map(|&j| &self.steps[j]) else {
+                                if let Some(members) = self.groups.get(&step) {
+                                    diags.push(
+                                        Diagnostic::new(
+                                            &s.file,
+                                            loc,
+                                            format!("step `{}` refers to `{step}`, a `for_each` step: its outputs are those of each item's step", s.def.id),
+                                        )
+                                        .hint(format!(
+                                            "name one, like `steps.{}.outputs.{output}`, or `steps.{step}[item].outputs.{output}` inside a `for_each` over the same items",
+                                            members[0]
+                                        )),
+                                    );
+                                    continue;
+                                }
                                 let mut d = Diagnostic::new(
                                     &s.file,
                                     loc,
@@ -665,6 +816,149 @@ impl Loader<'_> {
         }
         found
     }
+}
+
+/// The text of a scalar node (a `for_each` key, or an item interpolated into text).
+fn scalar_text(node: &Node) -> Option<String> {
+    match &node.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// One expansion of a `for_each` step: its node with `${{ item }}` and
+/// `${{ item.FIELD }}` replaced by the item's value (a string that is only that
+/// expression takes the value's type), and `[item]` in step references and in
+/// `needs` replaced by `[KEY]`. `for_each` and `id` are left as written.
+fn expand_item(node: &Node, item: &Node, key: &str, problems: &mut Vec<(String, Loc)>) -> Node {
+    let Value::Map(entries) = &node.value else { return node.clone() };
+    let mut out = Vec::new();
+    for (k, v) in entries.iter().filter(|(k, _)| k.name != "for_each") {
+        let v = match k.name.as_str() {
+            "id" if !templated_id(node) => v.clone(),
+            "needs" => replace_in_strings(v, problems, &mut |text, _| {
+                Ok(Replaced::Text(text.replace("[item]", &format!("[{key}]"))))
+            }),
+            _ => replace_in_strings(v, problems, &mut |text, loc| item_in_text(text, item, key).map_err(|e| (e, loc))),
+        };
+        out.push((k.clone(), v));
+    }
+    Node { value: Value::Map(out), loc: node.loc }
+}
+
+/// Whether a `for_each` step's id is written with its item (`${{ item }}-logs`):
+/// its steps are named by it, instead of `ID[KEY]`.
+fn templated_id(node: &Node) -> bool {
+    node.get("id").and_then(|n| n.as_str()).is_some_and(|id| id.contains("${{"))
+}
+
+enum Replaced {
+    Text(String),
+    Node(Value),
+}
+
+/// `node` with each string passed through `f`; what `f` refuses is reported
+/// in `problems`, once.
+fn replace_in_strings(
+    node: &Node,
+    problems: &mut Vec<(String, Loc)>,
+    f: &mut dyn FnMut(&str, Loc) -> Result<Replaced, (String, Loc)>,
+) -> Node {
+    let value = match &node.value {
+        Value::Str(s) => match f(s, node.loc) {
+            Ok(Replaced::Text(t)) => Value::Str(t),
+            Ok(Replaced::Node(v)) => v,
+            Err(p) => {
+                // Kept without its expressions, so nothing reports it again.
+                problems.push(p);
+                Value::Str(s.replace("${{", "").replace("}}", ""))
+            }
+        },
+        Value::Seq(items) => Value::Seq(items.iter().map(|n| replace_in_strings(n, problems, f)).collect()),
+        Value::Map(entries) => {
+            Value::Map(entries.iter().map(|(k, n)| (k.clone(), replace_in_strings(n, problems, f))).collect())
+        }
+        other => other.clone(),
+    };
+    Node { value, loc: node.loc }
+}
+
+/// The value an `item` expression names: `item`, or `item.FIELD.FIELD…`.
+fn item_value<'a>(expr: &str, item: &'a Node) -> Option<Result<&'a Node, String>> {
+    let path = match expr.strip_prefix("item") {
+        Some("") => return Some(Ok(item)),
+        Some(rest) => rest.strip_prefix('.')?,
+        None => return None,
+    };
+    let mut at = item;
+    for field in path.split('.') {
+        at = match at.get(field) {
+            Some(n) => n,
+            None => {
+                return Some(Err(match item.as_map() {
+                    Some(entries) => format!(
+                        "`item.{path}`: the item has no field `{field}` (its fields: {})",
+                        entries.iter().map(|(k, _)| k.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    None => format!("`item.{path}`: this item is a single value; write `${{{{ item }}}}`"),
+                }));
+            }
+        };
+    }
+    Some(Ok(at))
+}
+
+/// A string of a `for_each` step with its item put in: `${{ item }}` and
+/// `${{ item.FIELD }}` anywhere (inside another expression too, so
+/// `${{ steps.${{ item }}-repo.outputs.uri }}` names that item's step), and
+/// `[item]` inside an expression (`${{ steps.repo[item].outputs.uri }}`).
+fn item_in_text(text: &str, item: &Node, key: &str) -> Result<Replaced, String> {
+    if !text.contains("${{") {
+        return Ok(Replaced::Text(text.to_string()));
+    }
+    // A string that is only `${{ item… }}` takes the value itself, with its type.
+    if let Some(inner) = text.trim().strip_prefix("${{").and_then(|t| t.strip_suffix("}}")) {
+        if !inner.contains("}}") && !inner.contains("${{") {
+            if let Some(found) = item_value(inner.trim(), item) {
+                return found.map(|n| Replaced::Node(n.value.clone()));
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        let after = &rest[start + 3..];
+        let expr_end = after.find("}}");
+        let found = expr_end.and_then(|end| item_value(after[..end].trim(), item).map(|v| (end, v)));
+        match found {
+            Some((end, value)) => {
+                let n = value?;
+                out.push_str(&rest[..start]);
+                out.push_str(&scalar_text(n).unwrap_or_else(|| n.to_json().to_string()));
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[..start + 3]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    // `[item]` inside the expressions that remain.
+    let mut text = String::new();
+    let mut rest = out.as_str();
+    while let Some(start) = rest.find("${{") {
+        let after = &rest[start + 3..];
+        let end = after.find("}}").unwrap_or(after.len());
+        text.push_str(&rest[..start + 3]);
+        text.push_str(&after[..end].replace("[item]", &format!("[{key}]")));
+        rest = &after[end..];
+    }
+    text.push_str(rest);
+    Ok(Replaced::Text(text))
 }
 
 /// serde's "unknown field `x`, expected ..." names the field to point at.

@@ -44,7 +44,19 @@ fn segments(s: &str) -> Result<Vec<Segment>, String> {
 fn parse_ref(expr: &str) -> Result<Ref, String> {
     let parts: Vec<&str> = expr.split('.').collect();
     let ok_name = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !parts.iter().all(|p| ok_name(p)) {
+    // A step made by `for_each` is `ID[ITEM]`.
+    let ok_step = |p: &str| match p.strip_suffix(']').and_then(|p| p.split_once('[')) {
+        Some((id, item)) => ok_name(id) && ok_name(item),
+        None => ok_name(p),
+    };
+    let valid = match parts.as_slice() {
+        ["steps", step, rest @ ..] => ok_step(step) && rest.iter().all(|p| ok_name(p)),
+        _ => parts.iter().all(|p| ok_name(p)),
+    };
+    if !valid {
+        if expr == "item" || expr.starts_with("item.") || expr.contains("[item]") {
+            return Err(format!("`{expr}`: `item` is known only in a step with `for_each`"));
+        }
         return Err(format!("`{expr}` is not a valid reference"));
     }
     match parts.as_slice() {
@@ -55,6 +67,7 @@ fn parse_ref(expr: &str) -> Result<Ref, String> {
         ["env", name] => Ok(Ref::Env(name.to_string())),
         ["run", "id"] => Ok(Ref::RunId),
         ["run", "name"] => Ok(Ref::RunName),
+        ["item", ..] => Err(format!("`{expr}`: `item` is known only in a step with `for_each`")),
         _ => Err(format!(
             "`{expr}` is not a known reference (use inputs.NAME, steps.ID.outputs.KEY, env.NAME, run.id or run.name)"
         )),

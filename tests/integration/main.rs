@@ -16,6 +16,7 @@ mod cost;
 mod crash;
 mod dag;
 mod deadlines;
+mod for_each;
 mod guarantees;
 mod leases;
 mod retries;

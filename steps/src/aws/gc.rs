@@ -94,7 +94,7 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
         }
         out.push(Orphan {
             stack: stack.to_string(),
-            step: step.to_string(),
+            step: super::owner::step_of_tag(step),
             run: tag(tags, TAG_RUN).map(String::from),
             age: tag(tags, TAG_RUN).and_then(age_of_run),
             kind,

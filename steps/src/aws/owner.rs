@@ -8,6 +8,24 @@ pub const TAG_STACK: &str = "ca-a2a-flow:stack";
 pub const TAG_STEP: &str = "ca-a2a-flow:step";
 pub const TAG_RUN: &str = "ca-a2a-flow:run";
 
+/// A step id as a tag value: most AWS services refuse `[` and `]` in tags, so
+/// the step `logs[api]` of a `for_each` is tagged `logs.api` (ids have no `.`,
+/// so the two read back one to one).
+pub fn step_tag(step_id: &str) -> String {
+    match step_id.strip_suffix(']').and_then(|s| s.split_once('[')) {
+        Some((id, item)) => format!("{id}.{item}"),
+        None => step_id.to_string(),
+    }
+}
+
+/// The step id a [`step_tag`] stands for.
+pub fn step_of_tag(tag: &str) -> String {
+    match tag.split_once('.') {
+        Some((id, item)) => format!("{id}[{item}]"),
+        None => tag.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub stack: String,
@@ -17,12 +35,13 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(stack: &str, ctx: &StepContext) -> Self {
-        Self { stack: stack.to_string(), step: ctx.step_id.clone(), run: ctx.run_id.clone() }
+        Self { stack: stack.to_string(), step: step_tag(&ctx.step_id), run: ctx.run_id.clone() }
     }
 
-    /// The deterministic name of what this step owns: `<stack>-<step>`.
+    /// The deterministic name of what this step owns: `<stack>-<step>`
+    /// (a `for_each` step `logs[api]` names it `<stack>-logs-api`).
     pub fn name(&self) -> String {
-        format!("{}-{}", self.stack, self.step)
+        format!("{}-{}", self.stack, self.step.replace('.', "-"))
     }
 
     /// [`Owner::name`] cut to `max` characters where a service limits names
@@ -128,5 +147,16 @@ mod tests {
         assert!(check_stack_name("CA_A2A").is_err());
         assert!(check_stack_name("").is_err());
         assert!(check_stack_name(&"a".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn a_for_each_step_is_tagged_and_named_without_brackets_and_read_back() {
+        assert_eq!(step_tag("logs[api]"), "logs.api");
+        assert_eq!(step_tag("vpc"), "vpc");
+        assert_eq!(step_of_tag("logs.api"), "logs[api]");
+        assert_eq!(step_of_tag("vpc"), "vpc");
+        let owner = Owner { stack: "demo".into(), step: step_tag("logs[api]"), run: "r".into() };
+        assert_eq!(owner.name(), "demo-logs-api");
+        assert!(owner.tags().iter().all(|(_, v)| !v.contains('[') && !v.contains(']')));
     }
 }

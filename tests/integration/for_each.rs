@@ -1,0 +1,108 @@
+//! `for_each` makes one step per item, and `defaults.with` gives a file's steps
+//! the parameters they share; everything downstream sees the expanded steps.
+
+use ca_a2a_flow_engine::{RunStatus, StepStatus};
+
+use crate::support::{Env, lines};
+
+const SERVICES: &str = r#"
+name: services
+defaults:
+  with:
+    env: { GREETING: hello }
+steps:
+  - id: port
+    for_each:
+      - { name: api, port: 8001 }
+      - { name: web, port: 8002 }
+    uses: shell
+    with:
+      run: echo "port=${{ item.port }}" >> "$FLOW_OUTPUT"
+      outputs: [port]
+
+  - id: check
+    for_each: [api, web]
+    uses: shell
+    with:
+      run: echo "$GREETING ${{ item }} ${{ steps.port[item].outputs.port }}" >> seen.log
+
+  - id: "${{ item }}-named"
+    for_each: [solo]
+    uses: shell
+    with:
+      run: touch "named-${{ item }}"
+
+  - id: all-ports
+    uses: noop
+    needs: [port]
+"#;
+
+#[test]
+fn each_item_becomes_a_step_named_by_the_item_and_finds_its_siblings() {
+    let env = Env::sqlite();
+    let wf = env.write("services.yaml", SERVICES);
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    let run = env.only_run();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let mut seen = lines(&env.path("seen.log"));
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["hello api 8001", "hello web 8002"],
+        "item fields, sibling outputs and defaults.with reach each step"
+    );
+    assert!(env.path("named-solo").exists(), "an id written with its item names the step by it");
+    let ids: Vec<String> = env.steps(&run.id).into_iter().map(|s| s.step_id).collect();
+    for id in ["port[api]", "port[web]", "check[api]", "check[web]", "solo-named", "all-ports"] {
+        assert!(ids.iter().any(|i| i == id), "step {id} in {ids:?}");
+        assert_eq!(env.step(&run.id, id).status, StepStatus::Succeeded);
+    }
+    let all = run.definition.step("all-ports").unwrap();
+    assert_eq!(all.needs, ["port[api]", "port[web]"], "needing the `for_each` step needs each of its steps");
+}
+
+#[test]
+fn plan_graph_and_status_show_the_expanded_steps() {
+    let env = Env::sqlite();
+    let wf = env.write("services.yaml", SERVICES);
+    let plan = env.run(&["plan", wf.to_str().unwrap(), "--offline", "--format", "json"]);
+    plan.expect_success();
+    let plan = plan.json();
+    let planned: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(planned.contains(&"check[web]") && !planned.contains(&"check"), "{planned:?}");
+    let graph = env.run(&["graph", wf.to_str().unwrap()]);
+    graph.expect_success();
+    assert!(graph.stdout.contains("port_api_ --> check_api_"), "{}", graph.stdout);
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    let run = env.only_run();
+    let status = env.run(&["status", &run.id]);
+    assert!(status.stdout.contains("check[web]"), "{}", status.stdout);
+}
+
+#[test]
+fn defaults_with_reaches_only_the_kinds_that_take_the_parameter() {
+    let env = Env::sqlite();
+    let wf = env.write(
+        "defaults.yaml",
+        r#"
+name: defaults
+defaults:
+  with: { shell: bash, run: "echo from-defaults >> said.log" }
+steps:
+  - id: own
+    uses: shell
+    with: { run: "echo own >> said.log" }
+  - id: inherited
+    uses: shell
+    needs: [own]
+  - id: join
+    uses: noop
+    needs: [inherited]
+"#,
+    );
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+    assert_eq!(lines(&env.path("said.log")), ["own", "from-defaults"], "a step's own parameter wins");
+    let run = env.only_run();
+    assert_eq!(run.definition.step("own").unwrap().with["shell"], "bash");
+    assert_eq!(run.definition.step("join").unwrap().with, serde_json::json!({}), "noop takes no parameter");
+}
