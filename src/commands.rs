@@ -557,7 +557,7 @@ fn render_plan(
                 .map(|(i, s)| {
                     let p = plans.get(&s.id);
                     json!({
-                        "id": s.id, "kind": s.uses, "wave": i + 1, "needs": s.needs,
+                        "id": s.id, "kind": s.uses, "wave": i + 1, "needs": s.needs, "with": s.with,
                         "action": p.map(|p| serde_json::to_value(p.action).unwrap_or_default()),
                         "changes": p.map(|p| p.changes.clone()).unwrap_or_default(),
                     })

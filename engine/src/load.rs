@@ -839,8 +839,11 @@ fn expand_item(node: &Node, item: &Node, key: &str, problems: &mut Vec<(String, 
     for (k, v) in entries.iter().filter(|(k, _)| k.name != "for_each") {
         let v = match k.name.as_str() {
             "id" if !templated_id(node) => v.clone(),
-            "needs" => replace_in_strings(v, problems, &mut |text, _| {
-                Ok(Replaced::Text(text.replace("[item]", &format!("[{key}]"))))
+            "needs" => replace_in_strings(v, problems, &mut |text, loc| match item_in_text(text, item, key)
+                .map_err(|e| (e, loc))?
+            {
+                Replaced::Text(t) => Ok(Replaced::Text(t.replace("[item]", &format!("[{key}]")))),
+                other => Ok(other),
             }),
             _ => replace_in_strings(v, problems, &mut |text, loc| item_in_text(text, item, key).map_err(|e| (e, loc))),
         };

@@ -106,3 +106,65 @@ steps:
     assert_eq!(run.definition.step("own").unwrap().with["shell"], "bash");
     assert_eq!(run.definition.step("join").unwrap().with, serde_json::json!({}), "noop takes no parameter");
 }
+
+/// Each step of a plan as the comparison sees it: kind, needs as a set, and
+/// parameters, with ECS environment values as text (the task definition takes
+/// `PORT: 8000` and `PORT: "8000"` alike).
+fn planned_steps(plan: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+    fn text_environment(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "environment" {
+                        if let Some(env) = child.as_object_mut() {
+                            for value in env.values_mut() {
+                                if !value.is_string() {
+                                    *value = serde_json::Value::String(value.to_string());
+                                }
+                            }
+                        }
+                    }
+                    text_environment(child);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(text_environment),
+            _ => {}
+        }
+    }
+    plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            let mut needs: Vec<&str> = s["needs"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+            needs.sort();
+            let mut with = s["with"].clone();
+            text_environment(&mut with);
+            (
+                s["id"].as_str().unwrap().to_string(),
+                serde_json::json!({ "kind": s["kind"], "needs": needs, "with": with }),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
+    // tests/fixtures/full-plan-before-for-each.json is `plan --offline --format json`
+    // of workflows/full.yaml as it stood before its files used `for_each` and
+    // `defaults.with` (commit f352eae).
+    let env = Env::sqlite();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = env.run(&["plan", root.join("workflows/full.yaml").to_str().unwrap(), "--offline", "--format", "json"]);
+    out.expect_success();
+    let now = planned_steps(&out.json());
+    let before: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/full-plan-before-for-each.json")).unwrap(),
+    )
+    .unwrap();
+    let before = planned_steps(&before);
+    assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
+    for (id, step) in &before {
+        assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");
+    }
+}
