@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsResult, Owner, one_owned};
+use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,13 +29,7 @@ impl Step for ElasticIp {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_addresses()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeAddresses")?;
-        Ok(match one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", &owner)? {
+        Ok(match super::owned::one::<aws_sdk_ec2::types::Address>(&ec2, &owner).await? {
             None => Plan::create(),
             Some(_) => Plan::adopt(),
         })
@@ -76,35 +70,28 @@ impl Step for ElasticIp {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_addresses()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeAddresses")?;
-        let (allocation, ip, action) =
-            match one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", &owner)? {
-                Some(a) => (
+        let (allocation, ip, action) = match super::owned::one::<aws_sdk_ec2::types::Address>(&ec2, &owner).await? {
+            Some(a) => (
+                a.allocation_id().unwrap_or_default().to_string(),
+                a.public_ip().unwrap_or_default().to_string(),
+                "adopted",
+            ),
+            None => {
+                ctx.progress(format!("allocating Elastic IP {}", owner.name()));
+                let a = ec2
+                    .allocate_address()
+                    .domain(DomainType::Vpc)
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::ElasticIp))
+                    .send()
+                    .await
+                    .or_step_error("ec2:AllocateAddress")?;
+                (
                     a.allocation_id().unwrap_or_default().to_string(),
                     a.public_ip().unwrap_or_default().to_string(),
-                    "adopted",
-                ),
-                None => {
-                    ctx.progress(format!("allocating Elastic IP {}", owner.name()));
-                    let a = ec2
-                        .allocate_address()
-                        .domain(DomainType::Vpc)
-                        .tag_specifications(owner.ec2_tag_spec(ResourceType::ElasticIp))
-                        .send()
-                        .await
-                        .or_step_error("ec2:AllocateAddress")?;
-                    (
-                        a.allocation_id().unwrap_or_default().to_string(),
-                        a.public_ip().unwrap_or_default().to_string(),
-                        "created",
-                    )
-                }
-            };
+                    "created",
+                )
+            }
+        };
         ctx.log(format!("{action} Elastic IP {ip} ({allocation})"));
         Ok(Outputs::from([
             ("allocation_id".into(), json!(allocation)),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsResult, Owner, one_owned};
+use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,24 +30,11 @@ impl Step for InternetGateway {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_internet_gateways()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeInternetGateways")?;
-        Ok(
-            match one_owned(
-                found.internet_gateways().to_vec(),
-                |g| g.internet_gateway_id(),
-                "internet gateway",
-                &owner,
-            )? {
-                None => Plan::create(),
-                Some(g) if g.attachments().is_empty() => Plan::changes(vec![format!("attach to {}", p.vpc_id)]),
-                Some(_) => Plan::adopt(),
-            },
-        )
+        Ok(match super::owned::one::<aws_sdk_ec2::types::InternetGateway>(&ec2, &owner).await? {
+            None => Plan::create(),
+            Some(g) if g.attachments().is_empty() => Plan::changes(vec![format!("attach to {}", p.vpc_id)]),
+            Some(_) => Plan::adopt(),
+        })
     }
 
     const DESTROYS: bool = true;
@@ -55,14 +42,9 @@ impl Step for InternetGateway {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_internet_gateways()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeInternetGateways")?;
+        let found = super::owned::all::<aws_sdk_ec2::types::InternetGateway>(&ec2, &owner).await?;
         let mut ids = Vec::new();
-        for g in found.internet_gateways() {
+        for g in found.iter() {
             let id = g.internet_gateway_id().unwrap_or_default().to_string();
             for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
                 ctx.progress(format!("detaching {id} from {vpc}"));
@@ -105,14 +87,7 @@ impl Step for InternetGateway {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_internet_gateways()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeInternetGateways")?;
-        let owned =
-            one_owned(found.internet_gateways().to_vec(), |g| g.internet_gateway_id(), "internet gateway", &owner)?;
+        let owned = super::owned::one::<aws_sdk_ec2::types::InternetGateway>(&ec2, &owner).await?;
         let (igw, action) = match owned {
             Some(igw) => (igw, "adopted"),
             None => {

@@ -224,13 +224,7 @@ fn allocation_of(n: &NatGateway) -> Option<String> {
 
 /// The fresh Elastic IP this step allocated for a recreation, if any.
 async fn owned_address(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Option<(String, String)>, StepError> {
-    let found = ec2
-        .describe_addresses()
-        .set_filters(Some(owner.ec2_filters()))
-        .send()
-        .await
-        .or_step_error("ec2:DescribeAddresses")?;
-    let a = one_owned(found.addresses().to_vec(), |a| a.allocation_id(), "Elastic IP", owner)?;
+    let a = super::owned::one::<aws_sdk_ec2::types::Address>(ec2, owner).await?;
     Ok(a.map(|a| (a.allocation_id().unwrap_or_default().to_string(), a.public_ip().unwrap_or_default().to_string())))
 }
 

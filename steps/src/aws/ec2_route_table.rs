@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsResult, Owner, one_owned};
+use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,13 +46,7 @@ impl Step for RouteTable {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_route_tables()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeRouteTables")?;
-        Ok(match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
+        Ok(match super::owned::one::<aws_sdk_ec2::types::RouteTable>(&ec2, &owner).await? {
             None => Plan::create(),
             Some(t) => {
                 let mut changes = Vec::new();
@@ -80,14 +74,9 @@ impl Step for RouteTable {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_route_tables()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeRouteTables")?;
+        let found = super::owned::all::<aws_sdk_ec2::types::RouteTable>(&ec2, &owner).await?;
         let mut ids = Vec::new();
-        for t in found.route_tables() {
+        for t in found.iter() {
             let id = t.route_table_id().unwrap_or_default().to_string();
             for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
                 if let Some(assoc) = a.route_table_association_id() {
@@ -145,37 +134,31 @@ impl Step for RouteTable {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_route_tables()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeRouteTables")?;
-        let (table, action) =
-            match one_owned(found.route_tables().to_vec(), |t| t.route_table_id(), "route table", &owner)? {
-                Some(t) if t.vpc_id() != Some(p.vpc_id.as_str()) => {
-                    let detail = format!("is in {}, not in {}", t.vpc_id().unwrap_or("?"), p.vpc_id);
-                    let hint = "the stack's VPC changed: destroy the old network first";
-                    return Err(owner.conflict("route table", t.route_table_id().unwrap_or("?"), detail, hint));
-                }
-                Some(t) => (t, "adopted"),
-                None => {
-                    ctx.progress(format!("creating route table {}", owner.name()));
-                    let created = ec2
-                        .create_route_table()
-                        .vpc_id(&p.vpc_id)
-                        .tag_specifications(owner.ec2_tag_spec(ResourceType::RouteTable))
-                        .send()
-                        .await
-                        .or_step_error("ec2:CreateRouteTable")?;
-                    (
-                        created.route_table().cloned().ok_or_else(|| {
-                            StepError::retryable("ec2:CreateRouteTable answered without the resource")
-                        })?,
-                        "created",
-                    )
-                }
-            };
+        let (table, action) = match super::owned::one::<aws_sdk_ec2::types::RouteTable>(&ec2, &owner).await? {
+            Some(t) if t.vpc_id() != Some(p.vpc_id.as_str()) => {
+                let detail = format!("is in {}, not in {}", t.vpc_id().unwrap_or("?"), p.vpc_id);
+                let hint = "the stack's VPC changed: destroy the old network first";
+                return Err(owner.conflict("route table", t.route_table_id().unwrap_or("?"), detail, hint));
+            }
+            Some(t) => (t, "adopted"),
+            None => {
+                ctx.progress(format!("creating route table {}", owner.name()));
+                let created = ec2
+                    .create_route_table()
+                    .vpc_id(&p.vpc_id)
+                    .tag_specifications(owner.ec2_tag_spec(ResourceType::RouteTable))
+                    .send()
+                    .await
+                    .or_step_error("ec2:CreateRouteTable")?;
+                (
+                    created
+                        .route_table()
+                        .cloned()
+                        .ok_or_else(|| StepError::retryable("ec2:CreateRouteTable answered without the resource"))?,
+                    "created",
+                )
+            }
+        };
         let id = table.route_table_id().unwrap_or_default().to_string();
         let fresh = action == "created";
         for want in &p.routes {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::stack_problems;
-use super::{AwsResult, Owner, one_owned};
+use super::{AwsResult, Owner};
 
 fn tcp() -> String {
     "tcp".into()
@@ -85,13 +85,7 @@ impl Step for SecurityGroup {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_security_groups()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSecurityGroups")?;
-        Ok(match one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)? {
+        Ok(match super::owned::one::<aws_sdk_ec2::types::SecurityGroup>(&ec2, &owner).await? {
             None => Plan::create(),
             Some(g) => {
                 let missing = p.ingress.iter().filter(|r| !allows(g.ip_permissions(), r));
@@ -108,14 +102,9 @@ impl Step for SecurityGroup {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_security_groups()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSecurityGroups")?;
+        let found = super::owned::all::<aws_sdk_ec2::types::SecurityGroup>(&ec2, &owner).await?;
         let mut ids = Vec::new();
-        for g in found.security_groups() {
+        for g in found.iter() {
             let id = g.group_id().unwrap_or_default().to_string();
             ctx.progress(format!("deleting security group {id}"));
             ec2.delete_security_group()
@@ -167,13 +156,7 @@ impl Step for SecurityGroup {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_security_groups()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSecurityGroups")?;
-        let owned = one_owned(found.security_groups().to_vec(), |g| g.group_id(), "security group", &owner)?;
+        let owned = super::owned::one::<aws_sdk_ec2::types::SecurityGroup>(&ec2, &owner).await?;
         let (id, existing, action) = match owned {
             Some(g) if g.vpc_id() != Some(p.vpc_id.as_str()) => {
                 let detail = format!("is in {}, not in {}", g.vpc_id().unwrap_or("?"), p.vpc_id);

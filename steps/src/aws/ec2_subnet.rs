@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::{cidr_problems, stack_problems};
-use super::{AwsResult, Owner, one_owned};
+use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,13 +34,7 @@ impl Step for Subnet {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_subnets()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSubnets")?;
-        Ok(match one_owned(found.subnets().to_vec(), |s| s.subnet_id(), "subnet", &owner)? {
+        Ok(match super::owned::one::<aws_sdk_ec2::types::Subnet>(&ec2, &owner).await? {
             None => Plan::create(),
             Some(s)
                 if s.cidr_block() != Some(p.cidr.as_str())
@@ -70,14 +64,9 @@ impl Step for Subnet {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_subnets()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSubnets")?;
+        let found = super::owned::all::<aws_sdk_ec2::types::Subnet>(&ec2, &owner).await?;
         let mut ids = Vec::new();
-        for s in found.subnets() {
+        for s in found.iter() {
             let id = s.subnet_id().unwrap_or_default().to_string();
             ctx.progress(format!("deleting subnet {id}"));
             ec2.delete_subnet()
@@ -123,13 +112,7 @@ impl Step for Subnet {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_subnets()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSubnets")?;
-        let owned = one_owned(found.subnets().to_vec(), |s| s.subnet_id(), "subnet", &owner)?;
+        let owned = super::owned::one::<aws_sdk_ec2::types::Subnet>(&ec2, &owner).await?;
         let (subnet_id, map_now, action) = match owned {
             None => {
                 ctx.progress(format!("creating subnet {} ({} in {})", owner.name(), p.cidr, p.availability_zone));

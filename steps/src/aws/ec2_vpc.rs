@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::owner::{TAG_RUN, TAG_STACK, cidr_problems, stack_problems};
-use super::{AwsFailure, AwsResult, Owner, classify, failure, one_owned};
+use super::{AwsFailure, AwsResult, Owner, classify, failure};
 
 fn yes() -> bool {
     true
@@ -39,13 +39,7 @@ impl Step for Vpc {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_vpcs()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeVpcs")?;
-        Ok(match one_owned(found.vpcs().to_vec(), |v| v.vpc_id(), "VPC", &owner)? {
+        Ok(match super::owned::one::<aws_sdk_ec2::types::Vpc>(&ec2, &owner).await? {
             None => Plan::create(),
             Some(v) if v.cidr_block() != Some(p.cidr.as_str()) => Plan::conflict(format!(
                 "cidr: {} -> {} (a VPC's CIDR cannot change)",
@@ -61,14 +55,9 @@ impl Step for Vpc {
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_vpcs()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeVpcs")?;
+        let found = super::owned::all::<aws_sdk_ec2::types::Vpc>(&ec2, &owner).await?;
         let mut ids = Vec::new();
-        for v in found.vpcs() {
+        for v in found.iter() {
             let id = v.vpc_id().unwrap_or_default().to_string();
             ctx.progress(format!("deleting VPC {id}"));
             ec2.delete_vpc().vpc_id(&id).send().await.or_absent("ec2:DeleteVpc", &["InvalidVpcID.NotFound"])?;
@@ -105,13 +94,7 @@ impl Step for Vpc {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = ec2
-            .describe_vpcs()
-            .set_filters(Some(owner.ec2_filters()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeVpcs")?;
-        let owned = one_owned(found.vpcs().to_vec(), |v| v.vpc_id(), "VPC", &owner)?;
+        let owned = super::owned::one::<aws_sdk_ec2::types::Vpc>(&ec2, &owner).await?;
         let (vpc_id, action) = match owned {
             None => {
                 ctx.progress(format!("creating VPC {} ({})", owner.name(), p.cidr));

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod cost;
 pub mod gc;
 pub mod ops;
+pub mod owned;
 pub mod owner;
 pub mod preflight;
 pub mod wait;
@@ -115,14 +116,9 @@ pub async fn release_addresses(
     ec2: &aws_sdk_ec2::Client,
     owner: &Owner,
 ) -> Result<ca_a2a_flow_engine::Outputs, ca_a2a_flow_engine::StepError> {
-    let found = ec2
-        .describe_addresses()
-        .set_filters(Some(owner.ec2_filters()))
-        .send()
-        .await
-        .or_step_error("ec2:DescribeAddresses")?;
+    let found = owned::all::<aws_sdk_ec2::types::Address>(ec2, owner).await?;
     let mut ids = Vec::new();
-    for a in found.addresses() {
+    for a in found.iter() {
         let id = a.allocation_id().unwrap_or_default().to_string();
         ec2.release_address()
             .allocation_id(&id)

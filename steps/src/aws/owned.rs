@@ -1,0 +1,81 @@
+//! What the tag-owned EC2 kinds share: finding what a step owns through its
+//! ownership tags (every page of the answer), and keeping one of it.
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{Address, Filter, InternetGateway, RouteTable, SecurityGroup, Subnet, Vpc};
+use ca_a2a_flow_engine::StepError;
+
+use super::{AwsResult, Owner, one_owned};
+
+/// An EC2 resource a step owns by its tags.
+pub trait Owned: Clone + Send + Sync + 'static {
+    /// What it is called in messages ("subnet").
+    const WHAT: &'static str;
+    fn id(&self) -> Option<&str>;
+    /// Every resource the filters match.
+    fn describe(ec2: &Client, filters: Vec<Filter>) -> impl Future<Output = Result<Vec<Self>, StepError>> + Send;
+}
+
+/// An `Owned` whose describe call answers in pages.
+macro_rules! paged {
+    ($ty:ty, $what:literal, $call:ident, $list:ident, $id:ident, $api:literal) => {
+        impl Owned for $ty {
+            const WHAT: &'static str = $what;
+            fn id(&self) -> Option<&str> {
+                self.$id()
+            }
+            async fn describe(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Self>, StepError> {
+                let mut pages = ec2.$call().set_filters(Some(filters)).into_paginator().send();
+                let mut found = Vec::new();
+                while let Some(page) = pages.next().await {
+                    found.extend(page.or_step_error($api)?.$list().iter().cloned());
+                }
+                Ok(found)
+            }
+        }
+    };
+}
+
+paged!(Vpc, "VPC", describe_vpcs, vpcs, vpc_id, "ec2:DescribeVpcs");
+paged!(Subnet, "subnet", describe_subnets, subnets, subnet_id, "ec2:DescribeSubnets");
+paged!(
+    InternetGateway,
+    "internet gateway",
+    describe_internet_gateways,
+    internet_gateways,
+    internet_gateway_id,
+    "ec2:DescribeInternetGateways"
+);
+paged!(RouteTable, "route table", describe_route_tables, route_tables, route_table_id, "ec2:DescribeRouteTables");
+paged!(
+    SecurityGroup,
+    "security group",
+    describe_security_groups,
+    security_groups,
+    group_id,
+    "ec2:DescribeSecurityGroups"
+);
+
+/// DescribeAddresses answers in one piece (it has no pages).
+impl Owned for Address {
+    const WHAT: &'static str = "Elastic IP";
+    fn id(&self) -> Option<&str> {
+        self.allocation_id()
+    }
+    async fn describe(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Self>, StepError> {
+        let found =
+            ec2.describe_addresses().set_filters(Some(filters)).send().await.or_step_error("ec2:DescribeAddresses")?;
+        Ok(found.addresses().to_vec())
+    }
+}
+
+/// Everything of `T` that `owner`'s tags point at.
+pub async fn all<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Vec<T>, StepError> {
+    T::describe(ec2, owner.ec2_filters()).await
+}
+
+/// What `owner` owns of `T`: nothing (create it), one (adopt it), or a fatal
+/// error naming several (something duplicated them).
+pub async fn one<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Option<T>, StepError> {
+    one_owned(all::<T>(ec2, owner).await?, T::id, T::WHAT, owner)
+}
