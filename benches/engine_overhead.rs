@@ -52,7 +52,14 @@ fn step(i: usize, need: Option<usize>, uses: &str) -> StepDef {
 fn workflow(shape: &str, n: usize, uses: &str) -> Workflow {
     let width = if shape == "chain" { 1 } else { 100 };
     let steps = (0..n).map(|i| step(i, i.checked_sub(width), uses)).collect();
-    Workflow { name: "bench".into(), description: None, file: "bench.yaml".into(), inputs: BTreeMap::new(), steps }
+    Workflow {
+        name: "bench".into(),
+        description: None,
+        file: "bench.yaml".into(),
+        inputs: BTreeMap::new(),
+        steps,
+        destroy_of: None,
+    }
 }
 
 fn yaml(n: usize) -> String {

@@ -368,17 +368,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 /// undid: their resources are not orphans.
 async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<String>, CliError> {
     // Every run, however many: a stack whose run was past a cut would be called an orphan.
-    let runs = store.list_runs(i64::MAX).await?;
-    let destroyed: std::collections::BTreeSet<String> = runs
-        .iter()
-        .filter(|r| r.status == RunStatus::Succeeded)
-        .filter_map(|r| r.definition.description.as_deref()?.strip_prefix("destroy of run ").map(String::from))
-        .collect();
-    Ok(runs
-        .iter()
-        .filter(|r| !destroyed.contains(&r.id))
-        .filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from))
-        .collect())
+    Ok(ca_a2a_flow_engine::destroy::live_stacks(&store.list_runs(i64::MAX).await?))
 }
 
 /// `stop` (desired 0) or `start` (the recorded desired counts) of a run's services.

@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 
 use crate::kind::{DESTROY_PREFIX, DestroyOptions, Registry};
 use crate::model::{StepDef, Workflow};
-use crate::store::{RunRecord, StepRecord, StepStatus};
+use crate::store::{RunRecord, RunStatus, StepRecord, StepStatus};
 use crate::template::Scope;
 
 /// The parameters each step of `run` ran with: its `with`, resolved against the
@@ -121,7 +121,26 @@ pub fn plan(
         file: String::new(),
         inputs: BTreeMap::new(),
         steps: out,
+        destroy_of: Some(run.id.clone()),
     })
+}
+
+/// The run a run's definition destroys, if it is a destroy run. Runs recorded
+/// before `destroy_of` existed said it only in their description.
+pub fn destroyed_run(run: &RunRecord) -> Option<&str> {
+    let def = &run.definition;
+    def.destroy_of.as_deref().or_else(|| def.description.as_deref()?.strip_prefix("destroy of run "))
+}
+
+/// The stacks that have a run in this store which no successful destroy undid:
+/// what carries their tags is not an orphan.
+pub fn live_stacks(runs: &[RunRecord]) -> std::collections::BTreeSet<String> {
+    let destroyed: std::collections::BTreeSet<&str> =
+        runs.iter().filter(|r| r.status == RunStatus::Succeeded).filter_map(destroyed_run).collect();
+    runs.iter()
+        .filter(|r| !destroyed.contains(r.id.as_str()) && destroyed_run(r).is_none())
+        .filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from))
+        .collect()
 }
 
 #[cfg(test)]
@@ -147,6 +166,62 @@ mod tests {
         }
     }
 
+    fn run_record(id: &str, stack: Option<&str>, status: RunStatus, definition: Workflow) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            workflow_name: definition.name.clone(),
+            workflow_file: String::new(),
+            definition,
+            inputs: stack.map(|s| BTreeMap::from([("stack".to_string(), json!(s))])).unwrap_or_default(),
+            status,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            finished_at: None,
+            generation: 1,
+            lease: None,
+            heartbeat_at: None,
+            cancel_requested: false,
+            masks: None,
+        }
+    }
+
+    fn definition(description: Option<&str>, destroy_of: Option<&str>) -> Workflow {
+        Workflow {
+            name: "w".into(),
+            description: description.map(String::from),
+            file: String::new(),
+            inputs: BTreeMap::new(),
+            steps: Vec::new(),
+            destroy_of: destroy_of.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_stack_is_live_until_a_destroy_of_its_run_succeeds() {
+        let deploy = |id: &str, stack: &str| run_record(id, Some(stack), RunStatus::Succeeded, definition(None, None));
+        let destroy = |of: &str, status| run_record(&format!("d-{of}"), None, status, definition(None, Some(of)));
+        let runs = vec![
+            deploy("r-1", "gone"),
+            destroy("r-1", RunStatus::Succeeded),
+            deploy("r-2", "half"),
+            destroy("r-2", RunStatus::Failed),
+            deploy("r-3", "live"),
+        ];
+        let live: Vec<String> = live_stacks(&runs).into_iter().collect();
+        assert_eq!(live, ["half", "live"]);
+        let planned = plan(&runs[0], &[], &Registry::new(), &DestroyOptions::default()).unwrap();
+        assert_eq!(planned.destroy_of.as_deref(), Some("r-1"), "a destroy run says which run it destroys, as data");
+    }
+
+    #[test]
+    fn a_destroy_run_recorded_before_destroy_of_existed_is_still_read() {
+        let old = run_record("d-old", None, RunStatus::Succeeded, definition(Some("destroy of run r-9"), None));
+        assert_eq!(destroyed_run(&old), Some("r-9"));
+        let runs = vec![run_record("r-9", Some("old"), RunStatus::Succeeded, definition(None, None)), old];
+        assert!(live_stacks(&runs).is_empty());
+    }
+
     #[test]
     fn a_destroy_definition_keeps_environment_templates_unresolved() {
         let var = format!("FLOW_DESTROY_TEST_{}", std::process::id());
@@ -169,6 +244,7 @@ mod tests {
                 file: "w.yaml".into(),
                 inputs: BTreeMap::new(),
                 steps: vec![step],
+                destroy_of: None,
             },
             inputs: BTreeMap::from([("stack".to_string(), json!("ca-a2a"))]),
             status: RunStatus::Succeeded,

@@ -737,6 +737,7 @@ impl Loader<'_> {
             file: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string(),
             inputs: self.inputs.iter().map(|(k, (spec, _, _))| (k.clone(), spec.clone())).collect(),
             steps: self.steps.iter().map(|s| s.def.clone()).collect(),
+            destroy_of: None,
         }
     }
 

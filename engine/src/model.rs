@@ -19,6 +19,9 @@ pub struct Workflow {
     pub file: String,
     pub inputs: BTreeMap<String, InputSpec>,
     pub steps: Vec<StepDef>,
+    /// A destroy run's definition: the run whose resources it deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -256,7 +259,14 @@ mod tests {
                 s
             })
             .collect();
-        Workflow { name: "chain".into(), description: None, file: String::new(), inputs: BTreeMap::new(), steps }
+        Workflow {
+            name: "chain".into(),
+            description: None,
+            file: String::new(),
+            inputs: BTreeMap::new(),
+            steps,
+            destroy_of: None,
+        }
     }
 
     #[test]

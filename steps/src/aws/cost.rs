@@ -266,6 +266,7 @@ mod tests {
             file: String::new(),
             inputs: BTreeMap::new(),
             steps: Vec::new(),
+            destroy_of: None,
         };
         let e = estimate(&wf, &BTreeMap::new(), "mars-north-1").unwrap_err();
         assert!(e.contains("no prices for region `mars-north-1`") && e.contains("eu-west-3"), "{e}");

@@ -269,6 +269,7 @@ pub fn workflow(
         file: String::new(),
         inputs: Default::default(),
         steps,
+        destroy_of: None,
     }
 }
 
