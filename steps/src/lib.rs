@@ -50,3 +50,36 @@ pub fn registry() -> Registry {
         .check(aws::checks::target_groups_are_reached)
         .check(aws::checks::one_vpc_per_resource)
 }
+
+#[cfg(test)]
+mod tests {
+    use ca_a2a_flow_engine::yaml::{self, Value};
+
+    /// What `ca-a2a-flow steps describe KIND` shows as the example must be a
+    /// step a user can paste: of that kind, with parameters the kind accepts,
+    /// each of them documented.
+    #[test]
+    fn every_kind_documents_an_example_it_accepts() {
+        let registry = super::registry();
+        let mut checked = 0;
+        for name in registry.names() {
+            let kind = registry.get(name).unwrap();
+            let doc = kind.doc();
+            let parsed = yaml::parse(doc.example).unwrap_or_else(|e| panic!("{name}: example is not YAML: {e:?}"));
+            let Value::Seq(steps) = &parsed.value else { panic!("{name}: the example is a list of steps") };
+            let step = steps.iter().find(|s| s.get("uses").and_then(|u| u.as_str()) == Some(name));
+            let step = step.unwrap_or_else(|| panic!("{name}: the example has no step of this kind"));
+            let with = step.get("with").map(|w| w.to_json()).unwrap_or_else(|| serde_json::json!({}));
+            let problems = kind.validate(&with);
+            assert!(problems.is_empty(), "{name}: its example is refused: {problems:?}");
+            for key in with.as_object().map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default() {
+                assert!(
+                    doc.params.iter().any(|(p, _, _)| p == key),
+                    "{name}: example parameter `{key}` is not documented"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} kinds");
+    }
+}
