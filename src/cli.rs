@@ -153,7 +153,8 @@ pub enum Command {
         file: PathBuf,
         #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
         inputs: Vec<(String, String)>,
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        /// `--format` is still read, as an older name of this flag.
+        #[arg(long = "output", visible_alias = "format", value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         /// Only the waves: no call to AWS.
         #[arg(long)]
@@ -175,7 +176,8 @@ pub enum Command {
     /// Print a workflow's dependency graph.
     Graph {
         file: PathBuf,
-        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        /// `--format` is still read, as an older name of this flag.
+        #[arg(long = "output", visible_alias = "format", value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
     },
     /// List the step kinds, or describe one.

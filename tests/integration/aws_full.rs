@@ -862,7 +862,7 @@ fn a_destroy_killed_at_each_of_four_points_resumes_and_leaves_nothing() {
 
 fn plan(env: &Env, stack: &str, endpoint: &str, extra: &[&str]) -> serde_json::Value {
     let stack = format!("stack={stack}");
-    let mut args = vec!["plan", FULL, "--input", &stack, "--input", "mcp=false", "--format", "json"];
+    let mut args = vec!["plan", FULL, "--input", &stack, "--input", "mcp=false", "--output", "json"];
     args.extend_from_slice(extra);
     let out = env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint)]);
     out.expect_success();
@@ -931,9 +931,9 @@ fn plan_says_create_then_adopt_then_update_for_exactly_what_changed_and_never_wr
 #[test]
 fn plan_as_mermaid_has_a_node_per_step_and_an_edge_per_dependency() {
     let env = Env::sqlite();
-    let out = env.run(&["plan", FULL, "--offline", "--format", "mermaid"]);
+    let out = env.run(&["plan", FULL, "--offline", "--output", "mermaid"]);
     out.expect_success();
-    let json = env.run(&["plan", FULL, "--offline", "--format", "json"]);
+    let json = env.run(&["plan", FULL, "--offline", "--output", "json"]);
     let steps = json.json()["steps"].as_array().unwrap().clone();
     let edges: usize = steps.iter().map(|s| s["needs"].as_array().unwrap().len()).sum();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -1004,7 +1004,7 @@ fn a_service_control_policy_denying_the_network_fails_preflight_with_the_region_
 #[test]
 fn plan_reports_each_preflight_check_with_its_numbers() {
     let env = Env::sqlite();
-    let out = env.run(&["plan", FULL, "--input", &format!("stack={}", unique_stack("pf")), "--format", "json"]);
+    let out = env.run(&["plan", FULL, "--input", &format!("stack={}", unique_stack("pf")), "--output", "json"]);
     out.expect_success();
     let checks = out.json()["preflight"].as_array().unwrap().clone();
     let status =

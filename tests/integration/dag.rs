@@ -71,7 +71,9 @@ fn graph_prints_every_step_and_dependency_as_mermaid_and_dot() {
     assert!(mermaid.starts_with("flowchart TD\n"));
     assert_eq!(mermaid.lines().filter(|l| l.contains("[\"")).count(), workflow.steps.len());
     assert_eq!(mermaid.lines().filter(|l| l.contains(" --> ")).count(), edges);
-    let dot = env.run(&["graph", demo.to_str().unwrap(), "--format", "dot"]).expect_success().stdout.clone();
+    let dot = env.run(&["graph", demo.to_str().unwrap(), "--output", "dot"]).expect_success().stdout.clone();
+    // `--format`, the flag's older name, still works.
+    assert_eq!(env.run(&["graph", demo.to_str().unwrap(), "--format", "dot"]).expect_success().stdout, dot);
     assert!(dot.starts_with("digraph"));
     assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), edges);
 }

@@ -65,7 +65,7 @@ fn each_item_becomes_a_step_named_by_the_item_and_finds_its_siblings() {
 fn plan_graph_and_status_show_the_expanded_steps() {
     let env = Env::sqlite();
     let wf = env.write("services.yaml", SERVICES);
-    let plan = env.run(&["plan", wf.to_str().unwrap(), "--offline", "--format", "json"]);
+    let plan = env.run(&["plan", wf.to_str().unwrap(), "--offline", "--output", "json"]);
     plan.expect_success();
     let plan = plan.json();
     let planned: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
@@ -150,12 +150,12 @@ fn planned_steps(plan: &serde_json::Value) -> std::collections::BTreeMap<String,
 
 #[test]
 fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
-    // tests/fixtures/full-plan-before-for-each.json is `plan --offline --format json`
+    // tests/fixtures/full-plan-before-for-each.json is `plan --offline --output json`
     // of workflows/full.yaml as it stood before its files used `for_each` and
     // `defaults.with` (commit f352eae).
     let env = Env::sqlite();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = env.run(&["plan", root.join("workflows/full.yaml").to_str().unwrap(), "--offline", "--format", "json"]);
+    let out = env.run(&["plan", root.join("workflows/full.yaml").to_str().unwrap(), "--offline", "--output", "json"]);
     out.expect_success();
     let now = planned_steps(&out.json());
     let before: serde_json::Value = serde_json::from_str(
