@@ -14,7 +14,7 @@ use ca_a2a_flow_engine::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use ca_a2a_flow_steps::aws::{ops, preflight};
+use ca_a2a_flow_steps::aws::{preflight, services};
 
 use crate::cli::{Cli, Command, GraphFormat, Output, PlanFormat, StepsCommand};
 
@@ -243,7 +243,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Services { run_id, output } => {
             let store = open_store(state.as_deref()).await?;
             let list = deployed_services(&store, &run_id).await?;
-            let states = ops::states(&list).await.map_err(CliError::Cloud)?;
+            let states = services::states(&list).await.map_err(CliError::Cloud)?;
             if output == Output::Json {
                 out!("{}", serde_json::to_string_pretty(&states).unwrap_or_default());
                 return Ok(());
@@ -301,7 +301,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 })
                 .map(|s| s.id.clone())
                 .collect();
-            let services: Vec<ops::Service> = deployed_services(&store, &run_id)
+            let services: Vec<services::Service> = deployed_services(&store, &run_id)
                 .await
                 .unwrap_or_default()
                 .into_iter()
@@ -311,7 +311,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     })
                 })
                 .collect();
-            let version = ops::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
+            let version = services::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
             eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
             for s in &services {
                 eprintln!("{}: new deployment started, its tasks read the new value", s.name);
@@ -344,7 +344,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let region = params.get(&service).and_then(|(_, p)| p.get("region")?.as_str().map(String::from));
             let mut since_ms = now_ms() - since.as_millis() as i64;
             loop {
-                let events = ops::log_events(region.as_deref(), &group, since_ms).await.map_err(CliError::Cloud)?;
+                let events =
+                    services::log_events(region.as_deref(), &group, since_ms).await.map_err(CliError::Cloud)?;
                 for (at, stream, message) in &events {
                     out!("{} {stream} {message}", format_timestamp(*at));
                     since_ms = since_ms.max(at + 1);
@@ -375,7 +376,7 @@ async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<Str
 async fn scale_services(state: Option<&str>, run_id: &str, start: bool) -> Result<(), CliError> {
     let store = open_store(state).await?;
     let list = deployed_services(&store, run_id).await?;
-    for (name, before, now) in ops::scale(&list, start).await.map_err(CliError::Cloud)? {
+    for (name, before, now) in services::scale(&list, start).await.map_err(CliError::Cloud)? {
         eprintln!("{name}: desired count {before} -> {now}");
     }
     let how = if start { "started" } else { "stopped" };
@@ -401,7 +402,7 @@ async fn run_params(
 }
 
 /// The ECS services a deploy run made, with the parameters it ran them with.
-async fn deployed_services(store: &AnyStore, run_id: &str) -> Result<Vec<ops::Service>, CliError> {
+async fn deployed_services(store: &AnyStore, run_id: &str) -> Result<Vec<services::Service>, CliError> {
     let run = store.run(run_id).await?;
     let steps = store.steps(run_id).await?;
     let params = ca_a2a_flow_engine::destroy::resolved_params(&run, &steps);
@@ -411,7 +412,7 @@ async fn deployed_services(store: &AnyStore, run_id: &str) -> Result<Vec<ops::Se
         .iter()
         .filter_map(|s| Some((s.id.clone(), s.uses.clone(), params.get(&s.id)?.as_ref().ok()?.clone())))
         .collect();
-    let services = ops::services(&list);
+    let services = services::services(&list);
     if services.is_empty() {
         return Err(CliError::Usage(format!("run {run_id} made no ECS service (or none of them ran)")));
     }

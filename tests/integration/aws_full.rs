@@ -683,7 +683,7 @@ fn a_service_whose_target_group_no_listener_uses_is_refused_at_its_line_before_a
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
     for file in ["full.yaml", "stack/network.yaml", "stack/edge.yaml", "stack/data.yaml", "stack/ecs.yaml"] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
-        // The seed's failure 6: the validator's listener rule forwards elsewhere.
+        // The bash deployment's failure 6: the validator's listener rule forwards elsewhere.
         let text = text.replace(
             "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.validator-tg.outputs.arn }}\"",
             "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.archivist-tg.outputs.arn }}\"",

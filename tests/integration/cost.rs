@@ -1,11 +1,11 @@
 //! `cost`: a monthly estimate per resource from the versioned price file, with
-//! no AWS call. The seed report's own figures are the sanity check.
+//! no AWS call. The deployment report's own figures are the sanity check.
 
 use crate::aws_full::FULL;
 use crate::support::Env;
 
 fn estimate(env: &Env, extra: &[&str]) -> serde_json::Value {
-    // The seed's figures predate the MCP server (it never got deployed): priced without it.
+    // The bash deployment's figures predate the MCP server (it never got deployed): priced without it.
     let mut args = vec!["cost", FULL, "--input", "region=eu-west-3", "--input", "mcp=false", "--output", "json"];
     args.extend_from_slice(extra);
     let out = env.run(&args);
@@ -18,16 +18,16 @@ fn line(e: &serde_json::Value, step: &str) -> f64 {
 }
 
 #[test]
-fn the_full_stack_without_its_database_costs_about_what_the_seed_report_says() {
+fn the_full_stack_without_its_database_costs_about_what_the_deployment_report_says() {
     let env = Env::sqlite();
     let e = estimate(&env, &[]);
     let without_db = e["total_without_databases"].as_f64().unwrap();
-    assert!((117.0 * 0.85..=117.0 * 1.15).contains(&without_db), "seed: ~$117/month without RDS; got {without_db}");
+    assert!((117.0 * 0.85..=117.0 * 1.15).contains(&without_db), "report: ~$117/month without RDS; got {without_db}");
     let nat = line(&e, "nat");
-    assert!((30.0..=40.0).contains(&nat), "seed: NAT ~$35; got {nat}");
+    assert!((30.0..=40.0).contains(&nat), "report: NAT ~$35; got {nat}");
     let fargate: f64 =
         ["orchestrator", "extractor", "validator", "archivist", "keycloak"].iter().map(|s| line(&e, s)).sum();
-    assert!((54.0 * 0.85..=54.0 * 1.2).contains(&fargate), "seed: Fargate ~$54; got {fargate}");
+    assert!((54.0 * 0.85..=54.0 * 1.2).contains(&fargate), "report: Fargate ~$54; got {fargate}");
     assert!(e["total"].as_f64().unwrap() > without_db, "the database is priced too");
     assert_eq!(e["prices_checked"], "2026-11-24");
 }

@@ -19,7 +19,7 @@ use crate::support::{Env, Out};
 
 const CUTOVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/keycloak-rds.yaml");
 
-/// The seed's Keycloak: `start-dev` on H2, one Fargate task. Returns its revision.
+/// The bash deployment's Keycloak: `start-dev` on H2, one Fargate task. Returns its revision.
 fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
     let ec2 = aws_sdk_ec2::Client::new(&sdk());
     let subnets = block_on(
@@ -42,7 +42,7 @@ fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
     )
     .unwrap();
     let group = groups.security_groups()[0].group_id().unwrap().to_string();
-    block_on(ecs.create_cluster().cluster_name(format!("{stack}-seed")).send()).unwrap();
+    block_on(ecs.create_cluster().cluster_name(format!("{stack}-legacy")).send()).unwrap();
     let registered = block_on(
         ecs.register_task_definition()
             .family(format!("{stack}-keycloak-dev"))
@@ -64,7 +64,7 @@ fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
     let dev = registered.task_definition().unwrap().task_definition_arn().unwrap().to_string();
     block_on(
         ecs.create_service()
-            .cluster(format!("{stack}-seed"))
+            .cluster(format!("{stack}-legacy"))
             .service_name(format!("{stack}-keycloak"))
             .task_definition(&dev)
             .desired_count(1)
@@ -88,9 +88,10 @@ fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
 }
 
 fn service_revision(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
-    let found =
-        block_on(ecs.describe_services().cluster(format!("{stack}-seed")).services(format!("{stack}-keycloak")).send())
-            .unwrap();
+    let found = block_on(
+        ecs.describe_services().cluster(format!("{stack}-legacy")).services(format!("{stack}-keycloak")).send(),
+    )
+    .unwrap();
     found.services()[0].task_definition().unwrap().to_string()
 }
 
@@ -99,7 +100,7 @@ fn cutover_args(stack: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["run", CUTOVER].iter().map(|s| s.to_string()).collect();
     for input in [
         format!("stack={stack}"),
-        format!("cluster={stack}-seed"),
+        format!("cluster={stack}-legacy"),
         format!("service={stack}-keycloak"),
         "healthy_targets=0".into(),
         "cutover_deadline=20s".into(),
@@ -207,7 +208,7 @@ fn a_new_revision_whose_deployment_fails_is_rolled_back_and_the_run_fails_with_t
             Rule {
                 action: "ListTasks",
                 fault: Fault::Answer {
-                    body: r#"{"taskArns":["arn:aws:ecs:eu-west-3:123456789012:task/seed/0f1e2d"]}"#.into(),
+                    body: r#"{"taskArns":["arn:aws:ecs:eu-west-3:123456789012:task/legacy/0f1e2d"]}"#.into(),
                 },
                 times: None,
             },
@@ -215,7 +216,7 @@ fn a_new_revision_whose_deployment_fails_is_rolled_back_and_the_run_fails_with_t
                 action: "DescribeTasks",
                 fault: Fault::Answer {
                     body: serde_json::json!({"tasks": [{
-                        "taskArn": "arn:aws:ecs:eu-west-3:123456789012:task/seed/0f1e2d",
+                        "taskArn": "arn:aws:ecs:eu-west-3:123456789012:task/legacy/0f1e2d",
                         "stoppedReason": "Essential container in task exited",
                         "containers": [{"name": "keycloak", "reason": "exit code 1: FATAL: password authentication failed"}]
                     }], "failures": []})
@@ -319,7 +320,7 @@ fn the_cutover_needs_approval_and_without_a_terminal_or_yes_nothing_is_done() {
 /// Runs the cutover on a terminal (a pty from `script`) and types `answer` at its question.
 fn cutover_on_a_terminal(env: &Env, endpoint: &str, stack: &str, answer: &str) -> Out {
     let line = format!(
-        "'{}' --state '{}' run '{CUTOVER}' --input stack={stack} --input cluster={stack}-seed --input service={stack}-keycloak --input healthy_targets=0",
+        "'{}' --state '{}' run '{CUTOVER}' --input stack={stack} --input cluster={stack}-legacy --input service={stack}-keycloak --input healthy_targets=0",
         env!("CARGO_BIN_EXE_ca-a2a-flow"),
         env.state
     );

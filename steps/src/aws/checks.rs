@@ -1,5 +1,5 @@
 //! Checks across the steps of a workflow, run by `validate` before any AWS
-//! call: the traps of the seed that one step's parameters cannot show.
+//! call: the traps of the bash deployment that one step's parameters cannot show.
 
 use std::collections::BTreeSet;
 
@@ -24,7 +24,7 @@ fn targets(value: Option<&Json>) -> Vec<String> {
 
 /// Every ECS service's target group must be the target of a listener's default
 /// action or of a listener rule; otherwise CreateService fails with "target group
-/// ... does not have an associated load balancer" (the seed's failure 6).
+/// ... does not have an associated load balancer" (the bash deployment's failure 6).
 pub fn target_groups_are_reached(steps: &[StepView<'_>]) -> Vec<Finding> {
     let mut reached = BTreeSet::new();
     for s in steps {

@@ -66,7 +66,7 @@ pub struct Estimate {
     pub region: String,
     pub lines: Vec<Line>,
     pub total: f64,
-    /// The total without databases (the seed report's "$117/month without RDS").
+    /// The total without databases (the deployment report's "$117/month without RDS").
     pub total_without_databases: f64,
     pub assumptions: Assumptions,
     pub prices_checked: String,

@@ -235,7 +235,7 @@ async fn create(
     subnet: &str,
     allocation: &str,
 ) -> Result<NatGateway, StepError> {
-    // The trap of the seed: a NAT gateway made before the internet gateway is
+    // The trap of the bash deployment: a NAT gateway made before the internet gateway is
     // attached ends `failed`. Check first; retry until the attachment exists.
     let subnets = ec2.describe_subnets().subnet_ids(subnet).send().await.or_step_error("ec2:DescribeSubnets")?;
     let vpc = subnets.subnets().first().and_then(|s| s.vpc_id()).unwrap_or_default().to_string();

@@ -178,7 +178,7 @@ impl Step for Rollout {
             }
             match &p.target_group_arn {
                 Some(tg) if !tg.is_empty() && p.healthy_targets > 0 => {
-                    let (healthy, _, state) = super::ops::target_health(p.region.as_deref(), tg).await?;
+                    let (healthy, _, state) = super::target_health(p.region.as_deref(), tg).await?;
                     Ok(if healthy >= p.healthy_targets as usize {
                         Poll::Ready(())
                     } else {

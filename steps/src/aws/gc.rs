@@ -1,12 +1,12 @@
 //! `ca-a2a-flow gc`: resources that carry ca-a2a-flow's ownership tags but whose
 //! stack no run in this state store owns any more (the leftovers of killed or
-//! forgotten attempts that filled the seed's VPC quota). Each is described with
+//! forgotten attempts that filled the bash deployment's VPC quota). Each is described with
 //! the parameters its kind's `destroy` needs, so `gc --delete` removes them with
 //! the same durable destroy runs as `destroy`.
 //!
 //! Covered: the network (VPCs, subnets, internet gateways, Elastic IPs, NAT
 //! gateways, route tables, security groups), DB subnet groups and secrets: the
-//! seed's leftovers. Other services' resources are named by stack and are
+//! bash deployment's leftovers. Other services' resources are named by stack and are
 //! removed by `destroy`.
 
 use std::collections::BTreeSet;

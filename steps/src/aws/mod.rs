@@ -13,10 +13,10 @@ pub mod checks;
 pub mod classify;
 pub mod cost;
 pub mod gc;
-pub mod ops;
 pub mod owned;
 pub mod owner;
 pub mod preflight;
+pub mod services;
 pub mod wait;
 
 pub use classify::{AwsFailure, AwsResult, FailureKind, classify, failure};
@@ -92,6 +92,36 @@ pub async fn elbv2(region: Option<&str>) -> aws_sdk_elasticloadbalancingv2::Clie
 
 pub async fn ecs(region: Option<&str>) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::new(&config(region).await)
+}
+
+/// A target group's healthy targets, all its targets, and what the unhealthy
+/// ones say ("initial: Target registration is in progress"), for progress lines.
+pub async fn target_health(
+    region: Option<&str>,
+    tg: &str,
+) -> Result<(usize, usize, String), ca_a2a_flow_engine::StepError> {
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config(region).await);
+    let h = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .or_step_error("elasticloadbalancing:DescribeTargetHealth")?;
+    let all = h.target_health_descriptions();
+    let state = |t: &aws_sdk_elasticloadbalancingv2::types::TargetHealthDescription| {
+        t.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default()
+    };
+    let ok = all.iter().filter(|t| state(t) == "healthy").count();
+    let others: Vec<String> = all
+        .iter()
+        .filter(|t| state(t) != "healthy")
+        .map(|t| {
+            let why = t.target_health().and_then(|h| h.description()).unwrap_or_default();
+            if why.is_empty() { state(t) } else { format!("{}: {why}", state(t)) }
+        })
+        .collect();
+    let said = if all.is_empty() { "no target registered yet".to_string() } else { others.join(", ") };
+    Ok((ok, all.len(), said))
 }
 
 /// What a `destroy` returns: what it deleted (or found already gone), logged.

@@ -1,7 +1,7 @@
 //! Preflight: what can be known before a run creates anything, each check
 //! reported pass / warn / fail with its numbers. `plan` prints them; `run`
 //! performs them first and refuses on a failure (`--skip-preflight NAME`).
-//! The seed's failures they catch: a region whose VPC quota was used up by
+//! The bash deployment's failures they catch: a region whose VPC quota was used up by
 //! leftovers (VpcLimitExceeded), a region closed by an organisation policy
 //! (AccessDenied 45 minutes in), an availability zone that does not exist.
 

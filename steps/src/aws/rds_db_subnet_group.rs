@@ -1,6 +1,6 @@
 //! `aws.rds.db_subnet_group`: the DB subnet group `<stack>-<step>`. One that
 //! exists with subnets of another VPC (left by an earlier attempt, as in the
-//! seed) is a fatal error with the fix; nothing is created or changed then.
+//! bash deployment) is a fatal error with the fix; nothing is created or changed then.
 
 use std::collections::BTreeSet;
 

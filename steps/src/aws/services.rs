@@ -73,7 +73,7 @@ pub async fn states(list: &[Service]) -> Result<Vec<ServiceState>, StepError> {
         let found = d.services().first();
         let (healthy, targets) = match &s.target_group_arn {
             Some(tg) => {
-                let (ok, all, _) = target_health(s.region.as_deref(), tg).await?;
+                let (ok, all, _) = super::target_health(s.region.as_deref(), tg).await?;
                 (Some(ok), Some(all))
             }
             None => (None, None),
@@ -96,33 +96,6 @@ pub async fn states(list: &[Service]) -> Result<Vec<ServiceState>, StepError> {
         });
     }
     Ok(out)
-}
-
-/// A target group's healthy targets, all its targets, and what the unhealthy
-/// ones say ("initial: Target registration is in progress"), for progress lines.
-pub async fn target_health(region: Option<&str>, tg: &str) -> Result<(usize, usize, String), StepError> {
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&super::config(region).await);
-    let h = elb
-        .describe_target_health()
-        .target_group_arn(tg)
-        .send()
-        .await
-        .or_step_error("elasticloadbalancing:DescribeTargetHealth")?;
-    let all = h.target_health_descriptions();
-    let state = |t: &aws_sdk_elasticloadbalancingv2::types::TargetHealthDescription| {
-        t.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string()).unwrap_or_default()
-    };
-    let ok = all.iter().filter(|t| state(t) == "healthy").count();
-    let others: Vec<String> = all
-        .iter()
-        .filter(|t| state(t) != "healthy")
-        .map(|t| {
-            let why = t.target_health().and_then(|h| h.description()).unwrap_or_default();
-            if why.is_empty() { state(t) } else { format!("{}: {why}", state(t)) }
-        })
-        .collect();
-    let said = if all.is_empty() { "no target registered yet".to_string() } else { others.join(", ") };
-    Ok((ok, all.len(), said))
 }
 
 /// Sets each service's desired count: 0 to stop, the recorded count to start.
