@@ -685,8 +685,8 @@ fn a_service_whose_target_group_no_listener_uses_is_refused_at_its_line_before_a
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         // The bash deployment's failure 6: the validator's listener rule forwards elsewhere.
         let text = text.replace(
-            "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.validator-tg.outputs.arn }}\"",
-            "priority: 20\n      path_patterns: [/validate*]\n      target_group_arn: \"${{ steps.archivist-tg.outputs.arn }}\"",
+            "{ name: validate, priority: 20, target: validator }",
+            "{ name: validate, priority: 20, target: archivist }",
         );
         env.write(&format!("workflows/{file}"), &text);
     }
@@ -694,8 +694,8 @@ fn a_service_whose_target_group_no_listener_uses_is_refused_at_its_line_before_a
     let ecs = std::fs::read_to_string(env.path("workflows/stack/ecs.yaml")).unwrap();
     let line = 1 + ecs
         .lines()
-        .position(|l| l.contains("target_group_arn: \"${{ steps.validator-tg.outputs.arn }}\""))
-        .expect("the validator service's target group line");
+        .position(|l| l.contains("target_group_arn: \"${{ steps.${{ item.name }}-tg.outputs.arn }}\""))
+        .expect("the agent services' target group line (a for_each: the error is placed at the definition)");
 
     let out = env.run(&["validate", full.to_str().unwrap()]);
     out.expect_code(2);
