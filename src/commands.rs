@@ -203,7 +203,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let alive = alive_stacks(&store).await?;
             let orphans = ca_a2a_flow_steps::aws::gc::find(region.as_deref(), &alive, stack.as_deref())
                 .await
-                .map_err(CliError::Usage)?;
+                .map_err(CliError::Cloud)?;
             if output == Output::Json && !delete {
                 out!("{}", serde_json::to_string_pretty(&orphans).unwrap_or_default());
                 return Ok(());
@@ -674,18 +674,14 @@ async fn destroy_plan(
     for s in wf.steps.iter().rev() {
         eprintln!("  - {:<24} {}", s.id, s.uses.trim_start_matches(DESTROY_PREFIX));
     }
-    let kinds: Vec<&str> = wf.steps.iter().map(|s| s.uses.trim_start_matches(DESTROY_PREFIX)).collect();
-    if kinds.contains(&"aws.s3.bucket") && !options.delete_data {
-        eprintln!("  buckets are kept with their data (--delete-data deletes them)");
-    }
-    if kinds.contains(&"aws.ecr.repository") && !options.delete_images {
-        eprintln!("  image repositories are kept (--delete-images deletes them)");
-    }
-    if kinds.contains(&"aws.secretsmanager.secret") && !options.force_delete_secrets {
-        eprintln!("  secrets are scheduled for deletion in 7 days (--force-delete-secrets deletes them now)");
-    }
-    if kinds.contains(&"aws.rds.db_instance") && !options.skip_final_snapshot {
-        eprintln!("  databases get a final snapshot (--skip-final-snapshot skips it)");
+    // What each kind keeps with these options, once per kind.
+    let mut said = std::collections::BTreeSet::new();
+    for s in &wf.steps {
+        if let Some(kept) = registry.get(&s.uses).and_then(|k| k.kept_on_destroy(options)) {
+            if said.insert(kept) {
+                eprintln!("  {kept}");
+            }
+        }
     }
     if !yes {
         use std::io::{BufRead, IsTerminal, Write};

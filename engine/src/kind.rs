@@ -273,6 +273,12 @@ pub trait Step: Send + Sync + 'static {
     /// Whether this kind removes what it made (`ca-a2a-flow destroy`).
     const DESTROYS: bool = false;
 
+    /// What `destroy` keeps with these options, said before it asks
+    /// ("buckets are kept with their data (--delete-data deletes them)").
+    fn kept_on_destroy(&self, _options: &DestroyOptions) -> Option<&'static str> {
+        None
+    }
+
     /// Removes what this step owns. It finds it by its identity, as `run` does,
     /// not by recorded outputs: a run killed between a creation and its
     /// checkpoint recorded none. A resource already gone counts as removed.
@@ -363,6 +369,8 @@ pub trait ErasedKind: Send + Sync {
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
     fn destroys(&self) -> bool;
+    /// [`Step::kept_on_destroy`].
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str>;
     /// [`Step::SCRIPTS`].
     fn scripts(&self) -> &'static [&'static str];
     /// [`Step::SIDE_EFFECTS`].
@@ -408,6 +416,9 @@ impl<S: Step> ErasedKind for S {
     }
     fn destroys(&self) -> bool {
         S::DESTROYS
+    }
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        Step::kept_on_destroy(self, options)
     }
     fn scripts(&self) -> &'static [&'static str] {
         S::SCRIPTS
@@ -464,6 +475,9 @@ impl ErasedKind for Undo {
     }
     fn destroys(&self) -> bool {
         false
+    }
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        self.inner.kept_on_destroy(options)
     }
     fn scripts(&self) -> &'static [&'static str] {
         &[]

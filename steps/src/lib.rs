@@ -82,4 +82,26 @@ mod tests {
         }
         assert!(checked >= 30, "only {checked} kinds");
     }
+
+    #[test]
+    fn destroy_keeps_data_images_secrets_and_snapshots_unless_told_and_each_kind_says_so() {
+        use ca_a2a_flow_engine::DestroyOptions;
+        let registry = super::registry();
+        let keeping = |options: &DestroyOptions| -> Vec<&str> {
+            registry.names().filter(|n| registry.get(n).unwrap().kept_on_destroy(options).is_some()).collect()
+        };
+        assert_eq!(
+            keeping(&DestroyOptions::default()),
+            ["aws.ecr.repository", "aws.rds.db_instance", "aws.s3.bucket", "aws.secretsmanager.secret"]
+        );
+        let all = DestroyOptions {
+            delete_data: true,
+            delete_images: true,
+            force_delete_secrets: true,
+            skip_final_snapshot: true,
+        };
+        assert!(keeping(&all).is_empty());
+        let undo = registry.get("destroy:aws.s3.bucket").expect("a destroy run's kind");
+        assert!(undo.kept_on_destroy(&DestroyOptions::default()).unwrap().contains("--delete-data"));
+    }
 }

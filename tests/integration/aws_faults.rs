@@ -112,3 +112,24 @@ fn the_vpc_quota_is_fatal_and_lists_the_vpcs_left_by_our_stacks() {
     assert!(out.stderr.contains(&format!("{orphan} (stack {orphan_stack}")), "names the orphan: {}", out.stderr);
     assert!(out.stderr.contains("quota"), "{}", out.stderr);
 }
+
+#[test]
+fn gc_meeting_an_aws_error_says_it_as_a_cloud_failure_not_as_a_bad_command() {
+    let rule = Rule {
+        action: "DescribeVpcs",
+        fault: Fault::Error {
+            status: 403,
+            code: "UnauthorizedOperation",
+            message:
+                "You are not authorized to perform this operation. User is not authorized to perform ec2:DescribeVpcs"
+                    .into(),
+        },
+        times: None,
+    };
+    let proxy = FaultProxy::start(&moto(), vec![rule]);
+    let env = Env::sqlite();
+    let out = env.run_with(&["gc", "--region", "eu-west-3"], &[("AWS_ENDPOINT_URL", proxy.url.as_str())]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("ec2:DescribeVpcs failed: UnauthorizedOperation"), "{}", out.stderr);
+    assert!(out.stderr.contains("= hint:"), "the classified error keeps its hint: {}", out.stderr);
+}

@@ -81,6 +81,24 @@ pub fn instance_monthly(region: &str, instance_type: &str, volume_gib: f64) -> O
     Some(round(file.hours_per_month * hour + volume_gib * p.ebs_gp3_gb_month))
 }
 
+/// A NAT gateway's monthly cost before any data goes through it.
+pub fn nat_gateway_monthly(region: &str) -> Option<f64> {
+    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
+    Some(round(file.hours_per_month * file.regions.get(region)?.nat_gateway_hour))
+}
+
+/// A public IPv4 address's monthly cost (an Elastic IP, used or not).
+pub fn public_ipv4_monthly(region: &str) -> Option<f64> {
+    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
+    Some(round(file.hours_per_month * file.regions.get(region)?.public_ipv4_hour))
+}
+
+/// A Secrets Manager secret's monthly cost.
+pub fn secret_monthly(region: &str) -> Option<f64> {
+    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
+    Some(file.regions.get(region)?.secret_month)
+}
+
 /// The regions the price file knows.
 pub fn regions() -> Vec<String> {
     serde_json::from_str::<PriceFile>(PRICES).map(|f| f.regions.into_keys().collect()).unwrap_or_default()
@@ -256,6 +274,14 @@ mod tests {
         let single = 730.0 * p.rds_postgres_hour["db.t3.micro"] + 20.0 * p.rds_gp3_gb_month;
         assert_eq!(round(single), 18.80);
         assert_eq!(round(2.0 * single + p.secret_month), 38.0);
+    }
+
+    #[test]
+    fn the_prices_gc_shows_for_leftovers_come_from_the_price_file() {
+        assert_eq!(nat_gateway_monthly("eu-west-3"), Some(35.04));
+        assert_eq!(public_ipv4_monthly("eu-west-3"), Some(3.65));
+        assert_eq!(secret_monthly("eu-west-3"), Some(0.40));
+        assert_eq!(nat_gateway_monthly("mars-north-1"), None);
     }
 
     #[test]

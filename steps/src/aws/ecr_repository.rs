@@ -39,6 +39,10 @@ impl Step for Repository {
 
     const DESTROYS: bool = true;
 
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        (!options.delete_images).then_some("image repositories are kept (--delete-images deletes them)")
+    }
+
     async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
         if !o.delete_images {
             return Ok(super::kept(ctx, &format!("repository {} and its images", p.name), "--delete-images"));

@@ -76,12 +76,19 @@ fn age_of_run(run: &str) -> Option<String> {
 
 /// Every resource tagged by ca-a2a-flow in the region whose stack is not in `alive`
 /// (and is `only`, when given).
-pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&str>) -> Result<Vec<Orphan>, String> {
+pub async fn find(
+    region: Option<&str>,
+    alive: &BTreeSet<String>,
+    only: Option<&str>,
+) -> Result<Vec<Orphan>, ca_a2a_flow_engine::StepError> {
     let config = super::config(region).await;
     let region = config.region().map(|r| r.to_string()).unwrap_or_default();
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let ours = || Filter::builder().name("tag-key").values(TAG_STACK).build();
-    let err = |e: ca_a2a_flow_engine::StepError| e.message;
+    // Idle monthly prices, from the price file `cost` reads (0 where it does not know the region).
+    let nat_month = super::cost::nat_gateway_monthly(&region).unwrap_or(0.0);
+    let eip_month = super::cost::public_ipv4_monthly(&region).unwrap_or(0.0);
+    let secret_month = super::cost::secret_monthly(&region).unwrap_or(0.0);
     let mut out = Vec::new();
     let mut push = |tags: &[Tag], kind: &'static str, id: &str, monthly: f64, extra: Json| {
         let (Some(stack), Some(step)) = (tag(tags, TAG_STACK), tag(tags, TAG_STEP)) else { return };
@@ -103,23 +110,17 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
             params,
         });
     };
-    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.or_step_error("ec2:DescribeVpcs").map_err(err)?;
+    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.or_step_error("ec2:DescribeVpcs")?;
     for v in vpcs.vpcs() {
         push(v.tags(), "aws.ec2.vpc", v.vpc_id().unwrap_or("?"), 0.0, json!({ "cidr": v.cidr_block() }));
     }
-    let subnets =
-        ec2.describe_subnets().filters(ours()).send().await.or_step_error("ec2:DescribeSubnets").map_err(err)?;
+    let subnets = ec2.describe_subnets().filters(ours()).send().await.or_step_error("ec2:DescribeSubnets")?;
     for s in subnets.subnets() {
         let extra = json!({ "vpc_id": s.vpc_id(), "cidr": s.cidr_block(), "availability_zone": s.availability_zone() });
         push(s.tags(), "aws.ec2.subnet", s.subnet_id().unwrap_or("?"), 0.0, extra);
     }
-    let igws = ec2
-        .describe_internet_gateways()
-        .filters(ours())
-        .send()
-        .await
-        .or_step_error("ec2:DescribeInternetGateways")
-        .map_err(err)?;
+    let igws =
+        ec2.describe_internet_gateways().filters(ours()).send().await.or_step_error("ec2:DescribeInternetGateways")?;
     for g in igws.internet_gateways() {
         let vpc = g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or("none");
         push(
@@ -130,20 +131,18 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
             json!({ "vpc_id": vpc }),
         );
     }
-    let eips =
-        ec2.describe_addresses().filters(ours()).send().await.or_step_error("ec2:DescribeAddresses").map_err(err)?;
+    let eips = ec2.describe_addresses().filters(ours()).send().await.or_step_error("ec2:DescribeAddresses")?;
     for a in eips.addresses() {
         // An address used by a NAT gateway is billed with it.
-        push(a.tags(), "aws.ec2.elastic_ip", a.allocation_id().unwrap_or("?"), 3.65, json!({}));
+        push(a.tags(), "aws.ec2.elastic_ip", a.allocation_id().unwrap_or("?"), eip_month, json!({}));
     }
     // moto ignores tag filters on NAT gateways: filter the tags here.
     let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
-    let nats =
-        ec2.describe_nat_gateways().filter(live).send().await.or_step_error("ec2:DescribeNatGateways").map_err(err)?;
+    let nats = ec2.describe_nat_gateways().filter(live).send().await.or_step_error("ec2:DescribeNatGateways")?;
     for n in nats.nat_gateways() {
         let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap_or("?");
         let extra = json!({ "subnet_id": n.subnet_id(), "allocation_id": allocation });
-        push(n.tags(), "aws.ec2.nat_gateway", n.nat_gateway_id().unwrap_or("?"), 35.04, extra);
+        push(n.tags(), "aws.ec2.nat_gateway", n.nat_gateway_id().unwrap_or("?"), nat_month, extra);
     }
     // A forgotten builder bills by the hour: the costliest leftover there is.
     let live = Filter::builder()
@@ -153,37 +152,20 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
         .values("stopping")
         .values("stopped")
         .build();
-    let instances = ec2
-        .describe_instances()
-        .filters(ours())
-        .filters(live)
-        .send()
-        .await
-        .or_step_error("ec2:DescribeInstances")
-        .map_err(err)?;
+    let instances =
+        ec2.describe_instances().filters(ours()).filters(live).send().await.or_step_error("ec2:DescribeInstances")?;
     for i in instances.reservations().iter().flat_map(|r| r.instances()) {
         let kind = i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default();
         let monthly = super::cost::instance_monthly(&region, &kind, 60.0).unwrap_or(0.0);
         let extra = json!({ "subnet_id": i.subnet_id() });
         push(i.tags(), "aws.ec2.instance", i.instance_id().unwrap_or("?"), monthly, extra);
     }
-    let tables = ec2
-        .describe_route_tables()
-        .filters(ours())
-        .send()
-        .await
-        .or_step_error("ec2:DescribeRouteTables")
-        .map_err(err)?;
+    let tables = ec2.describe_route_tables().filters(ours()).send().await.or_step_error("ec2:DescribeRouteTables")?;
     for t in tables.route_tables() {
         push(t.tags(), "aws.ec2.route_table", t.route_table_id().unwrap_or("?"), 0.0, json!({ "vpc_id": t.vpc_id() }));
     }
-    let groups = ec2
-        .describe_security_groups()
-        .filters(ours())
-        .send()
-        .await
-        .or_step_error("ec2:DescribeSecurityGroups")
-        .map_err(err)?;
+    let groups =
+        ec2.describe_security_groups().filters(ours()).send().await.or_step_error("ec2:DescribeSecurityGroups")?;
     for g in groups.security_groups() {
         push(g.tags(), "aws.ec2.security_group", g.group_id().unwrap_or("?"), 0.0, json!({ "vpc_id": g.vpc_id() }));
     }
@@ -193,7 +175,7 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
         .describe_db_subnet_groups()
         .send()
         .await
-        .map_err(|e| classify(&failure("rds:DescribeDBSubnetGroups", &e)).message)?;
+        .map_err(|e| classify(&failure("rds:DescribeDBSubnetGroups", &e)))?;
     for g in subnet_groups.db_subnet_groups() {
         let Some(arn) = g.db_subnet_group_arn() else { continue };
         let Ok(listed) = rds.list_tags_for_resource().resource_name(arn).send().await else { continue };
@@ -215,7 +197,7 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
         .filters(filter)
         .send()
         .await
-        .map_err(|e| classify(&failure("secretsmanager:ListSecrets", &e)).message)?;
+        .map_err(|e| classify(&failure("secretsmanager:ListSecrets", &e)))?;
     for s in secrets.secret_list() {
         if s.deleted_date().is_some() {
             continue;
@@ -225,7 +207,7 @@ pub async fn find(region: Option<&str>, alive: &BTreeSet<String>, only: Option<&
             .iter()
             .map(|t| Tag::builder().set_key(t.key().map(String::from)).set_value(t.value().map(String::from)).build())
             .collect();
-        push(&tags, "aws.secretsmanager.secret", s.name().unwrap_or("?"), 0.40, json!({}));
+        push(&tags, "aws.secretsmanager.secret", s.name().unwrap_or("?"), secret_month, json!({}));
     }
     out.sort_by(|a, b| (&a.stack, a.rank(), &a.step).cmp(&(&b.stack, b.rank(), &b.step)));
     Ok(out)

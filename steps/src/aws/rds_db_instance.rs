@@ -99,6 +99,10 @@ impl Step for DbInstance {
 
     const DESTROYS: bool = true;
 
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        (!options.skip_final_snapshot).then_some("databases get a final snapshot (--skip-final-snapshot skips it)")
+    }
+
     async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let id = owner.short_name(63);

@@ -57,6 +57,10 @@ impl Step for Bucket {
 
     const DESTROYS: bool = true;
 
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        (!options.delete_data).then_some("buckets are kept with their data (--delete-data deletes them)")
+    }
+
     async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
         if !o.delete_data {
             return Ok(super::kept(ctx, &format!("bucket {} and its data", p.name), "--delete-data"));

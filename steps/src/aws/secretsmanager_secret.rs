@@ -60,6 +60,11 @@ impl Step for SecretKind {
 
     const DESTROYS: bool = true;
 
+    fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
+        (!options.force_delete_secrets)
+            .then_some("secrets are scheduled for deletion in 7 days (--force-delete-secrets deletes them now)")
+    }
+
     async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let name = format!("{}/{}", owner.stack, owner.step);
