@@ -6,7 +6,7 @@
 //! clause that differs, Postgres's `FOR SHARE` on the fence row, is a parameter.
 
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path, $success_rows:literal, $steps_json:literal) => {
+    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path, $success_rows:literal, $steps_json:expr) => {
         use sqlx::Row;
 
         use super::{
@@ -41,6 +41,26 @@ macro_rules! sql_store {
                 heartbeat_at: row.try_get("heartbeat_at")?,
                 cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
                 masks: row.try_get("masks")?,
+            })
+        }
+
+        fn step_record(row: &$row) -> Result<StepRecord, StoreError> {
+            let outputs: Option<String> = row.try_get("outputs")?;
+            let error: Option<String> = row.try_get("error")?;
+            Ok(StepRecord {
+                step_id: row.try_get("step_id")?,
+                position: row.try_get("position")?,
+                kind: row.try_get("kind")?,
+                hash: row.try_get("hash")?,
+                status: StepStatus::parse(&row.try_get::<String, _>("status")?)?,
+                attempt: row.try_get::<i64, _>("attempt")? as u32,
+                first_started_at: row.try_get("first_started_at")?,
+                attempt_started_at: row.try_get("attempt_started_at")?,
+                deadline_at: row.try_get("deadline_at")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+                finished_at: row.try_get("finished_at")?,
+                outputs: outputs.map(|o| parse_json(&o, "step outputs")).transpose()?,
+                error: error.map(|e| parse_json(&e, "step error")).transpose()?,
             })
         }
 
@@ -474,9 +494,16 @@ macro_rules! sql_store {
             }
 
             async fn steps(&self, run: &str) -> Result<Vec<StepRecord>, StoreError> {
+                let Some(as_json) = $steps_json else {
+                    let rows = sqlx::query("SELECT * FROM steps WHERE run_id = $1 ORDER BY position")
+                        .bind(run)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    return rows.iter().map(step_record).collect();
+                };
                 // One row holding every step as JSON: a run of 10,000 steps is
                 // one answer, not 10,000 hand-offs from the database's thread.
-                let text: Option<String> = sqlx::query_scalar($steps_json).bind(run).fetch_one(&self.pool).await?;
+                let text: Option<String> = sqlx::query_scalar(as_json).bind(run).fetch_one(&self.pool).await?;
                 let Some(text) = text else { return Ok(Vec::new()) };
                 #[derive(serde::Deserialize)]
                 struct Row {

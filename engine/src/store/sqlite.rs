@@ -52,6 +52,6 @@ super::sql::sql_store!(
              json_extract(value, '$.j_started_at') AS j_started_at, json_extract(value, '$.j_deadline_at') AS j_deadline_at,
              json_extract(value, '$.j_at') AS j_at, json_extract(value, '$.j_outputs') AS j_outputs
      FROM json_each($1)",
-    "SELECT json_group_array(json_object('step_id', step_id, 'position', position, 'kind', kind, 'hash', hash, 'status', status, 'attempt', attempt, 'first_started_at', first_started_at, 'attempt_started_at', attempt_started_at, 'deadline_at', deadline_at, 'next_attempt_at', next_attempt_at, 'finished_at', finished_at, 'outputs', outputs, 'error', error))
-     FROM (SELECT * FROM steps WHERE run_id = $1 ORDER BY position)"
+    Some("SELECT json_group_array(json_object('step_id', step_id, 'position', position, 'kind', kind, 'hash', hash, 'status', status, 'attempt', attempt, 'first_started_at', first_started_at, 'attempt_started_at', attempt_started_at, 'deadline_at', deadline_at, 'next_attempt_at', next_attempt_at, 'finished_at', finished_at, 'outputs', outputs, 'error', error))
+     FROM (SELECT * FROM steps WHERE run_id = $1 ORDER BY position)")
 );
