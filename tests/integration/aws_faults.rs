@@ -4,14 +4,9 @@
 
 use std::time::Duration;
 
-use crate::aws_network::{NETWORK, ec2, expect_exactly_the_network, unique_stack};
-use crate::faults::{Fault, FaultProxy, Rule};
 use crate::support::Env;
-
-fn moto() -> String {
-    ec2(); // checks that AWS_ENDPOINT_URL is the emulator on loopback
-    std::env::var("AWS_ENDPOINT_URL").unwrap()
-}
+use crate::support::aws::{NETWORK, ec2, expect_exactly_the_network, moto, unique_stack};
+use crate::support::faults::{Fault, FaultProxy, Rule};
 
 /// Runs the network workflow for `stack` with the SDK pointed at the proxy.
 fn deploy(env: &Env, proxy: &FaultProxy, stack: &str, extra: &[(&str, &str)]) -> crate::support::Out {
@@ -76,7 +71,7 @@ fn access_denied_by_an_organisation_policy_is_fatal_and_names_the_action_and_the
     };
     let proxy = FaultProxy::start(&moto(), vec![rule]);
     let env = Env::sqlite();
-    // The permission probe of preflight would refuse the run first (aws_full tests
+    // The permission probe of preflight would refuse the run first (aws_plan tests
     // that): here the step itself meets the denial.
     let skip = ("CA_A2A_FLOW_SKIP_PREFLIGHT", "vpc-quota,eip-quota,permissions");
     let out = deploy(&env, &proxy, &unique_stack("denied"), &[skip]);

@@ -6,17 +6,12 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use crate::aws_full::{block_on, sdk};
-use crate::aws_network::unique_stack;
-use crate::faults::{Fault, FaultProxy, Rule};
+use crate::support::aws::{moto, sdk, unique_stack};
+use crate::support::block_on;
+use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, Out};
 
 const BUILDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/builder.yaml");
-
-fn moto() -> String {
-    sdk();
-    std::env::var("AWS_ENDPOINT_URL").unwrap()
-}
 
 /// The SSM agent of an instance that came up: online.
 fn agent_online() -> Rule {
@@ -230,7 +225,7 @@ fn the_full_stack_builds_its_mcp_server_on_the_builder_and_serves_it_behind_the_
     env.run_with(
         &[
             "run",
-            crate::aws_full::FULL,
+            crate::support::aws::FULL,
             "--input",
             &format!("stack={stack}"),
             "--input",
@@ -294,7 +289,7 @@ fn the_full_stack_with_its_mcp_server_but_no_builder_is_refused_before_anything_
     let proxy = FaultProxy::start(&moto(), vec![]);
     let env = Env::sqlite();
     let out = env.run_with(
-        &["run", crate::aws_full::FULL, "--input", &format!("stack={}", unique_stack("nobuilder"))],
+        &["run", crate::support::aws::FULL, "--input", &format!("stack={}", unique_stack("nobuilder"))],
         &[("AWS_ENDPOINT_URL", &proxy.url)],
     );
     out.expect_code(2);

@@ -1,8 +1,8 @@
 //! `cost`: a monthly estimate per resource from the versioned price file, with
 //! no AWS call. The deployment report's own figures are the sanity check.
 
-use crate::aws_full::FULL;
 use crate::support::Env;
+use crate::support::aws::FULL;
 
 fn estimate(env: &Env, extra: &[&str]) -> serde_json::Value {
     // The bash deployment's figures predate the MCP server (it never got deployed): priced without it.

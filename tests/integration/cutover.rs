@@ -12,9 +12,9 @@ use aws_sdk_ecs::types::{
     NetworkMode,
 };
 
-use crate::aws_full::{block_on, sdk};
-use crate::aws_network::unique_stack;
-use crate::faults::{Fault, FaultProxy, Rule};
+use crate::support::aws::{sdk, unique_stack};
+use crate::support::block_on;
+use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, Out};
 
 const CUTOVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/keycloak-rds.yaml");

@@ -13,8 +13,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::RunStatus;
 use sha2::{Digest, Sha256};
 
-use crate::aws_network::{ec2, unique_stack};
-use crate::faults::FaultProxy;
+use crate::support::aws::{ec2, unique_stack};
+use crate::support::faults::FaultProxy;
 use crate::support::{Env, signal};
 
 /// A `docker-registry serve` of the test's own: its port, its storage, its log.

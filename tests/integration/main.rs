@@ -3,12 +3,14 @@
 
 mod support;
 
+mod aws_deploy;
+mod aws_destroy;
 mod aws_faults;
-mod aws_full;
 mod aws_network;
+mod aws_operations;
+mod aws_plan;
 mod builder;
 mod cutover;
-mod faults;
 mod image;
 
 mod changes;

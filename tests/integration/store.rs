@@ -4,13 +4,12 @@
 use ca_a2a_flow_engine::store::{AnyStore, Holder, NewRun, Store, StoreError, Write};
 use ca_a2a_flow_engine::{RunStatus, StepStatus, load, now_ms};
 
-use crate::support::{Env, both};
+use crate::support::{Env, block_on, both};
 
 both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
     let wf_path = env.write("one.yaml", "name: one\nsteps:\n  - id: a\n    uses: noop\n");
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = AnyStore::open(&env.state).await.unwrap();
         let inputs = Default::default();
         store.create_run(NewRun { id: "r-fence", workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
@@ -44,8 +43,7 @@ both!(successes_committed_together_each_end_their_step_and_record_their_attempt,
         "name: three\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n  - id: c\n    uses: noop\n",
     );
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
+    block_on(async {
         let store = AnyStore::open(&env.state).await.unwrap();
         let inputs = Default::default();
         store.create_run(NewRun { id: "r-group", workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();

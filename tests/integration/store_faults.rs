@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ca_a2a_flow_engine::{RunStatus, StepStatus};
 
-use crate::support::{Env, Out, TcpProxy, host_port, lines};
+use crate::support::{Env, Out, TcpProxy, block_on, host_port, lines};
 
 fn chain(env: &Env, steps: usize, each: &str) -> String {
     let mut yaml = String::from("name: chain\nsteps:\n");
@@ -146,8 +146,7 @@ fn logs_follow_misses_no_line_whose_id_commits_after_a_larger_one() {
     let run = env.only_run();
     let follower = env.command(&["logs", &run.id, "-f"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
+    block_on(async {
         use sqlx::Connection;
         let insert = "INSERT INTO events (run_id, step_id, at, level, message) VALUES ($1, NULL, $2, 'info', $3)";
         let mut early = sqlx::PgConnection::connect(&env.state).await.unwrap();

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use ca_a2a_flow_engine::store::{AnyStore, AttemptRecord, RunRecord, StepRecord, Store};
 
+pub mod aws;
+pub mod faults;
+
 /// Runs the same test on SQLite and on Postgres: `both!(name, |env| { ... });`
 macro_rules! both {
     ($name:ident, $body:expr) => {
@@ -47,7 +50,8 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// Runs a future to its end on a runtime of its own (the one place tests do this).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
 

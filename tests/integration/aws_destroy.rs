@@ -1,0 +1,148 @@
+//! `destroy` of a deployed stack against moto: everything, in dependency order,
+//! except what it keeps on purpose; asked for on a terminal; resumable.
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::support::aws::{deploy, destroy, expect_exactly_the_stack, has_tag, sdk, unique_stack};
+use crate::support::{Env, block_on};
+
+/// Asserts that moto holds nothing of `stack` but what destroy keeps on purpose.
+fn expect_nothing_left(stack: &str, kept_data_and_images: bool) {
+    let config = sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let by_stack = || Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+        assert!(ec2.describe_vpcs().filters(by_stack()).send().await.unwrap().vpcs().is_empty(), "VPC");
+        assert!(ec2.describe_subnets().filters(by_stack()).send().await.unwrap().subnets().is_empty(), "subnets");
+        let igws = ec2.describe_internet_gateways().filters(by_stack()).send().await.unwrap();
+        assert!(igws.internet_gateways().is_empty(), "internet gateway");
+        assert!(ec2.describe_addresses().filters(by_stack()).send().await.unwrap().addresses().is_empty(), "EIPs");
+        let tables = ec2.describe_route_tables().filters(by_stack()).send().await.unwrap();
+        assert!(tables.route_tables().is_empty(), "route tables");
+        let groups = ec2.describe_security_groups().filters(by_stack()).send().await.unwrap();
+        assert!(groups.security_groups().is_empty(), "security groups");
+        let nats = ec2.describe_nat_gateways().send().await.unwrap();
+        let live: Vec<_> = nats
+            .nat_gateways()
+            .iter()
+            .filter(|n| has_tag(n.tags(), "ca-a2a-flow:stack", stack))
+            .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
+            .collect();
+        assert!(live.is_empty(), "NAT gateways: {live:?}");
+
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        assert!(elb.describe_load_balancers().names(format!("{stack}-alb")).send().await.is_err(), "load balancer");
+        let tgs = elb.describe_target_groups().send().await.unwrap();
+        let prefix = format!("{stack}-");
+        assert!(
+            !tgs.target_groups().iter().any(|t| t.target_group_name().is_some_and(|n| n.starts_with(&prefix))),
+            "target groups"
+        );
+
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let clusters = ecs.describe_clusters().clusters(format!("{stack}-cluster")).send().await.unwrap();
+        assert!(!clusters.clusters().iter().any(|c| c.status() == Some("ACTIVE")), "cluster");
+        let tds = ecs.list_task_definitions().family_prefix(&prefix).send().await.unwrap();
+        assert!(tds.task_definition_arns().is_empty(), "active task definitions: {:?}", tds.task_definition_arns());
+
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let groups = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{stack}/")).send().await.unwrap();
+        assert!(groups.log_groups().is_empty(), "log groups");
+        let iam = aws_sdk_iam::Client::new(&config);
+        for role in ["execution-role", "task-role"] {
+            assert!(iam.get_role().role_name(format!("{stack}-{role}")).send().await.is_err(), "{role}");
+        }
+        let rds = aws_sdk_rds::Client::new(&config);
+        let db = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
+        assert!(db.is_err(), "DB instance");
+        let group = rds.describe_db_subnet_groups().db_subnet_group_name(format!("{stack}-db-subnets")).send().await;
+        assert!(group.is_err(), "DB subnet group");
+
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        let secret = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await;
+        if kept_data_and_images {
+            assert!(secret.unwrap().deleted_date().is_some(), "the secret is scheduled for deletion");
+        } else {
+            assert!(secret.is_err(), "the secret is deleted at once");
+        }
+        let ecr = aws_sdk_ecr::Client::new(&config);
+        let repos = ecr.describe_repositories().send().await.unwrap();
+        let ours = repos
+            .repositories()
+            .iter()
+            .filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&format!("{stack}/"))))
+            .count();
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        let bucket = s3.head_bucket().bucket(format!("{stack}-documents-123456789012")).send().await;
+        if kept_data_and_images {
+            assert_eq!(ours, 5, "repositories are kept without --delete-images");
+            assert!(bucket.is_ok(), "the bucket is kept without --delete-data");
+        } else {
+            assert_eq!(ours, 0, "repositories");
+            assert!(bucket.is_err(), "bucket");
+        }
+    });
+}
+
+const EVERYTHING: [&str; 4] = ["--delete-data", "--delete-images", "--force-delete-secrets", "--skip-final-snapshot"];
+
+#[test]
+fn destroy_removes_the_whole_stack_in_dependency_order_and_a_second_destroy_finds_it_gone() {
+    let env = Env::sqlite();
+    let stack = unique_stack("destroy");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let deploy_run = env.only_run().id;
+    let out = destroy(&env, &deploy_run, &EVERYTHING, &[]);
+    out.expect_success();
+    assert!(out.stderr.contains("in reverse dependency order"), "{}", out.stderr);
+    expect_nothing_left(&stack, false);
+    let destroy_run = env.runs()[0].id.clone();
+    assert_ne!(destroy_run, deploy_run, "the destroy is a run of its own");
+    assert_eq!(env.step(&destroy_run, "vpc").status, ca_a2a_flow_engine::StepStatus::Succeeded);
+
+    // What is already gone counts as deleted.
+    destroy(&env, &deploy_run, &EVERYTHING, &[]).expect_success();
+    let again = env.runs()[0].id.clone();
+    for step in env.steps(&again) {
+        let deleted = step.outputs.as_ref().and_then(|o| o.get("deleted")).cloned().unwrap_or_default();
+        assert_eq!(deleted, serde_json::json!([]), "{} found nothing left to delete", step.step_id);
+    }
+}
+
+#[test]
+fn destroy_keeps_data_images_and_a_recovery_window_unless_asked() {
+    let env = Env::sqlite();
+    let stack = unique_stack("keep");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let out = destroy(&env, &env.only_run().id, &[], &[]);
+    out.expect_success();
+    assert!(out.stderr.contains("buckets are kept with their data (--delete-data deletes them)"), "{}", out.stderr);
+    expect_nothing_left(&stack, true);
+}
+
+#[test]
+fn destroy_asks_for_confirmation_and_refuses_without_a_terminal() {
+    let env = Env::sqlite();
+    let stack = unique_stack("confirm");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let out = env.run(&["destroy", &env.only_run().id]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
+    assert_eq!(env.runs().len(), 1, "no destroy run was made");
+    expect_exactly_the_stack(&stack);
+}
+
+#[test]
+fn a_destroy_killed_at_each_of_four_points_resumes_and_leaves_nothing() {
+    for point in ["after_start:keycloak", "before_commit:keycloak-db", "after_start:nat", "before_commit:igw"] {
+        let env = Env::sqlite();
+        let stack = unique_stack("kdestroy");
+        deploy(&env, &stack, None, &[]).expect_success();
+        let out = destroy(&env, &env.only_run().id, &EVERYTHING, &[("CA_A2A_FLOW_FAILPOINT", point)]);
+        assert_eq!(out.code, None, "killed at {point}: {}", out.stderr);
+        let destroy_run = env.runs()[0].id.clone();
+        env.run_with(&["resume", &destroy_run], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
+        expect_nothing_left(&stack, false);
+    }
+}

@@ -1,0 +1,545 @@
+//! What the AWS tests share: the SDK on the emulator only (never real AWS),
+//! stack names no other test uses, the full stack's file, and the network
+//! workflow with what it must leave in the emulator.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, VpcAttributeName};
+
+use super::{Env, Out, block_on};
+
+pub(crate) const FULL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/full.yaml");
+
+/// The emulator's endpoint (after checking it is one, on loopback).
+pub(crate) fn moto() -> String {
+    ec2();
+    std::env::var("AWS_ENDPOINT_URL").unwrap()
+}
+
+/// The SDK configuration of the test, on the emulator only.
+pub(crate) fn sdk() -> aws_config::SdkConfig {
+    ec2(); // refuses anything but the emulator on loopback
+    block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load())
+}
+
+/// The EC2 client of the test, on the emulator only.
+pub(crate) fn ec2() -> aws_sdk_ec2::Client {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .expect("AWS tests run against moto: run them with scripts/test.sh, which starts it and sets AWS_ENDPOINT_URL");
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must point at the emulator on loopback, not {endpoint}"
+    );
+    let config = block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+    aws_sdk_ec2::Client::new(&config)
+}
+
+/// A stack name no other test uses (moto's state is shared by the whole run).
+pub(crate) fn unique_stack(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", fastrand::u32(..0xff_ffff))
+}
+
+pub(crate) const NETWORK: &str = r#"name: network
+inputs:
+  stack: { default: ca-a2a }
+  region: { default: eu-west-3 }
+defaults: { retry: { max_attempts: 3, initial_delay: 200ms } }
+steps:
+  - id: vpc
+    uses: aws.ec2.vpc
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}", cidr: 10.1.0.0/16 }
+  - id: public-a
+    uses: aws.ec2.subnet
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      cidr: 10.1.1.0/24
+      availability_zone: eu-west-3a
+      map_public_ip: true
+  - id: private-b
+    uses: aws.ec2.subnet
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      cidr: 10.1.20.0/24
+      availability_zone: eu-west-3b
+  - id: igw
+    uses: aws.ec2.internet_gateway
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}", vpc_id: "${{ steps.vpc.outputs.vpc_id }}" }
+  - id: nat-ip
+    uses: aws.ec2.elastic_ip
+    with: { stack: "${{ inputs.stack }}", region: "${{ inputs.region }}" }
+  - id: public-routes
+    uses: aws.ec2.route_table
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      routes: [{ destination: 0.0.0.0/0, gateway_id: "${{ steps.igw.outputs.igw_id }}" }]
+      subnet_ids: ["${{ steps.public-a.outputs.subnet_id }}"]
+  - id: alb-sg
+    uses: aws.ec2.security_group
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]
+  - id: orchestrator-sg
+    uses: aws.ec2.security_group
+    with:
+      stack: "${{ inputs.stack }}"
+      region: "${{ inputs.region }}"
+      vpc_id: "${{ steps.vpc.outputs.vpc_id }}"
+      ingress: [{ port: 8000, source_group_id: "${{ steps.alb-sg.outputs.group_id }}" }]
+"#;
+
+/// What the emulator holds for a stack: (VPC ids and CIDRs, subnets as (cidr, az, public)).
+fn stack_resources(ec2: &aws_sdk_ec2::Client, stack: &str) -> (Vec<(String, String)>, Vec<(String, String, bool)>) {
+    let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+    block_on(async {
+        let vpcs = ec2.describe_vpcs().filters(by_stack.clone()).send().await.unwrap();
+        let subnets = ec2.describe_subnets().filters(by_stack).send().await.unwrap();
+        let mut v: Vec<(String, String)> = vpcs
+            .vpcs()
+            .iter()
+            .map(|v| (v.vpc_id().unwrap().to_string(), v.cidr_block().unwrap().to_string()))
+            .collect();
+        v.sort();
+        let mut s: Vec<(String, String, bool)> = subnets
+            .subnets()
+            .iter()
+            .map(|s| {
+                (
+                    s.cidr_block().unwrap().to_string(),
+                    s.availability_zone().unwrap().to_string(),
+                    s.map_public_ip_on_launch().unwrap_or(false),
+                )
+            })
+            .collect();
+        s.sort();
+        (v, s)
+    })
+}
+
+pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str) -> String {
+    let (vpcs, subnets) = stack_resources(ec2, stack);
+    assert_eq!(vpcs.len(), 1, "exactly one VPC for the stack: {vpcs:?}");
+    assert_eq!(vpcs[0].1, "10.1.0.0/16");
+    assert_eq!(
+        subnets,
+        [
+            ("10.1.1.0/24".to_string(), "eu-west-3a".to_string(), true),
+            ("10.1.20.0/24".to_string(), "eu-west-3b".to_string(), false)
+        ]
+    );
+    let vpc = vpcs[0].0.clone();
+    let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+    block_on(async {
+        for attr in [VpcAttributeName::EnableDnsSupport, VpcAttributeName::EnableDnsHostnames] {
+            let a = ec2.describe_vpc_attribute().vpc_id(&vpc).attribute(attr.clone()).send().await.unwrap();
+            let on = a.enable_dns_support().or(a.enable_dns_hostnames()).and_then(|v| v.value());
+            assert_eq!(on, Some(true), "{attr:?} is on");
+        }
+        let igws = ec2.describe_internet_gateways().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(igws.internet_gateways().len(), 1, "one internet gateway");
+        let igw = &igws.internet_gateways()[0];
+        let attached: Vec<&str> = igw.attachments().iter().filter_map(|a| a.vpc_id()).collect();
+        assert_eq!(attached, [vpc.as_str()], "the gateway is attached to the VPC");
+        let eips = ec2.describe_addresses().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(eips.addresses().len(), 1, "one Elastic IP");
+        let tables = ec2.describe_route_tables().filters(by_stack.clone()).send().await.unwrap();
+        assert_eq!(tables.route_tables().len(), 1, "one route table");
+        let table = &tables.route_tables()[0];
+        let default_routes: Vec<Option<&str>> = table
+            .routes()
+            .iter()
+            .filter(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+            .map(|r| r.gateway_id())
+            .collect();
+        assert_eq!(default_routes, [igw.internet_gateway_id()], "0.0.0.0/0 goes to the gateway");
+        let subnets = ec2.describe_subnets().filters(by_stack).send().await.unwrap();
+        let public = subnets.subnets().iter().find(|s| s.cidr_block() == Some("10.1.1.0/24")).unwrap().subnet_id();
+        let associated: Vec<Option<&str>> = table.associations().iter().map(|a| a.subnet_id()).collect();
+        assert_eq!(associated, [public], "the public subnet uses the table");
+        let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+        let groups = ec2.describe_security_groups().filters(by_stack).send().await.unwrap();
+        let group = |step: &str| {
+            groups
+                .security_groups()
+                .iter()
+                .find(|g| g.tags().iter().any(|t| t.key() == Some("ca-a2a-flow:step") && t.value() == Some(step)))
+                .unwrap_or_else(|| panic!("no security group for {step}"))
+        };
+        assert_eq!(groups.security_groups().len(), 2, "two security groups");
+        let alb = group("alb-sg");
+        assert_eq!(alb.group_name(), Some(format!("{stack}-alb-sg").as_str()), "deterministic name");
+        let mut alb_ports: Vec<(i32, Vec<&str>)> = alb
+            .ip_permissions()
+            .iter()
+            .map(|p| (p.from_port().unwrap(), p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).collect()))
+            .collect();
+        alb_ports.sort();
+        assert_eq!(alb_ports, [(80, vec!["0.0.0.0/0"]), (443, vec!["0.0.0.0/0"])]);
+        let svc = group("orchestrator-sg");
+        let from_alb: Vec<(i32, Vec<&str>)> = svc
+            .ip_permissions()
+            .iter()
+            .map(|p| (p.from_port().unwrap(), p.user_id_group_pairs().iter().filter_map(|g| g.group_id()).collect()))
+            .collect();
+        assert_eq!(from_alb, [(8000, vec![alb.group_id().unwrap()])], "the service admits the ALB's group only");
+    });
+    vpc
+}
+
+/// Deploys full.yaml for `stack`, the SDK pointed at `endpoint` (moto or the fault proxy).
+pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&str, &str)]) -> Out {
+    let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    if let Some(e) = endpoint {
+        vars.push(("AWS_ENDPOINT_URL", e));
+    }
+    vars.extend_from_slice(extra);
+    let stack = format!("stack={stack}");
+    // The MCP server is built on an EC2 builder: `builder::the_full_stack_with_its_mcp_server_...` deploys it.
+    env.run_with(&["run", FULL, "--input", &stack, "--input", "healthy_targets=0", "--input", "mcp=false"], &vars)
+}
+
+pub(crate) fn has_tag(tags: &[aws_sdk_ec2::types::Tag], key: &str, value: &str) -> bool {
+    tags.iter().any(|t| t.key() == Some(key) && t.value() == Some(value))
+}
+
+pub(crate) const SERVICES: [(&str, i32, &str, &str); 5] = [
+    ("orchestrator", 8000, "256", "512"),
+    ("extractor", 8001, "256", "512"),
+    ("validator", 8002, "256", "512"),
+    ("archivist", 8003, "256", "512"),
+    ("keycloak", 8080, "512", "1024"),
+];
+
+/// Inspects moto and asserts that it holds exactly the stack of STACK.md for
+/// `stack`. Returns how many of each resource it found.
+pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, usize> {
+    let config = sdk();
+    let mut counts = BTreeMap::new();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let by_stack = || Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+
+        // Network.
+        let vpcs = ec2.describe_vpcs().filters(by_stack()).send().await.unwrap();
+        assert_eq!(vpcs.vpcs().len(), 1, "one VPC");
+        let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+        assert_eq!(vpcs.vpcs()[0].cidr_block(), Some("10.1.0.0/16"));
+        counts.insert("vpc", 1);
+        let subnets = ec2.describe_subnets().filters(by_stack()).send().await.unwrap();
+        let mut cidrs: Vec<(&str, &str, bool)> = subnets
+            .subnets()
+            .iter()
+            .map(|s| (s.cidr_block().unwrap(), s.availability_zone().unwrap(), s.map_public_ip_on_launch().unwrap()))
+            .collect();
+        cidrs.sort();
+        assert_eq!(
+            cidrs,
+            [
+                ("10.1.1.0/24", "eu-west-3a", true),
+                ("10.1.10.0/24", "eu-west-3a", false),
+                ("10.1.2.0/24", "eu-west-3b", true),
+                ("10.1.20.0/24", "eu-west-3b", false)
+            ]
+        );
+        counts.insert("subnet", 4);
+        let subnet = |cidr: &str| {
+            subnets.subnets().iter().find(|s| s.cidr_block() == Some(cidr)).unwrap().subnet_id().unwrap().to_string()
+        };
+        let igws = ec2.describe_internet_gateways().filters(by_stack()).send().await.unwrap();
+        assert_eq!(igws.internet_gateways().len(), 1, "one internet gateway");
+        let igw = igws.internet_gateways()[0].internet_gateway_id().unwrap().to_string();
+        assert_eq!(igws.internet_gateways()[0].attachments()[0].vpc_id(), Some(vpc.as_str()), "attached");
+        counts.insert("igw", 1);
+        // moto ignores tag filters on NAT gateways: filter by VPC and state, then check tags.
+        let nats = ec2
+            .describe_nat_gateways()
+            .filter(Filter::builder().name("vpc-id").values(&vpc).build())
+            .filter(Filter::builder().name("state").values("available").values("pending").build())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(nats.nat_gateways().len(), 1, "one live NAT gateway: {:?}", nats.nat_gateways());
+        let nat = &nats.nat_gateways()[0];
+        assert!(has_tag(nat.tags(), "ca-a2a-flow:step", "nat"));
+        assert_eq!(nat.subnet_id(), Some(subnet("10.1.1.0/24").as_str()), "the NAT is in public subnet a");
+        let nat_eip = nat.nat_gateway_addresses()[0].allocation_id().unwrap().to_string();
+        let nat_id = nat.nat_gateway_id().unwrap().to_string();
+        counts.insert("nat", 1);
+        let eips = ec2.describe_addresses().filters(by_stack()).send().await.unwrap();
+        assert!(eips.addresses().iter().any(|a| a.allocation_id() == Some(nat_eip.as_str())), "the NAT's EIP is ours");
+        counts.insert("eip", eips.addresses().len());
+        let tables = ec2.describe_route_tables().filters(by_stack()).send().await.unwrap();
+        assert_eq!(tables.route_tables().len(), 2, "public and private route tables");
+        for t in tables.route_tables() {
+            let default = t.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).unwrap();
+            let mut assoc: Vec<String> =
+                t.associations().iter().filter_map(|a| a.subnet_id()).map(String::from).collect();
+            assoc.sort();
+            if has_tag(t.tags(), "ca-a2a-flow:step", "public-routes") {
+                assert_eq!(default.gateway_id(), Some(igw.as_str()), "public: 0.0.0.0/0 -> IGW");
+                let mut want = vec![subnet("10.1.1.0/24"), subnet("10.1.2.0/24")];
+                want.sort();
+                assert_eq!(assoc, want);
+            } else {
+                assert_eq!(default.nat_gateway_id(), Some(nat_id.as_str()), "private: 0.0.0.0/0 -> NAT");
+                let mut want = vec![subnet("10.1.10.0/24"), subnet("10.1.20.0/24")];
+                want.sort();
+                assert_eq!(assoc, want);
+            }
+        }
+        counts.insert("route_table", 2);
+        let groups = ec2.describe_security_groups().filters(by_stack()).send().await.unwrap();
+        let group = |step: &str| {
+            groups
+                .security_groups()
+                .iter()
+                .find(|g| has_tag(g.tags(), "ca-a2a-flow:step", step))
+                .unwrap_or_else(|| panic!("no security group {step}"))
+        };
+        assert_eq!(groups.security_groups().len(), 7, "ALB + 5 services + RDS");
+        counts.insert("security_group", 7);
+        let alb_sg = group("alb-sg").group_id().unwrap().to_string();
+        let mut alb_ports: Vec<i32> = group("alb-sg").ip_permissions().iter().filter_map(|p| p.from_port()).collect();
+        alb_ports.sort();
+        assert_eq!(alb_ports, [80, 443]);
+        for (name, port, _, _) in SERVICES {
+            let perms = group(&format!("{name}-sg")).ip_permissions();
+            assert_eq!(perms.len(), 1, "{name}: one ingress rule");
+            assert_eq!(perms[0].from_port(), Some(port));
+            assert_eq!(perms[0].user_id_group_pairs()[0].group_id(), Some(alb_sg.as_str()), "{name}: from the ALB");
+        }
+        let rds_perm = &group("rds-sg").ip_permissions()[0];
+        assert_eq!(rds_perm.from_port(), Some(5432));
+        assert_eq!(rds_perm.user_id_group_pairs()[0].group_id(), group("keycloak-sg").group_id(), "5432 from Keycloak");
+
+        // Edge.
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let lbs = elb.describe_load_balancers().names(format!("{stack}-alb")).send().await.unwrap();
+        assert_eq!(lbs.load_balancers().len(), 1, "one ALB");
+        let lb = &lbs.load_balancers()[0];
+        assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+        assert_eq!(lb.vpc_id(), Some(vpc.as_str()));
+        counts.insert("load_balancer", 1);
+        let all_tgs = elb.describe_target_groups().send().await.unwrap();
+        let tgs: Vec<_> = all_tgs
+            .target_groups()
+            .iter()
+            .filter(|t| t.target_group_name().is_some_and(|n| n.starts_with(&format!("{stack}-"))))
+            .collect();
+        assert_eq!(tgs.len(), 5, "5 target groups");
+        counts.insert("target_group", 5);
+        let tg_arn = |name: &str| {
+            let tg = tgs.iter().find(|t| t.target_group_name() == Some(&format!("{stack}-{name}-tg"))).unwrap();
+            tg.target_group_arn().unwrap().to_string()
+        };
+        for (name, port, _, _) in SERVICES {
+            let tg = tgs.iter().find(|t| t.target_group_name() == Some(&format!("{stack}-{name}-tg"))).unwrap();
+            assert_eq!(tg.port(), Some(port), "{name}");
+            assert_eq!(tg.target_type().map(|t| t.as_str()), Some("ip"));
+            assert_eq!(tg.health_check_interval_seconds(), Some(30));
+            assert_eq!(tg.health_check_timeout_seconds(), Some(5));
+            let path = if name == "keycloak" { "/auth/health/ready" } else { "/health" };
+            assert_eq!(tg.health_check_path(), Some(path));
+        }
+        let listeners =
+            elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await.unwrap();
+        assert_eq!(listeners.listeners().len(), 1, "one listener");
+        let listener = &listeners.listeners()[0];
+        assert_eq!(listener.port(), Some(80));
+        assert_eq!(
+            listener.default_actions()[0].target_group_arn(),
+            Some(tg_arn("orchestrator").as_str()),
+            "default -> orchestrator"
+        );
+        counts.insert("listener", 1);
+        let rules = elb.describe_rules().listener_arn(listener.listener_arn().unwrap()).send().await.unwrap();
+        let mut routed: Vec<(String, Vec<String>, String)> = rules
+            .rules()
+            .iter()
+            .filter(|r| r.is_default() != Some(true))
+            .map(|r| {
+                let c = &r.conditions()[0];
+                let paths = c.path_pattern_config().map(|p| p.values().to_vec()).unwrap_or_else(|| c.values().to_vec());
+                (r.priority().unwrap().to_string(), paths, r.actions()[0].target_group_arn().unwrap().to_string())
+            })
+            .collect();
+        routed.sort();
+        let want = |p: &str, path: &str, tg: &str| (p.to_string(), vec![path.to_string()], tg_arn(tg));
+        assert_eq!(
+            routed,
+            [
+                want("10", "/extract*", "extractor"),
+                want("20", "/validate*", "validator"),
+                want("30", "/archive*", "archivist"),
+                want("40", "/auth*", "keycloak")
+            ]
+        );
+        counts.insert("listener_rule", 4);
+        let reachable: Vec<String> = routed
+            .iter()
+            .map(|r| r.2.clone())
+            .chain([listener.default_actions()[0].target_group_arn().unwrap().to_string()])
+            .collect();
+
+        // Compute.
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let cluster = format!("{stack}-cluster");
+        let clusters = ecs.describe_clusters().clusters(&cluster).send().await.unwrap();
+        assert_eq!(clusters.clusters()[0].status(), Some("ACTIVE"), "the cluster");
+        counts.insert("cluster", 1);
+        let listed = ecs.list_services().cluster(&cluster).send().await.unwrap();
+        assert_eq!(listed.service_arns().len(), 5, "5 services");
+        counts.insert("service", 5);
+        for (name, port, cpu, memory) in SERVICES {
+            let d = ecs.describe_services().cluster(&cluster).services(format!("{stack}-{name}")).send().await.unwrap();
+            let s = &d.services()[0];
+            assert_eq!(s.status(), Some("ACTIVE"));
+            assert_eq!(s.launch_type().map(|l| l.as_str()), Some("FARGATE"));
+            let lb = &s.load_balancers()[0];
+            assert_eq!(lb.target_group_arn(), Some(tg_arn(name).as_str()), "{name}: its target group");
+            assert!(reachable.contains(&tg_arn(name)), "{name}: its target group is reached from the listener");
+            assert_eq!(lb.container_port(), Some(port));
+            let net = s.network_configuration().unwrap().awsvpc_configuration().unwrap();
+            let mut nets = net.subnets().to_vec();
+            nets.sort();
+            let mut private = vec![subnet("10.1.10.0/24"), subnet("10.1.20.0/24")];
+            private.sort();
+            assert_eq!(nets, private, "{name}: private subnets");
+            let td = ecs.describe_task_definition().task_definition(s.task_definition().unwrap()).send().await.unwrap();
+            let td = td.task_definition().unwrap();
+            assert_eq!((td.cpu(), td.memory()), (Some(cpu), Some(memory)), "{name}: size");
+            let c = &td.container_definitions()[0];
+            assert_eq!(c.port_mappings()[0].container_port(), Some(port));
+            assert_eq!(
+                c.log_configuration().unwrap().options().unwrap()["awslogs-group"],
+                format!("/ecs/{stack}/{name}")
+            );
+            if name != "keycloak" {
+                assert!(c.image().unwrap().contains(&format!("/{stack}/{name}:latest")), "{name}: its ECR image");
+            }
+        }
+        counts.insert("task_definition_family", 5);
+
+        // Images, storage, logs, identity, secrets.
+        let ecr = aws_sdk_ecr::Client::new(&config);
+        let repos = ecr.describe_repositories().send().await.unwrap();
+        let ours: Vec<&str> = repos
+            .repositories()
+            .iter()
+            .filter_map(|r| r.repository_name())
+            .filter(|n| n.starts_with(&format!("{stack}/")))
+            .collect();
+        assert_eq!(ours.len(), 5, "5 repositories: {ours:?}");
+        counts.insert("repository", 5);
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        let bucket = format!("{stack}-documents-123456789012");
+        let enc = s3.get_bucket_encryption().bucket(&bucket).send().await.unwrap();
+        let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
+        assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "AES256");
+        let versioning = s3.get_bucket_versioning().bucket(&bucket).send().await.unwrap();
+        assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"));
+        let block = s3.get_public_access_block().bucket(&bucket).send().await.unwrap();
+        let block = block.public_access_block_configuration().unwrap();
+        assert_eq!(
+            (
+                block.block_public_acls(),
+                block.block_public_policy(),
+                block.ignore_public_acls(),
+                block.restrict_public_buckets()
+            ),
+            (Some(true), Some(true), Some(true), Some(true))
+        );
+        counts.insert("bucket", 1);
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let groups = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{stack}/")).send().await.unwrap();
+        assert_eq!(groups.log_groups().len(), 5, "5 log groups");
+        assert!(groups.log_groups().iter().all(|g| g.retention_in_days() == Some(7)), "7-day retention");
+        counts.insert("log_group", 5);
+        let iam = aws_sdk_iam::Client::new(&config);
+        let role = format!("{stack}-execution-role");
+        let attached = iam.list_attached_role_policies().role_name(&role).send().await.unwrap();
+        let names: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
+        assert_eq!(names, ["AmazonECSTaskExecutionRolePolicy"], "the execution role");
+        counts.insert("role", 2);
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        let admin = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await.unwrap();
+        assert!(admin.deleted_date().is_none());
+        counts.insert("secret", 1);
+
+        // Database.
+        let rds = aws_sdk_rds::Client::new(&config);
+        let group = rds.describe_db_subnet_groups().db_subnet_group_name(format!("{stack}-db-subnets")).send().await;
+        let group = group.unwrap();
+        assert_eq!(group.db_subnet_groups()[0].vpc_id(), Some(vpc.as_str()), "the DB subnet group is in the VPC");
+        counts.insert("db_subnet_group", 1);
+        let dbs = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
+        let dbs = dbs.unwrap();
+        let db = &dbs.db_instances()[0];
+        assert_eq!(db.engine(), Some("postgres"));
+        assert_eq!(db.storage_encrypted(), Some(true), "encrypted");
+        assert_eq!(db.storage_type(), Some("gp3"));
+        assert_eq!(db.publicly_accessible(), Some(false), "not public");
+        assert_eq!(db.backup_retention_period(), Some(7));
+        let master_secret = db.master_user_secret().and_then(|s| s.secret_arn()).expect("RDS manages the password");
+        counts.insert("db_instance", 1);
+
+        // Keycloak in production mode, on the RDS endpoint, no plaintext password.
+        let s = ecs.describe_services().cluster(&cluster).services(format!("{stack}-keycloak")).send().await.unwrap();
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(s.services()[0].task_definition().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let c = &td.task_definition().unwrap().container_definitions()[0];
+        assert_eq!(c.command(), ["start"], "production mode, not start-dev");
+        let env: BTreeMap<&str, &str> =
+            c.environment().iter().map(|kv| (kv.name().unwrap(), kv.value().unwrap())).collect();
+        assert_eq!(env["KC_DB"], "postgres");
+        let endpoint = db.endpoint().unwrap().address().unwrap();
+        assert_eq!(env["KC_DB_URL"], format!("jdbc:postgresql://{endpoint}:5432/keycloak"));
+        assert_eq!(env["KC_HTTP_RELATIVE_PATH"], "/auth");
+        assert_eq!(env["KC_PROXY"], "edge");
+        assert!(env.keys().all(|k| !k.contains("PASSWORD")), "no password in the environment: {env:?}");
+        let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
+        assert_eq!(secrets["KC_DB_PASSWORD"], format!("{master_secret}:password::"));
+        assert_eq!(secrets["KC_DB_USERNAME"], format!("{master_secret}:username::"));
+        assert!(secrets["KEYCLOAK_ADMIN_PASSWORD"].starts_with(admin.arn().unwrap()));
+    });
+    counts
+}
+
+/// The values of the stack's secrets, read back from the emulator.
+pub(crate) fn secret_values(stack: &str) -> Vec<String> {
+    let config = sdk();
+    block_on(async {
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        let rds = aws_sdk_rds::Client::new(&config);
+        let db = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
+        let master = db.unwrap().db_instances()[0].master_user_secret().unwrap().secret_arn().unwrap().to_string();
+        let mut values = Vec::new();
+        for id in [format!("{stack}/keycloak-admin"), master] {
+            let v = sm.get_secret_value().secret_id(id).send().await.unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(v.secret_string().unwrap()).unwrap();
+            values.push(parsed["password"].as_str().unwrap().to_string());
+        }
+        values
+    })
+}
+
+/// `destroy --yes` of `run` with `flags`.
+pub(crate) fn destroy(env: &Env, run: &str, flags: &[&str], extra: &[(&str, &str)]) -> Out {
+    let mut args = vec!["destroy", run, "--yes"];
+    args.extend_from_slice(flags);
+    let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    vars.extend_from_slice(extra);
+    env.run_with(&args, &vars)
+}
