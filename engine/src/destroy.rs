@@ -234,30 +234,9 @@ mod tests {
             "source": "test"
         }))
         .unwrap();
-        let run = RunRecord {
-            id: "r-1".into(),
-            workflow_name: "w".into(),
-            workflow_file: "w.yaml".into(),
-            definition: Workflow {
-                name: "w".into(),
-                description: None,
-                file: "w.yaml".into(),
-                inputs: BTreeMap::new(),
-                steps: vec![step],
-                destroy_of: None,
-            },
-            inputs: BTreeMap::from([("stack".to_string(), json!("ca-a2a"))]),
-            status: RunStatus::Succeeded,
-            error: None,
-            created_at: 0,
-            updated_at: 0,
-            finished_at: None,
-            generation: 1,
-            lease: None,
-            heartbeat_at: None,
-            cancel_requested: false,
-            masks: None,
-        };
+        let mut definition = definition(None, None);
+        definition.steps = vec![step];
+        let run = run_record("r-1", Some("ca-a2a"), RunStatus::Succeeded, definition);
         let steps = vec![StepRecord {
             step_id: "made".into(),
             position: 0,
