@@ -1,0 +1,611 @@
+//! What each subcommand does: the dispatch here, and the larger commands in a
+//! file each. Errors come back as [`CliError`] and are rendered in one place
+//! ([`main`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ca_a2a_flow_engine::duration::format as fmt_duration;
+use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
+use ca_a2a_flow_engine::{
+    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, PlanAction, Registry, RunStatus, StepDef,
+    StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+use ca_a2a_flow_steps::aws::{preflight, services};
+
+use crate::cli::{Cli, Command, GraphFormat, Output, PlanFormat, StepsCommand};
+
+/// `println!` for results on stdout, except that a reader that went away
+/// (`ca-a2a-flow logs RUN | head`) ends the program quietly instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+use crate::error::{CliError, exit};
+
+mod cost;
+mod deployed;
+mod destroy;
+mod graph;
+mod logs;
+mod plan;
+mod status;
+
+use cost::*;
+use deployed::*;
+use destroy::*;
+use graph::*;
+use logs::*;
+use plan::*;
+use status::*;
+
+pub fn main(cli: Cli) -> i32 {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::STATE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => e.report(),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let registry = ca_a2a_flow_steps::registry();
+    let state = cli.state.clone();
+    let ttl = cli.lease_ttl;
+    match cli.command {
+        Command::Validate { file } => {
+            let wf = load_file(&file, &registry)?;
+            eprintln!("{}: valid ({} steps, {} inputs)", file.display(), wf.steps.len(), wf.inputs.len());
+            Ok(())
+        }
+        Command::Graph { file, format } => {
+            let wf = load_file(&file, &registry)?;
+            out!("{}", graph(&wf, format).trim_end());
+            Ok(())
+        }
+        Command::Steps { what } => steps_command(&registry, what),
+        Command::Plan { file, inputs, format, offline } => {
+            let wf = load_file(&file, &registry)?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let (plans, checks) = if offline {
+                (BTreeMap::new(), Vec::new())
+            } else {
+                let store = open_store(state.as_deref()).await.ok();
+                let plans = plan_steps(&wf, &inputs, &registry, store.as_ref()).await;
+                let known = match &store {
+                    Some(s) => known_stacks(s).await,
+                    None => Default::default(),
+                };
+                let checks = preflight::checks(&wf, &inputs, &plans, &[], &known).await;
+                (plans, checks)
+            };
+            out!("{}", render_plan(&wf, &plans, &checks, format).trim_end());
+            Ok(())
+        }
+        Command::Cost { file, inputs, region, output } => {
+            let wf = load_file(&file, &registry)?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let region = region
+                .or_else(|| inputs.get("region").and_then(|r| r.as_str()).map(String::from))
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .ok_or_else(|| CliError::Usage("no region to price: pass --region or --input region=...".into()))?;
+            let estimate = ca_a2a_flow_steps::aws::cost::estimate(&wf, &inputs, &region).map_err(CliError::Usage)?;
+            print_cost(&estimate, output);
+            Ok(())
+        }
+        Command::Run { file, inputs, parallelism, mut skip_preflight, yes } => {
+            skip_preflight.retain(|n| !n.is_empty());
+            let wf = load_file(&file, &registry)?;
+            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            if !approved(&wf.steps.iter().collect::<Vec<_>>(), yes)? {
+                return Ok(());
+            }
+            if let Some(unknown) = skip_preflight.iter().find(|n| !preflight::NAMES.contains(&n.as_str())) {
+                return Err(CliError::Usage(format!(
+                    "--skip-preflight {unknown}: the checks are {}",
+                    preflight::NAMES.join(", ")
+                )));
+            }
+            let store = open_store(state.as_deref()).await?;
+            if wf.steps.iter().any(|s| s.uses.starts_with("aws.")) {
+                // The quota checks count what the run creates: only they need the plan's calls.
+                let quotas = ["vpc-quota", "eip-quota"].iter().any(|q| !skip_preflight.iter().any(|s| s == q));
+                let plans =
+                    if quotas { plan_steps(&wf, &inputs, &registry, Some(&store)).await } else { BTreeMap::new() };
+                let known = known_stacks(&store).await;
+                let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known).await;
+                let failed: Vec<String> = checks
+                    .iter()
+                    .filter(|c| c.status == preflight::Status::Fail)
+                    .map(|c| format!("preflight `{}` failed: {}", c.name, c.message))
+                    .collect();
+                for c in checks.iter().filter(|c| c.status == preflight::Status::Warn) {
+                    eprintln!("preflight `{}`: warning: {}", c.name, c.message);
+                }
+                if !failed.is_empty() {
+                    return Err(CliError::Usage(format!(
+                        "{}\n  = nothing was created; fix the cause, or pass --skip-preflight NAME to go on anyway",
+                        failed.join("\n       ")
+                    )));
+                }
+            }
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            let run_id = engine.create(&wf, &inputs).await?;
+            drive(engine, renderer, &run_id, None, state.as_deref()).await
+        }
+        Command::Resume { run_id, accept_changes, parallelism, yes } => {
+            let store = open_store(state.as_deref()).await?;
+            let run = store.run(&run_id).await?;
+            let done: Vec<String> = store
+                .steps(&run_id)
+                .await?
+                .into_iter()
+                .filter(|s| s.status == StepStatus::Succeeded)
+                .map(|s| s.step_id)
+                .collect();
+            let redefine = changes(&run, &registry, accept_changes)?;
+            // Approval covers the definition that will run: with accepted changes,
+            // new and changed steps (and those reset with them) included.
+            let (definition, reset): (&Workflow, &[String]) = match &redefine {
+                Some((wf, reset, _)) => (wf, reset),
+                None => (&run.definition, &[]),
+            };
+            let pending: Vec<&StepDef> =
+                definition.steps.iter().filter(|s| !done.contains(&s.id) || reset.contains(&s.id)).collect();
+            if !approved(&pending, yes)? {
+                return Ok(());
+            }
+            if run.status == RunStatus::Succeeded && redefine.is_none() {
+                eprintln!("run {run_id} already succeeded; nothing to do");
+                return Ok(());
+            }
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            drive(engine, renderer, &run_id, redefine, state.as_deref()).await
+        }
+        Command::Status { run_id, output } => {
+            let store = open_store(state.as_deref()).await?;
+            status(&store, &run_id, output).await
+        }
+        Command::List { output, limit } => {
+            let store = open_store(state.as_deref()).await?;
+            list(&store, output, limit).await
+        }
+        Command::Logs { run_id, step, follow } => {
+            let store = open_store(state.as_deref()).await?;
+            logs(&store, &run_id, step.as_deref(), follow).await
+        }
+        Command::Destroy {
+            run_id,
+            yes,
+            delete_data,
+            delete_images,
+            force_delete_secrets,
+            skip_final_snapshot,
+            parallelism,
+        } => {
+            let options = DestroyOptions { delete_data, delete_images, force_delete_secrets, skip_final_snapshot };
+            let store = open_store(state.as_deref()).await?;
+            let Some(wf) = destroy_plan(&store, &registry, &run_id, &options, yes).await? else {
+                return Ok(());
+            };
+            let (engine, renderer) = engine(store, registry, parallelism, ttl);
+            let destroy_id = engine.create(&wf, &BTreeMap::new()).await?;
+            eprintln!("destroy run {destroy_id} (of {run_id})");
+            drive(engine, renderer, &destroy_id, None, state.as_deref()).await
+        }
+        Command::Gc { stack, region, delete, yes, output } => {
+            let store = open_store(state.as_deref()).await?;
+            let alive = alive_stacks(&store).await?;
+            let orphans = ca_a2a_flow_steps::aws::gc::find(region.as_deref(), &alive, stack.as_deref())
+                .await
+                .map_err(CliError::Cloud)?;
+            if output == Output::Json && !delete {
+                out!("{}", serde_json::to_string_pretty(&orphans).unwrap_or_default());
+                return Ok(());
+            }
+            if orphans.is_empty() {
+                eprintln!("no orphan: every resource tagged by ca-a2a-flow belongs to a stack of this state store");
+                return Ok(());
+            }
+            out!("{:<20} {:<18} {:<26} {:<28} {:>10} {:>8}", "STACK", "STEP", "KIND", "ID", "AGE", "MONTHLY");
+            for o in &orphans {
+                let age = o.age.as_deref().unwrap_or("?");
+                out!("{:<20} {:<18} {:<26} {:<28} {:>10} {:>8.2}", o.stack, o.step, o.kind, o.id, age, o.monthly);
+            }
+            let total: f64 = orphans.iter().map(|o| o.monthly).sum();
+            out!("{} orphan(s), about ${total:.2}/month", orphans.len());
+            if !delete {
+                eprintln!(
+                    "to remove them: ca-a2a-flow gc{} --delete --yes",
+                    stack.map(|s| format!(" --stack {s}")).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            if !yes {
+                return Err(CliError::Usage("gc --delete removes these resources; pass --yes to go on".into()));
+            }
+            let stacks: std::collections::BTreeSet<String> = orphans.iter().map(|o| o.stack.clone()).collect();
+            for s in stacks {
+                let wf = ca_a2a_flow_steps::aws::gc::workflow(&s, &orphans, &DestroyOptions::default());
+                let store = open_store(state.as_deref()).await?;
+                let (engine, renderer) = engine(store, registry.clone(), 8, ttl);
+                let id = engine.create(&wf, &BTreeMap::new()).await?;
+                eprintln!("gc run {id} removes the orphans of stack {s}");
+                drive(engine, renderer, &id, None, state.as_deref()).await?;
+            }
+            Ok(())
+        }
+        Command::Services { run_id, output } => {
+            let store = open_store(state.as_deref()).await?;
+            let list = deployed_services(&store, &run_id).await?;
+            let states = services::states(&list).await.map_err(CliError::Cloud)?;
+            if output == Output::Json {
+                out!("{}", serde_json::to_string_pretty(&states).unwrap_or_default());
+                return Ok(());
+            }
+            out!(
+                "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {}",
+                "STEP",
+                "SERVICE",
+                "STATUS",
+                "DESIRED",
+                "RUNNING",
+                "PENDING",
+                "DEPL",
+                "ROLLOUT",
+                "TARGETS"
+            );
+            for s in &states {
+                let targets = match (s.healthy_targets, s.targets) {
+                    (Some(h), Some(t)) => format!("{h}/{t} healthy"),
+                    _ => "-".into(),
+                };
+                out!(
+                    "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {targets}",
+                    s.step,
+                    s.name,
+                    s.status,
+                    s.desired,
+                    s.running,
+                    s.pending,
+                    s.deployments,
+                    s.rollout.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::RotateSecret { run_id, step, length } => {
+            let store = open_store(state.as_deref()).await?;
+            let (run, params) = run_params(&store, &run_id).await?;
+            let Some((kind, p)) = params.get(&step) else {
+                return Err(CliError::Usage(format!("run {run_id} has no step `{step}` that ran")));
+            };
+            if kind != "aws.secretsmanager.secret" {
+                return Err(CliError::Usage(format!("step `{step}` is a {kind}, not an aws.secretsmanager.secret")));
+            }
+            let stack = p.get("stack").and_then(|v| v.as_str()).unwrap_or_default();
+            let name = format!("{stack}/{step}");
+            let region = p.get("region").and_then(|v| v.as_str());
+            // The services whose task definitions read this secret.
+            let readers: Vec<String> = run
+                .definition
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.uses == "aws.ecs.task_definition" && s.with.to_string().contains(&format!("steps.{step}.outputs"))
+                })
+                .map(|s| s.id.clone())
+                .collect();
+            let services: Vec<services::Service> = deployed_services(&store, &run_id)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|svc| {
+                    run.definition.step(&svc.step).is_some_and(|d| {
+                        readers.iter().any(|r| d.with.to_string().contains(&format!("steps.{r}.outputs")))
+                    })
+                })
+                .collect();
+            let version = services::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
+            eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
+            for s in &services {
+                eprintln!("{}: new deployment started, its tasks read the new value", s.name);
+            }
+            Ok(())
+        }
+        Command::Tail { run_id, service, follow, since } => {
+            let store = open_store(state.as_deref()).await?;
+            let (run, params) = run_params(&store, &run_id).await?;
+            let task = run
+                .definition
+                .step(&service)
+                .and_then(|s| ca_a2a_flow_engine::template::references(&s.with.to_string()).ok())
+                .and_then(|refs| {
+                    refs.into_iter().find_map(|r| match r {
+                        ca_a2a_flow_engine::template::Ref::StepOutput { step, .. }
+                            if params.get(&step).is_some_and(|(k, _)| k == "aws.ecs.task_definition") =>
+                        {
+                            Some(step)
+                        }
+                        _ => None,
+                    })
+                });
+            let group = task
+                .and_then(|t| params.get(&t))
+                .and_then(|(_, p)| p.get("containers")?.get(0)?.get("log_group")?.as_str().map(String::from))
+                .ok_or_else(|| {
+                    CliError::Usage(format!("step `{service}` of run {run_id} is not an ECS service with a log group"))
+                })?;
+            let region = params.get(&service).and_then(|(_, p)| p.get("region")?.as_str().map(String::from));
+            let mut since_ms = now_ms() - since.as_millis() as i64;
+            loop {
+                let events =
+                    services::log_events(region.as_deref(), &group, since_ms).await.map_err(CliError::Cloud)?;
+                for (at, stream, message) in &events {
+                    out!("{} {stream} {message}", format_timestamp(*at));
+                    since_ms = since_ms.max(at + 1);
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        Command::Stop { run_id } => scale_services(state.as_deref(), &run_id, false).await,
+        Command::Start { run_id } => scale_services(state.as_deref(), &run_id, true).await,
+        Command::Cancel { run_id } => {
+            let store = open_store(state.as_deref()).await?;
+            cancel(store, registry, &run_id, ttl).await
+        }
+    }
+}
+
+/// Asks once, before anything runs, for the steps marked `approve:` among
+/// `steps`: `--yes` approves them, a terminal is asked, anything else refuses.
+/// `Ok(false)`: declined, nothing was done.
+fn approved(steps: &[&StepDef], yes: bool) -> Result<bool, CliError> {
+    let marked: Vec<&&StepDef> = steps.iter().filter(|s| s.approve.is_some()).collect();
+    if marked.is_empty() {
+        return Ok(true);
+    }
+    let list: Vec<String> = marked
+        .iter()
+        .map(|s| format!("  - {} ({}): {}", s.id, s.source, s.approve.as_deref().unwrap_or_default()))
+        .collect();
+    if yes {
+        eprintln!("approved with --yes:\n{}", list.join("\n"));
+        return Ok(true);
+    }
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "this run has steps that cannot be undone and need approval:\n{}\n  = nothing was done; pass --yes to approve them, or run on a terminal to be asked",
+            list.join("\n")
+        )));
+    }
+    eprintln!("this run has steps that cannot be undone:\n{}", list.join("\n"));
+    eprint!("Type `yes` to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() != "yes" {
+        eprintln!("not approved: nothing was done");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {
+    load(file, registry).map_err(CliError::Invalid)
+}
+
+/// The default state file: `$XDG_STATE_HOME/ca-a2a-flow/state.db`.
+fn default_state() -> String {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    base.join("ca-a2a-flow").join("state.db").display().to_string()
+}
+
+async fn open_store(state: Option<&str>) -> Result<AnyStore, CliError> {
+    let url = state.map(String::from).unwrap_or_else(default_state);
+    Ok(AnyStore::open(&url).await?)
+}
+
+fn engine(
+    store: AnyStore,
+    registry: Registry,
+    parallelism: usize,
+    ttl: Duration,
+) -> (Engine<AnyStore>, tokio::task::JoinHandle<()>) {
+    let (observer, renderer) = crate::progress::start();
+    let config = EngineConfig { parallelism, lease_ttl: ttl, holder: Holder::this_process() };
+    (Engine::new(store, registry, config, observer), renderer)
+}
+
+fn resume_command(run_id: &str, state: Option<&str>) -> String {
+    match state {
+        Some(s) if std::env::var("CA_A2A_FLOW_STATE").ok().as_deref() != Some(s) => {
+            format!("ca-a2a-flow --state '{}' resume {run_id}", redact_url(s))
+        }
+        _ => format!("ca-a2a-flow resume {run_id}"),
+    }
+}
+
+/// Hides a password in a `postgres://user:password@host` URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Drives a run with SIGINT/SIGTERM handling, then turns its end into an exit.
+async fn drive(
+    engine: Engine<AnyStore>,
+    renderer: tokio::task::JoinHandle<()>,
+    run_id: &str,
+    redefine: Option<(Workflow, Vec<String>, Vec<String>)>,
+    state: Option<&str>,
+) -> Result<(), CliError> {
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let notice = engine.observer();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        notice(Event::Notice("stopping: recording the run as interrupted (press Ctrl-C again to quit at once)".into()));
+        let _ = stop_tx.send(Some(Stop::Interrupt));
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(exit::INTERRUPTED);
+    });
+    // The engine runs on the runtime's workers, not on this thread: its tasks
+    // then hand each other work without waking a thread outside the pool.
+    let run = run_id.to_string();
+    let driving = tokio::spawn(async move {
+        let outcome = engine.drive(&run, redefine, stop_rx).await;
+        (engine, outcome)
+    });
+    let (engine, outcome) = match driving.await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    signals.abort();
+    // The renderer ends once the engine (its only sender) is gone: let it print
+    // the last events before the summary.
+    drop(engine);
+    let _ = renderer.await;
+    let outcome = outcome?;
+    let resume = resume_command(run_id, state);
+    match outcome.status {
+        RunStatus::Succeeded => {
+            eprintln!("run {run_id} succeeded; `ca-a2a-flow status {run_id}` shows each step");
+            Ok(())
+        }
+        RunStatus::Interrupted => Err(CliError::Interrupted { run_id: run_id.into(), resume }),
+        RunStatus::Cancelled => Err(CliError::Cancelled { run_id: run_id.into() }),
+        _ => Err(CliError::RunFailed { run_id: run_id.into(), error: outcome.error.unwrap_or_default(), resume }),
+    }
+}
+
+/// For `resume`: compares the workflow file with the stored definition.
+fn changes(
+    run: &RunRecord,
+    registry: &Registry,
+    accept: bool,
+) -> Result<Option<(Workflow, Vec<String>, Vec<String>)>, CliError> {
+    if run.workflow_file.is_empty() {
+        // A destroy run: its definition was made from a deploy run, not read from a file.
+        return Ok(None);
+    }
+    let path = Path::new(&run.workflow_file);
+    if !path.exists() {
+        eprintln!("note: {} no longer exists; resuming with the definition stored in the run", path.display());
+        return Ok(None);
+    }
+    let current = load_file(path, registry)?;
+    let stored = &run.definition;
+    let mut changed = Vec::new();
+    let mut lines = Vec::new();
+    for step in &current.steps {
+        match stored.step(&step.id) {
+            None => {
+                changed.push(step.id.clone());
+                lines.push(format!("+ {} (new step, {})", step.id, step.source));
+            }
+            Some(old) if old.hash() != step.hash() => {
+                changed.push(step.id.clone());
+                lines.push(format!("~ {} (changed, {})", step.id, step.source));
+            }
+            Some(_) => {}
+        }
+    }
+    let removed: Vec<String> =
+        stored.steps.iter().filter(|s| current.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
+    lines.extend(removed.iter().map(|id| format!("- {id} (removed)")));
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    if !accept {
+        return Err(CliError::Changed { run_id: run.id.clone(), file: run.workflow_file.clone(), changes: lines });
+    }
+    let reset = current.with_dependents(&changed);
+    eprintln!("accepting changes: re-running {}", reset.join(", "));
+    Ok(Some((current, reset, removed)))
+}
+
+async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration) -> Result<(), CliError> {
+    let run = store.run(run_id).await?;
+    if run.status.is_terminal() {
+        eprintln!("run {run_id} already ended ({})", run.status);
+        return Ok(());
+    }
+    let live = run.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
+    store.request_cancel(run_id).await?;
+    if live {
+        eprintln!("cancel requested; the process driving run {run_id} stops it within a few seconds");
+        return Ok(());
+    }
+    // Nobody drives it: take the lease and record the cancellation ourselves.
+    let (observer, _) = crate::progress::start();
+    let config = EngineConfig { parallelism: 1, lease_ttl: ttl, holder: Holder::this_process() };
+    let engine = Engine::new(store, registry, config, observer);
+    let (_tx, rx) = watch::channel(Some(Stop::Cancel));
+    engine.drive(run_id, None, rx).await?;
+    eprintln!("run {run_id} cancelled");
+    Ok(())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn fmt_ms(ms: i64) -> String {
+    fmt_duration(Duration::from_millis(ms.max(0) as u64))
+}
+
+fn ago(t: i64) -> String {
+    fmt_ms(now_ms() - t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_password_never_appears_in_the_resume_command() {
+        assert_eq!(redact_url("postgres://flow:s3cret@db:5432/state"), "postgres://flow:***@db:5432/state");
+        assert_eq!(redact_url("/tmp/state.db"), "/tmp/state.db");
+    }
+}
