@@ -144,29 +144,8 @@ pub(super) fn render_plan(
             )
             .unwrap_or_default();
         }
-        PlanFormat::Mermaid => {
-            out.push_str("flowchart TD\n");
-            for s in &wf.steps {
-                out.push_str(&format!("  {}[\"{} ({}): {}\"]\n", node_id(&s.id), s.id, s.uses, action(&s.id)));
-            }
-            for s in &wf.steps {
-                for n in &s.needs {
-                    out.push_str(&format!("  {} --> {}\n", node_id(n), node_id(&s.id)));
-                }
-            }
-        }
-        PlanFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=TB;\n", wf.name));
-            for s in &wf.steps {
-                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\\n{}\"];\n", s.id, s.id, s.uses, action(&s.id)));
-            }
-            for s in &wf.steps {
-                for n in &s.needs {
-                    out.push_str(&format!("  \"{n}\" -> \"{}\";\n", s.id));
-                }
-            }
-            out.push_str("}\n");
-        }
+        PlanFormat::Mermaid => out = mermaid(wf, |s| Some(action(&s.id))),
+        PlanFormat::Dot => out = dot(wf, |s| Some(action(&s.id))),
         PlanFormat::Text => {
             for (i, w) in waves.iter().enumerate() {
                 out.push_str(&format!("wave {} ({} step(s), run in parallel)\n", i + 1, w.len()));
