@@ -313,7 +313,12 @@ const GROUP_WAIT: Duration = Duration::from_millis(50);
 impl<S: Store> Shared<S> {
     /// Commits `writes`, preceded by every deferred success.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let mut all = std::mem::take(&mut self.deferred.lock().unwrap_or_else(|e| e.into_inner()).0);
+        let mut all = {
+            // The group leaves whole: the next deferred success starts a new one's clock.
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.1 = None;
+            std::mem::take(&mut deferred.0)
+        };
         if all.is_empty() && writes.is_empty() {
             return Ok(());
         }
@@ -335,7 +340,6 @@ impl<S: Store> Shared<S> {
 
     /// Commits the deferred successes now.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).1 = None;
         self.commit(Vec::new()).await
     }
 

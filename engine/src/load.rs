@@ -402,8 +402,13 @@ impl Loader<'_> {
             }
             let mut problems = Vec::new();
             let step = expand_item(node, item, &key, &mut problems);
+            // Named as it will be: `ID[KEY]`, or its id written with the item.
+            let shown = match step.get("id").and_then(|n| n.as_str()) {
+                Some(id) if templated_id(node) => id.to_string(),
+                _ => format!("{base}[{key}]"),
+            };
             for (message, loc) in problems {
-                self.err(file, loc, format!("step `{base}[{key}]`: {message}"));
+                self.err(file, loc, format!("step `{shown}`: {message}"));
             }
             if templated_id(node) {
                 self.step(file, &step, defaults, None);
