@@ -610,6 +610,9 @@ pub fn source_hash(context: &Path, p: &Params) -> Result<String, StepError> {
             let target = std::fs::read_link(&path).unwrap_or_default();
             h.update(b"link\0");
             h.update(target.to_string_lossy().as_bytes());
+        } else if !meta.is_file() {
+            // A FIFO, socket or device: named, never read (a FIFO would block for ever).
+            h.update(b"special\0");
         } else {
             use std::os::unix::fs::PermissionsExt;
             h.update(if meta.permissions().mode() & 0o111 != 0 { b"exec\0" } else { b"file\0" });
@@ -828,18 +831,22 @@ mod tests {
         assert_eq!(BuildPush.check(&p)[0].path, ["instance_id"]);
     }
 
-    #[test]
-    fn the_builder_script_adopts_before_it_builds_and_never_holds_the_password() {
-        let p = params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/srv/src/orch"}));
-        let target = Target {
+    fn ecr_target(repository: &str, uri: &str) -> Target {
+        Target {
             ecr: aws_sdk_ecr::Client::from_conf(
                 aws_sdk_ecr::Config::builder().behavior_version(aws_config::BehaviorVersion::latest()).build(),
             ),
-            repository: "s/orchestrator".into(),
-            uri: "1.dkr.ecr.eu-west-3.amazonaws.com/s/orchestrator".into(),
+            repository: repository.into(),
+            uri: uri.into(),
             override_base: None,
             insecure: false,
-        };
+        }
+    }
+
+    #[test]
+    fn the_builder_script_adopts_before_it_builds_and_never_holds_the_password() {
+        let p = params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/srv/src/orch"}));
+        let target = ecr_target("s/orchestrator", "1.dkr.ecr.eu-west-3.amazonaws.com/s/orchestrator");
         let script = builder_script(&p, &target);
         let describe = script.find("aws ecr describe-images").unwrap();
         let build = script.find("podman build --isolation='chroot'").unwrap();
@@ -847,5 +854,100 @@ mod tests {
         assert!(script.contains("cd '/srv/src/orch'"));
         assert!(script.contains("get-login-password | podman login --username AWS --password-stdin"));
         assert!(script.contains("push --digestfile"));
+    }
+
+    /// Runs the builder script with `sh` as the builder would, with stand-ins
+    /// for `aws` and `podman` that record what they were given.
+    #[test]
+    fn values_in_the_builder_script_arrive_as_literal_text_and_never_run() {
+        let root = tempfile::tempdir().unwrap();
+        let marker = |n: u32| root.path().join(format!("ran-{n}"));
+        let hostile = |n: u32| format!("$(touch {0})`touch {0}`;touch {0}\n'\"", marker(n).display());
+        let context = root.path().join("ctx $(touch ran-0) ; `touch ran-0`");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::write(context.join("Dockerfile"), "FROM scratch\n").unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let record = root.path().join("podman-build.args");
+        let stub = |name: &str, body: String| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/bash\n{body}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub("aws", "case \"$*\" in *describe-images*) echo None ;; *) echo password ;; esac\n".into());
+        stub(
+            "podman",
+            format!(
+                "case \"$1\" in\n info) echo {store} ;;\n login) cat >/dev/null ;;\n build) printf '%s\\0' \"$@\" > {record} ;;\n push) echo sha256:0123 > \"$3\" ;;\nesac\n",
+                store = shell_quote(&root.path().display().to_string()),
+                record = shell_quote(&record.display().to_string()),
+            ),
+        );
+        let p = params(json!({
+            "runs_on": "builder", "instance_id": "i-1", "min_free_disk": "0",
+            "context": context.display().to_string(),
+            "tag": format!("v1{}", hostile(1)),
+            "dockerfile": format!("Dockerfile{}", hostile(2)),
+            "build_args": {"V": hostile(3)},
+            "platform": hostile(4),
+            "region": hostile(5),
+        }));
+        let target = ecr_target(&format!("s/app{}", hostile(6)), &format!("1.dkr.ecr/s/app{}", hostile(7)));
+
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(builder_script(&p, &target))
+            .current_dir(root.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .expect("sh runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+
+        for n in 0..8 {
+            assert!(!marker(n).exists(), "value {n} ran as code:\n{stdout}");
+        }
+        assert!(stdout.contains("ca-a2a-flow:action=built"), "{stdout}");
+        let args = std::fs::read_to_string(&record).expect("podman build ran");
+        let args: Vec<&str> = args.trim_end_matches('\0').split('\0').collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1].to_string();
+        assert_eq!(after("--build-arg"), format!("V={}", hostile(3)));
+        assert_eq!(after("--platform"), hostile(4));
+        assert_eq!(after("-f"), format!("Dockerfile{}", hostile(2)));
+        let reference = after("-t");
+        assert!(reference.starts_with(&format!("1.dkr.ecr/s/app{}:v1{}-", hostile(7), hostile(1))), "{reference}");
+    }
+
+    #[test]
+    fn a_fifo_in_the_context_is_hashed_by_its_name_and_never_read() {
+        let dir = context("fifo", &[("Dockerfile", "FROM scratch\n")]);
+        let fifo = std::ffi::CString::new(dir.join("pipe").display().to_string()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let hashing = dir.clone();
+        std::thread::spawn(move || tx.send(source_hash(&hashing, &params(json!({})))));
+        let hash = rx.recv_timeout(Duration::from_secs(20)).expect("hashing a context with a FIFO never ends");
+        assert_eq!(hash.unwrap().len(), 64);
+    }
+
+    /// The lease's heartbeat is a task on the same runtime as the steps: with a
+    /// single worker thread, work that held it would stop every other task.
+    #[test]
+    fn work_off_the_runtime_lets_the_runtimes_other_tasks_run_meanwhile() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let answered = rt.block_on(async {
+            tokio::spawn(async {
+                let (tx, rx) = std::sync::mpsc::channel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let _ = tx.send(());
+                });
+                off_the_runtime(move || rx.recv_timeout(Duration::from_secs(10)).is_ok())
+            })
+            .await
+            .unwrap()
+        });
+        assert!(answered, "the work held the only runtime thread: no other task ran while it lasted");
     }
 }

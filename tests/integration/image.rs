@@ -377,3 +377,36 @@ fn a_failing_build_fails_the_step_with_the_tail_of_its_output_and_pushes_nothing
     assert!(out.stderr.contains("--step app-image` for the whole build output"), "{}", out.stderr);
     assert_eq!(registry.manifest_pushes(&format!("{stack}/app")), 0);
 }
+
+#[test]
+fn a_build_arg_with_shell_syntax_reaches_the_build_as_literal_text_and_runs_nothing() {
+    let registry = Registry::start();
+    let env = Env::sqlite();
+    let stack = unique_stack("img");
+    context(&env, r#"/bin/busybox printf 'arg=[%s]' \"$V\" | /bin/busybox tee /marker"#);
+    let dockerfile = std::fs::read_to_string(env.path("app/Dockerfile")).unwrap().replace("RUN ", "ARG V\nRUN ");
+    env.write("app/Dockerfile", &dockerfile);
+    let ran = env.path("ran");
+    let value = format!("$(touch {0}) `touch {0}` ; touch {0} 'q\" {stack}", ran.display());
+    let wf = env.write(
+        "image.yaml",
+        &IMAGE
+            .replace("  registry: { default: \"\" }\n", "  registry: { default: \"\" }\n  v: {}\n")
+            .replace("      tag: v1\n", "      tag: v1\n      build_args: { V: \"${{ inputs.v }}\" }\n"),
+    );
+    env.run(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--input",
+        &format!("stack={stack}"),
+        "--input",
+        &format!("registry=http://{}", registry.host),
+        "--input",
+        &format!("v={value}"),
+    ])
+    .expect_success();
+
+    assert!(!ran.exists(), "the build argument ran as code on this machine");
+    let logs = env.run(&["logs", &env.runs()[0].id, "--step", "app-image"]).stdout.clone();
+    assert!(logs.contains(&format!("arg=[{value}]")), "the RUN step saw the value as it was given:\n{logs}");
+}

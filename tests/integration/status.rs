@@ -56,6 +56,21 @@ both!(list_shows_runs_newest_first, |env: &Env| {
     assert!(text.find("ok").unwrap() < text.find("mixed").unwrap());
 });
 
+both!(list_says_when_older_runs_exist_beyond_its_limit, |env: &Env| {
+    let ok = env.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    uses: noop\n");
+    for _ in 0..3 {
+        env.run(&["run", ok.to_str().unwrap()]).expect_success();
+    }
+    let cut = env.run(&["list", "--limit", "2", "--output", "json"]);
+    cut.expect_success();
+    assert_eq!(cut.json().as_array().unwrap().len(), 2);
+    assert!(cut.stderr.contains("showing the newest 2 runs; older ones exist"), "{}", cut.stderr);
+    let all = env.run(&["list", "--limit", "3"]);
+    all.expect_success();
+    assert_eq!(all.stdout.lines().count(), 4, "a heading and three runs:\n{}", all.stdout);
+    assert!(!all.stderr.contains("older ones exist"), "nothing was cut: {}", all.stderr);
+});
+
 both!(logs_show_the_commands_output_and_each_attempts_outcome, |env: &Env| {
     env.run(&["run", &mixed(env)]).expect_code(1);
     let run = env.only_run();
