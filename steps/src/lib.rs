@@ -1,6 +1,7 @@
 //! Step kinds for ca-a2a-flow, one file each. Adding a kind: write
 //! `src/<kind>.rs` (AWS kinds: `src/aws/<service>_<resource>.rs`) implementing
-//! [`ca_a2a_flow_engine::Step`], then add one line to [`registry`].
+//! [`ca_a2a_flow_engine::Step`] (and, for an AWS kind, [`aws::facts::Facts`]:
+//! its cost, its leftovers), then add one line to [`kinds`].
 
 pub mod aws;
 pub mod image_build_push;
@@ -10,45 +11,87 @@ pub mod shell;
 pub mod sleep;
 pub mod wait_http;
 
-use ca_a2a_flow_engine::Registry;
+use std::sync::{Arc, LazyLock};
 
-/// Every step kind this build knows.
+use aws::facts::{Facts, FactsOf, KindFacts};
+use ca_a2a_flow_engine::{Registry, Step};
+
+/// Every step kind this build knows, one line each.
+fn kinds() -> Kinds {
+    Kinds::default()
+        .aws(aws::ec2_elastic_ip::ElasticIp)
+        .aws(aws::ec2_instance::Ec2Instance)
+        .aws(aws::ec2_internet_gateway::InternetGateway)
+        .aws(aws::ec2_nat_gateway::NatGatewayKind)
+        .aws(aws::ec2_route_table::RouteTable)
+        .aws(aws::ec2_security_group::SecurityGroup)
+        .aws(aws::ec2_subnet::Subnet)
+        .aws(aws::ec2_subnet_lookup::SubnetLookup)
+        .aws(aws::ec2_vpc::Vpc)
+        .aws(aws::ecr_repository::Repository)
+        .aws(aws::ecs_cluster::Cluster)
+        .aws(aws::ecs_rollout::Rollout)
+        .aws(aws::ecs_service::EcsService)
+        .aws(aws::ecs_task_definition::TaskDefinition)
+        .aws(aws::elbv2_listener::Listener)
+        .aws(aws::elbv2_listener_rule::ListenerRule)
+        .aws(aws::elbv2_load_balancer::LoadBalancer)
+        .aws(aws::elbv2_target_group::TargetGroupKind)
+        .aws(aws::elbv2_wait_healthy::WaitHealthy)
+        .aws(aws::iam_role::Role)
+        .aws(aws::logs_log_group::LogGroup)
+        .aws(aws::rds_db_instance::DbInstance)
+        .aws(aws::rds_db_subnet_group::DbSubnetGroup)
+        .aws(aws::s3_bucket::Bucket)
+        .aws(aws::secretsmanager_secret::SecretKind)
+        .aws(aws::ssm_run_command::RunCommand)
+        .aws(aws::sts_caller_identity::CallerIdentity)
+        .other(image_build_push::BuildPush)
+        .other(noop::Noop)
+        .other(shell::Shell)
+        .other(sleep::Sleep)
+        .other(wait_http::WaitHttp)
+}
+
+/// The engine's registry of kinds, and the facts of the AWS ones.
+struct Kinds {
+    registry: Registry,
+    facts: Vec<Arc<dyn KindFacts>>,
+}
+
+impl Default for Kinds {
+    fn default() -> Self {
+        Self { registry: Registry::new(), facts: Vec::new() }
+    }
+}
+
+impl Kinds {
+    fn aws<K: Facts>(mut self, kind: K) -> Self {
+        self.facts.push(Arc::new(FactsOf::<K>::new()));
+        self.other(kind)
+    }
+
+    fn other<K: Step>(mut self, kind: K) -> Self {
+        self.registry = self.registry.register(kind);
+        self
+    }
+}
+
+/// Every step kind this build knows, with the checks that span steps.
 pub fn registry() -> Registry {
-    Registry::new()
-        .register(aws::ec2_elastic_ip::ElasticIp)
-        .register(aws::ec2_instance::Ec2Instance)
-        .register(aws::ec2_internet_gateway::InternetGateway)
-        .register(aws::ec2_nat_gateway::NatGatewayKind)
-        .register(aws::ec2_route_table::RouteTable)
-        .register(aws::ec2_security_group::SecurityGroup)
-        .register(aws::ec2_subnet::Subnet)
-        .register(aws::ec2_subnet_lookup::SubnetLookup)
-        .register(aws::ec2_vpc::Vpc)
-        .register(aws::ecr_repository::Repository)
-        .register(aws::ecs_cluster::Cluster)
-        .register(aws::ecs_rollout::Rollout)
-        .register(aws::ecs_service::EcsService)
-        .register(aws::ecs_task_definition::TaskDefinition)
-        .register(aws::elbv2_listener::Listener)
-        .register(aws::elbv2_listener_rule::ListenerRule)
-        .register(aws::elbv2_load_balancer::LoadBalancer)
-        .register(aws::elbv2_target_group::TargetGroupKind)
-        .register(aws::elbv2_wait_healthy::WaitHealthy)
-        .register(aws::iam_role::Role)
-        .register(aws::logs_log_group::LogGroup)
-        .register(aws::rds_db_instance::DbInstance)
-        .register(aws::rds_db_subnet_group::DbSubnetGroup)
-        .register(aws::s3_bucket::Bucket)
-        .register(aws::secretsmanager_secret::SecretKind)
-        .register(aws::ssm_run_command::RunCommand)
-        .register(aws::sts_caller_identity::CallerIdentity)
-        .register(image_build_push::BuildPush)
-        .register(noop::Noop)
-        .register(shell::Shell)
-        .register(sleep::Sleep)
-        .register(wait_http::WaitHttp)
-        .check(aws::checks::target_groups_are_reached)
-        .check(aws::checks::one_vpc_per_resource)
+    kinds().registry.check(aws::checks::target_groups_are_reached).check(aws::checks::one_vpc_per_resource)
+}
+
+static FACTS: LazyLock<Vec<Arc<dyn KindFacts>>> = LazyLock::new(|| kinds().facts);
+
+/// The facts of every AWS kind (`cost`, `gc`).
+pub fn all_facts() -> &'static [Arc<dyn KindFacts>] {
+    &FACTS
+}
+
+/// The facts of the AWS kind named `kind`.
+pub fn facts(kind: &str) -> Option<&'static Arc<dyn KindFacts>> {
+    FACTS.iter().find(|f| f.kind() == kind)
 }
 
 #[cfg(test)]
@@ -81,6 +124,17 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 30, "only {checked} kinds");
+    }
+
+    /// `cost` and `gc` ask an AWS kind through its facts: one registered
+    /// without them would be priced at nothing and its leftovers never found.
+    #[test]
+    fn every_aws_kind_is_registered_with_its_facts() {
+        let registry = super::registry();
+        let aws: Vec<&str> = registry.names().filter(|n| n.starts_with("aws.")).collect();
+        let without: Vec<&&str> = aws.iter().filter(|n| super::facts(n).is_none()).collect();
+        assert!(without.is_empty(), "registered without facts: {without:?}");
+        assert_eq!(super::all_facts().len(), aws.len());
     }
 
     #[test]

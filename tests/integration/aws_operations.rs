@@ -6,6 +6,33 @@ use aws_sdk_ec2::types::Filter;
 use crate::support::aws::{deploy, sdk, unique_stack};
 use crate::support::{Env, block_on};
 
+/// ListSecrets answers 100 secrets a page (AWS's default, which moto keeps).
+#[test]
+fn gc_finds_leftovers_past_the_first_page_of_an_answer() {
+    let stack = unique_stack("paged");
+    let config = sdk();
+    block_on(async {
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        for n in 0..101 {
+            let tag = |k: &str, v: &str| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(v).build();
+            sm.create_secret()
+                .name(format!("{stack}/secret-{n}"))
+                .secret_string("x")
+                .tags(tag("ca-a2a-flow:stack", &stack))
+                .tags(tag("ca-a2a-flow:step", &format!("secret-{n}")))
+                .tags(tag("ca-a2a-flow:run", "r-20260101-000000-abcd"))
+                .send()
+                .await
+                .expect("moto creates the secret");
+        }
+    });
+    let env = Env::sqlite(); // no run of that stack: every secret is a leftover
+    let listed = env.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    listed.expect_success();
+    let secrets = listed.json().as_array().unwrap().iter().filter(|o| o["kind"] == "aws.secretsmanager.secret").count();
+    assert_eq!(secrets, 101, "every page of ListSecrets was read");
+}
+
 #[test]
 fn gc_lists_exactly_what_a_killed_and_forgotten_deploy_left_and_removes_it() {
     // A deploy killed once its VPC and subnets exist, in a state file then lost.

@@ -22,6 +22,7 @@ struct PriceFile {
     regions: BTreeMap<String, Prices>,
 }
 
+/// Usage that AWS bills by volume, as the price file assumes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Assumptions {
     pub nat_data_gb: f64,
@@ -31,25 +32,87 @@ pub struct Assumptions {
     pub ecr_gb_per_repository: f64,
 }
 
-#[derive(Debug, Deserialize)]
-struct Prices {
-    nat_gateway_hour: f64,
-    nat_gateway_gb: f64,
-    public_ipv4_hour: f64,
-    alb_hour: f64,
-    alb_lcu_hour: f64,
-    fargate_vcpu_hour: f64,
-    fargate_gb_hour: f64,
-    rds_postgres_hour: BTreeMap<String, f64>,
-    rds_gp3_gb_month: f64,
-    s3_standard_gb_month: f64,
-    logs_ingest_gb: f64,
-    ecr_gb_month: f64,
-    secret_month: f64,
+/// One region's prices, in dollars.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Prices {
+    pub nat_gateway_hour: f64,
+    pub nat_gateway_gb: f64,
+    pub public_ipv4_hour: f64,
+    pub alb_hour: f64,
+    pub alb_lcu_hour: f64,
+    pub fargate_vcpu_hour: f64,
+    pub fargate_gb_hour: f64,
+    pub rds_postgres_hour: BTreeMap<String, f64>,
+    pub rds_gp3_gb_month: f64,
+    pub s3_standard_gb_month: f64,
+    pub logs_ingest_gb: f64,
+    pub ecr_gb_month: f64,
+    pub secret_month: f64,
     #[serde(default)]
-    ec2_hour: BTreeMap<String, f64>,
+    pub ec2_hour: BTreeMap<String, f64>,
     #[serde(default)]
-    ebs_gp3_gb_month: f64,
+    pub ebs_gp3_gb_month: f64,
+}
+
+/// A region's prices with the hours a month is billed for.
+#[derive(Debug, Clone)]
+pub struct RegionPrices {
+    pub hours_per_month: f64,
+    pub prices: Prices,
+}
+
+impl std::ops::Deref for RegionPrices {
+    type Target = Prices;
+    fn deref(&self) -> &Prices {
+        &self.prices
+    }
+}
+
+/// The prices of `region`, when the price file has them.
+pub fn region_prices(region: &str) -> Option<RegionPrices> {
+    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
+    let prices = file.regions.get(region)?.clone();
+    Some(RegionPrices { hours_per_month: file.hours_per_month, prices })
+}
+
+/// One line of what a step costs a month, as its kind computes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostLine {
+    pub detail: String,
+    pub monthly: f64,
+    /// Part of a database (the report's total "without RDS" leaves it out).
+    pub database: bool,
+}
+
+impl CostLine {
+    pub fn new(detail: impl Into<String>, monthly: f64) -> Self {
+        Self { detail: detail.into(), monthly, database: false }
+    }
+    pub fn database(self) -> Self {
+        Self { database: true, ..self }
+    }
+}
+
+/// What a kind's [`super::facts::Facts::monthly`] prices a step with.
+pub struct Pricing<'a> {
+    pub region: &'a str,
+    /// Hours in a billed month.
+    pub hours: f64,
+    pub prices: &'a Prices,
+    pub assume: &'a Assumptions,
+    /// The step's own parameters as written (to follow its references).
+    with: &'a Json,
+    /// Every step's parameters, resolved as far as they can be before the run.
+    steps: &'a BTreeMap<&'a str, Json>,
+}
+
+impl Pricing<'_> {
+    /// The parameters of the step that `param` refers to
+    /// (`${{ steps.X.outputs.arn }}` -> X's parameters).
+    pub fn referenced<P: serde::de::DeserializeOwned>(&self, param: &str) -> Option<P> {
+        let step = referenced_step(self.with, param)?;
+        serde_json::from_value(self.steps.get(step.as_str())?.clone()).ok()
+    }
 }
 
 /// One resource's monthly cost.
@@ -59,6 +122,8 @@ pub struct Line {
     pub kind: String,
     pub detail: String,
     pub monthly: f64,
+    #[serde(skip)]
+    pub database: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,157 +138,62 @@ pub struct Estimate {
     pub prices_source: String,
 }
 
-/// An instance's monthly cost (running all month, with its gp3 volume), when the price file knows its type.
-pub fn instance_monthly(region: &str, instance_type: &str, volume_gib: f64) -> Option<f64> {
-    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
-    let p = file.regions.get(region)?;
-    let hour = p.ec2_hour.get(instance_type)?;
-    Some(round(file.hours_per_month * hour + volume_gib * p.ebs_gp3_gb_month))
-}
-
-/// A NAT gateway's monthly cost before any data goes through it.
-pub fn nat_gateway_monthly(region: &str) -> Option<f64> {
-    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
-    Some(round(file.hours_per_month * file.regions.get(region)?.nat_gateway_hour))
-}
-
-/// A public IPv4 address's monthly cost (an Elastic IP, used or not).
-pub fn public_ipv4_monthly(region: &str) -> Option<f64> {
-    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
-    Some(round(file.hours_per_month * file.regions.get(region)?.public_ipv4_hour))
-}
-
-/// A Secrets Manager secret's monthly cost.
-pub fn secret_monthly(region: &str) -> Option<f64> {
-    let file: PriceFile = serde_json::from_str(PRICES).ok()?;
-    Some(file.regions.get(region)?.secret_month)
-}
-
 /// The regions the price file knows.
 pub fn regions() -> Vec<String> {
     serde_json::from_str::<PriceFile>(PRICES).map(|f| f.regions.into_keys().collect()).unwrap_or_default()
 }
 
-/// Estimates `wf` with `inputs` in `region`.
+/// Estimates `wf` with `inputs` in `region`: each step's kind prices it.
 pub fn estimate(wf: &Workflow, inputs: &BTreeMap<String, Json>, region: &str) -> Result<Estimate, String> {
     let file: PriceFile = serde_json::from_str(PRICES).map_err(|e| format!("the price file is broken: {e}"))?;
-    let Some(p) = file.regions.get(region) else {
+    let Some(prices) = file.regions.get(region) else {
         return Err(format!(
             "no prices for region `{region}`; the price file ({}) has: {}",
             file.checked,
             file.regions.keys().cloned().collect::<Vec<_>>().join(", ")
         ));
     };
-    let h = file.hours_per_month;
-    let a = &file.assumptions;
     let outputs = BTreeMap::new();
     let env = |_: &str| None;
     let secret = |_: &str, _: &str| false;
     let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
     let params: BTreeMap<&str, Json> =
         wf.steps.iter().map(|s| (s.id.as_str(), scope.resolve_partial(&s.with))).collect();
-    let num = |v: Option<&Json>, default: f64| v.and_then(Json::as_f64).unwrap_or(default);
     let mut lines = Vec::new();
     let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
     for s in wf.steps.iter().filter(|s| !skipped.contains(&s.id)) {
-        let w = &params[s.id.as_str()];
-        let mut line = |detail: String, monthly: f64| {
-            lines.push(Line { step: s.id.clone(), kind: s.uses.clone(), detail, monthly: round(monthly) })
+        let Some(facts) = crate::facts(&s.uses) else { continue };
+        let at = Pricing {
+            region,
+            hours: file.hours_per_month,
+            prices,
+            assume: &file.assumptions,
+            with: &s.with,
+            steps: &params,
         };
-        match s.uses.as_str() {
-            "aws.ec2.nat_gateway" => line(
-                format!("{h} h x ${} + {} GB processed x ${}", p.nat_gateway_hour, a.nat_data_gb, p.nat_gateway_gb),
-                h * p.nat_gateway_hour + a.nat_data_gb * p.nat_gateway_gb,
-            ),
-            "aws.ec2.elastic_ip" => {
-                line(format!("1 public IPv4 address x {h} h x ${}", p.public_ipv4_hour), h * p.public_ipv4_hour)
-            }
-            "aws.elbv2.load_balancer" => {
-                let ips = w.get("subnet_ids").and_then(Json::as_array).map(Vec::len).unwrap_or(2) as f64;
-                line(
-                    format!(
-                        "{h} h x ${} + {} LCU x ${} + {ips} public IPv4 x ${}",
-                        p.alb_hour, a.alb_lcu, p.alb_lcu_hour, p.public_ipv4_hour
-                    ),
-                    h * (p.alb_hour + a.alb_lcu * p.alb_lcu_hour + ips * p.public_ipv4_hour),
-                )
-            }
-            "aws.ec2.instance" => {
-                let kind = w.get("instance_type").and_then(Json::as_str).unwrap_or("t3.large");
-                let gib = num(w.get("volume_size_gib"), 60.0);
-                match p.ec2_hour.get(kind) {
-                    Some(hour) => line(
-                        format!("{h} h x ${hour} ({kind}) + {gib} GB gp3 x ${}", p.ebs_gp3_gb_month),
-                        h * hour + gib * p.ebs_gp3_gb_month,
-                    ),
-                    None => line(format!("{kind}: not in the price file; {gib} GB gp3 only"), gib * p.ebs_gp3_gb_month),
-                }
-            }
-            "aws.ecs.service" => {
-                let count = num(w.get("desired_count"), 1.0);
-                let task = referenced_step(&s.with, "task_definition_arn").and_then(|t| params.get(t.as_str()));
-                let cpu = num(task.and_then(|t| t.get("cpu")), 256.0) / 1024.0;
-                let gb = num(task.and_then(|t| t.get("memory")), 512.0) / 1024.0;
-                line(
-                    format!(
-                        "{count} task(s) x ({cpu} vCPU x ${} + {gb} GB x ${}) x {h} h",
-                        p.fargate_vcpu_hour, p.fargate_gb_hour
-                    ),
-                    count * h * (cpu * p.fargate_vcpu_hour + gb * p.fargate_gb_hour),
-                )
-            }
-            "aws.rds.db_instance" => {
-                let class = w.get("instance_class").and_then(Json::as_str).unwrap_or("db.t3.micro");
-                let Some(hourly) = p.rds_postgres_hour.get(class) else {
-                    return Err(format!(
-                        "step `{}`: no price for RDS class `{class}` in {region}; known: {}",
-                        s.id,
-                        p.rds_postgres_hour.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ));
-                };
-                let multi = w.get("multi_az").and_then(Json::as_bool).unwrap_or(false);
-                let copies = if multi { 2.0 } else { 1.0 };
-                let gb = num(w.get("allocated_storage"), 20.0);
-                line(
-                    format!(
-                        "{class}{} {h} h x ${hourly} + {gb} GB gp3 x ${} + managed secret ${}",
-                        if multi { " Multi-AZ (x2)" } else { "" },
-                        p.rds_gp3_gb_month,
-                        p.secret_month
-                    ),
-                    copies * (h * hourly + gb * p.rds_gp3_gb_month) + p.secret_month,
-                )
-            }
-            "aws.s3.bucket" => {
-                line(format!("{} GB x ${}", a.s3_gb, p.s3_standard_gb_month), a.s3_gb * p.s3_standard_gb_month)
-            }
-            "aws.logs.log_group" => line(
-                format!("{} GB ingested x ${}", a.log_ingest_gb_per_group, p.logs_ingest_gb),
-                a.log_ingest_gb_per_group * p.logs_ingest_gb,
-            ),
-            "aws.ecr.repository" => line(
-                format!("{} GB stored x ${}", a.ecr_gb_per_repository, p.ecr_gb_month),
-                a.ecr_gb_per_repository * p.ecr_gb_month,
-            ),
-            "aws.secretsmanager.secret" => line("1 secret".into(), p.secret_month),
-            _ => {}
-        }
+        let priced = facts.monthly(&params[s.id.as_str()], &at).map_err(|e| format!("step `{}`: {e}", s.id))?;
+        lines.extend(priced.into_iter().map(|l| Line {
+            step: s.id.clone(),
+            kind: s.uses.clone(),
+            detail: l.detail,
+            monthly: round(l.monthly),
+            database: l.database,
+        }));
     }
     let total = round(lines.iter().map(|l| l.monthly).sum());
-    let total_without_databases =
-        round(lines.iter().filter(|l| !l.kind.starts_with("aws.rds.")).map(|l| l.monthly).sum());
+    let total_without_databases = round(lines.iter().filter(|l| !l.database).map(|l| l.monthly).sum());
     Ok(Estimate {
         region: region.to_string(),
         lines,
         total,
         total_without_databases,
-        assumptions: a.clone(),
+        assumptions: file.assumptions.clone(),
         prices_checked: file.checked,
         prices_source: file.source,
     })
 }
 
-fn round(x: f64) -> f64 {
+pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
@@ -278,10 +248,18 @@ mod tests {
 
     #[test]
     fn the_prices_gc_shows_for_leftovers_come_from_the_price_file() {
-        assert_eq!(nat_gateway_monthly("eu-west-3"), Some(35.04));
-        assert_eq!(public_ipv4_monthly("eu-west-3"), Some(3.65));
-        assert_eq!(secret_monthly("eu-west-3"), Some(0.40));
-        assert_eq!(nat_gateway_monthly("mars-north-1"), None);
+        let sweep = |region: &str| super::super::facts::Sweep {
+            region: region.into(),
+            config: aws_config::SdkConfig::builder().build(),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::Config::builder().behavior_version(aws_config::BehaviorVersion::latest()).build(),
+            ),
+            prices: region_prices(region),
+        };
+        assert_eq!(sweep("eu-west-3").monthly(|p| p.nat_gateway_hour), 35.04);
+        assert_eq!(sweep("eu-west-3").monthly(|p| p.public_ipv4_hour), 3.65);
+        assert_eq!(region_prices("eu-west-3").unwrap().secret_month, 0.40);
+        assert_eq!(sweep("mars-north-1").monthly(|p| p.nat_gateway_hour), 0.0);
     }
 
     #[test]

@@ -334,3 +334,56 @@ async fn wait_ssm_online(ctx: &StepContext, region: Option<&str>, id: &str, limi
     })
     .await
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+
+impl Facts for Ec2Instance {
+    const GC_RANK: u8 = 0;
+
+    fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (h, prices, kind, gib) = (at.hours, at.prices, &p.instance_type, p.volume_size_gib as f64);
+        Ok(vec![match prices.ec2_hour.get(kind) {
+            Some(hour) => CostLine::new(
+                format!("{h} h x ${hour} ({kind}) + {gib} GB gp3 x ${}", prices.ebs_gp3_gb_month),
+                h * hour + gib * prices.ebs_gp3_gb_month,
+            ),
+            None => CostLine::new(
+                format!("{kind}: not in the price file; {gib} GB gp3 only"),
+                gib * prices.ebs_gp3_gb_month,
+            ),
+        }])
+    }
+
+    /// A forgotten builder bills by the hour: the costliest leftover there is.
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        let ours = aws_sdk_ec2::types::Filter::builder().name("tag-key").values(super::owner::TAG_STACK).build();
+        let live = aws_sdk_ec2::types::Filter::builder()
+            .name("instance-state-name")
+            .values("pending")
+            .values("running")
+            .values("stopping")
+            .values("stopped")
+            .build();
+        let mut pages = at.ec2.describe_instances().filters(ours).filters(live).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.or_step_error("ec2:DescribeInstances")?;
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let kind = i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default();
+                let volume = default_volume() as f64;
+                let monthly = at.prices.as_ref().map_or(0.0, |p| {
+                    let hour = p.ec2_hour.get(&kind).copied().unwrap_or(0.0);
+                    super::cost::round(p.hours_per_month * hour + volume * p.ebs_gp3_gb_month)
+                });
+                found.push(Leftover::new(
+                    ec2_tags(i.tags()),
+                    i.instance_id(),
+                    monthly,
+                    json!({ "subnet_id": i.subnet_id() }),
+                ));
+            }
+        }
+        Ok(found)
+    }
+}

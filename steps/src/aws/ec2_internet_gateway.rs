@@ -129,3 +129,20 @@ impl Step for InternetGateway {
         Ok(Outputs::from([("igw_id".into(), json!(id)), ("action".into(), json!(action))]))
     }
 }
+
+use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+
+impl Facts for InternetGateway {
+    const GC_RANK: u8 = 1;
+
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        let found = super::owned::tagged::<aws_sdk_ec2::types::InternetGateway>(&at.ec2).await?;
+        Ok(found
+            .iter()
+            .map(|g| {
+                let vpc = g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or("none");
+                Leftover::new(ec2_tags(g.tags()), g.internet_gateway_id(), 0.0, json!({ "vpc_id": vpc }))
+            })
+            .collect())
+    }
+}

@@ -279,3 +279,37 @@ async fn owned(ec2: &aws_sdk_ec2::Client, owner: &Owner, states: &[&str]) -> Res
         ec2.describe_nat_gateways().set_filter(Some(filters)).send().await.or_step_error("ec2:DescribeNatGateways")?;
     Ok(found.nat_gateways().iter().filter(|n| owner.owns_ec2(n.tags())).cloned().collect())
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+
+impl Facts for NatGatewayKind {
+    const GC_RANK: u8 = 0;
+
+    fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (h, p, a) = (at.hours, at.prices, at.assume);
+        Ok(vec![CostLine::new(
+            format!("{h} h x ${} + {} GB processed x ${}", p.nat_gateway_hour, a.nat_data_gb, p.nat_gateway_gb),
+            h * p.nat_gateway_hour + a.nat_data_gb * p.nat_gateway_gb,
+        )])
+    }
+
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        // moto ignores tag filters on NAT gateways: gc reads the tags itself.
+        let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
+        let mut pages = at.ec2.describe_nat_gateways().filter(live).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            for n in page.or_step_error("ec2:DescribeNatGateways")?.nat_gateways() {
+                let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap_or("?");
+                found.push(Leftover::new(
+                    ec2_tags(n.tags()),
+                    n.nat_gateway_id(),
+                    at.monthly(|p| p.nat_gateway_hour),
+                    json!({ "subnet_id": n.subnet_id(), "allocation_id": allocation }),
+                ));
+            }
+        }
+        Ok(found)
+    }
+}

@@ -204,3 +204,17 @@ impl Step for SecurityGroup {
         Ok(Outputs::from([("group_id".into(), json!(id)), ("action".into(), json!(action))]))
     }
 }
+
+use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+
+impl Facts for SecurityGroup {
+    const GC_RANK: u8 = 1;
+
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        let found = super::owned::tagged::<aws_sdk_ec2::types::SecurityGroup>(&at.ec2).await?;
+        Ok(found
+            .iter()
+            .map(|g| Leftover::new(ec2_tags(g.tags()), g.group_id(), 0.0, json!({ "vpc_id": g.vpc_id() })))
+            .collect())
+    }
+}

@@ -74,3 +74,5 @@ impl Step for SubnetLookup {
         ]))
     }
 }
+
+impl super::facts::Facts for SubnetLookup {}

@@ -179,6 +179,18 @@ async fn vpc_limit(ec2: &aws_sdk_ec2::Client, f: &AwsFailure, region: Option<&st
     error
 }
 
+use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+
+impl Facts for Vpc {
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        let found = super::owned::tagged::<aws_sdk_ec2::types::Vpc>(&at.ec2).await?;
+        Ok(found
+            .iter()
+            .map(|v| Leftover::new(ec2_tags(v.tags()), v.vpc_id(), 0.0, json!({ "cidr": v.cidr_block() })))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::owner::is_cidr;

@@ -133,3 +133,13 @@ impl Step for Repository {
         ]))
     }
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for Repository {
+    fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (gb, price) = (at.assume.ecr_gb_per_repository, at.prices.ecr_gb_month);
+        Ok(vec![CostLine::new(format!("{gb} GB stored x ${price}"), gb * price)])
+    }
+}

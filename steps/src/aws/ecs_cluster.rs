@@ -100,3 +100,5 @@ impl Step for Cluster {
         Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
     }
 }
+
+impl super::facts::Facts for Cluster {}

@@ -299,6 +299,8 @@ fn revision(arn: &str) -> String {
     arn.rsplit('/').next().unwrap_or(arn).to_string()
 }
 
+impl super::facts::Facts for Rollout {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -336,3 +336,22 @@ pub(super) async fn stopped_reasons(ecs: &aws_sdk_ecs::Client, cluster: &str, se
     }
     if reasons.is_empty() { "no stopped task found".to_string() } else { reasons.join(" | ") }
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for EcsService {
+    fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (h, prices, count) = (at.hours, at.prices, p.desired_count as f64);
+        let task: Option<super::ecs_task_definition::Params> = at.referenced("task_definition_arn");
+        let cpu = task.as_ref().map_or(256.0, |t| t.cpu as f64) / 1024.0;
+        let gb = task.as_ref().map_or(512.0, |t| t.memory as f64) / 1024.0;
+        Ok(vec![CostLine::new(
+            format!(
+                "{count} task(s) x ({cpu} vCPU x ${} + {gb} GB x ${}) x {h} h",
+                prices.fargate_vcpu_hour, prices.fargate_gb_hour
+            ),
+            count * h * (cpu * prices.fargate_vcpu_hour + gb * prices.fargate_gb_hour),
+        )])
+    }
+}

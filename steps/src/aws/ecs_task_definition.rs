@@ -332,3 +332,5 @@ fn scalar_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Str
         })
         .collect()
 }
+
+impl super::facts::Facts for TaskDefinition {}

@@ -158,3 +158,5 @@ impl Step for Listener {
         Ok(Outputs::from([("arn".into(), json!(arn)), ("action".into(), json!(action))]))
     }
 }
+
+impl super::facts::Facts for Listener {}

@@ -186,3 +186,5 @@ fn paths(rule: &Rule) -> Vec<String> {
 fn target(rule: &Rule) -> Option<&str> {
     rule.actions().first().and_then(|a| a.target_group_arn())
 }
+
+impl super::facts::Facts for ListenerRule {}

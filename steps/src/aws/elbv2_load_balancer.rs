@@ -199,3 +199,21 @@ async fn by_name(
         .await
         .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for LoadBalancer {
+    fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (h, prices, a) = (at.hours, at.prices, at.assume);
+        // One public address per subnet the load balancer is in.
+        let ips = p.subnet_ids.len() as f64;
+        Ok(vec![CostLine::new(
+            format!(
+                "{h} h x ${} + {} LCU x ${} + {ips} public IPv4 x ${}",
+                prices.alb_hour, a.alb_lcu, prices.alb_lcu_hour, prices.public_ipv4_hour
+            ),
+            h * (prices.alb_hour + a.alb_lcu * prices.alb_lcu_hour + ips * prices.public_ipv4_hour),
+        )])
+    }
+}

@@ -226,3 +226,5 @@ async fn by_name(
         .await
         .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])
 }
+
+impl super::facts::Facts for TargetGroupKind {}

@@ -102,3 +102,5 @@ impl Step for WaitHealthy {
         Ok(Outputs::from([("healthy".into(), json!(healthy))]))
     }
 }
+
+impl super::facts::Facts for WaitHealthy {}

@@ -4,19 +4,19 @@
 //! the parameters its kind's `destroy` needs, so `gc --delete` removes them with
 //! the same durable destroy runs as `destroy`.
 //!
-//! Covered: the network (VPCs, subnets, internet gateways, Elastic IPs, NAT
-//! gateways, route tables, security groups), DB subnet groups and secrets: the
-//! bash deployment's leftovers. Other services' resources are named by stack and are
-//! removed by `destroy`.
+//! Each AWS kind says how its leftovers are found (`Facts::leftovers`, in its
+//! own file): the network (VPCs, subnets, internet gateways, Elastic IPs, NAT
+//! gateways, route tables, security groups), instances, DB subnet groups and
+//! secrets, the bash deployment's leftovers. Other services' resources are
+//! named by stack and are removed by `destroy`.
 
 use std::collections::BTreeSet;
 
-use aws_sdk_ec2::types::{Filter, Tag};
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 
+use super::facts::Sweep;
 use super::owner::{TAG_RUN, TAG_STACK, TAG_STEP};
-use super::{AwsResult, classify, failure};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Orphan {
@@ -25,6 +25,9 @@ pub struct Orphan {
     pub run: Option<String>,
     /// The step kind that made it (its `destroy` removes it).
     pub kind: &'static str,
+    /// The order of deletion, lower first (the kind's `GC_RANK`).
+    #[serde(skip)]
+    pub rank: u8,
     pub id: String,
     /// How long ago the run that made it started (from the run id in its tags).
     pub age: Option<String>,
@@ -33,20 +36,8 @@ pub struct Orphan {
     pub params: Json,
 }
 
-impl Orphan {
-    /// The order of deletion: lower first.
-    pub fn rank(&self) -> u8 {
-        match self.kind {
-            "aws.ec2.nat_gateway" | "aws.ec2.instance" | "aws.secretsmanager.secret" | "aws.rds.db_subnet_group" => 0,
-            "aws.ec2.elastic_ip" | "aws.ec2.route_table" | "aws.ec2.security_group" | "aws.ec2.internet_gateway" => 1,
-            "aws.ec2.subnet" => 2,
-            _ => 3,
-        }
-    }
-}
-
-fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// A run id is `r-YYYYMMDD-HHMMSS-xxxx` (UTC): the age of what the run made.
@@ -75,7 +66,7 @@ fn age_of_run(run: &str) -> Option<String> {
 }
 
 /// Every resource tagged by ca-a2a-flow in the region whose stack is not in `alive`
-/// (and is `only`, when given).
+/// (and is `only`, when given), as each kind finds its own.
 pub async fn find(
     region: Option<&str>,
     alive: &BTreeSet<String>,
@@ -83,133 +74,37 @@ pub async fn find(
 ) -> Result<Vec<Orphan>, ca_a2a_flow_engine::StepError> {
     let config = super::config(region).await;
     let region = config.region().map(|r| r.to_string()).unwrap_or_default();
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let ours = || Filter::builder().name("tag-key").values(TAG_STACK).build();
-    // Idle monthly prices, from the price file `cost` reads (0 where it does not know the region).
-    let nat_month = super::cost::nat_gateway_monthly(&region).unwrap_or(0.0);
-    let eip_month = super::cost::public_ipv4_monthly(&region).unwrap_or(0.0);
-    let secret_month = super::cost::secret_monthly(&region).unwrap_or(0.0);
-    let mut out = Vec::new();
-    let mut push = |tags: &[Tag], kind: &'static str, id: &str, monthly: f64, extra: Json| {
-        let (Some(stack), Some(step)) = (tag(tags, TAG_STACK), tag(tags, TAG_STEP)) else { return };
-        if alive.contains(stack) || only.is_some_and(|o| o != stack) {
-            return;
-        }
-        let mut params = json!({ "stack": stack, "region": region });
-        if let (Some(p), Json::Object(extra)) = (params.as_object_mut(), extra) {
-            p.extend(extra);
-        }
-        out.push(Orphan {
-            stack: stack.to_string(),
-            step: super::owner::step_of_tag(step),
-            run: tag(tags, TAG_RUN).map(String::from),
-            age: tag(tags, TAG_RUN).and_then(age_of_run),
-            kind,
-            id: id.to_string(),
-            monthly,
-            params,
-        });
+    let sweep = Sweep {
+        ec2: aws_sdk_ec2::Client::new(&config),
+        prices: super::cost::region_prices(&region),
+        region: region.clone(),
+        config,
     };
-    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.or_step_error("ec2:DescribeVpcs")?;
-    for v in vpcs.vpcs() {
-        push(v.tags(), "aws.ec2.vpc", v.vpc_id().unwrap_or("?"), 0.0, json!({ "cidr": v.cidr_block() }));
-    }
-    let subnets = ec2.describe_subnets().filters(ours()).send().await.or_step_error("ec2:DescribeSubnets")?;
-    for s in subnets.subnets() {
-        let extra = json!({ "vpc_id": s.vpc_id(), "cidr": s.cidr_block(), "availability_zone": s.availability_zone() });
-        push(s.tags(), "aws.ec2.subnet", s.subnet_id().unwrap_or("?"), 0.0, extra);
-    }
-    let igws =
-        ec2.describe_internet_gateways().filters(ours()).send().await.or_step_error("ec2:DescribeInternetGateways")?;
-    for g in igws.internet_gateways() {
-        let vpc = g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or("none");
-        push(
-            g.tags(),
-            "aws.ec2.internet_gateway",
-            g.internet_gateway_id().unwrap_or("?"),
-            0.0,
-            json!({ "vpc_id": vpc }),
-        );
-    }
-    let eips = ec2.describe_addresses().filters(ours()).send().await.or_step_error("ec2:DescribeAddresses")?;
-    for a in eips.addresses() {
-        // An address used by a NAT gateway is billed with it.
-        push(a.tags(), "aws.ec2.elastic_ip", a.allocation_id().unwrap_or("?"), eip_month, json!({}));
-    }
-    // moto ignores tag filters on NAT gateways: filter the tags here.
-    let live = Filter::builder().name("state").values("pending").values("available").values("failed").build();
-    let nats = ec2.describe_nat_gateways().filter(live).send().await.or_step_error("ec2:DescribeNatGateways")?;
-    for n in nats.nat_gateways() {
-        let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap_or("?");
-        let extra = json!({ "subnet_id": n.subnet_id(), "allocation_id": allocation });
-        push(n.tags(), "aws.ec2.nat_gateway", n.nat_gateway_id().unwrap_or("?"), nat_month, extra);
-    }
-    // A forgotten builder bills by the hour: the costliest leftover there is.
-    let live = Filter::builder()
-        .name("instance-state-name")
-        .values("pending")
-        .values("running")
-        .values("stopping")
-        .values("stopped")
-        .build();
-    let instances =
-        ec2.describe_instances().filters(ours()).filters(live).send().await.or_step_error("ec2:DescribeInstances")?;
-    for i in instances.reservations().iter().flat_map(|r| r.instances()) {
-        let kind = i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default();
-        let monthly = super::cost::instance_monthly(&region, &kind, 60.0).unwrap_or(0.0);
-        let extra = json!({ "subnet_id": i.subnet_id() });
-        push(i.tags(), "aws.ec2.instance", i.instance_id().unwrap_or("?"), monthly, extra);
-    }
-    let tables = ec2.describe_route_tables().filters(ours()).send().await.or_step_error("ec2:DescribeRouteTables")?;
-    for t in tables.route_tables() {
-        push(t.tags(), "aws.ec2.route_table", t.route_table_id().unwrap_or("?"), 0.0, json!({ "vpc_id": t.vpc_id() }));
-    }
-    let groups =
-        ec2.describe_security_groups().filters(ours()).send().await.or_step_error("ec2:DescribeSecurityGroups")?;
-    for g in groups.security_groups() {
-        push(g.tags(), "aws.ec2.security_group", g.group_id().unwrap_or("?"), 0.0, json!({ "vpc_id": g.vpc_id() }));
-    }
-
-    let rds = aws_sdk_rds::Client::new(&config);
-    let subnet_groups = rds
-        .describe_db_subnet_groups()
-        .send()
-        .await
-        .map_err(|e| classify(&failure("rds:DescribeDBSubnetGroups", &e)))?;
-    for g in subnet_groups.db_subnet_groups() {
-        let Some(arn) = g.db_subnet_group_arn() else { continue };
-        let Ok(listed) = rds.list_tags_for_resource().resource_name(arn).send().await else { continue };
-        let tags: Vec<Tag> = listed
-            .tag_list()
-            .iter()
-            .map(|t| Tag::builder().set_key(t.key().map(String::from)).set_value(t.value().map(String::from)).build())
-            .collect();
-        let subnets: Vec<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
-        let name = g.db_subnet_group_name().unwrap_or("?");
-        push(&tags, "aws.rds.db_subnet_group", name, 0.0, json!({ "subnet_ids": subnets }));
-    }
-
-    let sm = aws_sdk_secretsmanager::Client::new(&config);
-    let key = aws_sdk_secretsmanager::types::FilterNameStringType::TagKey;
-    let filter = aws_sdk_secretsmanager::types::Filter::builder().key(key).values(TAG_STACK).build();
-    let secrets = sm
-        .list_secrets()
-        .filters(filter)
-        .send()
-        .await
-        .map_err(|e| classify(&failure("secretsmanager:ListSecrets", &e)))?;
-    for s in secrets.secret_list() {
-        if s.deleted_date().is_some() {
-            continue;
+    let mut out = Vec::new();
+    for facts in crate::all_facts() {
+        for found in facts.leftovers(&sweep).await? {
+            let (Some(stack), Some(step)) = (tag(&found.tags, TAG_STACK), tag(&found.tags, TAG_STEP)) else { continue };
+            if alive.contains(stack) || only.is_some_and(|o| o != stack) {
+                continue;
+            }
+            let mut params = json!({ "stack": stack, "region": region });
+            if let (Some(p), Json::Object(extra)) = (params.as_object_mut(), found.params) {
+                p.extend(extra);
+            }
+            out.push(Orphan {
+                stack: stack.to_string(),
+                step: super::owner::step_of_tag(step),
+                run: tag(&found.tags, TAG_RUN).map(String::from),
+                age: tag(&found.tags, TAG_RUN).and_then(age_of_run),
+                kind: facts.kind(),
+                rank: facts.gc_rank(),
+                id: found.id,
+                monthly: found.monthly,
+                params,
+            });
         }
-        let tags: Vec<Tag> = s
-            .tags()
-            .iter()
-            .map(|t| Tag::builder().set_key(t.key().map(String::from)).set_value(t.value().map(String::from)).build())
-            .collect();
-        push(&tags, "aws.secretsmanager.secret", s.name().unwrap_or("?"), secret_month, json!({}));
     }
-    out.sort_by(|a, b| (&a.stack, a.rank(), &a.step).cmp(&(&b.stack, b.rank(), &b.step)));
+    out.sort_by(|a, b| (&a.stack, a.rank, &a.step).cmp(&(&b.stack, b.rank, &b.step)));
     Ok(out)
 }
 
@@ -228,7 +123,7 @@ pub fn workflow(
         if steps.iter().any(|s| s.id == o.step) {
             continue;
         }
-        let needs: BTreeSet<String> = ours.iter().filter(|x| x.rank() < o.rank()).map(|x| x.step.clone()).collect();
+        let needs: BTreeSet<String> = ours.iter().filter(|x| x.rank < o.rank).map(|x| x.step.clone()).collect();
         steps.push(StepDef {
             id: o.step.clone(),
             uses: format!("{DESTROY_PREFIX}{}", o.kind),

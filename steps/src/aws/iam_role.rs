@@ -271,3 +271,5 @@ async fn instance_profile(
     }
     Ok(name.to_string())
 }
+
+impl super::facts::Facts for Role {}

@@ -143,3 +143,13 @@ impl Step for LogGroup {
         ]))
     }
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for LogGroup {
+    fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (gb, price) = (at.assume.log_ingest_gb_per_group, at.prices.logs_ingest_gb);
+        Ok(vec![CostLine::new(format!("{gb} GB ingested x ${price}"), gb * price)])
+    }
+}

@@ -12,6 +12,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 pub mod checks;
 pub mod classify;
 pub mod cost;
+pub mod facts;
 pub mod gc;
 pub mod owned;
 pub mod owner;

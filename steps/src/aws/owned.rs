@@ -79,3 +79,8 @@ pub async fn all<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Vec<T>, StepEr
 pub async fn one<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Option<T>, StepError> {
     one_owned(all::<T>(ec2, owner).await?, T::id, T::WHAT, owner)
 }
+
+/// Everything of `T` carrying ca-a2a-flow's ownership tags, whatever its stack (`gc`).
+pub async fn tagged<T: Owned>(ec2: &Client) -> Result<Vec<T>, StepError> {
+    T::describe(ec2, vec![Filter::builder().name("tag-key").values(super::owner::TAG_STACK).build()]).await
+}

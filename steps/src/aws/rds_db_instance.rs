@@ -304,3 +304,33 @@ async fn by_id(
         .await
         .or_absent("rds:DescribeDBInstances", &["DBInstanceNotFound", "DBInstanceNotFoundFault"])
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for DbInstance {
+    fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (h, prices, class) = (at.hours, at.prices, &p.instance_class);
+        let Some(hourly) = prices.rds_postgres_hour.get(class) else {
+            return Err(format!(
+                "no price for RDS class `{class}` in {}; known: {}",
+                at.region,
+                prices.rds_postgres_hour.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        let copies = if p.multi_az { 2.0 } else { 1.0 };
+        let gb = p.allocated_storage as f64;
+        Ok(vec![
+            CostLine::new(
+                format!(
+                    "{class}{} {h} h x ${hourly} + {gb} GB gp3 x ${} + managed secret ${}",
+                    if p.multi_az { " Multi-AZ (x2)" } else { "" },
+                    prices.rds_gp3_gb_month,
+                    prices.secret_month
+                ),
+                copies * (h * hourly + gb * prices.rds_gp3_gb_month) + prices.secret_month,
+            )
+            .database(),
+        ])
+    }
+}

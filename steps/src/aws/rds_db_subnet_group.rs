@@ -187,3 +187,31 @@ impl Step for DbSubnetGroup {
         ]))
     }
 }
+
+use super::facts::{Facts, Leftover, Sweep};
+
+impl Facts for DbSubnetGroup {
+    const GC_RANK: u8 = 0;
+
+    /// DB subnet groups carry no tag filter: each group's tags are asked for.
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        let rds = aws_sdk_rds::Client::new(&at.config);
+        let mut pages = rds.describe_db_subnet_groups().into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| super::classify(&super::failure("rds:DescribeDBSubnetGroups", &e)))?;
+            for g in page.db_subnet_groups() {
+                let Some(arn) = g.db_subnet_group_arn() else { continue };
+                let Ok(listed) = rds.list_tags_for_resource().resource_name(arn).send().await else { continue };
+                let tags = listed
+                    .tag_list()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                let subnets: Vec<&str> = g.subnets().iter().filter_map(|s| s.subnet_identifier()).collect();
+                found.push(Leftover::new(tags, g.db_subnet_group_name(), 0.0, json!({ "subnet_ids": subnets })));
+            }
+        }
+        Ok(found)
+    }
+}

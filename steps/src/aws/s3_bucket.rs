@@ -252,3 +252,13 @@ impl Step for Bucket {
         ]))
     }
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::Facts;
+
+impl Facts for Bucket {
+    fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        let (gb, price) = (at.assume.s3_gb, at.prices.s3_standard_gb_month);
+        Ok(vec![CostLine::new(format!("{gb} GB x ${price}"), gb * price)])
+    }
+}

@@ -185,3 +185,32 @@ async fn describe(
         .await
         .or_absent("secretsmanager:DescribeSecret", &["ResourceNotFoundException"])
 }
+
+use super::cost::{CostLine, Pricing};
+use super::facts::{Facts, Leftover, Sweep};
+
+impl Facts for SecretKind {
+    const GC_RANK: u8 = 0;
+
+    fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
+        Ok(vec![CostLine::new("1 secret", at.prices.secret_month)])
+    }
+
+    async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let sm = aws_sdk_secretsmanager::Client::new(&at.config);
+        let ours = Filter::builder().key(FilterNameStringType::TagKey).values(super::owner::TAG_STACK).build();
+        let monthly = at.prices.as_ref().map_or(0.0, |p| p.secret_month);
+        let mut pages = sm.list_secrets().filters(ours).into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| super::classify(&super::failure("secretsmanager:ListSecrets", &e)))?;
+            for s in page.secret_list().iter().filter(|s| s.deleted_date().is_none()) {
+                let tags =
+                    s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect();
+                found.push(Leftover::new(tags, s.name(), monthly, json!({})));
+            }
+        }
+        Ok(found)
+    }
+}

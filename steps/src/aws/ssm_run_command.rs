@@ -265,6 +265,8 @@ async fn sent_before(ssm: &aws_sdk_ssm::Client, instance: &str, comment: &str) -
         .next_back())
 }
 
+impl super::facts::Facts for RunCommand {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,3 +69,5 @@ impl Step for CallerIdentity {
         ]))
     }
 }
+
+impl super::facts::Facts for CallerIdentity {}
