@@ -129,7 +129,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 )));
             }
             let store = open_store(state.as_deref()).await?;
-            if wf.steps.iter().any(|s| s.uses.starts_with("aws.")) {
+            if preflight::applies(&wf) {
                 // The quota checks count what the run creates: only they need the plan's calls.
                 let quotas = ["vpc-quota", "eip-quota"].iter().any(|q| !skip_preflight.iter().any(|s| s == q));
                 let plans =
@@ -302,32 +302,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let Some((kind, p)) = params.get(&step) else {
                 return Err(CliError::Usage(format!("run {run_id} has no step `{step}` that ran")));
             };
-            if kind != "aws.secretsmanager.secret" {
-                return Err(CliError::Usage(format!("step `{step}` is a {kind}, not an aws.secretsmanager.secret")));
-            }
-            let stack = p.get("stack").and_then(|v| v.as_str()).unwrap_or_default();
-            let name = format!("{stack}/{step}");
-            let region = p.get("region").and_then(|v| v.as_str());
-            // The services whose task definitions read this secret.
-            let readers: Vec<String> = run
-                .definition
-                .steps
-                .iter()
-                .filter(|s| {
-                    s.uses == "aws.ecs.task_definition" && s.with.to_string().contains(&format!("steps.{step}.outputs"))
-                })
-                .map(|s| s.id.clone())
-                .collect();
-            let services: Vec<services::Service> = deployed_services(&store, &run_id)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|svc| {
-                    run.definition.step(&svc.step).is_some_and(|d| {
-                        readers.iter().any(|r| d.with.to_string().contains(&format!("steps.{r}.outputs")))
-                    })
-                })
-                .collect();
+            let (name, region) = services::secret_of(&step, kind, p).map_err(CliError::Usage)?;
+            let region = region.as_deref();
+            let deployed = deployed_services(&store, &run_id).await.unwrap_or_default();
+            let services = services::readers_of_secret(&run.definition, &step, deployed);
             let version = services::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
             eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
             for s in &services {
@@ -338,27 +316,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Tail { run_id, service, follow, since } => {
             let store = open_store(state.as_deref()).await?;
             let (run, params) = run_params(&store, &run_id).await?;
-            let task = run
-                .definition
-                .step(&service)
-                .and_then(|s| ca_a2a_flow_engine::template::references(&s.with.to_string()).ok())
-                .and_then(|refs| {
-                    refs.into_iter().find_map(|r| match r {
-                        ca_a2a_flow_engine::template::Ref::StepOutput { step, .. }
-                            if params.get(&step).is_some_and(|(k, _)| k == "aws.ecs.task_definition") =>
-                        {
-                            Some(step)
-                        }
-                        _ => None,
-                    })
-                });
-            let group = task
-                .and_then(|t| params.get(&t))
-                .and_then(|(_, p)| p.get("containers")?.get(0)?.get("log_group")?.as_str().map(String::from))
-                .ok_or_else(|| {
-                    CliError::Usage(format!("step `{service}` of run {run_id} is not an ECS service with a log group"))
-                })?;
-            let region = params.get(&service).and_then(|(_, p)| p.get("region")?.as_str().map(String::from));
+            let (group, region) = services::log_group_of(&run.definition, &params, &service).ok_or_else(|| {
+                CliError::Usage(format!("step `{service}` of run {run_id} is not an ECS service with a log group"))
+            })?;
             let mut since_ms = now_ms() - since.as_millis() as i64;
             loop {
                 let events =

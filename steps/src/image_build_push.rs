@@ -331,12 +331,7 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
         return Ok(outputs(target, &reference, &tag, &hash, &digest, "adopted"));
     }
 
-    let storage = match &p.storage {
-        Some(s) => PathBuf::from(s),
-        None => storage(p.builder.program()).await,
-    };
-    let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
-    ctx.log(format!("disk: {}", check_free_disk(&storage, required)?));
+    ctx.log(format!("disk: {}", free_disk(p).await?));
 
     let session = Session::new(ctx, p.builder)?;
     let password = target.password(ctx).await?;
@@ -497,15 +492,27 @@ impl Drop for Session {
     }
 }
 
-/// Where the builder keeps images, as it says (30 s at most); its usual place if it cannot say.
-pub async fn storage(builder: &str) -> PathBuf {
-    let (args, fallback): (&[&str], &str) = match builder {
-        "buildah" => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
-        "docker" => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),
-        _ => (&["info", "--format", "{{.Store.GraphRoot}}"], "/var/lib/containers/storage"),
+/// Whether the disk where this build stores images has `min_free_disk` free
+/// (checked by the step before it builds, and by the preflight before a run).
+pub async fn free_disk(p: &Params) -> Result<String, StepError> {
+    let storage = match &p.storage {
+        Some(s) => PathBuf::from(s),
+        None => storage(p.builder).await,
     };
+    let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
+    check_free_disk(&storage, required)
+}
+
+/// Where the builder keeps images, as it says (30 s at most); its usual place if it cannot say.
+async fn storage(builder: Builder) -> PathBuf {
+    let (args, fallback): (&[&str], &str) = match builder {
+        Builder::Buildah => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
+        Builder::Docker => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),
+        Builder::Podman => (&["info", "--format", "{{.Store.GraphRoot}}"], "/var/lib/containers/storage"),
+    };
+    let program = builder.program();
     let asked =
-        tokio::time::timeout(Duration::from_secs(30), Command::new(builder).args(args).kill_on_drop(true).output())
+        tokio::time::timeout(Duration::from_secs(30), Command::new(program).args(args).kill_on_drop(true).output())
             .await;
     match asked {
         Ok(Ok(out)) if out.status.success() && !String::from_utf8_lossy(&out.stdout).trim().is_empty() => {

@@ -97,7 +97,8 @@ fn a_run_in_a_region_whose_vpc_quota_is_used_up_is_refused_before_creating_anyth
     elsewhere.run(&["run", net.to_str().unwrap(), "--input", &format!("stack={orphan_stack}")]).expect_success();
     let orphan = crate::support::aws::expect_exactly_the_network(&ec2(), &orphan_stack);
 
-    // moto's Service Quotas answers AWS's default, 5 VPCs per region; moto holds more already.
+    // moto's Service Quotas answers AWS's default, 5 VPCs per region.
+    crate::support::aws::fill_the_vpc_quota();
     let proxy = FaultProxy::start(&moto(), Vec::new());
     let env = Env::sqlite();
     let out = deploy(&env, &unique_stack("quota"), Some(&proxy.url), &[("CA_A2A_FLOW_SKIP_PREFLIGHT", "eip-quota")]);
@@ -148,6 +149,7 @@ fn a_service_control_policy_denying_the_network_fails_preflight_with_the_region_
 
 #[test]
 fn plan_reports_each_preflight_check_with_its_numbers() {
+    crate::support::aws::fill_the_vpc_quota();
     let env = Env::sqlite();
     let out = env.run(&["plan", FULL, "--input", &format!("stack={}", unique_stack("pf")), "--output", "json"]);
     out.expect_success();
@@ -156,7 +158,7 @@ fn plan_reports_each_preflight_check_with_its_numbers() {
         |name: &str| checks.iter().find(|c| c["name"] == name).unwrap()["status"].as_str().unwrap().to_string();
     assert_eq!(status("region"), "pass");
     assert_eq!(status("permissions"), "pass");
-    assert_eq!(status("vpc-quota"), "fail", "moto holds more VPCs than the default quota of 5: {checks:?}");
+    assert_eq!(status("vpc-quota"), "fail", "the region holds the default quota of 5 VPCs: {checks:?}");
     let region = checks.iter().find(|c| c["name"] == "region").unwrap();
     assert!(region["message"].as_str().unwrap().contains("eu-west-3a, eu-west-3b exist"), "{region}");
 }

@@ -4,7 +4,11 @@
 use std::collections::BTreeSet;
 
 use ca_a2a_flow_engine::template::{Ref, references};
-use ca_a2a_flow_engine::{Finding, StepView};
+use ca_a2a_flow_engine::{Finding, Step, StepView};
+
+use super::ecs_service::EcsService;
+use super::elbv2_listener::Listener;
+use super::elbv2_listener_rule::ListenerRule;
 use serde_json::Value as Json;
 
 /// What a parameter points at: the steps whose outputs it uses, or its literal text.
@@ -29,14 +33,14 @@ pub fn target_groups_are_reached(steps: &[StepView<'_>]) -> Vec<Finding> {
     let mut reached = BTreeSet::new();
     for s in steps {
         let param = match s.uses {
-            "aws.elbv2.listener" => "default_target_group_arn",
-            "aws.elbv2.listener_rule" => "target_group_arn",
+            Listener::KIND => "default_target_group_arn",
+            ListenerRule::KIND => "target_group_arn",
             _ => continue,
         };
         reached.extend(targets(s.with.get(param)));
     }
     let mut found = Vec::new();
-    for s in steps.iter().filter(|s| s.uses == "aws.ecs.service") {
+    for s in steps.iter().filter(|s| s.uses == EcsService::KIND) {
         for tg in targets(s.with.get("target_group_arn")) {
             if reached.contains(&tg) {
                 continue;

@@ -102,7 +102,7 @@ impl Step for ElasticIp {
 }
 
 use super::cost::{CostLine, Pricing};
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for ElasticIp {
     const GC_RANK: u8 = 1;
@@ -115,10 +115,9 @@ impl Facts for ElasticIp {
         )])
     }
 
+    /// An address used by a NAT gateway is billed with it: each is priced as idle.
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::Address>(&at.ec2).await?;
-        // An address used by a NAT gateway is billed with it: each is priced as idle.
         let monthly = at.monthly(|p| p.public_ipv4_hour);
-        Ok(found.iter().map(|a| Leftover::new(ec2_tags(a.tags()), a.allocation_id(), monthly, json!({}))).collect())
+        super::owned::leftovers(at, monthly, |_: &aws_sdk_ec2::types::Address| json!({})).await
     }
 }

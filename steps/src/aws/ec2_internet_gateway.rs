@@ -130,19 +130,15 @@ impl Step for InternetGateway {
     }
 }
 
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for InternetGateway {
     const GC_RANK: u8 = 1;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::InternetGateway>(&at.ec2).await?;
-        Ok(found
-            .iter()
-            .map(|g| {
-                let vpc = g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or("none");
-                Leftover::new(ec2_tags(g.tags()), g.internet_gateway_id(), 0.0, json!({ "vpc_id": vpc }))
-            })
-            .collect())
+        super::owned::leftovers(at, 0.0, |g: &aws_sdk_ec2::types::InternetGateway| {
+            json!({ "vpc_id": g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or("none") })
+        })
+        .await
     }
 }

@@ -234,16 +234,12 @@ impl Step for RouteTable {
     }
 }
 
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for RouteTable {
     const GC_RANK: u8 = 1;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::RouteTable>(&at.ec2).await?;
-        Ok(found
-            .iter()
-            .map(|t| Leftover::new(ec2_tags(t.tags()), t.route_table_id(), 0.0, json!({ "vpc_id": t.vpc_id() })))
-            .collect())
+        super::owned::leftovers(at, 0.0, |t: &aws_sdk_ec2::types::RouteTable| json!({ "vpc_id": t.vpc_id() })).await
     }
 }

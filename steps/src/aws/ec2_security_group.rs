@@ -205,16 +205,12 @@ impl Step for SecurityGroup {
     }
 }
 
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for SecurityGroup {
     const GC_RANK: u8 = 1;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::SecurityGroup>(&at.ec2).await?;
-        Ok(found
-            .iter()
-            .map(|g| Leftover::new(ec2_tags(g.tags()), g.group_id(), 0.0, json!({ "vpc_id": g.vpc_id() })))
-            .collect())
+        super::owned::leftovers(at, 0.0, |g: &aws_sdk_ec2::types::SecurityGroup| json!({ "vpc_id": g.vpc_id() })).await
     }
 }

@@ -164,20 +164,15 @@ impl Step for Subnet {
     }
 }
 
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for Subnet {
     const GC_RANK: u8 = 2;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::Subnet>(&at.ec2).await?;
-        Ok(found
-            .iter()
-            .map(|s| {
-                let params =
-                    json!({ "vpc_id": s.vpc_id(), "cidr": s.cidr_block(), "availability_zone": s.availability_zone() });
-                Leftover::new(ec2_tags(s.tags()), s.subnet_id(), 0.0, params)
-            })
-            .collect())
+        super::owned::leftovers(at, 0.0, |s: &aws_sdk_ec2::types::Subnet| {
+            json!({ "vpc_id": s.vpc_id(), "cidr": s.cidr_block(), "availability_zone": s.availability_zone() })
+        })
+        .await
     }
 }

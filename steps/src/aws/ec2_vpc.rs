@@ -179,15 +179,11 @@ async fn vpc_limit(ec2: &aws_sdk_ec2::Client, f: &AwsFailure, region: Option<&st
     error
 }
 
-use super::facts::{Facts, Leftover, Sweep, ec2_tags};
+use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for Vpc {
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
-        let found = super::owned::tagged::<aws_sdk_ec2::types::Vpc>(&at.ec2).await?;
-        Ok(found
-            .iter()
-            .map(|v| Leftover::new(ec2_tags(v.tags()), v.vpc_id(), 0.0, json!({ "cidr": v.cidr_block() })))
-            .collect())
+        super::owned::leftovers(at, 0.0, |v: &aws_sdk_ec2::types::Vpc| json!({ "cidr": v.cidr_block() })).await
     }
 }
 

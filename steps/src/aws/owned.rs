@@ -5,6 +5,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Address, Filter, InternetGateway, RouteTable, SecurityGroup, Subnet, Vpc};
 use ca_a2a_flow_engine::StepError;
 
+use super::facts::{Leftover, Sweep, ec2_tags};
 use super::{AwsResult, Owner, one_owned};
 
 /// An EC2 resource a step owns by its tags.
@@ -12,6 +13,7 @@ pub trait Owned: Clone + Send + Sync + 'static {
     /// What it is called in messages ("subnet").
     const WHAT: &'static str;
     fn id(&self) -> Option<&str>;
+    fn tags(&self) -> &[aws_sdk_ec2::types::Tag];
     /// Every resource the filters match.
     fn describe(ec2: &Client, filters: Vec<Filter>) -> impl Future<Output = Result<Vec<Self>, StepError>> + Send;
 }
@@ -23,6 +25,9 @@ macro_rules! paged {
             const WHAT: &'static str = $what;
             fn id(&self) -> Option<&str> {
                 self.$id()
+            }
+            fn tags(&self) -> &[aws_sdk_ec2::types::Tag] {
+                self.tags()
             }
             async fn describe(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Self>, StepError> {
                 let mut pages = ec2.$call().set_filters(Some(filters)).into_paginator().send();
@@ -62,6 +67,9 @@ impl Owned for Address {
     fn id(&self) -> Option<&str> {
         self.allocation_id()
     }
+    fn tags(&self) -> &[aws_sdk_ec2::types::Tag] {
+        self.tags()
+    }
     async fn describe(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Self>, StepError> {
         let found =
             ec2.describe_addresses().set_filters(Some(filters)).send().await.or_step_error("ec2:DescribeAddresses")?;
@@ -80,7 +88,14 @@ pub async fn one<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Option<T>, Ste
     one_owned(all::<T>(ec2, owner).await?, T::id, T::WHAT, owner)
 }
 
-/// Everything of `T` carrying ca-a2a-flow's ownership tags, whatever its stack (`gc`).
-pub async fn tagged<T: Owned>(ec2: &Client) -> Result<Vec<T>, StepError> {
-    T::describe(ec2, vec![Filter::builder().name("tag-key").values(super::owner::TAG_STACK).build()]).await
+/// Everything of `T` carrying ca-a2a-flow's ownership tags, whatever its stack,
+/// as `gc` sees it: each costing `monthly`, removed by its kind's `destroy` with `params`.
+pub async fn leftovers<T: Owned>(
+    at: &Sweep,
+    monthly: f64,
+    params: impl Fn(&T) -> serde_json::Value,
+) -> Result<Vec<Leftover>, StepError> {
+    let ours = Filter::builder().name("tag-key").values(super::owner::TAG_STACK).build();
+    let found = T::describe(&at.ec2, vec![ours]).await?;
+    Ok(found.iter().map(|r| Leftover::new(ec2_tags(r.tags()), r.id(), monthly, params(r))).collect())
 }

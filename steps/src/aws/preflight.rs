@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::{classify, failure};
+use crate::image_build_push as image;
+use ca_a2a_flow_engine::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +36,11 @@ pub struct Check {
 /// The checks there are, for `--skip-preflight`.
 pub const NAMES: &[&str] = &["region", "vpc-quota", "eip-quota", "permissions", "disk", "builder"];
 
+/// Whether `wf` has an AWS step, so that the checks apply to it.
+pub fn applies(wf: &Workflow) -> bool {
+    wf.steps.iter().any(|s| crate::facts(&s.uses).is_some())
+}
+
 /// Runs the checks for `wf` as `plans` would run it. Checks named in `skip`
 /// are reported as skipped.
 pub async fn checks(
@@ -48,7 +55,7 @@ pub async fn checks(
     let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
     let steps: Vec<(&str, &str, Json)> =
         wf.steps.iter().map(|s| (s.id.as_str(), s.uses.as_str(), scope.resolve_partial(&s.with))).collect();
-    if !steps.iter().any(|(_, kind, _)| kind.starts_with("aws.")) {
+    if !applies(wf) {
         return Vec::new();
     }
     let creates = |kind: &str| {
@@ -83,44 +90,42 @@ pub async fn checks(
         .map(String::from)
         .collect();
     add("region", if run("region") { Some(region_check(&ec2, &region, &zones).await) } else { None });
-    let vpcs = creates("aws.ec2.vpc");
+    let vpcs = creates(super::ec2_vpc::Vpc::KIND);
     add(
         "vpc-quota",
         if run("vpc-quota") { Some(vpc_quota(&config, &ec2, &region, vpcs, known_stacks).await) } else { None },
     );
-    let eips = creates("aws.ec2.elastic_ip");
+    let eips = creates(super::ec2_elastic_ip::ElasticIp::KIND);
     add("eip-quota", if run("eip-quota") { Some(eip_quota(&config, &ec2, &region, eips).await) } else { None });
     add("permissions", if run("permissions") { Some(permissions(&ec2, &region, vpcs > 0).await) } else { None });
     let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
-    let images: Vec<(&str, &Json)> = steps
-        .iter()
-        .filter(|(id, kind, _)| *kind == "image.build_push" && !skipped.contains(*id))
-        .map(|(id, _, w)| (*id, w))
-        .collect();
-    let on_builder = |w: &Json| w.get("runs_on").and_then(Json::as_str) == Some("builder");
-    let local: Vec<(&str, &Json)> = images.iter().filter(|(_, w)| !on_builder(w)).copied().collect();
-    let remote: Vec<(&str, &Json)> = images.iter().filter(|(_, w)| on_builder(w)).copied().collect();
-    add("disk", if run("disk") { Some(Ok(disk(&local).await)) } else { None });
+    let mut images: Vec<(&str, image::Params)> = Vec::new();
+    let mut unread: Vec<String> = Vec::new();
+    for (id, _, w) in steps.iter().filter(|(id, kind, _)| *kind == image::BuildPush::KIND && !skipped.contains(*id)) {
+        match serde_json::from_value(w.clone()) {
+            Ok(p) => images.push((id, p)),
+            Err(e) => unread.push(format!("`{id}` not checked: {e} (known only once earlier steps ran)")),
+        }
+    }
+    let on_builder = |p: &image::Params| p.runs_on == image::RunsOn::Builder;
+    let local: Vec<(&str, &image::Params)> =
+        images.iter().filter(|(_, p)| !on_builder(p)).map(|(i, p)| (*i, p)).collect();
+    let remote: Vec<(&str, &image::Params)> =
+        images.iter().filter(|(_, p)| on_builder(p)).map(|(i, p)| (*i, p)).collect();
+    add("disk", if run("disk") { Some(Ok(disk(&local, &unread).await)) } else { None });
     add("builder", if run("builder") { Some(builder(&config, &remote).await) } else { None });
     out
 }
 
 /// Free disk where each local image build stores images, against its `min_free_disk`.
-async fn disk(builds: &[(&str, &Json)]) -> (Status, String) {
-    if builds.is_empty() {
+async fn disk(builds: &[(&str, &image::Params)], unread: &[String]) -> (Status, String) {
+    if builds.is_empty() && unread.is_empty() {
         return (Status::Skipped, "no image is built here".into());
     }
-    let mut said = Vec::new();
+    let mut said = unread.to_vec();
     let mut failed = false;
-    for (id, w) in builds {
-        let builder = w.get("builder").and_then(Json::as_str).unwrap_or("podman");
-        let storage = match w.get("storage").and_then(Json::as_str) {
-            Some(s) => std::path::PathBuf::from(s),
-            None => crate::image_build_push::storage(builder).await,
-        };
-        let min = w.get("min_free_disk").and_then(Json::as_str).unwrap_or("10GiB");
-        let Ok(required) = crate::image_build_push::parse_size(min) else { continue };
-        match crate::image_build_push::check_free_disk(&storage, required) {
+    for (id, p) in builds {
+        match image::free_disk(p).await {
             Ok(free) => said.push(format!("`{id}`: {free}")),
             Err(e) => {
                 failed = true;
@@ -128,18 +133,26 @@ async fn disk(builds: &[(&str, &Json)]) -> (Status, String) {
             }
         }
     }
-    (if failed { Status::Fail } else { Status::Pass }, said.join("; "))
+    let status = match (failed, unread.is_empty()) {
+        (true, _) => Status::Fail,
+        (false, false) => Status::Warn,
+        (false, true) => Status::Pass,
+    };
+    (status, said.join("; "))
 }
 
 /// Each build on the EC2 builder names an instance that is online in SSM.
-async fn builder(config: &aws_config::SdkConfig, builds: &[(&str, &Json)]) -> Result<(Status, String), String> {
+async fn builder(
+    config: &aws_config::SdkConfig,
+    builds: &[(&str, &image::Params)],
+) -> Result<(Status, String), String> {
     if builds.is_empty() {
         return Ok((Status::Skipped, "no image is built on the EC2 builder".into()));
     }
     let ssm = aws_sdk_ssm::Client::new(config);
     let mut said = Vec::new();
-    for (id, w) in builds {
-        let instance = w.get("instance_id").and_then(Json::as_str).unwrap_or_default();
+    for (id, p) in builds {
+        let instance = p.instance_id.as_deref().unwrap_or_default();
         if instance.is_empty() || instance.contains("${{") {
             return Ok((
                 Status::Fail,

@@ -40,6 +40,11 @@ fn yes() -> bool {
 
 pub struct SecretKind;
 
+/// The secret's name: `<stack>/<step>` (a `for_each` step `db[a]`: `<stack>/db.a`).
+pub fn secret_name(stack: &str, step_id: &str) -> String {
+    format!("{stack}/{}", super::owner::step_tag(step_id))
+}
+
 impl Step for SecretKind {
     type Params = Params;
     const KIND: &'static str = "aws.secretsmanager.secret";

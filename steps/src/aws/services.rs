@@ -7,8 +7,16 @@
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::AwsResult;
-use ca_a2a_flow_engine::StepError;
+use std::collections::BTreeMap;
+
+use ca_a2a_flow_engine::template::{Ref, references};
+use ca_a2a_flow_engine::{Step, StepError, Workflow};
+
+use super::ecs_service::{self, EcsService};
+use super::ecs_task_definition::{self, TaskDefinition};
+use super::owner::step_tag;
+use super::secretsmanager_secret::{self, SecretKind};
+use super::{AwsResult, Owner};
 
 /// An ECS service a deploy run made, with the parameters it ran with.
 #[derive(Debug, Clone)]
@@ -26,19 +34,78 @@ pub struct Service {
 pub fn services(steps: &[(String, String, Json)]) -> Vec<Service> {
     steps
         .iter()
-        .filter(|(_, kind, _)| kind == "aws.ecs.service")
+        .filter(|(_, kind, _)| kind == EcsService::KIND)
         .filter_map(|(id, _, p)| {
-            let stack = p.get("stack")?.as_str()?;
+            let p: ecs_service::Params = serde_json::from_value(p.clone()).ok()?;
             Some(Service {
                 step: id.clone(),
-                name: format!("{stack}-{id}"),
-                cluster: p.get("cluster")?.as_str()?.to_string(),
-                region: p.get("region").and_then(Json::as_str).map(String::from),
-                desired: p.get("desired_count").and_then(Json::as_i64).unwrap_or(1) as i32,
-                target_group_arn: p.get("target_group_arn").and_then(Json::as_str).map(String::from),
+                name: Owner { stack: p.stack, step: step_tag(id), run: String::new() }.name(),
+                cluster: p.cluster,
+                region: p.region,
+                desired: p.desired_count as i32,
+                target_group_arn: p.target_group_arn,
             })
         })
         .collect()
+}
+
+/// A run's step that made a secret: the secret's name and region.
+pub fn secret_of(step: &str, kind: &str, params: &Json) -> Result<(String, Option<String>), String> {
+    if kind != SecretKind::KIND {
+        return Err(format!("step `{step}` is a {kind}, not an {}", SecretKind::KIND));
+    }
+    let p: secretsmanager_secret::Params =
+        serde_json::from_value(params.clone()).map_err(|e| format!("step `{step}`: {e}"))?;
+    Ok((secretsmanager_secret::secret_name(&p.stack, step), p.region))
+}
+
+/// The steps of `definition` whose parameters use an output of step `of`.
+fn readers_of<'a>(definition: &'a Workflow, of: &str, kind: Option<&str>) -> Vec<&'a str> {
+    definition
+        .steps
+        .iter()
+        .filter(|s| kind.is_none_or(|k| s.uses == k))
+        .filter(|s| references_step(&s.with, of))
+        .map(|s| s.id.as_str())
+        .collect()
+}
+
+fn references_step(with: &Json, step: &str) -> bool {
+    match with {
+        Json::String(text) => references(text)
+            .map(|refs| refs.iter().any(|r| matches!(r, Ref::StepOutput { step: s, .. } if s == step)))
+            .unwrap_or(false),
+        Json::Array(items) => items.iter().any(|v| references_step(v, step)),
+        Json::Object(map) => map.values().any(|v| references_step(v, step)),
+        _ => false,
+    }
+}
+
+/// The services whose task definitions read the secret made by step `secret`.
+pub fn readers_of_secret(definition: &Workflow, secret: &str, deployed: Vec<Service>) -> Vec<Service> {
+    let tasks = readers_of(definition, secret, Some(TaskDefinition::KIND));
+    deployed
+        .into_iter()
+        .filter(|svc| definition.step(&svc.step).is_some_and(|d| tasks.iter().any(|t| references_step(&d.with, t))))
+        .collect()
+}
+
+/// Where service step `service` logs: its task definition's first container's
+/// log group, in the service's region.
+pub fn log_group_of(
+    definition: &Workflow,
+    params: &BTreeMap<String, (String, Json)>,
+    service: &str,
+) -> Option<(String, Option<String>)> {
+    let with = &definition.step(service)?.with;
+    let task = params.iter().find_map(|(id, (kind, p))| {
+        (kind == TaskDefinition::KIND && references_step(with, id))
+            .then(|| serde_json::from_value::<ecs_task_definition::Params>(p.clone()).ok())
+            .flatten()
+    })?;
+    let region =
+        params.get(service).and_then(|(_, p)| serde_json::from_value::<ecs_service::Params>(p.clone()).ok())?.region;
+    Some((task.containers.first()?.log_group.clone()?, region))
 }
 
 #[derive(Debug, Clone, Serialize)]

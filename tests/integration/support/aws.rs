@@ -543,3 +543,19 @@ pub(crate) fn destroy(env: &Env, run: &str, flags: &[&str], extra: &[(&str, &str
     vars.extend_from_slice(extra);
     env.run_with(&args, &vars)
 }
+
+/// Fills the emulator's eu-west-3 up to AWS's default quota of 5 VPCs (with
+/// VPCs nobody owns), whatever other tests made before: a region that cannot
+/// take one more.
+pub(crate) fn fill_the_vpc_quota() {
+    let ec2 = ec2();
+    block_on(async {
+        loop {
+            let held = ec2.describe_vpcs().send().await.expect("moto lists VPCs").vpcs().len();
+            if held >= 5 {
+                return;
+            }
+            ec2.create_vpc().cidr_block("10.250.0.0/16").send().await.expect("moto creates a VPC");
+        }
+    });
+}
