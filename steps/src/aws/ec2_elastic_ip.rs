@@ -46,10 +46,7 @@ impl Step for ElasticIp {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An Elastic IP in the VPC domain; adopted when this step already owns one.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-            ],
+            params: super::stack_params(vec![]),
             outputs: vec![
                 ("allocation_id", "the allocation id (eipalloc-…)"),
                 ("public_ip", "the address"),

@@ -40,37 +40,31 @@ impl Step for InternetGateway {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
-        let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = super::owned::all::<aws_sdk_ec2::types::InternetGateway>(&ec2, &owner).await?;
-        let mut ids = Vec::new();
-        for g in found.iter() {
-            let id = g.internet_gateway_id().unwrap_or_default().to_string();
-            for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
-                ctx.progress(format!("detaching {id} from {vpc}"));
-                ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
-                    "ec2:DetachInternetGateway",
-                    &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
-                )?;
-            }
-            ec2.delete_internet_gateway()
-                .internet_gateway_id(&id)
-                .send()
-                .await
-                .or_absent("ec2:DeleteInternetGateway", &["InvalidInternetGatewayID.NotFound"])?;
-            ids.push(id);
-        }
-        Ok(super::removed(ctx, "internet gateway", &ids))
+        let ec2 = &super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |g: aws_sdk_ec2::types::InternetGateway, id| {
+            Box::pin(async move {
+                for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
+                    ctx.progress(format!("detaching {id} from {vpc}"));
+                    ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
+                        "ec2:DetachInternetGateway",
+                        &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
+                    )?;
+                }
+                ec2.delete_internet_gateway()
+                    .internet_gateway_id(&id)
+                    .send()
+                    .await
+                    .or_absent("ec2:DeleteInternetGateway", &["InvalidInternetGatewayID.NotFound"])?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An internet gateway attached to the VPC; adopted (and attached if needed) when this step owns one.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-                ("vpc_id", "string", "the VPC to attach to (required)"),
-            ],
+            params: super::stack_params(vec![("vpc_id", "string", "the VPC to attach to (required)")]),
             outputs: vec![("igw_id", "the gateway's id"), ("action", "`created` or `adopted`")],
             example: "- id: igw\n  uses: aws.ec2.internet_gateway\n  with: { stack: \"${{ inputs.stack }}\", vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\" }\n",
         }

@@ -102,13 +102,11 @@ impl Step for NatGatewayKind {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A public NAT gateway, waited for until available; a failed one is reported, deleted and recreated once with a fresh Elastic IP.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("subnet_id", "string", "a public subnet whose VPC has an attached internet gateway (required)"),
                 ("allocation_id", "string", "the Elastic IP's allocation id (required)"),
                 ("wait", "duration", "deadline for `available` (default 10m)"),
-            ],
+            ]),
             outputs: vec![
                 ("nat_gateway_id", "the gateway's id (nat-…)"),
                 ("allocation_id", "the Elastic IP it uses (a fresh one after a recreation)"),

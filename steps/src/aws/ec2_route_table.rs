@@ -72,42 +72,37 @@ impl Step for RouteTable {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
-        let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = super::owned::all::<aws_sdk_ec2::types::RouteTable>(&ec2, &owner).await?;
-        let mut ids = Vec::new();
-        for t in found.iter() {
-            let id = t.route_table_id().unwrap_or_default().to_string();
-            for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
-                if let Some(assoc) = a.route_table_association_id() {
-                    ec2.disassociate_route_table()
-                        .association_id(assoc)
-                        .send()
-                        .await
-                        .or_absent("ec2:DisassociateRouteTable", &["InvalidAssociationID.NotFound"])?;
+        let ec2 = &super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |t: aws_sdk_ec2::types::RouteTable, id| {
+            Box::pin(async move {
+                for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
+                    if let Some(assoc) = a.route_table_association_id() {
+                        ec2.disassociate_route_table()
+                            .association_id(assoc)
+                            .send()
+                            .await
+                            .or_absent("ec2:DisassociateRouteTable", &["InvalidAssociationID.NotFound"])?;
+                    }
                 }
-            }
-            ctx.progress(format!("deleting route table {id}"));
-            ec2.delete_route_table()
-                .route_table_id(&id)
-                .send()
-                .await
-                .or_absent("ec2:DeleteRouteTable", &["InvalidRouteTableID.NotFound"])?;
-            ids.push(id);
-        }
-        Ok(super::removed(ctx, "route table", &ids))
+                ec2.delete_route_table()
+                    .route_table_id(&id)
+                    .send()
+                    .await
+                    .or_absent("ec2:DeleteRouteTable", &["InvalidRouteTableID.NotFound"])?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A route table with its routes and subnet associations, converged on every run.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("vpc_id", "string", "the VPC (required)"),
                 ("routes", "list", "{ destination, gateway_id | nat_gateway_id } each"),
                 ("subnet_ids", "list", "subnets associated with this table"),
-            ],
+            ]),
             outputs: vec![("route_table_id", "the table's id"), ("action", "`created` or `adopted`")],
             example: "- id: public-routes\n  uses: aws.ec2.route_table\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    routes: [{ destination: 0.0.0.0/0, gateway_id: \"${{ steps.igw.outputs.igw_id }}\" }]\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\"]\n",
         }

@@ -100,33 +100,28 @@ impl Step for SecurityGroup {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
-        let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = super::owned::all::<aws_sdk_ec2::types::SecurityGroup>(&ec2, &owner).await?;
-        let mut ids = Vec::new();
-        for g in found.iter() {
-            let id = g.group_id().unwrap_or_default().to_string();
-            ctx.progress(format!("deleting security group {id}"));
-            ec2.delete_security_group()
-                .group_id(&id)
-                .send()
-                .await
-                .or_absent("ec2:DeleteSecurityGroup", &["InvalidGroup.NotFound"])?;
-            ids.push(id);
-        }
-        Ok(super::removed(ctx, "security group", &ids))
+        let ec2 = &super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::SecurityGroup, id| {
+            Box::pin(async move {
+                ec2.delete_security_group()
+                    .group_id(&id)
+                    .send()
+                    .await
+                    .or_absent("ec2:DeleteSecurityGroup", &["InvalidGroup.NotFound"])?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A security group (named <stack>-<step>) with ingress from CIDRs or other groups; missing rules are added.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("vpc_id", "string", "the VPC (required)"),
                 ("description", "string", "group description (default: its name)"),
                 ("ingress", "list", "{ port, protocol (tcp), cidr | source_group_id, description } each"),
-            ],
+            ]),
             outputs: vec![("group_id", "the group's id"), ("action", "`created` or `adopted`")],
             example: "- id: alb-sg\n  uses: aws.ec2.security_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]\n",
         }

@@ -62,34 +62,29 @@ impl Step for Subnet {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
-        let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = super::owned::all::<aws_sdk_ec2::types::Subnet>(&ec2, &owner).await?;
-        let mut ids = Vec::new();
-        for s in found.iter() {
-            let id = s.subnet_id().unwrap_or_default().to_string();
-            ctx.progress(format!("deleting subnet {id}"));
-            ec2.delete_subnet()
-                .subnet_id(&id)
-                .send()
-                .await
-                .or_absent("ec2:DeleteSubnet", &["InvalidSubnetID.NotFound"])?;
-            ids.push(id);
-        }
-        Ok(super::removed(ctx, "subnet", &ids))
+        let ec2 = &super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::Subnet, id| {
+            Box::pin(async move {
+                ec2.delete_subnet()
+                    .subnet_id(&id)
+                    .send()
+                    .await
+                    .or_absent("ec2:DeleteSubnet", &["InvalidSubnetID.NotFound"])?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A subnet in one availability zone of a VPC; adopted when this stack's step already owns one.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("vpc_id", "string", "the VPC, usually ${{ steps.vpc.outputs.vpc_id }} (required)"),
                 ("cidr", "string", "IPv4 CIDR inside the VPC's, like 10.1.1.0/24 (required)"),
                 ("availability_zone", "string", "like eu-west-3a (required)"),
                 ("map_public_ip", "boolean", "public IPs for what starts here (default false)"),
-            ],
+            ]),
             outputs: vec![
                 ("subnet_id", "the subnet's id"),
                 ("availability_zone", "its AZ"),

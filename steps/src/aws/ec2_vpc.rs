@@ -53,17 +53,14 @@ impl Step for Vpc {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
-        let ec2 = super::ec2(p.region.as_deref()).await;
-        let found = super::owned::all::<aws_sdk_ec2::types::Vpc>(&ec2, &owner).await?;
-        let mut ids = Vec::new();
-        for v in found.iter() {
-            let id = v.vpc_id().unwrap_or_default().to_string();
-            ctx.progress(format!("deleting VPC {id}"));
-            ec2.delete_vpc().vpc_id(&id).send().await.or_absent("ec2:DeleteVpc", &["InvalidVpcID.NotFound"])?;
-            ids.push(id);
-        }
-        Ok(super::removed(ctx, "VPC", &ids))
+        let ec2 = &super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::Vpc, id| {
+            Box::pin(async move {
+                ec2.delete_vpc().vpc_id(&id).send().await.or_absent("ec2:DeleteVpc", &["InvalidVpcID.NotFound"])?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     fn doc(&self) -> KindDoc {

@@ -61,11 +61,7 @@ impl Step for Repository {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An ECR repository with scan on push; adopted when it exists.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-                ("name", "string", "like ca-a2a/orchestrator (required)"),
-            ],
+            params: super::stack_params(vec![("name", "string", "like ca-a2a/orchestrator (required)")]),
             outputs: vec![
                 ("uri", "the repository URI, for image references"),
                 ("arn", "its ARN"),

@@ -55,11 +55,7 @@ impl Step for Cluster {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-                ("container_insights", "boolean", "default false"),
-            ],
+            params: super::stack_params(vec![("container_insights", "boolean", "default false")]),
             outputs: vec![("arn", "the cluster's ARN"), ("name", "its name"), ("action", "`created` or `adopted`")],
             example: "- id: cluster\n  uses: aws.ecs.cluster\n  with: { stack: \"${{ inputs.stack }}\" }\n",
         }

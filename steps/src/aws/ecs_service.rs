@@ -139,9 +139,7 @@ impl Step for EcsService {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A Fargate service (create or update), waited for until stable; a failed rollout reports the stopped tasks' reasons.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("cluster", "string", "the cluster's name or ARN (required)"),
                 ("task_definition_arn", "string", "the revision to run (required)"),
                 ("desired_count", "integer", "default 1"),
@@ -157,7 +155,7 @@ impl Step for EcsService {
                 ("container_port", "integer", "its port"),
                 ("health_check_grace", "duration", "load balancer health check grace period"),
                 ("wait", "duration", "deadline for a stable service (default 20m)"),
-            ],
+            ]),
             outputs: vec![
                 ("arn", "the service's ARN"),
                 ("name", "its name"),

@@ -148,9 +148,7 @@ impl Step for TaskDefinition {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A Fargate task definition (family `<stack>-<step>`); a new revision only when the definition changed.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("cpu", "integer", "CPU units, like 256 (required)"),
                 ("memory", "integer", "MiB, like 512 (required)"),
                 ("execution_role_arn", "string", "role that pulls images, reads secrets, writes logs (required)"),
@@ -160,7 +158,7 @@ impl Step for TaskDefinition {
                     "list",
                     "{ name, image, port, environment, secrets (name -> ARN), command, log_group } each (required)",
                 ),
-            ],
+            ]),
             outputs: vec![
                 ("arn", "the revision's ARN"),
                 ("family", "the family"),

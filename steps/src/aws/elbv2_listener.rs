@@ -86,13 +86,11 @@ impl Step for Listener {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An HTTP listener whose default action forwards to a target group; found by port, its default action kept.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("load_balancer_arn", "string", "the load balancer (required)"),
                 ("port", "integer", "default 80"),
                 ("default_target_group_arn", "string", "the default action's target group (required)"),
-            ],
+            ]),
             outputs: vec![("arn", "the listener's ARN"), ("action", "`created`, `adopted` or `updated`")],
             example: "- id: http\n  uses: aws.elbv2.listener\n  with:\n    stack: \"${{ inputs.stack }}\"\n    load_balancer_arn: \"${{ steps.alb.outputs.arn }}\"\n    default_target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n",
         }

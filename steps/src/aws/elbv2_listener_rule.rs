@@ -89,14 +89,12 @@ impl Step for ListenerRule {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A listener rule forwarding path patterns to a target group at a priority; converged by priority.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("listener_arn", "string", "the listener (required)"),
                 ("priority", "integer", "1-50000, unique on the listener (required)"),
                 ("path_patterns", "list", "like [/extract*] (required)"),
                 ("target_group_arn", "string", "where matching requests go (required)"),
-            ],
+            ]),
             outputs: vec![("arn", "the rule's ARN"), ("action", "`created`, `adopted` or `updated`")],
             example: "- id: extract-rule\n  uses: aws.elbv2.listener_rule\n  with:\n    stack: \"${{ inputs.stack }}\"\n    listener_arn: \"${{ steps.http.outputs.arn }}\"\n    priority: 10\n    path_patterns: [/extract*]\n    target_group_arn: \"${{ steps.extractor-tg.outputs.arn }}\"\n",
         }

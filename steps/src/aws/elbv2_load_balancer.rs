@@ -80,14 +80,12 @@ impl Step for LoadBalancer {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An Application Load Balancer named `<stack>-<step>`, waited for until active.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("subnet_ids", "list", "subnets in two AZs or more (required)"),
                 ("security_group_ids", "list", "its security groups (required)"),
                 ("scheme", "string", "`internet-facing` (default) or `internal`"),
                 ("wait", "duration", "deadline for `active` (default 10m)"),
-            ],
+            ]),
             outputs: vec![
                 ("arn", "the load balancer's ARN"),
                 ("dns_name", "its DNS name"),

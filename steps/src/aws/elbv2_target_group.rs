@@ -104,16 +104,14 @@ impl Step for TargetGroupKind {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An HTTP target group of type ip named `<stack>-<step>`; its health check is updated when it drifts.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("vpc_id", "string", "the VPC (required)"),
                 ("port", "integer", "the targets' port (required)"),
                 ("health_check_path", "string", "default /health"),
                 ("health_check_interval", "integer", "seconds, default 30"),
                 ("health_check_timeout", "integer", "seconds, default 5"),
                 ("healthy_codes", "string", "HTTP codes that count as healthy, default 200-399"),
-            ],
+            ]),
             outputs: vec![
                 ("arn", "the target group's ARN"),
                 ("name", "its name"),

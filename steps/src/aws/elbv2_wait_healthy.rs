@@ -38,12 +38,11 @@ impl Step for WaitHealthy {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "Waits until a target group has `min_healthy` healthy targets and no unhealthy one.",
-            params: vec![
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::region_params(vec![
                 ("target_group_arn", "string", "the target group (required)"),
                 ("min_healthy", "integer", "healthy targets needed (default 1; 0 checks only that none is unhealthy)"),
                 ("wait", "duration", "deadline (default 10m)"),
-            ],
+            ]),
             outputs: vec![("healthy", "how many targets were healthy")],
             example: "- id: keycloak-healthy\n  uses: aws.elbv2.wait_healthy\n  with: { target_group_arn: \"${{ steps.keycloak-tg.outputs.arn }}\" }\n",
         }

@@ -69,12 +69,10 @@ impl Step for LogGroup {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A CloudWatch Logs group; its retention is set and kept.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("name", "string", "the group's name, like /ecs/ca-a2a/orchestrator (required)"),
                 ("retention_days", "integer", "default 7"),
-            ],
+            ]),
             outputs: vec![
                 ("name", "the group's name"),
                 ("arn", "its ARN"),

@@ -208,3 +208,20 @@ pub mod s3_bucket;
 pub mod secretsmanager_secret;
 pub mod ssm_run_command;
 pub mod sts_caller_identity;
+
+/// A parameter's documentation row: name, type, description.
+type DocRow = (&'static str, &'static str, &'static str);
+
+const STACK_ROW: DocRow = ("stack", "string", "stack name (required)");
+const REGION_ROW: DocRow = ("region", "string", "AWS region (default: the SDK's chain)");
+
+/// The documentation rows of a kind whose resource a stack owns: `stack`,
+/// `region`, then its own.
+pub fn stack_params(own: Vec<DocRow>) -> Vec<DocRow> {
+    [vec![STACK_ROW, REGION_ROW], own].concat()
+}
+
+/// The documentation rows of an AWS kind that owns nothing: `region`, then its own.
+pub fn region_params(own: Vec<DocRow>) -> Vec<DocRow> {
+    [vec![REGION_ROW], own].concat()
+}

@@ -1,9 +1,11 @@
 //! What the tag-owned EC2 kinds share: finding what a step owns through its
 //! ownership tags (every page of the answer), and keeping one of it.
 
+use std::pin::Pin;
+
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Address, Filter, InternetGateway, RouteTable, SecurityGroup, Subnet, Vpc};
-use ca_a2a_flow_engine::StepError;
+use ca_a2a_flow_engine::{Outputs, StepContext, StepError};
 
 use super::facts::{Leftover, Sweep, ec2_tags};
 use super::{AwsResult, Owner, one_owned};
@@ -98,4 +100,23 @@ pub async fn leftovers<T: Owned>(
     let ours = Filter::builder().name("tag-key").values(super::owner::TAG_STACK).build();
     let found = T::describe(&at.ec2, vec![ours]).await?;
     Ok(found.iter().map(|r| Leftover::new(ec2_tags(r.tags()), r.id(), monthly, params(r))).collect())
+}
+
+/// Removes everything of `T` that `owner`'s tags point at, `delete` for each
+/// (given the resource and its id; a resource already gone counts as removed),
+/// and says what it removed.
+pub async fn delete_all<'a, T: Owned>(
+    ctx: &StepContext,
+    ec2: &Client,
+    owner: &Owner,
+    delete: impl Fn(T, String) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>>,
+) -> Result<Outputs, StepError> {
+    let mut ids = Vec::new();
+    for found in all::<T>(ec2, owner).await? {
+        let id = found.id().unwrap_or_default().to_string();
+        ctx.progress(format!("deleting {} {id}", T::WHAT));
+        delete(found, id.clone()).await?;
+        ids.push(id);
+    }
+    Ok(super::removed(ctx, T::WHAT, &ids))
 }

@@ -147,9 +147,7 @@ impl Step for DbInstance {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "An encrypted PostgreSQL RDS instance with an RDS-managed master password, waited for until available.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("db_subnet_group", "string", "the DB subnet group (required)"),
                 ("security_group_ids", "list", "its security groups (required)"),
                 ("instance_class", "string", "default db.t3.micro"),
@@ -160,7 +158,7 @@ impl Step for DbInstance {
                 ("db_name", "string", "the database to create (required)"),
                 ("master_username", "string", "the master user (required; its password is managed by RDS)"),
                 ("wait", "duration", "deadline for `available` (default 40m)"),
-            ],
+            ]),
             outputs: vec![
                 ("identifier", "the instance identifier"),
                 ("arn", "its ARN"),

@@ -81,12 +81,10 @@ impl Step for DbSubnetGroup {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("subnet_ids", "list", "subnets in two AZs or more, one VPC (required)"),
                 ("description", "string", "free text"),
-            ],
+            ]),
             outputs: vec![
                 ("name", "the group's name"),
                 ("vpc_id", "its VPC"),

@@ -108,12 +108,10 @@ impl Step for Bucket {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("name", "string", "globally unique bucket name (required)"),
                 ("noncurrent_days", "integer", "days before replaced versions expire (default 30)"),
-            ],
+            ]),
             outputs: vec![("name", "the bucket"), ("arn", "its ARN"), ("action", "`created` or `adopted`")],
             example: "- id: documents\n  uses: aws.s3.bucket\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}-documents-${{ steps.execution-role.outputs.account_id }}\" }\n",
         }

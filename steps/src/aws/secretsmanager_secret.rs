@@ -96,14 +96,12 @@ impl Step for SecretKind {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; only its ARN leaves AWS.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
+            params: super::stack_params(vec![
                 ("description", "string", "what the secret is for"),
                 ("username", "string", "store {\"username\", \"password\"} JSON instead of the bare password"),
                 ("length", "integer", "password length (default 32)"),
                 ("exclude_punctuation", "boolean", "default true"),
-            ],
+            ]),
             outputs: vec![
                 ("arn", "the secret's ARN"),
                 ("name", "its name"),

@@ -28,10 +28,11 @@ impl Step for CallerIdentity {
     fn doc(&self) -> KindDoc {
         KindDoc {
             summary: "The account, identity and region the run deploys with; optionally refuses another account.",
-            params: vec![
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-                ("expect_account", "string", "fail unless the credentials are of this account"),
-            ],
+            params: super::region_params(vec![(
+                "expect_account",
+                "string",
+                "fail unless the credentials are of this account",
+            )]),
             outputs: vec![("account_id", "the AWS account"), ("arn", "the caller's ARN"), ("region", "the region")],
             example: "- id: identity\n  uses: aws.sts.caller_identity\n  with: { region: \"${{ inputs.region }}\" }\n",
         }
