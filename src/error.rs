@@ -43,6 +43,12 @@ pub enum CliError {
     Cloud(ca_a2a_flow_engine::StepError),
     #[error("the workflow file changed since run {run_id} started")]
     Changed { run_id: String, file: String, changes: Vec<String> },
+    /// Checks before a run found what would make it fail: nothing was created.
+    #[error("preflight failed")]
+    PreflightFailed { failed: Vec<(String, String)> },
+    /// Something that cannot be undone, without a terminal to ask on and without `--yes`.
+    #[error("{what}")]
+    NotConfirmed { what: String, listed: Vec<String> },
 }
 
 impl CliError {
@@ -94,6 +100,21 @@ impl CliError {
             CliError::Interrupted { run_id, resume } => {
                 eprintln!("run {run_id} interrupted; nothing is lost. Resume it with:\n  {resume}");
                 exit::INTERRUPTED
+            }
+            CliError::PreflightFailed { failed } => {
+                for (name, message) in failed {
+                    eprintln!("error: preflight `{name}` failed: {message}");
+                }
+                eprintln!("  = nothing was created; fix the cause, or pass --skip-preflight NAME to go on anyway");
+                exit::INVALID
+            }
+            CliError::NotConfirmed { what, listed } => {
+                eprintln!("error: {what}");
+                for line in listed {
+                    eprintln!("  - {line}");
+                }
+                eprintln!("  = hint: nothing was done; pass --yes to go on, or run on a terminal to be asked");
+                exit::INVALID
             }
             CliError::Changed { run_id, file, changes } => {
                 eprintln!("error: {file} changed since run {run_id} started; these steps differ:");

@@ -39,34 +39,20 @@ pub(super) async fn destroy_plan(
         eprintln!("run {run_id} made nothing that ca-a2a-flow can destroy");
         return Ok(None);
     }
-    eprintln!("destroy of run {run_id} ({}), in reverse dependency order:", run.workflow_name);
-    for s in wf.steps.iter().rev() {
-        eprintln!("  - {:<24} {}", s.id, s.uses.trim_start_matches(DESTROY_PREFIX));
-    }
+    let mut listed: Vec<String> =
+        wf.steps.iter().rev().map(|s| format!("{:<24} {}", s.id, s.uses.trim_start_matches(DESTROY_PREFIX))).collect();
     // What each kind keeps with these options, once per kind.
     let mut said = std::collections::BTreeSet::new();
     for s in &wf.steps {
         if let Some(kept) = registry.get(&s.uses).and_then(|k| k.kept_on_destroy(options)) {
             if said.insert(kept) {
-                eprintln!("  {kept}");
+                listed.push(kept.to_string());
             }
         }
     }
-    if !yes {
-        use std::io::{BufRead, IsTerminal, Write};
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::Usage(
-                "destroy asks for confirmation on a terminal; pass --yes to go on without one".into(),
-            ));
-        }
-        eprint!("Type `destroy` to delete these resources: ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if answer.trim() != "destroy" {
-            eprintln!("nothing was deleted");
-            return Ok(None);
-        }
+    let what = format!("destroy of run {run_id} ({}), in reverse dependency order, deletes", run.workflow_name);
+    if !confirm::confirm(&what, listed, "destroy", yes)? {
+        return Ok(None);
     }
     Ok(Some(wf))
 }

@@ -33,6 +33,7 @@ macro_rules! out {
 }
 use crate::error::{CliError, exit};
 
+mod confirm;
 mod cost;
 mod deployed;
 mod destroy;
@@ -136,19 +137,16 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     if quotas { plan_steps(&wf, &inputs, &registry, Some(&store)).await } else { BTreeMap::new() };
                 let known = known_stacks(&store).await;
                 let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known).await;
-                let failed: Vec<String> = checks
+                let failed: Vec<(String, String)> = checks
                     .iter()
                     .filter(|c| c.status == preflight::Status::Fail)
-                    .map(|c| format!("preflight `{}` failed: {}", c.name, c.message))
+                    .map(|c| (c.name.to_string(), c.message.clone()))
                     .collect();
                 for c in checks.iter().filter(|c| c.status == preflight::Status::Warn) {
                     eprintln!("preflight `{}`: warning: {}", c.name, c.message);
                 }
                 if !failed.is_empty() {
-                    return Err(CliError::Usage(format!(
-                        "{}\n  = nothing was created; fix the cause, or pass --skip-preflight NAME to go on anyway",
-                        failed.join("\n       ")
-                    )));
+                    return Err(CliError::PreflightFailed { failed });
                 }
             }
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
@@ -244,7 +242,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             if !yes {
-                return Err(CliError::Usage("gc --delete removes these resources; pass --yes to go on".into()));
+                return Err(CliError::NotConfirmed {
+                    what: "gc --delete removes these resources".into(),
+                    listed: Vec::new(),
+                });
             }
             let stacks: std::collections::BTreeSet<String> = orphans.iter().map(|o| o.stack.clone()).collect();
             for s in stacks {
@@ -346,35 +347,12 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
 /// `steps`: `--yes` approves them, a terminal is asked, anything else refuses.
 /// `Ok(false)`: declined, nothing was done.
 fn approved(steps: &[&StepDef], yes: bool) -> Result<bool, CliError> {
-    let marked: Vec<&&StepDef> = steps.iter().filter(|s| s.approve.is_some()).collect();
-    if marked.is_empty() {
+    let list: Vec<String> =
+        steps.iter().filter_map(|s| Some(format!("{} ({}): {}", s.id, s.source, s.approve.as_deref()?))).collect();
+    if list.is_empty() {
         return Ok(true);
     }
-    let list: Vec<String> = marked
-        .iter()
-        .map(|s| format!("  - {} ({}): {}", s.id, s.source, s.approve.as_deref().unwrap_or_default()))
-        .collect();
-    if yes {
-        eprintln!("approved with --yes:\n{}", list.join("\n"));
-        return Ok(true);
-    }
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(CliError::Usage(format!(
-            "this run has steps that cannot be undone and need approval:\n{}\n  = nothing was done; pass --yes to approve them, or run on a terminal to be asked",
-            list.join("\n")
-        )));
-    }
-    eprintln!("this run has steps that cannot be undone:\n{}", list.join("\n"));
-    eprint!("Type `yes` to go on: ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if answer.trim() != "yes" {
-        eprintln!("not approved: nothing was done");
-        return Ok(false);
-    }
-    Ok(true)
+    confirm::confirm("this run has steps that cannot be undone and need approval", list, "yes", yes)
 }
 
 fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {
