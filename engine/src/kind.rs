@@ -258,8 +258,8 @@ pub trait Step: Send + Sync + 'static {
     /// the script runs. A value from a template never runs as code.
     const SCRIPTS: &'static [&'static str] = &[];
 
-    /// Checks beyond the parameters' types (ranges, combinations).
-    fn check(&self, _params: &Self::Params) -> Vec<ParamProblem> {
+    /// Problems beyond the parameters' types (ranges, combinations).
+    fn problems(&self, _params: &Self::Params) -> Vec<ParamProblem> {
         Vec::new()
     }
 
@@ -393,7 +393,7 @@ impl<S: Step> ErasedKind for S {
     }
     fn validate(&self, params: &Json) -> Vec<ParamProblem> {
         match serde_path_to_error::deserialize::<_, S::Params>(params.clone()) {
-            Ok(typed) => self.check(&typed),
+            Ok(typed) => self.problems(&typed),
             Err(err) => {
                 let path = path_segments(err.path());
                 let message = err.inner().to_string();
@@ -533,18 +533,18 @@ pub struct Finding {
     pub hint: Option<String>,
 }
 
-/// A check across the steps of a workflow, run by `validate` (and before every
-/// run) after each step's own parameter check: for rules that span steps, like
-/// "every service's target group is reached by a listener".
-pub type WorkflowCheck = fn(&[StepView<'_>]) -> Vec<Finding>;
+/// A rule across the steps of a workflow, applied by `validate` (and before
+/// every run) after each step's own parameter problems: for what spans steps,
+/// like "every service's target group is reached by a listener".
+pub type WorkflowRule = fn(&[StepView<'_>]) -> Vec<Finding>;
 
-/// The step kinds a workflow may use, and the checks across steps.
+/// The step kinds a workflow may use, and the rules across steps.
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
     /// `destroy:<kind>` for every kind that destroys.
     undo: BTreeMap<String, Arc<dyn ErasedKind>>,
-    checks: Vec<WorkflowCheck>,
+    rules: Vec<WorkflowRule>,
 }
 
 impl Registry {
@@ -562,12 +562,12 @@ impl Registry {
         self.kinds.insert(S::KIND, kind);
         self
     }
-    pub fn check(mut self, check: WorkflowCheck) -> Self {
-        self.checks.push(check);
+    pub fn rule(mut self, rule: WorkflowRule) -> Self {
+        self.rules.push(rule);
         self
     }
-    pub fn checks(&self) -> &[WorkflowCheck] {
-        &self.checks
+    pub fn rules(&self) -> &[WorkflowRule] {
+        &self.rules
     }
     /// A kind by name; `destroy:<kind>` is that kind's `destroy`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ErasedKind>> {

@@ -25,7 +25,7 @@ pub use executor::{
 };
 pub use kind::{
     DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
-    Registry, Step, StepContext, StepError, StepView, WorkflowCheck,
+    Registry, Step, StepContext, StepError, StepView, WorkflowRule,
 };
 pub use load::{load, resolve_inputs};
 pub use model::{RetryPolicy, StepDef, Workflow};

@@ -731,7 +731,7 @@ impl Loader<'_> {
             self.steps[i].def.needs = needs;
         }
         diags.extend(self.cycles());
-        diags.extend(self.workflow_checks());
+        diags.extend(self.workflow_rules());
         for d in diags {
             self.diags.push(d);
         }
@@ -746,15 +746,15 @@ impl Loader<'_> {
         }
     }
 
-    /// The registry's checks across steps, each finding placed at its parameter.
-    fn workflow_checks(&self) -> Vec<Diagnostic> {
+    /// The registry's rules across steps, each finding placed at its parameter.
+    fn workflow_rules(&self) -> Vec<Diagnostic> {
         let views: Vec<StepView<'_>> =
             self.steps.iter().map(|s| StepView { id: &s.def.id, uses: &s.def.uses, with: &s.def.with }).collect();
         let position: std::collections::HashMap<&str, usize> =
             self.steps.iter().enumerate().rev().map(|(i, s)| (s.def.id.as_str(), i)).collect();
         let mut out = Vec::new();
-        for check in self.registry.checks() {
-            for f in check(&views) {
+        for rule in self.registry.rules() {
+            for f in rule(&views) {
                 let Some(s) = position.get(f.step.as_str()).map(|&j| &self.steps[j]) else { continue };
                 let loc = match &s.with {
                     Some(w) if !f.path.is_empty() => w.lookup(&f.path).loc,

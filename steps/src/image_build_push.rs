@@ -162,7 +162,7 @@ impl Step for BuildPush {
         OutputSpec::Fixed(vec!["image", "digest", "reference", "tag", "source_hash", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if !p.min_free_disk.contains("${{") && parse_size(&p.min_free_disk).is_err() {
             problems.push(ParamProblem::at(
@@ -500,7 +500,7 @@ pub async fn free_disk(p: &Params) -> Result<String, StepError> {
         None => storage(p.builder).await,
     };
     let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
-    check_free_disk(&storage, required)
+    enough_free_disk(&storage, required)
 }
 
 /// Where the builder keeps images, as it says (30 s at most); its usual place if it cannot say.
@@ -524,7 +524,7 @@ async fn storage(builder: Builder) -> PathBuf {
 
 /// Fails before any build when the disk holding `path` has less than
 /// `required` bytes free; else says how much is free.
-pub fn check_free_disk(path: &Path, required: u64) -> Result<String, StepError> {
+pub fn enough_free_disk(path: &Path, required: u64) -> Result<String, StepError> {
     let free = free_bytes(path)?;
     if free < required {
         return Err(StepError::fatal(format!(
@@ -823,19 +823,19 @@ mod tests {
 
     #[test]
     fn a_disk_with_less_than_the_minimum_fails_naming_the_path_and_both_sizes() {
-        let err = check_free_disk(Path::new("/tmp/not/yet/there"), u64::MAX / 2).unwrap_err();
+        let err = enough_free_disk(Path::new("/tmp/not/yet/there"), u64::MAX / 2).unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.message.contains("/tmp/not/yet/there has "), "{}", err.message);
         assert!(err.message.contains("GiB free, the build needs at least"), "{}", err.message);
-        assert!(check_free_disk(Path::new("/tmp"), 0).is_ok());
+        assert!(enough_free_disk(Path::new("/tmp"), 0).is_ok());
     }
 
     #[test]
     fn a_builder_build_needs_an_instance_and_a_local_one_refuses_it() {
         let p = params(json!({"runs_on": "builder"}));
-        assert_eq!(BuildPush.check(&p)[0].path, ["instance_id"]);
+        assert_eq!(BuildPush.problems(&p)[0].path, ["instance_id"]);
         let p = params(json!({"instance_id": "i-1"}));
-        assert_eq!(BuildPush.check(&p)[0].path, ["instance_id"]);
+        assert_eq!(BuildPush.problems(&p)[0].path, ["instance_id"]);
     }
 
     fn ecr_target(repository: &str, uri: &str) -> Target {

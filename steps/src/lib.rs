@@ -22,7 +22,7 @@ fn kinds() -> Kinds {
         .aws(aws::ec2_elastic_ip::ElasticIp)
         .aws(aws::ec2_instance::Ec2Instance)
         .aws(aws::ec2_internet_gateway::InternetGateway)
-        .aws(aws::ec2_nat_gateway::NatGatewayKind)
+        .aws(aws::ec2_nat_gateway::NatGateway)
         .aws(aws::ec2_route_table::RouteTable)
         .aws(aws::ec2_security_group::SecurityGroup)
         .aws(aws::ec2_subnet::Subnet)
@@ -36,14 +36,14 @@ fn kinds() -> Kinds {
         .aws(aws::elbv2_listener::Listener)
         .aws(aws::elbv2_listener_rule::ListenerRule)
         .aws(aws::elbv2_load_balancer::LoadBalancer)
-        .aws(aws::elbv2_target_group::TargetGroupKind)
+        .aws(aws::elbv2_target_group::TargetGroup)
         .aws(aws::elbv2_wait_healthy::WaitHealthy)
         .aws(aws::iam_role::Role)
         .aws(aws::logs_log_group::LogGroup)
         .aws(aws::rds_db_instance::DbInstance)
         .aws(aws::rds_db_subnet_group::DbSubnetGroup)
         .aws(aws::s3_bucket::Bucket)
-        .aws(aws::secretsmanager_secret::SecretKind)
+        .aws(aws::secretsmanager_secret::Secret)
         .aws(aws::ssm_run_command::RunCommand)
         .aws(aws::sts_caller_identity::CallerIdentity)
         .other(image_build_push::BuildPush)
@@ -79,7 +79,7 @@ impl Kinds {
 
 /// Every step kind this build knows, with the checks that span steps.
 pub fn registry() -> Registry {
-    kinds().registry.check(aws::checks::target_groups_are_reached).check(aws::checks::one_vpc_per_resource)
+    kinds().registry.rule(aws::rules::target_groups_are_reached).rule(aws::rules::one_vpc_per_resource)
 }
 
 static FACTS: LazyLock<Vec<Arc<dyn KindFacts>>> = LazyLock::new(|| kinds().facts);

@@ -80,7 +80,7 @@ impl Step for Shell {
         OutputSpec::Declared(declared)
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if p.run.trim().is_empty() {
             problems.push(ParamProblem::at(&["run"], "the command is empty"));
@@ -242,7 +242,7 @@ mod tests {
     fn output_names_and_an_empty_command_are_checked_before_running() {
         let params: Params =
             serde_json::from_value(serde_json::json!({"run": " ", "outputs": ["ok", "not ok"]})).unwrap();
-        let problems = Shell.check(&params);
+        let problems = Shell.problems(&params);
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[1].path, ["outputs", "1"]);
     }

@@ -33,7 +33,7 @@ impl Step for Sleep {
         OutputSpec::Fixed(vec![])
     }
 
-    fn check(&self, params: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, params: &Params) -> Vec<ParamProblem> {
         if params.duration.0.is_zero() {
             return vec![ParamProblem::at(&["duration"], "must be longer than zero")];
         }

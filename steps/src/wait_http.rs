@@ -66,7 +66,7 @@ impl Step for WaitHttp {
         OutputSpec::Fixed(vec!["status", "checks"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if !(p.url.starts_with("http://") || p.url.starts_with("https://") || p.url.contains("${{")) {
             problems.push(ParamProblem::at(&["url"], format!("`{}` is not an http:// or https:// URL", p.url)));
@@ -132,13 +132,13 @@ mod tests {
     fn defaults_are_get_200_every_2s() {
         let p = params(json!({"url": "http://127.0.0.1/"}));
         assert_eq!((p.method.as_str(), p.expect_status, p.interval.0), ("GET", 200, Duration::from_secs(2)));
-        assert!(WaitHttp.check(&p).is_empty());
+        assert!(WaitHttp.problems(&p).is_empty());
     }
 
     #[test]
     fn a_bad_url_status_or_method_is_refused_before_running() {
         let p = params(json!({"url": "ftp://x", "expect_status": 42, "method": "GE T"}));
-        let paths: Vec<Vec<String>> = WaitHttp.check(&p).into_iter().map(|p| p.path).collect();
+        let paths: Vec<Vec<String>> = WaitHttp.problems(&p).into_iter().map(|p| p.path).collect();
         assert_eq!(paths, [vec!["url".to_string()], vec!["expect_status".into()], vec!["method".into()]]);
     }
 }

@@ -302,7 +302,12 @@ fn a_target_group_is_waited_for_until_its_targets_are_healthy() {
     let wf = env.write(
         "health.yaml",
         &format!(
-            "name: health\nsteps:\n  - id: healthy\n    uses: aws.elbv2.wait_healthy\n    with: {{ target_group_arn: \"{tg}\", wait: 1m }}\n"
+            r#"name: health
+steps:
+  - id: healthy
+    uses: aws.elbv2.wait_healthy
+    with: {{ target_group_arn: "{tg}", wait: 1m }}
+"#
         ),
     );
     let out = env.run_with(
@@ -359,7 +364,13 @@ fn a_secret_scheduled_for_deletion_is_restored_not_recreated_under_a_new_name() 
     let stack = unique_stack("restore");
     let wf = env.write(
         "secret.yaml",
-        "name: secret\ninputs: { stack: {} }\nsteps:\n  - id: admin\n    uses: aws.secretsmanager.secret\n    with: { stack: \"${{ inputs.stack }}\", region: eu-west-3, username: admin }\n",
+        r#"name: secret
+inputs: { stack: {} }
+steps:
+  - id: admin
+    uses: aws.secretsmanager.secret
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, username: admin }
+"#,
     );
     let input = format!("stack={stack}");
     env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();

@@ -8,7 +8,24 @@ use crate::support::{Env, both, count, lines};
 
 fn workflow(c_command: &str) -> String {
     format!(
-        "name: edit\nsteps:\n  - id: a\n    uses: shell\n    with: {{ run: echo a >> ran.log }}\n  - id: b\n    uses: shell\n    needs: [a]\n    with: {{ run: echo b >> ran.log }}\n  - id: c\n    uses: shell\n    needs: [a]\n    with: {{ run: {c_command} }}\n  - id: d\n    uses: shell\n    needs: [c]\n    with: {{ run: echo d >> ran.log }}\n"
+        r#"name: edit
+steps:
+  - id: a
+    uses: shell
+    with: {{ run: echo a >> ran.log }}
+  - id: b
+    uses: shell
+    needs: [a]
+    with: {{ run: echo b >> ran.log }}
+  - id: c
+    uses: shell
+    needs: [a]
+    with: {{ run: {c_command} }}
+  - id: d
+    uses: shell
+    needs: [c]
+    with: {{ run: echo d >> ran.log }}
+"#
     )
 }
 

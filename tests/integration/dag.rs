@@ -8,7 +8,19 @@ use crate::support::{Env, both, lines};
 
 /// Two steps that each wait for the other's marker: they finish only if they
 /// run at the same time.
-const RENDEZVOUS: &str = "name: rendezvous\nsteps:\n  - id: left\n    uses: shell\n    timeout: 20s\n    retry: { max_attempts: 1 }\n    with: { run: \"touch left.ready; while [ ! -e right.ready ]; do sleep 0.05; done\" }\n  - id: right\n    uses: shell\n    timeout: 20s\n    retry: { max_attempts: 1 }\n    with: { run: \"touch right.ready; while [ ! -e left.ready ]; do sleep 0.05; done\" }\n";
+const RENDEZVOUS: &str = r#"name: rendezvous
+steps:
+  - id: left
+    uses: shell
+    timeout: 20s
+    retry: { max_attempts: 1 }
+    with: { run: "touch left.ready; while [ ! -e right.ready ]; do sleep 0.05; done" }
+  - id: right
+    uses: shell
+    timeout: 20s
+    retry: { max_attempts: 1 }
+    with: { run: "touch right.ready; while [ ! -e left.ready ]; do sleep 0.05; done" }
+"#;
 
 both!(independent_steps_run_at_the_same_time, |env: &Env| {
     let wf = env.write("rendezvous.yaml", RENDEZVOUS);
@@ -27,7 +39,23 @@ fn with_parallelism_one_independent_steps_run_one_after_the_other() {
 both!(a_failed_step_blocks_its_dependents_and_lets_unrelated_running_steps_finish, |env: &Env| {
     let wf = env.write(
         "partial.yaml",
-        "name: partial\nsteps:\n  - id: slow\n    uses: shell\n    with: { run: \"sleep 1; echo slow >> done.log\" }\n  - id: bad\n    uses: shell\n    retry: { max_attempts: 1 }\n    with: { run: \"exit 1\" }\n  - id: child\n    uses: shell\n    needs: [bad]\n    with: { run: \"echo child >> done.log\" }\n  - id: grandchild\n    uses: noop\n    needs: [child]\n",
+        r#"name: partial
+steps:
+  - id: slow
+    uses: shell
+    with: { run: "sleep 1; echo slow >> done.log" }
+  - id: bad
+    uses: shell
+    retry: { max_attempts: 1 }
+    with: { run: "exit 1" }
+  - id: child
+    uses: shell
+    needs: [bad]
+    with: { run: "echo child >> done.log" }
+  - id: grandchild
+    uses: noop
+    needs: [child]
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     out.expect_code(1);
@@ -44,11 +72,27 @@ both!(a_failed_step_blocks_its_dependents_and_lets_unrelated_running_steps_finis
 both!(outputs_flow_to_later_steps_and_included_files_join_the_workflow, |env: &Env| {
     env.write(
         "stack/network.yaml",
-        "name: network\ninputs:\n  cidr: { default: 10.1.0.0/16 }\ndefaults: { retry: { max_attempts: 2, initial_delay: 10ms } }\nsteps:\n  - id: vpc\n    uses: shell\n    with: { run: \"echo id=vpc-${{ inputs.cidr }} >> $FLOW_OUTPUT\", outputs: [id] }\n",
+        r#"name: network
+inputs:
+  cidr: { default: 10.1.0.0/16 }
+defaults: { retry: { max_attempts: 2, initial_delay: 10ms } }
+steps:
+  - id: vpc
+    uses: shell
+    with: { run: "echo id=vpc-${{ inputs.cidr }} >> $FLOW_OUTPUT", outputs: [id] }
+"#,
     );
     let wf = env.write(
         "full.yaml",
-        "name: full\ninclude: [stack/network.yaml]\ninputs:\n  cidr: { default: 10.9.0.0/16 }\nsteps:\n  - id: subnet\n    uses: shell\n    with: { run: \"echo ${{ steps.vpc.outputs.id }} run=${{ run.id }} home=${{ env.HOME }} > subnet.txt\" }\n",
+        r#"name: full
+include: [stack/network.yaml]
+inputs:
+  cidr: { default: 10.9.0.0/16 }
+steps:
+  - id: subnet
+    uses: shell
+    with: { run: "echo ${{ steps.vpc.outputs.id }} run=${{ run.id }} home=${{ env.HOME }} > subnet.txt" }
+"#,
     );
     env.run(&["run", wf.to_str().unwrap()]).expect_success();
     let run = env.only_run();
@@ -79,7 +123,21 @@ fn graph_prints_every_step_and_dependency_as_mermaid_and_dot() {
 }
 
 /// A switchable part: `build` runs when `on`, `deploy` needs it, `always` does not.
-const SWITCH: &str = "name: switch\ninputs:\n  on: { default: true }\nsteps:\n  - id: build\n    uses: shell\n    when: \"${{ inputs.on }}\"\n    with: { run: \"echo build >> ran.log; echo image=img-1 >> $FLOW_OUTPUT\", outputs: [image] }\n  - id: deploy\n    uses: shell\n    with: { run: \"echo deploy-${{ steps.build.outputs.image }} >> ran.log\" }\n  - id: always\n    uses: shell\n    with: { run: \"echo always >> ran.log\" }\n";
+const SWITCH: &str = r#"name: switch
+inputs:
+  on: { default: true }
+steps:
+  - id: build
+    uses: shell
+    when: "${{ inputs.on }}"
+    with: { run: "echo build >> ran.log; echo image=img-1 >> $FLOW_OUTPUT", outputs: [image] }
+  - id: deploy
+    uses: shell
+    with: { run: "echo deploy-${{ steps.build.outputs.image }} >> ran.log" }
+  - id: always
+    uses: shell
+    with: { run: "echo always >> ran.log" }
+"#;
 
 both!(a_step_whose_when_is_false_is_skipped_with_every_step_that_needs_it, |env: &Env| {
     let wf = env.write("switch.yaml", SWITCH);
@@ -118,7 +176,14 @@ fn a_when_naming_an_undeclared_input_is_refused_at_its_line() {
 both!(a_step_without_side_effects_commits_once_and_still_records_its_attempt, |env: &Env| {
     let wf = env.write(
         "join.yaml",
-        "name: join\nsteps:\n  - id: first\n    uses: noop\n  - id: joined\n    uses: noop\n    needs: [first]\n",
+        r#"name: join
+steps:
+  - id: first
+    uses: noop
+  - id: joined
+    uses: noop
+    needs: [first]
+"#,
     );
     env.run(&["run", wf.to_str().unwrap()]).expect_success();
     let run = env.only_run();

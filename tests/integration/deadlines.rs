@@ -19,7 +19,15 @@ both!(a_step_past_its_deadline_fails_with_the_timeout_message_and_its_command_is
     let seconds = 3_600 + fastrand::u32(1..10_000);
     let wf = env.write(
         "hang.yaml",
-        &format!("name: hang\nsteps:\n  - id: hang\n    uses: shell\n    timeout: 2s\n    with: {{ run: \"sleep {seconds}\" }}\n"),
+        &format!(
+            r#"name: hang
+steps:
+  - id: hang
+    uses: shell
+    timeout: 2s
+    with: {{ run: "sleep {seconds}" }}
+"#
+        ),
     );
     let started = Instant::now();
     let out = env.run(&["run", wf.to_str().unwrap()]);
@@ -37,7 +45,15 @@ both!(a_step_past_its_deadline_fails_with_the_timeout_message_and_its_command_is
 both!(an_attempt_cut_by_its_own_deadline_is_retried_until_the_attempts_run_out, |env: &Env| {
     let wf = env.write(
         "slow.yaml",
-        "name: slow\nsteps:\n  - id: slow\n    uses: shell\n    timeout: 1m\n    attempt_timeout: 500ms\n    retry: { max_attempts: 2, initial_delay: 10ms }\n    with: { run: \"sleep 30\" }\n",
+        r#"name: slow
+steps:
+  - id: slow
+    uses: shell
+    timeout: 1m
+    attempt_timeout: 500ms
+    retry: { max_attempts: 2, initial_delay: 10ms }
+    with: { run: "sleep 30" }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     out.expect_code(1);
@@ -49,7 +65,13 @@ both!(an_attempt_cut_by_its_own_deadline_is_retried_until_the_attempts_run_out, 
 both!(a_wait_shows_progress_and_is_bounded_by_its_deadline, |env: &Env| {
     let wf = env.write(
         "wait.yaml",
-        "name: wait\nsteps:\n  - id: health\n    uses: wait.http\n    timeout: 2s\n    with: { url: \"http://127.0.0.1:9/never\", interval: 200ms }\n",
+        r#"name: wait
+steps:
+  - id: health
+    uses: wait.http
+    timeout: 2s
+    with: { url: "http://127.0.0.1:9/never", interval: 200ms }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     out.expect_code(1);

@@ -193,7 +193,13 @@ steps:
 
 fn approval_workflow(with_new_step: bool) -> String {
     let mut yaml = String::from(
-        "name: approve-later\nsteps:\n  - id: a\n    uses: shell\n    retry: { max_attempts: 1 }\n    with: { run: test -f go }\n",
+        r#"name: approve-later
+steps:
+  - id: a
+    uses: shell
+    retry: { max_attempts: 1 }
+    with: { run: test -f go }
+"#,
     );
     if with_new_step {
         yaml.push_str(
@@ -223,7 +229,16 @@ both!(resume_accepting_a_new_approve_step_asks_for_approval_first, |env: &Env| {
 both!(a_cancel_requested_while_the_holder_is_dead_is_honoured_by_the_next_resume, |env: &Env| {
     let wf = env.write(
         "cancel.yaml",
-        "name: cancel-dead\nsteps:\n  - id: long\n    uses: shell\n    with: { run: echo start >> starts; sleep 60 }\n  - id: after\n    uses: shell\n    needs: [long]\n    with: { run: echo after >> starts }\n",
+        r#"name: cancel-dead
+steps:
+  - id: long
+    uses: shell
+    with: { run: echo start >> starts; sleep 60 }
+  - id: after
+    uses: shell
+    needs: [long]
+    with: { run: echo after >> starts }
+"#,
     );
     let child = env.spawn(&["run", wf.to_str().unwrap()], &[("CA_A2A_FLOW_LEASE_TTL", "60s")]);
     kill_once_started(env, child, "starts");
@@ -240,7 +255,13 @@ both!(a_cancel_requested_while_the_holder_is_dead_is_honoured_by_the_next_resume
 both!(a_step_that_kills_the_engine_every_time_stops_after_its_attempts, |env: &Env| {
     let wf = env.write(
         "loop.yaml",
-        "name: crash-loop\nsteps:\n  - id: boom\n    uses: shell\n    retry: { max_attempts: 2, initial_delay: 100ms }\n    with: { run: echo try >> tries }\n",
+        r#"name: crash-loop
+steps:
+  - id: boom
+    uses: shell
+    retry: { max_attempts: 2, initial_delay: 100ms }
+    with: { run: echo try >> tries }
+"#,
     );
     let kill = [("CA_A2A_FLOW_FAILPOINT", "before_commit:boom")];
     let out = env.run_with(&["run", wf.to_str().unwrap()], &kill);
@@ -258,7 +279,16 @@ both!(a_step_that_kills_the_engine_every_time_stops_after_its_attempts, |env: &E
 both!(a_panic_inside_a_step_fails_that_step_and_not_the_others, |env: &Env| {
     let wf = env.write(
         "panic.yaml",
-        "name: panics\nsteps:\n  - id: bad\n    uses: shell\n    retry: { max_attempts: 1 }\n    with: { run: 'true' }\n  - id: good\n    uses: shell\n    with: { run: sleep 1; echo good >> ran }\n",
+        r#"name: panics
+steps:
+  - id: bad
+    uses: shell
+    retry: { max_attempts: 1 }
+    with: { run: 'true' }
+  - id: good
+    uses: shell
+    with: { run: sleep 1; echo good >> ran }
+"#,
     );
     let out = env.run_with(&["run", wf.to_str().unwrap()], &[("CA_A2A_FLOW_FAILPOINT", "panic:bad")]);
     out.expect_code(1);

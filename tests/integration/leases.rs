@@ -11,7 +11,16 @@ use crate::support::{Env, both, lines, signal};
 fn slow(env: &Env) -> String {
     env.write(
         "slow.yaml",
-        "name: slow\nsteps:\n  - id: a\n    uses: shell\n    with: { run: \"echo a >> started.log; sleep ${A_SLEEP:-0}; echo a >> done.log\" }\n  - id: b\n    uses: shell\n    needs: [a]\n    with: { run: \"echo b >> done.log\" }\n",
+        r#"name: slow
+steps:
+  - id: a
+    uses: shell
+    with: { run: "echo a >> started.log; sleep ${A_SLEEP:-0}; echo a >> done.log" }
+  - id: b
+    uses: shell
+    needs: [a]
+    with: { run: "echo b >> done.log" }
+"#,
     )
     .display()
     .to_string()

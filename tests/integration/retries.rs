@@ -11,7 +11,17 @@ fn flaky(env: &Env, succeed_on: u32, retry: &str) -> String {
     env.write(
         "flaky.yaml",
         &format!(
-            "name: flaky\nsteps:\n  - id: flaky\n    uses: shell\n    retry: {retry}\n    with:\n      run: |\n        n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count\n        echo \"try $n\"\n        [ $n -ge {succeed_on} ]\n"
+            r#"name: flaky
+steps:
+  - id: flaky
+    uses: shell
+    retry: {retry}
+    with:
+      run: |
+        n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count
+        echo "try $n"
+        [ $n -ge {succeed_on} ]
+"#
         ),
     )
     .display()
@@ -40,7 +50,13 @@ both!(
 both!(a_fatal_failure_is_attempted_once, |env: &Env| {
     let wf = env.write(
         "fatal.yaml",
-        "name: fatal\nsteps:\n  - id: bad\n    uses: shell\n    retry: { max_attempts: 5, initial_delay: 10ms }\n    with: { run: \"echo no such thing; exit 3\", fatal_exit_codes: [3] }\n",
+        r#"name: fatal
+steps:
+  - id: bad
+    uses: shell
+    retry: { max_attempts: 5, initial_delay: 10ms }
+    with: { run: "echo no such thing; exit 3", fatal_exit_codes: [3] }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     out.expect_code(1);

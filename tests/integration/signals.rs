@@ -11,7 +11,20 @@ use crate::support::{Env, both, count, lines, signal};
 fn three(env: &Env) -> String {
     env.write(
         "three.yaml",
-        "name: three\nsteps:\n  - id: a\n    uses: shell\n    with: { run: \"echo a >> done.log\" }\n  - id: b\n    uses: shell\n    needs: [a]\n    with: { run: \"echo b >> started.log; sleep ${B_SLEEP:-0}; echo b >> done.log\" }\n  - id: c\n    uses: shell\n    needs: [b]\n    with: { run: \"echo c >> done.log\" }\n",
+        r#"name: three
+steps:
+  - id: a
+    uses: shell
+    with: { run: "echo a >> done.log" }
+  - id: b
+    uses: shell
+    needs: [a]
+    with: { run: "echo b >> started.log; sleep ${B_SLEEP:-0}; echo b >> done.log" }
+  - id: c
+    uses: shell
+    needs: [b]
+    with: { run: "echo c >> done.log" }
+"#,
     )
     .display()
     .to_string()

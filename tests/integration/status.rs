@@ -6,7 +6,19 @@ use crate::support::{Env, both};
 fn mixed(env: &Env) -> String {
     env.write(
         "mixed.yaml",
-        "name: mixed\nsteps:\n  - id: ok\n    uses: shell\n    with: { run: \"echo hello from ok\" }\n  - id: bad\n    uses: shell\n    needs: [ok]\n    with: { run: \"echo about to fail; exit 7\", fatal_exit_codes: [7] }\n  - id: after\n    uses: noop\n    needs: [bad]\n",
+        r#"name: mixed
+steps:
+  - id: ok
+    uses: shell
+    with: { run: "echo hello from ok" }
+  - id: bad
+    uses: shell
+    needs: [ok]
+    with: { run: "echo about to fail; exit 7", fatal_exit_codes: [7] }
+  - id: after
+    uses: noop
+    needs: [bad]
+"#,
     )
     .display()
     .to_string()
@@ -43,7 +55,14 @@ both!(list_shows_runs_newest_first, |env: &Env| {
     let wf = mixed(env);
     env.run(&["run", &wf]).expect_code(1);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let ok = env.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    uses: noop\n");
+    let ok = env.write(
+        "ok.yaml",
+        r#"name: ok
+steps:
+  - id: a
+    uses: noop
+"#,
+    );
     env.run(&["run", ok.to_str().unwrap()]).expect_success();
     let doc = env.run(&["list", "--output", "json"]).expect_success().json();
     let runs = doc.as_array().unwrap();
@@ -57,7 +76,14 @@ both!(list_shows_runs_newest_first, |env: &Env| {
 });
 
 both!(list_says_when_older_runs_exist_beyond_its_limit, |env: &Env| {
-    let ok = env.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    uses: noop\n");
+    let ok = env.write(
+        "ok.yaml",
+        r#"name: ok
+steps:
+  - id: a
+    uses: noop
+"#,
+    );
     for _ in 0..3 {
         env.run(&["run", ok.to_str().unwrap()]).expect_success();
     }
@@ -88,7 +114,23 @@ both!(a_secret_output_is_masked_in_logs_and_never_stored, |env: &Env| {
     // The secret is made at run time and never appears in the workflow text.
     let wf = env.write(
         "secret.yaml",
-        "name: secret\nsteps:\n  - id: mint\n    uses: shell\n    secret_outputs: [token]\n    with:\n      run: |\n        t=\"s3cr3t-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')\"\n        printf %s \"$t\" > token.txt\n        echo \"minted $t\"\n        echo \"token=$t\" >> \"$FLOW_OUTPUT\"\n      outputs: [token]\n  - id: use\n    uses: shell\n    needs: [mint]\n    with: { run: \"echo the token is $(cat token.txt)\" }\n",
+        r#"name: secret
+steps:
+  - id: mint
+    uses: shell
+    secret_outputs: [token]
+    with:
+      run: |
+        t="s3cr3t-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+        printf %s "$t" > token.txt
+        echo "minted $t"
+        echo "token=$t" >> "$FLOW_OUTPUT"
+      outputs: [token]
+  - id: use
+    uses: shell
+    needs: [mint]
+    with: { run: "echo the token is $(cat token.txt)" }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     out.expect_success();
@@ -111,7 +153,16 @@ both!(a_secret_output_is_masked_in_logs_and_never_stored, |env: &Env| {
 both!(a_template_cannot_pass_a_secret_output_by_value, |env: &Env| {
     let wf = env.write(
         "leak.yaml",
-        "name: leak\nsteps:\n  - id: mint\n    uses: shell\n    secret_outputs: [token]\n    with: { run: \"echo token=x >> $FLOW_OUTPUT\", outputs: [token] }\n  - id: use\n    uses: shell\n    with: { run: \"echo ${{ steps.mint.outputs.token }}\" }\n",
+        r#"name: leak
+steps:
+  - id: mint
+    uses: shell
+    secret_outputs: [token]
+    with: { run: "echo token=x >> $FLOW_OUTPUT", outputs: [token] }
+  - id: use
+    uses: shell
+    with: { run: "echo ${{ steps.mint.outputs.token }}" }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap()]);
     // Refused by validation, at the template's line, before any step runs.

@@ -7,7 +7,14 @@ use ca_a2a_flow_engine::{RunStatus, StepStatus, load, now_ms};
 use crate::support::{Env, block_on, both};
 
 both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
-    let wf_path = env.write("one.yaml", "name: one\nsteps:\n  - id: a\n    uses: noop\n");
+    let wf_path = env.write(
+        "one.yaml",
+        r#"name: one
+steps:
+  - id: a
+    uses: noop
+"#,
+    );
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
     block_on(async {
         let store = AnyStore::open(&env.state).await.unwrap();
@@ -40,7 +47,15 @@ both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
 both!(successes_committed_together_each_end_their_step_and_record_their_attempt, |env: &Env| {
     let wf_path = env.write(
         "three.yaml",
-        "name: three\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n  - id: c\n    uses: noop\n",
+        r#"name: three
+steps:
+  - id: a
+    uses: noop
+  - id: b
+    uses: noop
+  - id: c
+    uses: noop
+"#,
     );
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
     block_on(async {
@@ -76,7 +91,18 @@ both!(a_step_starts_only_after_the_success_of_the_steps_it_needs_is_committed, |
     // together; `c` acts, and must never be recorded running before them.
     let wf = env.write(
         "order.yaml",
-        "name: order\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n    needs: [a]\n  - id: c\n    uses: shell\n    needs: [b]\n    with: { run: \"touch c.started; while [ ! -e c.go ]; do sleep 0.05; done\" }\n",
+        r#"name: order
+steps:
+  - id: a
+    uses: noop
+  - id: b
+    uses: noop
+    needs: [a]
+  - id: c
+    uses: shell
+    needs: [b]
+    with: { run: "touch c.started; while [ ! -e c.go ]; do sleep 0.05; done" }
+"#,
     );
     let mut child = env.spawn(&["run", wf.to_str().unwrap()], &[]);
     env.wait_until("c started", std::time::Duration::from_secs(30), || env.path("c.started").exists());

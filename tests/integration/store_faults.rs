@@ -80,7 +80,12 @@ fn a_holder_whose_store_stalls_stops_before_another_process_takes_the_run_over()
     let proxy = TcpProxy::start(&host_port(&env.state));
     let wf = env.write(
         "long.yaml",
-        "name: long\nsteps:\n  - id: long\n    uses: shell\n    with: { run: 'echo start >> ran; sleep 60; echo late >> ran' }\n",
+        r#"name: long
+steps:
+  - id: long
+    uses: shell
+    with: { run: 'echo start >> ran; sleep 60; echo late >> ran' }
+"#,
     );
     let mut holder = run_through(&env, &proxy, wf.to_str().unwrap(), "3s");
     env.wait_until("the step to start", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());
@@ -121,7 +126,12 @@ fn a_process_whose_clock_runs_ahead_cannot_take_a_live_lease() {
     let env = Env::postgres();
     let wf = env.write(
         "long.yaml",
-        "name: long\nsteps:\n  - id: long\n    uses: shell\n    with: { run: 'echo start >> ran; sleep 30' }\n",
+        r#"name: long
+steps:
+  - id: long
+    uses: shell
+    with: { run: 'echo start >> ran; sleep 30' }
+"#,
     );
     let mut holder = env.spawn(&["run", wf.to_str().unwrap()], &[]);
     env.wait_until("the step to start", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());
@@ -139,7 +149,12 @@ fn logs_follow_misses_no_line_whose_id_commits_after_a_larger_one() {
     let env = Env::postgres();
     let wf = env.write(
         "slow.yaml",
-        "name: slow\nsteps:\n  - id: slow\n    uses: shell\n    with: { run: 'echo start >> ran; sleep 4' }\n",
+        r#"name: slow
+steps:
+  - id: slow
+    uses: shell
+    with: { run: 'echo start >> ran; sleep 4' }
+"#,
     );
     let runner = env.spawn(&["run", wf.to_str().unwrap()], &[]);
     env.wait_until("the step to start", Duration::from_secs(30), || !lines(&env.path("ran")).is_empty());

@@ -73,7 +73,14 @@ fn running_a_broken_workflow_creates_no_run_and_executes_nothing() {
     let env = Env::sqlite();
     let wf = env.write(
         "broken.yaml",
-        "name: broken\nsteps:\n  - id: side-effect\n    uses: shell\n    with: { run: \"touch touched\" }\n  - id: b\n    uses: nope\n",
+        r#"name: broken
+steps:
+  - id: side-effect
+    uses: shell
+    with: { run: "touch touched" }
+  - id: b
+    uses: nope
+"#,
     );
     env.run(&["run", wf.to_str().unwrap()]).expect_code(2);
     assert!(!env.path("touched").exists(), "no step may run");
@@ -83,7 +90,15 @@ fn running_a_broken_workflow_creates_no_run_and_executes_nothing() {
 #[test]
 fn running_a_broken_workflow_on_postgres_creates_no_run_row() {
     let env = Env::postgres();
-    let wf = env.write("broken.yaml", "name: broken\nsteps:\n  - id: a\n    uses: shell\n    with: { cmd: x }\n");
+    let wf = env.write(
+        "broken.yaml",
+        r#"name: broken
+steps:
+  - id: a
+    uses: shell
+    with: { cmd: x }
+"#,
+    );
     env.run(&["run", wf.to_str().unwrap()]).expect_code(2);
     assert!(env.runs().is_empty());
 }
@@ -101,7 +116,15 @@ fn missing_and_unknown_inputs_are_refused_before_anything_runs() {
     let env = Env::sqlite();
     let wf = env.write(
         "inputs.yaml",
-        "name: inputs\ninputs:\n  region: {}\n  tag: { default: latest }\nsteps:\n  - id: a\n    uses: shell\n    with: { run: \"touch ran\" }\n",
+        r#"name: inputs
+inputs:
+  region: {}
+  tag: { default: latest }
+steps:
+  - id: a
+    uses: shell
+    with: { run: "touch ran" }
+"#,
     );
     let out = env.run(&["run", wf.to_str().unwrap(), "--input", "tga=v1"]);
     out.expect_code(2);

@@ -60,7 +60,7 @@ impl Step for ElasticIp {
         OutputSpec::Fixed(vec!["allocation_id", "public_ip", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         stack_problems(&p.stack)
     }
 

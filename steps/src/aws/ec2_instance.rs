@@ -121,7 +121,7 @@ impl Step for Ec2Instance {
         OutputSpec::Fixed(vec!["instance_id", "private_ip", "ami", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !(8..=16384).contains(&p.volume_size_gib) {
             problems.push(ParamProblem::at(&["volume_size_gib"], "gp3 takes 8 to 16384 GiB"));

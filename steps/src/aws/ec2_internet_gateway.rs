@@ -74,7 +74,7 @@ impl Step for InternetGateway {
         OutputSpec::Fixed(vec!["igw_id", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         stack_problems(&p.stack)
     }
 

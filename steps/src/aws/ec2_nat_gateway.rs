@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{DomainType, Filter, NatGateway, NatGatewayState, ResourceType};
+use aws_sdk_ec2::types::{self, DomainType, Filter, NatGatewayState, ResourceType};
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
     DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
@@ -34,11 +34,11 @@ pub struct Params {
     pub wait: Option<HumanDuration>,
 }
 
-pub struct NatGatewayKind;
+pub struct NatGateway;
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
-impl Step for NatGatewayKind {
+impl Step for NatGateway {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.nat_gateway";
 
@@ -121,7 +121,7 @@ impl Step for NatGatewayKind {
         OutputSpec::Fixed(vec!["nat_gateway_id", "allocation_id", "public_ip", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         stack_problems(&p.stack)
     }
 
@@ -216,7 +216,7 @@ impl Step for NatGatewayKind {
     }
 }
 
-fn allocation_of(n: &NatGateway) -> Option<String> {
+fn allocation_of(n: &types::NatGateway) -> Option<String> {
     n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).map(String::from)
 }
 
@@ -232,7 +232,7 @@ async fn create(
     owner: &Owner,
     subnet: &str,
     allocation: &str,
-) -> Result<NatGateway, StepError> {
+) -> Result<types::NatGateway, StepError> {
     // The trap of the bash deployment: a NAT gateway made before the internet gateway is
     // attached ends `failed`. Check first; retry until the attachment exists.
     let subnets = ec2.describe_subnets().subnet_ids(subnet).send().await.or_step_error("ec2:DescribeSubnets")?;
@@ -269,7 +269,7 @@ async fn create(
 
 /// The NAT gateways this step owns, in one of `states`. moto ignores tag filters
 /// on DescribeNatGateways, so the tags are checked here too.
-async fn owned(ec2: &aws_sdk_ec2::Client, owner: &Owner, states: &[&str]) -> Result<Vec<NatGateway>, StepError> {
+async fn owned(ec2: &aws_sdk_ec2::Client, owner: &Owner, states: &[&str]) -> Result<Vec<types::NatGateway>, StepError> {
     let live = Filter::builder().name("state").set_values(Some(states.iter().map(|s| s.to_string()).collect())).build();
     let mut filters = owner.ec2_filters();
     filters.push(live);
@@ -281,7 +281,7 @@ async fn owned(ec2: &aws_sdk_ec2::Client, owner: &Owner, states: &[&str]) -> Res
 use super::cost::{CostLine, Pricing};
 use super::facts::{Facts, Leftover, Sweep, ec2_tags};
 
-impl Facts for NatGatewayKind {
+impl Facts for NatGateway {
     const GC_RANK: u8 = 0;
 
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {

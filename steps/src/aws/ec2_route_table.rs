@@ -112,7 +112,7 @@ impl Step for RouteTable {
         OutputSpec::Fixed(vec!["route_table_id", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         for (i, r) in p.routes.iter().enumerate() {
             if r.gateway_id.is_some() == r.nat_gateway_id.is_some() {

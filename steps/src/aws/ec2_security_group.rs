@@ -131,7 +131,7 @@ impl Step for SecurityGroup {
         OutputSpec::Fixed(vec!["group_id", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         for (i, r) in p.ingress.iter().enumerate() {
             let i = i.to_string();

@@ -98,7 +98,7 @@ impl Step for Subnet {
         OutputSpec::Fixed(vec!["subnet_id", "availability_zone", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         problems.extend(cidr_problems(&p.cidr, "10.1.1.0/24"));
         problems

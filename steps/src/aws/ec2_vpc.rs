@@ -82,7 +82,7 @@ impl Step for Vpc {
         OutputSpec::Fixed(vec!["vpc_id", "cidr", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         problems.extend(cidr_problems(&p.cidr, "10.1.0.0/16"));
         problems

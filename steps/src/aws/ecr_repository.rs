@@ -76,7 +76,7 @@ impl Step for Repository {
         OutputSpec::Fixed(vec!["uri", "arn", "registry_id", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         let ok = p.name.contains("${{")
             || (p.name.len() >= 2

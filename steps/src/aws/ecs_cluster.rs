@@ -65,7 +65,7 @@ impl Step for Cluster {
         OutputSpec::Fixed(vec!["arn", "name", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         stack_problems(&p.stack)
     }
 

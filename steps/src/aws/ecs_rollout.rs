@@ -89,7 +89,7 @@ impl Step for Rollout {
         OutputSpec::Fixed(vec!["task_definition_arn", "previous_task_definition_arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         for (key, value) in [("deadline", &p.deadline), ("rollback_wait", &p.rollback_wait)] {
             if !value.contains("${{") && parse_duration(value).is_err() {
@@ -316,6 +316,6 @@ mod tests {
             "cluster": "c", "service": "s", "task_definition_arn": "a", "deadline": "soon"
         }))
         .unwrap();
-        assert_eq!(Rollout.check(&p)[0].path, ["deadline"]);
+        assert_eq!(Rollout.problems(&p)[0].path, ["deadline"]);
     }
 }

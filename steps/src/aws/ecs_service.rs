@@ -169,7 +169,7 @@ impl Step for EcsService {
         OutputSpec::Fixed(vec!["arn", "name", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if p.target_group_arn.is_some() != (p.container_name.is_some() && p.container_port.is_some()) {
             problems.push(ParamProblem::at(

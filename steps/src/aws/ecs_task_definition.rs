@@ -173,7 +173,7 @@ impl Step for TaskDefinition {
         OutputSpec::Fixed(vec!["arn", "family", "revision", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         let valid =
             [(256, 512..=2048), (512, 1024..=4096), (1024, 2048..=8192), (2048, 4096..=16384), (4096, 8192..=30720)];

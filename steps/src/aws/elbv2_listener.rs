@@ -100,7 +100,7 @@ impl Step for Listener {
         OutputSpec::Fixed(vec!["arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         stack_problems(&p.stack)
     }
 

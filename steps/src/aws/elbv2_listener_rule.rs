@@ -104,7 +104,7 @@ impl Step for ListenerRule {
         OutputSpec::Fixed(vec!["arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !(1..=50000).contains(&p.priority) {
             problems.push(ParamProblem::at(&["priority"], "must be 1 to 50000"));

@@ -100,7 +100,7 @@ impl Step for LoadBalancer {
         OutputSpec::Fixed(vec!["arn", "dns_name", "name", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if p.subnet_ids.len() < 2 {
             problems.push(ParamProblem::at(

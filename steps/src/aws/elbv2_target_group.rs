@@ -1,7 +1,7 @@
 //! `aws.elbv2.target_group`: an HTTP target group of type `ip` (what Fargate
 //! tasks register in), named `<stack>-<step>`, with its health check converged.
 
-use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{self, Matcher, ProtocolEnum, TargetTypeEnum};
 use ca_a2a_flow_engine::{
     DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
@@ -42,9 +42,9 @@ fn default_matcher() -> String {
     "200-399".into()
 }
 
-pub struct TargetGroupKind;
+pub struct TargetGroup;
 
-impl Step for TargetGroupKind {
+impl Step for TargetGroup {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.target_group";
 
@@ -125,7 +125,7 @@ impl Step for TargetGroupKind {
         OutputSpec::Fixed(vec!["arn", "name", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !p.health_check_path.starts_with('/') {
             problems.push(ParamProblem::at(&["health_check_path"], "must start with `/`"));
@@ -203,7 +203,7 @@ impl Step for TargetGroupKind {
     }
 }
 
-fn health_drifted(tg: &TargetGroup, p: &Params) -> bool {
+fn health_drifted(tg: &types::TargetGroup, p: &Params) -> bool {
     tg.health_check_path() != Some(p.health_check_path.as_str())
         || tg.health_check_interval_seconds() != Some(i32::from(p.health_check_interval))
         || tg.health_check_timeout_seconds() != Some(i32::from(p.health_check_timeout))
@@ -225,4 +225,4 @@ async fn by_name(
         .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])
 }
 
-impl super::facts::Facts for TargetGroupKind {}
+impl super::facts::Facts for TargetGroup {}

@@ -52,7 +52,7 @@ impl Step for WaitHealthy {
         OutputSpec::Fixed(vec!["healthy"])
     }
 
-    fn check(&self, _p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, _p: &Params) -> Vec<ParamProblem> {
         Vec::new()
     }
 

@@ -149,7 +149,7 @@ impl Step for Role {
         OutputSpec::Fixed(vec!["arn", "name", "account_id", "instance_profile", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !p.service.ends_with(".amazonaws.com") && !p.service.contains("${{") {
             problems.push(ParamProblem::at(

@@ -86,7 +86,7 @@ impl Step for LogGroup {
         OutputSpec::Fixed(vec!["name", "arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !RETENTIONS.contains(&p.retention_days) {
             problems.push(ParamProblem::at(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
-pub mod checks;
 pub mod classify;
 pub mod cost;
 pub mod facts;
@@ -17,6 +16,7 @@ pub mod gc;
 pub mod owned;
 pub mod owner;
 pub mod preflight;
+pub mod rules;
 pub mod services;
 pub mod wait;
 

@@ -107,7 +107,7 @@ impl Owner {
 
 /// The `stack` parameter's problems, for a kind's `check`.
 pub fn stack_problems(stack: &str) -> Vec<ParamProblem> {
-    check_stack_name(stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+    valid_stack_name(stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
 }
 
 /// A CIDR parameter's problems (templated values are checked once resolved).
@@ -124,7 +124,7 @@ pub fn is_cidr(s: &str) -> bool {
 }
 
 /// Stack names become parts of AWS names: keep them to what every service accepts.
-pub fn check_stack_name(stack: &str) -> Result<(), String> {
+pub fn valid_stack_name(stack: &str) -> Result<(), String> {
     let ok = !stack.is_empty()
         && stack.len() <= 32
         && stack.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -142,11 +142,11 @@ mod tests {
 
     #[test]
     fn stack_names_fit_every_aws_naming_rule() {
-        assert!(check_stack_name("ca-a2a").is_ok());
-        assert!(check_stack_name("${{ inputs.stack }}").is_ok());
-        assert!(check_stack_name("CA_A2A").is_err());
-        assert!(check_stack_name("").is_err());
-        assert!(check_stack_name(&"a".repeat(33)).is_err());
+        assert!(valid_stack_name("ca-a2a").is_ok());
+        assert!(valid_stack_name("${{ inputs.stack }}").is_ok());
+        assert!(valid_stack_name("CA_A2A").is_err());
+        assert!(valid_stack_name("").is_err());
+        assert!(valid_stack_name(&"a".repeat(33)).is_err());
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl Step for DbInstance {
         OutputSpec::Fixed(vec!["identifier", "arn", "endpoint", "port", "master_secret_arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !(20..=65536).contains(&p.allocated_storage) {
             problems.push(ParamProblem::at(&["allocated_storage"], "gp3 takes 20 to 65536 GiB"));

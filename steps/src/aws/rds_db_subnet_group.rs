@@ -98,7 +98,7 @@ impl Step for DbSubnetGroup {
         OutputSpec::Fixed(vec!["name", "vpc_id", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if p.subnet_ids.len() < 2 {
             problems.push(ParamProblem::at(&["subnet_ids"], "RDS needs subnets in two AZs or more"));

@@ -121,7 +121,7 @@ impl Step for Bucket {
         OutputSpec::Fixed(vec!["name", "arn", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         let ok = p.name.contains("${{")
             || ((3..=63).contains(&p.name.len())

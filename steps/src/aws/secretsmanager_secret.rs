@@ -38,14 +38,14 @@ fn yes() -> bool {
     true
 }
 
-pub struct SecretKind;
+pub struct Secret;
 
 /// The secret's name: `<stack>/<step>` (a `for_each` step `db[a]`: `<stack>/db.a`).
 pub fn secret_name(stack: &str, step_id: &str) -> String {
     format!("{stack}/{}", super::owner::step_tag(step_id))
 }
 
-impl Step for SecretKind {
+impl Step for Secret {
     type Params = Params;
     const KIND: &'static str = "aws.secretsmanager.secret";
 
@@ -115,7 +115,7 @@ impl Step for SecretKind {
         OutputSpec::Fixed(vec!["arn", "name", "action"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = stack_problems(&p.stack);
         if !(16..=4096).contains(&p.length) {
             problems.push(ParamProblem::at(&["length"], "use 16 to 4096 characters"));
@@ -192,7 +192,7 @@ async fn describe(
 use super::cost::{CostLine, Pricing};
 use super::facts::{Facts, Leftover, Sweep};
 
-impl Facts for SecretKind {
+impl Facts for Secret {
     const GC_RANK: u8 = 0;
 
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {

@@ -15,7 +15,7 @@ use ca_a2a_flow_engine::{Step, StepError, Workflow};
 use super::ecs_service::{self, EcsService};
 use super::ecs_task_definition::{self, TaskDefinition};
 use super::owner::step_tag;
-use super::secretsmanager_secret::{self, SecretKind};
+use super::secretsmanager_secret::{self, Secret};
 use super::{AwsResult, Owner};
 
 /// An ECS service a deploy run made, with the parameters it ran with.
@@ -51,8 +51,8 @@ pub fn services(steps: &[(String, String, Json)]) -> Vec<Service> {
 
 /// A run's step that made a secret: the secret's name and region.
 pub fn secret_of(step: &str, kind: &str, params: &Json) -> Result<(String, Option<String>), String> {
-    if kind != SecretKind::KIND {
-        return Err(format!("step `{step}` is a {kind}, not an {}", SecretKind::KIND));
+    if kind != Secret::KIND {
+        return Err(format!("step `{step}` is a {kind}, not an {}", Secret::KIND));
     }
     let p: secretsmanager_secret::Params =
         serde_json::from_value(params.clone()).map_err(|e| format!("step `{step}`: {e}"))?;

@@ -76,7 +76,7 @@ impl Step for RunCommand {
         OutputSpec::Fixed(vec!["command_id", "exit_code", "output_tail"])
     }
 
-    fn check(&self, p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
         if p.run.trim().is_empty() {
             problems.push(ParamProblem::at(&["run"], "the script is empty"));

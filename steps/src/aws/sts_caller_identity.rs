@@ -42,7 +42,7 @@ impl Step for CallerIdentity {
         OutputSpec::Fixed(vec!["account_id", "arn", "region"])
     }
 
-    fn check(&self, _p: &Params) -> Vec<ParamProblem> {
+    fn problems(&self, _p: &Params) -> Vec<ParamProblem> {
         Vec::new()
     }
 

@@ -1,4 +1,4 @@
-//! Checks across the steps of a workflow, run by `validate` before any AWS
+//! Rules across the steps of a workflow, applied by `validate` before any AWS
 //! call: the traps of the bash deployment that one step's parameters cannot show.
 
 use std::collections::BTreeSet;
