@@ -270,6 +270,11 @@ pub trait Step: Send + Sync + 'static {
         async { Ok(Plan::none("makes no cloud resource")) }
     }
 
+    /// How long a step of this kind may take when the step itself does not
+    /// say (`timeout`, `attempt_timeout`): a kind that waits long for what it
+    /// makes (a database: 40 minutes) declares it here, over a file's `defaults:`.
+    const DEADLINE: Option<Deadline> = None;
+
     /// Whether this kind removes what it made (`ca-a2a-flow destroy`).
     const DESTROYS: bool = false;
 
@@ -289,6 +294,19 @@ pub trait Step: Send + Sync + 'static {
         _options: &DestroyOptions,
     ) -> impl Future<Output = Result<Outputs, StepError>> + Send {
         async { Ok(Outputs::new()) }
+    }
+}
+
+/// A kind's own deadline: for the whole step (retries included) and for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub total: Duration,
+    pub attempt: Duration,
+}
+
+impl Deadline {
+    pub const fn minutes(total: u64, attempt: u64) -> Self {
+        Self { total: Duration::from_secs(total * 60), attempt: Duration::from_secs(attempt * 60) }
     }
 }
 
@@ -369,6 +387,7 @@ pub trait ErasedKind: Send + Sync {
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
     fn destroys(&self) -> bool;
+    fn deadline(&self) -> Option<Deadline>;
     /// [`Step::kept_on_destroy`].
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str>;
     /// [`Step::SCRIPTS`].
@@ -416,6 +435,9 @@ impl<S: Step> ErasedKind for S {
     }
     fn destroys(&self) -> bool {
         S::DESTROYS
+    }
+    fn deadline(&self) -> Option<Deadline> {
+        S::DEADLINE
     }
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
         Step::kept_on_destroy(self, options)
@@ -475,6 +497,9 @@ impl ErasedKind for Undo {
     }
     fn destroys(&self) -> bool {
         false
+    }
+    fn deadline(&self) -> Option<Deadline> {
+        None
     }
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
         self.inner.kept_on_destroy(options)

@@ -23,6 +23,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{
     Engine, EngineConfig, EngineError, Event, Observer, Outcome, SKIPPED, Stop, skipped_by_inputs, truthy, was_skipped,
 };
+pub use kind::Deadline;
 pub use kind::{
     DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
     Registry, Step, StepContext, StepError, StepView, WorkflowRule,

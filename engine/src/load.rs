@@ -464,12 +464,16 @@ impl Loader<'_> {
             Some(n) => self.string_list(file, n, "`needs`"),
             None => Vec::new(),
         };
-        let timeout =
-            node.get("timeout").and_then(|n| self.duration(file, n, "`timeout`")).unwrap_or(defaults.base.timeout);
+        // The step's own deadline, else its kind's, else the file's defaults.
+        let kind_deadline = uses.as_deref().and_then(|u| self.registry.get(u)).and_then(|k| k.deadline());
+        let timeout = node
+            .get("timeout")
+            .and_then(|n| self.duration(file, n, "`timeout`"))
+            .unwrap_or(kind_deadline.map_or(defaults.base.timeout, |d| d.total));
         let attempt_timeout = node
             .get("attempt_timeout")
             .and_then(|n| self.duration(file, n, "`attempt_timeout`"))
-            .unwrap_or(defaults.base.attempt_timeout);
+            .unwrap_or(kind_deadline.map_or(defaults.base.attempt_timeout, |d| d.attempt));
         let retry = match node.get("retry") {
             Some(n) => self.retry(file, n, defaults.base.retry),
             None => defaults.base.retry,

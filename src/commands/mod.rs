@@ -41,6 +41,7 @@ mod graph;
 mod logs;
 mod plan;
 mod status;
+mod steps;
 
 use cost::*;
 use deployed::*;
@@ -49,6 +50,7 @@ use graph::*;
 use logs::*;
 use plan::*;
 use status::*;
+use steps::*;
 
 pub fn main(cli: Cli) -> i32 {
     init_tracing();

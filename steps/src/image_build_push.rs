@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_ecr::types::ImageIdentifier;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{Deadline, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -121,6 +121,8 @@ pub struct BuildPush;
 impl Step for BuildPush {
     type Params = Params;
     const KIND: &'static str = "image.build_push";
+    /// A build of a real service takes tens of minutes, on the builder too.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(45, 40));
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -137,6 +137,47 @@ mod tests {
         assert_eq!(super::all_facts().len(), aws.len());
     }
 
+    /// A slow kind's deadline comes with it: the stack files need not repeat it.
+    #[test]
+    fn a_kind_that_waits_long_brings_its_deadline_unless_the_step_sets_one() {
+        use std::time::Duration;
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.yaml");
+        std::fs::write(
+            &file,
+            r#"name: db
+defaults: { timeout: 10m, attempt_timeout: 2m }
+steps:
+  - id: db
+    uses: aws.rds.db_instance
+    with: { stack: s, db_subnet_group: g, security_group_ids: [sg-1], db_name: d, master_username: u }
+  - id: quick-db
+    uses: aws.rds.db_instance
+    timeout: 5m
+    with: { stack: s, db_subnet_group: g, security_group_ids: [sg-1], db_name: d, master_username: u }
+  - id: other
+    uses: noop
+"#,
+        )
+        .unwrap();
+        let wf = ca_a2a_flow_engine::load(&file, &super::registry()).expect("valid");
+        let step = |id: &str| wf.step(id).unwrap();
+        assert_eq!((step("db").timeout, step("db").attempt_timeout), (minutes(50), minutes(45)));
+        assert_eq!(step("quick-db").timeout, minutes(5), "the step's own deadline wins");
+        assert_eq!((step("other").timeout, step("other").attempt_timeout), (minutes(10), minutes(2)));
+
+        let full = ca_a2a_flow_engine::load(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows/full.yaml")),
+            &super::registry(),
+        )
+        .expect("full.yaml is valid");
+        for (id, total, attempt) in [("keycloak-db", 50, 45), ("nat", 15, 12), ("mcp-image", 45, 40)] {
+            let s = full.step(id).unwrap();
+            assert_eq!((s.timeout, s.attempt_timeout), (minutes(total), minutes(attempt)), "{id}");
+        }
+    }
+
     #[test]
     fn destroy_keeps_data_images_secrets_and_snapshots_unless_told_and_each_kind_says_so() {
         use ca_a2a_flow_engine::DestroyOptions;

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
 };
 use ca_a2a_flow_engine::duration::parse as parse_duration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -91,6 +91,8 @@ fn state(i: &Instance) -> InstanceStateName {
 impl Step for Ec2Instance {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.instance";
+    /// An instance waits up to 10 minutes to run, then for SSM (`wait_ssm_online`).
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(30, 20));
 
     fn doc(&self) -> KindDoc {
         KindDoc {

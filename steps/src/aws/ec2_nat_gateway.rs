@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{self, DomainType, Filter, NatGatewayState, ResourceType};
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -41,6 +41,8 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 impl Step for NatGateway {
     type Params = Params;
     const KIND: &'static str = "aws.ec2.nat_gateway";
+    /// A NAT gateway waits up to 10 minutes (`wait`) for `available`.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);

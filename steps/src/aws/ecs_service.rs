@@ -13,7 +13,7 @@ use aws_sdk_ecs::types::{
 };
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -59,6 +59,8 @@ pub struct EcsService;
 impl Step for EcsService {
     type Params = Params;
     const KIND: &'static str = "aws.ecs.service";
+    /// A service waits up to 20 minutes (`wait`) for its tasks to run.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(25, 22));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).name();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum};
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -36,6 +36,8 @@ pub struct LoadBalancer;
 impl Step for LoadBalancer {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.load_balancer";
+    /// A load balancer waits up to 10 minutes (`wait`) for `active`.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(32);

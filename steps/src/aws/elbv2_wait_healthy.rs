@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{Deadline, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -34,6 +34,8 @@ pub struct WaitHealthy;
 impl Step for WaitHealthy {
     type Params = Params;
     const KIND: &'static str = "aws.elbv2.wait_healthy";
+    /// It waits up to 10 minutes (`wait`) for healthy targets.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
     fn doc(&self) -> KindDoc {
         KindDoc {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -69,6 +69,8 @@ pub struct DbInstance;
 impl Step for DbInstance {
     type Params = Params;
     const KIND: &'static str = "aws.rds.db_instance";
+    /// Creating or modifying an instance waits up to 40 minutes (`wait`) for `available`.
+    const DEADLINE: Option<Deadline> = Some(Deadline::minutes(50, 45));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let id = Owner::new(&p.stack, ctx).short_name(63);
