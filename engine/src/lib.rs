@@ -14,6 +14,7 @@ pub mod kind;
 pub mod load;
 pub mod model;
 pub mod orphans;
+pub mod plan;
 pub mod redact;
 pub mod store;
 pub mod template;
@@ -29,7 +30,7 @@ pub use kind::{
     Registry, Step, StepContext, StepError, StepView, WorkflowRule,
 };
 pub use load::{load, resolve_inputs};
-pub use model::{RetryPolicy, StepDef, Workflow};
+pub use model::{Redefinition, RetryPolicy, StepDef, Workflow};
 pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.

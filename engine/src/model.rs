@@ -145,7 +145,38 @@ impl Default for Defaults {
     }
 }
 
+/// How a workflow's definition differs from the one a run stored (`resume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redefinition {
+    /// Steps the stored definition does not have.
+    pub added: Vec<String>,
+    /// Steps whose definition differs.
+    pub changed: Vec<String>,
+    /// Steps the new definition no longer has.
+    pub removed: Vec<String>,
+}
+
+impl Redefinition {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
 impl Workflow {
+    /// How this definition differs from `stored`, step by step.
+    pub fn redefinition_of(&self, stored: &Workflow) -> Redefinition {
+        let mut diff = Redefinition::default();
+        for step in &self.steps {
+            match stored.step(&step.id) {
+                None => diff.added.push(step.id.clone()),
+                Some(old) if old.hash() != step.hash() => diff.changed.push(step.id.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = stored.steps.iter().filter(|s| self.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
+        diff
+    }
+
     pub fn step(&self, id: &str) -> Option<&StepDef> {
         self.steps.iter().find(|s| s.id == id)
     }
@@ -267,6 +298,22 @@ mod tests {
             steps,
             destroy_of: None,
         }
+    }
+
+    #[test]
+    fn a_redefinition_names_the_steps_added_changed_and_removed() {
+        let stored = reversed_chain(3);
+        let mut current = reversed_chain(3);
+        current.steps.retain(|s| s.id != "s0");
+        current.steps.iter_mut().find(|s| s.id == "s1").unwrap().timeout = Duration::from_secs(5);
+        let mut added = current.steps[0].clone();
+        added.id = "s9".into();
+        current.steps.push(added);
+        let diff = current.redefinition_of(&stored);
+        assert_eq!(diff.added, ["s9"]);
+        assert_eq!(diff.changed, ["s1"]);
+        assert_eq!(diff.removed, ["s0"]);
+        assert!(reversed_chain(3).redefinition_of(&stored).is_empty());
     }
 
     #[test]

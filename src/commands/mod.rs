@@ -9,8 +9,8 @@ use std::time::Duration;
 use ca_a2a_flow_engine::duration::format as fmt_duration;
 use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, PlanAction, Registry, RunStatus, StepDef,
-    StepStatus, Stop, Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
+    DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, Registry, RunStatus, StepDef, StepStatus, Stop,
+    Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -475,34 +475,22 @@ fn changes(
         return Ok(None);
     }
     let current = load_file(path, registry)?;
-    let stored = &run.definition;
-    let mut changed = Vec::new();
-    let mut lines = Vec::new();
-    for step in &current.steps {
-        match stored.step(&step.id) {
-            None => {
-                changed.push(step.id.clone());
-                lines.push(format!("+ {} (new step, {})", step.id, step.source));
-            }
-            Some(old) if old.hash() != step.hash() => {
-                changed.push(step.id.clone());
-                lines.push(format!("~ {} (changed, {})", step.id, step.source));
-            }
-            Some(_) => {}
-        }
-    }
-    let removed: Vec<String> =
-        stored.steps.iter().filter(|s| current.step(&s.id).is_none()).map(|s| s.id.clone()).collect();
-    lines.extend(removed.iter().map(|id| format!("- {id} (removed)")));
-    if lines.is_empty() {
+    let diff = current.redefinition_of(&run.definition);
+    if diff.is_empty() {
         return Ok(None);
     }
+    let source = |id: &String| current.step(id).map(|s| s.source.clone()).unwrap_or_default();
+    let lines: Vec<String> = (diff.added.iter().map(|id| format!("+ {id} (new step, {})", source(id))))
+        .chain(diff.changed.iter().map(|id| format!("~ {id} (changed, {})", source(id))))
+        .chain(diff.removed.iter().map(|id| format!("- {id} (removed)")))
+        .collect();
     if !accept {
         return Err(CliError::Changed { run_id: run.id.clone(), file: run.workflow_file.clone(), changes: lines });
     }
+    let changed: Vec<String> = diff.added.iter().chain(&diff.changed).cloned().collect();
     let reset = current.with_dependents(&changed);
     eprintln!("accepting changes: re-running {}", reset.join(", "));
-    Ok(Some((current, reset, removed)))
+    Ok(Some((current, reset, diff.removed)))
 }
 
 async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration) -> Result<(), CliError> {

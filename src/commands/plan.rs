@@ -28,89 +28,16 @@ pub(super) async fn last_outputs(
         .collect()
 }
 
-/// Each step's plan, wave by wave, with read-only calls only.
+/// Each step's plan, wave by wave, with read-only calls only; steps using
+/// outputs are planned with those of the newest run of the same stack.
 pub(super) async fn plan_steps(
     wf: &Workflow,
     inputs: &BTreeMap<String, serde_json::Value>,
     registry: &Registry,
     store: Option<&AnyStore>,
-) -> BTreeMap<String, Plan> {
+) -> ca_a2a_flow_engine::plan::Plans {
     let outputs = last_outputs(store, wf, inputs).await;
-    let secret = |_: &str, _: &str| false;
-    let env = |name: &str| std::env::var(name).ok();
-    let scope = ca_a2a_flow_engine::template::Scope {
-        run_id: "plan",
-        run_name: &wf.name,
-        inputs,
-        outputs: &outputs,
-        secret: &secret,
-        env: &env,
-    };
-    let mut plans: BTreeMap<String, Plan> = BTreeMap::new();
-    let skipped = ca_a2a_flow_engine::skipped_by_inputs(wf, inputs);
-    let sink: ca_a2a_flow_engine::kind::ReportSink = std::sync::Arc::new(|_: &str, _| {});
-    for wave in wf.waves() {
-        let mut checks = Vec::new();
-        for s in wave {
-            // `when:` false (or a needed step skipped): the step will not run.
-            if skipped.contains(&s.id) {
-                plans.insert(s.id.clone(), Plan::none("skipped: its `when` is false, or a step it needs is skipped"));
-                continue;
-            }
-            let params = scope.resolve_partial(&s.with);
-            let created_before: Vec<&String> =
-                s.needs.iter().filter(|n| plans.get(*n).is_some_and(|p| p.action == PlanAction::Create)).collect();
-            let unresolved = params.to_string().contains("${{");
-            let Some(kind) = registry.get(&s.uses).cloned() else { continue };
-            let id = s.id.clone();
-            let followed: Vec<String> =
-                s.needs.iter().filter(|n| plans.get(*n).is_some_and(|p| p.new_outputs)).cloned().collect();
-            let first_created = created_before.first().map(|n| n.to_string());
-            let sink = sink.clone();
-            checks.push(async move {
-                let ctx = ca_a2a_flow_engine::StepContext::detached(&id, Duration::from_secs(120), sink);
-                let mut plan = match first_created {
-                    // Nothing can exist under what does not exist yet: no call needed.
-                    Some(dep) if unresolved && kind.destroys() => Plan {
-                        action: PlanAction::Create,
-                        changes: vec![format!("after `{dep}` is created")],
-                        new_outputs: false,
-                    },
-                    _ => match kind.execute_plan(&ctx, params).await {
-                        Ok(p) => p,
-                        Err(e) => Plan::none(format!("could not check: {}", e.message)),
-                    },
-                };
-                if plan.action == PlanAction::Adopt && !followed.is_empty() {
-                    plan.action = PlanAction::Update;
-                    for dep in &followed {
-                        plan.changes.push(format!("follows `{dep}`, whose outputs change"));
-                    }
-                }
-                (id, plan)
-            });
-        }
-        for (id, plan) in futures_join(checks).await {
-            plans.insert(id, plan);
-        }
-    }
-    plans
-}
-
-/// Runs the checks of one wave at once.
-pub(super) async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
-where
-    F: Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
+    ca_a2a_flow_engine::plan::plan_workflow(wf, inputs, registry, &outputs).await
 }
 
 pub(super) fn render_plan(
