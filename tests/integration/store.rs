@@ -114,3 +114,23 @@ steps:
     assert!(child.wait().unwrap().success());
     assert_eq!(env.attempts(&run.id, "a").len(), 1);
 });
+
+both!(the_lookups_of_logs_step_status_and_progress_are_backed_by_indexes, |env: &Env| {
+    // A run, so that the store has made its tables.
+    let wf = env.write("one.yaml", "name: one\nsteps:\n  - id: a\n    uses: noop\n");
+    env.run(&["run", wf.to_str().unwrap()]).expect_success();
+
+    // `logs --step` and a step's latest progress: the events of one step of one run, in order.
+    let by_step =
+        env.query_plan("SELECT * FROM events WHERE run_id = 'r' AND id > 0 AND step_id = 'a' ORDER BY id LIMIT 500");
+    assert!(by_step.contains("step_id"), "an index with the step finds its events:\n{by_step}");
+    assert!(!by_step.contains("SCAN events") && !by_step.contains("Seq Scan"), "{by_step}");
+    // `status`: the steps of one run.
+    let steps = env.query_plan("SELECT * FROM steps WHERE run_id = 'r' ORDER BY position");
+    assert!(!steps.contains("SCAN steps") && !steps.contains("Seq Scan"), "{steps}");
+    assert!(steps.contains("run_id"), "found by the run: {steps}");
+    // `list`: the newest runs.
+    let newest = env.query_plan("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT 20");
+    assert!(newest.contains("USING INDEX") || newest.contains("Index Scan"), "{newest}");
+    assert!(!newest.contains("Seq Scan"), "{newest}");
+});

@@ -193,6 +193,34 @@ impl Env {
         })
     }
 
+    /// How the state store's database would run `sql`: SQLite's `EXPLAIN QUERY
+    /// PLAN`, or Postgres's `EXPLAIN` with sequential scans priced out (its
+    /// tables are tiny in a test, so it would scan them whatever the indexes).
+    pub fn query_plan(&self, sql: &str) -> String {
+        let state = self.state.clone();
+        let postgres = self.pg_database.is_some();
+        let sql = sql.to_string();
+        block_on(async move {
+            use sqlx::{Connection, Row};
+            if postgres {
+                let mut conn = sqlx::PgConnection::connect(&state).await.expect("connect");
+                sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.expect("set");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("explain");
+                rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+            } else {
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{state}")).await.expect("connect");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("explain");
+                rows.iter().map(|r| r.get::<String, _>("detail")).collect::<Vec<_>>().join("\n")
+            }
+        })
+    }
+
     /// Waits until `done` holds, failing the test after `limit`.
     pub fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let start = Instant::now();
