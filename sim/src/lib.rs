@@ -1,0 +1,125 @@
+//! `aws-sim`: a proxy between the AWS SDK and moto that makes moto behave the
+//! way AWS does where moto is kinder. Each behaviour it simulates, and the
+//! public source of its figures, is listed in the README's `aws-sim` table.
+//!
+//! Simulated today: `DryRun` answered as AWS answers it (moto creates the
+//! resource); pages cut to `--page-size` where AWS pages. Every request is
+//! counted for the report written on SIGTERM.
+
+pub mod http;
+pub mod paging;
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use http::{Protocol, Request, error_answer};
+
+/// How the layer behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// moto, as host:port.
+    pub upstream: String,
+    /// Items per page where AWS pages an answer; `None` leaves moto's pages.
+    pub page_size: Option<usize>,
+}
+
+/// What the layer saw, for `--report`.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Requests by service, then action.
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Error answers by code (moto's and the layer's own).
+    pub errors: BTreeMap<String, u64>,
+    /// Answers the layer made itself instead of moto, by what it simulated.
+    pub simulated: BTreeMap<String, u64>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "errors_by_code": self.errors,
+            "simulated": self.simulated,
+            "throttled": 0,
+            "resources": [],
+        })
+    }
+}
+
+/// The layer: its configuration and what it saw.
+#[derive(Clone)]
+pub struct Sim {
+    config: Arc<Config>,
+    report: Arc<Mutex<Report>>,
+}
+
+impl Sim {
+    pub fn new(config: Config) -> Self {
+        Self { config: Arc::new(config), report: Arc::new(Mutex::new(Report::default())) }
+    }
+
+    pub fn report(&self) -> Report {
+        self.report.lock().unwrap().clone()
+    }
+
+    /// Serves every connection of `listener`, one thread each.
+    pub fn serve(&self, listener: TcpListener) {
+        for conn in listener.incoming().flatten() {
+            let sim = self.clone();
+            std::thread::spawn(move || sim.connection(conn));
+        }
+    }
+
+    fn connection(&self, conn: TcpStream) {
+        let Ok(mut writer) = conn.try_clone() else { return };
+        let mut reader = BufReader::new(conn);
+        // One request per connection: every answer says `Connection: close`.
+        let Some(req) = Request::read(&mut reader) else { return };
+        let answer = self.answer(&req);
+        let _ = writer.write_all(&answer);
+        let _ = writer.flush();
+    }
+
+    /// The answer AWS would give to `req`.
+    pub fn answer(&self, req: &Request) -> Vec<u8> {
+        let (service, action) = (req.service(), req.action());
+        self.count(|r| *r.requests.entry(service.clone()).or_default().entry(action.clone()).or_default() += 1);
+        let answer = match self.simulate(req) {
+            Some((what, answer)) => {
+                self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);
+                answer
+            }
+            None => {
+                let req =
+                    self.config.page_size.and_then(|size| paging::paged(req, size)).unwrap_or_else(|| req.clone());
+                match req.forward(&self.config.upstream) {
+                    Ok(answer) => answer,
+                    Err(e) => error_answer(req.protocol(), 503, "ServiceUnavailable", &format!("moto: {e}")),
+                }
+            }
+        };
+        if http::status_of(&answer) >= 400 {
+            if let Some(code) = http::error_code_of(&answer) {
+                self.count(|r| *r.errors.entry(code.clone()).or_default() += 1);
+            }
+        }
+        answer
+    }
+
+    /// An answer the layer gives itself, with what it simulated.
+    fn simulate(&self, req: &Request) -> Option<(&'static str, Vec<u8>)> {
+        // EC2 DryRun: "Request would have succeeded, but DryRun flag is set", HTTP 412,
+        // and nothing is created (EC2 API reference, "Error codes": DryRunOperation).
+        if req.protocol() == Protocol::Ec2 && req.body_text().split('&').any(|kv| kv == "DryRun=true") {
+            let message = "Request would have succeeded, but DryRun flag is set.";
+            return Some(("dry_run", error_answer(Protocol::Ec2, 412, "DryRunOperation", message)));
+        }
+        None
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Report)) {
+        f(&mut self.report.lock().unwrap());
+    }
+}

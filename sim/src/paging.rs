@@ -1,0 +1,99 @@
+//! Pages as AWS cuts them. AWS answers a list in pages: the JSON and query
+//! services by default (Secrets Manager, CloudWatch Logs, SSM, ECS, RDS), EC2
+//! describes when the caller gives `MaxResults`. moto returns everything at
+//! once unless asked for less, so the layer asks for `--page-size` items: code
+//! that reads the first page only is seen with a handful of resources.
+
+use crate::http::{Protocol, Request};
+
+/// The parameter that sets the page size of an action, and the smallest value
+/// its service accepts.
+struct Paged {
+    action: &'static str,
+    param: &'static str,
+    min: usize,
+}
+
+/// The JSON-protocol lists (API references: ListSecrets, DescribeLogGroups,
+/// FilterLogEvents, ListCommands, DescribeInstanceInformation, ListTaskDefinitions,
+/// ListServices, DescribeImages).
+const JSON: &[Paged] = &[
+    Paged { action: "ListSecrets", param: "MaxResults", min: 1 },
+    Paged { action: "DescribeLogGroups", param: "limit", min: 1 },
+    Paged { action: "FilterLogEvents", param: "limit", min: 1 },
+    Paged { action: "ListCommands", param: "MaxResults", min: 1 },
+    Paged { action: "ListCommandInvocations", param: "MaxResults", min: 1 },
+    Paged { action: "DescribeInstanceInformation", param: "MaxResults", min: 5 },
+    Paged { action: "ListTaskDefinitions", param: "maxResults", min: 1 },
+    Paged { action: "ListServices", param: "maxResults", min: 1 },
+    Paged { action: "DescribeImages", param: "maxResults", min: 1 },
+];
+
+/// The query-protocol lists: RDS takes `MaxRecords` from 20 (API reference:
+/// DescribeDBSubnetGroups, DescribeDBInstances).
+const QUERY: &[Paged] = &[
+    Paged { action: "DescribeDBSubnetGroups", param: "MaxRecords", min: 20 },
+    Paged { action: "DescribeDBInstances", param: "MaxRecords", min: 20 },
+];
+
+/// `req` asking for pages of at most `size` items where AWS would page it, or
+/// `None` when the action is not one that pages (or already asks for less).
+pub fn paged(req: &Request, size: usize) -> Option<Request> {
+    let action = req.action();
+    match req.protocol() {
+        Protocol::Json => {
+            let rule = JSON.iter().find(|p| p.action == action)?;
+            let mut body: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+            let size = size.max(rule.min);
+            let asked = body.get(rule.param).and_then(|v| v.as_u64()).map(|v| v as usize);
+            if asked.is_some_and(|a| a <= size) {
+                return None;
+            }
+            body.as_object_mut()?.insert(rule.param.to_string(), size.into());
+            Some(req.with_body(body.to_string().into_bytes()))
+        }
+        Protocol::Query => {
+            let rule = QUERY.iter().find(|p| p.action == action)?;
+            Some(req.with_body(with_form_value(&req.body_text(), rule.param, size.max(rule.min), true)?.into_bytes()))
+        }
+        // EC2 pages only when asked to: a `MaxResults` larger than the page is cut.
+        Protocol::Ec2 if action.starts_with("Describe") => {
+            Some(req.with_body(with_form_value(&req.body_text(), "MaxResults", size.max(5), false)?.into_bytes()))
+        }
+        _ => None,
+    }
+}
+
+/// `form` with `param` at most `size`: lowered when larger, added when absent
+/// and `add` says so; `None` when nothing changes.
+fn with_form_value(form: &str, param: &str, size: usize, add: bool) -> Option<String> {
+    let prefix = format!("{param}=");
+    let asked = form.split('&').find_map(|kv| kv.strip_prefix(prefix.as_str())).and_then(|v| v.parse::<usize>().ok());
+    match asked {
+        Some(a) if a <= size => None,
+        Some(_) => Some(
+            form.split('&')
+                .map(|kv| if kv.starts_with(&prefix) { format!("{prefix}{size}") } else { kv.to_string() })
+                .collect::<Vec<_>>()
+                .join("&"),
+        ),
+        None if add => Some(format!("{form}&{prefix}{size}")),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_value_is_lowered_added_or_left_as_it_is() {
+        assert_eq!(
+            with_form_value("Action=X&MaxResults=100", "MaxResults", 5, false).as_deref(),
+            Some("Action=X&MaxResults=5")
+        );
+        assert_eq!(with_form_value("Action=X&MaxResults=3", "MaxResults", 5, true), None);
+        assert_eq!(with_form_value("Action=X", "MaxRecords", 20, true).as_deref(), Some("Action=X&MaxRecords=20"));
+        assert_eq!(with_form_value("Action=X", "MaxResults", 5, false), None);
+    }
+}

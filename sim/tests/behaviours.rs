@@ -1,0 +1,122 @@
+//! Each behaviour of `aws-sim`, driven with the plain AWS SDK through the real
+//! binary in front of moto (scripts/test.sh starts moto and sets
+//! AWS_ENDPOINT_URL): the layer itself is checked, not only what uses it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// The `aws-sim` binary in front of the test's moto, with `args`.
+struct Layer {
+    url: String,
+    child: Child,
+}
+
+impl Layer {
+    fn start(args: &[&str]) -> Self {
+        let moto = std::env::var("AWS_ENDPOINT_URL").expect(
+            "aws-sim is tested in front of moto: run scripts/test.sh, which starts it and sets AWS_ENDPOINT_URL",
+        );
+        assert!(moto.starts_with("http://127.0.0.1:"), "moto must be on loopback, not {moto}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aws-sim"))
+            .args(["--upstream", &moto])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aws-sim");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).expect("its first line");
+        let url =
+            first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first}")).to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Self { url, child }
+    }
+
+    fn sdk(&self) -> aws_config::SdkConfig {
+        block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&self.url).load())
+    }
+
+    /// SIGTERM, then the report it wrote.
+    fn stop(mut self, report: &std::path::Path) -> serde_json::Value {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("aws-sim ends");
+        assert!(status.success(), "aws-sim ended with {status}");
+        serde_json::from_str(&std::fs::read_to_string(report).expect("the report was written")).expect("JSON")
+    }
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:06x}", fastrand::u32(..0xff_ffff))
+}
+
+#[test]
+fn a_dry_run_is_answered_as_aws_answers_it_and_creates_nothing() {
+    let layer = Layer::start(&[]);
+    let ec2 = aws_sdk_ec2::Client::new(&layer.sdk());
+    let cidr = format!("10.254.{}.0/24", fastrand::u8(..));
+    block_on(async {
+        let err = ec2.create_vpc().cidr_block(&cidr).dry_run(true).send().await.expect_err("a dry run never succeeds");
+        let code = aws_sdk_ec2::error::ProvideErrorMetadata::code(&err).map(String::from);
+        assert_eq!(code.as_deref(), Some("DryRunOperation"), "{err:?}");
+        let cidr_filter = aws_sdk_ec2::types::Filter::builder().name("cidr").values(&cidr).build();
+        let found = ec2.describe_vpcs().filters(cidr_filter).send().await.unwrap();
+        assert!(found.vpcs().is_empty(), "the dry run created a VPC: {:?}", found.vpcs());
+    });
+}
+
+#[test]
+fn a_list_that_aws_pages_comes_in_pages_of_the_chosen_size() {
+    let layer = Layer::start(&["--page-size", "3"]);
+    let sm = aws_sdk_secretsmanager::Client::new(&layer.sdk());
+    let prefix = unique("paged");
+    block_on(async {
+        for n in 0..7 {
+            sm.create_secret().name(format!("{prefix}/s{n}")).secret_string("x").send().await.unwrap();
+        }
+        let by_name = || {
+            aws_sdk_secretsmanager::types::Filter::builder()
+                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                .values(&prefix)
+                .build()
+        };
+        let first = sm.list_secrets().filters(by_name()).send().await.unwrap();
+        assert_eq!(first.secret_list().len(), 3, "one page of three");
+        assert!(first.next_token().is_some(), "and a token for the next");
+        let mut pages = sm.list_secrets().filters(by_name()).into_paginator().send();
+        let mut all = 0;
+        while let Some(page) = pages.next().await {
+            all += page.unwrap().secret_list().len();
+        }
+        assert_eq!(all, 7, "every page read gives them all");
+    });
+}
+
+#[test]
+fn on_sigterm_the_report_counts_requests_by_service_and_action_and_errors_by_code() {
+    let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-report")));
+    let layer = Layer::start(&["--report", report.to_str().unwrap()]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        ec2.describe_vpcs().send().await.unwrap();
+        ec2.describe_vpcs().send().await.unwrap();
+        let _ = ec2.create_vpc().cidr_block("10.253.0.0/24").dry_run(true).send().await;
+    });
+    let doc = layer.stop(&report);
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(doc["requests"]["ec2"]["DescribeVpcs"], 2, "{doc}");
+    assert_eq!(doc["requests"]["ec2"]["CreateVpc"], 1, "{doc}");
+    assert_eq!(doc["errors_by_code"]["DryRunOperation"], 1, "{doc}");
+    assert_eq!(doc["simulated"]["dry_run"], 1, "{doc}");
+}
