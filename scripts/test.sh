@@ -11,14 +11,46 @@ scripts/ensure-postgres.sh
 # Image builds are tested with podman against a real registry on loopback.
 scripts/ensure-image-tools.sh
 
-# AWS steps are tested against moto on loopback, never against AWS.
+# AWS steps are tested against moto on loopback, never against AWS, through
+# aws-sim (sim/), the layer that makes moto answer as AWS does where it is kinder
+# (DryRun, pages of 5): every AWS test talks to the layer, the layer to moto.
 eval "$(scripts/start-moto.sh)"
+export CA_A2A_FLOW_MOTO_URL="$AWS_ENDPOINT_URL"
+
+log="$(mktemp)"
+sim_out="$(mktemp)"
+sim_report="$(mktemp)"
+SIM_PID=""
+trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log" "$sim_out" "$sim_report"' EXIT
+
+# Everything is built first: the layer's binary starts before the tests run.
+cargo test --workspace --locked --lib --bins --tests --no-run "$@"
+"${CARGO_TARGET_DIR:-target}/debug/aws-sim" --upstream "$CA_A2A_FLOW_MOTO_URL" --report "$sim_report" >"$sim_out" &
+SIM_PID=$!
+for _ in $(seq 1 100); do
+  if grep -q '^listening on ' "$sim_out"; then break; fi
+  if ! kill -0 "$SIM_PID" 2>/dev/null; then echo "aws-sim exited before listening" >&2; exit 1; fi
+  sleep 0.1
+done
+AWS_ENDPOINT_URL="$(sed -n 's/^listening on //p' "$sim_out")"
+if [ -z "$AWS_ENDPOINT_URL" ]; then echo "aws-sim did not say where it listens after 10 s" >&2; exit 1; fi
+export AWS_ENDPOINT_URL
+echo "aws-sim: answering at $AWS_ENDPOINT_URL, in front of moto at $CA_A2A_FLOW_MOTO_URL" >&2
 
 # Unit tests of every crate and the integration tests; no doc tests (there are
 # none) and no benches (they measure, they do not test).
-log="$(mktemp)"
-trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log"' EXIT
 cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+
+# What the layer saw, from its report (written on SIGTERM).
+kill -TERM "$SIM_PID" && wait "$SIM_PID" || true
+SIM_PID=""
+python3 - "$sim_report" <<'PY' || true
+import json, sys
+report = json.load(open(sys.argv[1]))
+total = sum(sum(actions.values()) for actions in report["requests"].values())
+made = ", ".join(f"{n} {what}" for what, n in sorted(report["simulated"].items())) or "none"
+print(f"aws-sim: {total} AWS requests through the layer; answered by the layer itself: {made}")
+PY
 # The benchmark must keep compiling (it is run by hand: BENCHMARKS.md); this
 # reuses the test build's dependencies, so it compiles only the bench itself.
 cargo build --workspace --locked --benches --quiet

@@ -1,6 +1,6 @@
 //! Each behaviour of `aws-sim`, driven with the plain AWS SDK through the real
 //! binary in front of moto (scripts/test.sh starts moto and sets
-//! AWS_ENDPOINT_URL): the layer itself is checked, not only what uses it.
+//! CA_A2A_FLOW_MOTO_URL): the layer itself is checked, not only what uses it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
