@@ -3,11 +3,13 @@
 //! public source of its figures, is listed in the README's `aws-sim` table.
 //!
 //! Simulated today: `DryRun` answered as AWS answers it (moto creates the
-//! resource); pages cut to `--page-size` where AWS pages. Every request is
-//! counted for the report written on SIGTERM.
+//! resource); pages cut to `--page-size` where AWS pages; the ordering and
+//! deletion rules of [`rules`]. Every request is counted for the report
+//! written on SIGTERM.
 
 pub mod http;
 pub mod paging;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
@@ -116,7 +118,7 @@ impl Sim {
             let message = "Request would have succeeded, but DryRun flag is set.";
             return Some(("dry_run", error_answer(Protocol::Ec2, 412, "DryRunOperation", message)));
         }
-        None
+        rules::enforce(req, &self.config.upstream)
     }
 
     fn count(&self, f: impl FnOnce(&mut Report)) {

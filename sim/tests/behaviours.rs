@@ -120,3 +120,58 @@ fn on_sigterm_the_report_counts_requests_by_service_and_action_and_errors_by_cod
     assert_eq!(doc["errors_by_code"]["DryRunOperation"], 1, "{doc}");
     assert_eq!(doc["simulated"]["dry_run"], 1, "{doc}");
 }
+
+fn code<E: aws_sdk_ec2::error::ProvideErrorMetadata>(err: &E) -> Option<String> {
+    err.code().map(String::from)
+}
+
+/// A VPC with two subnets in two zones, made through the layer: its id and the subnets'.
+async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
+    let second = 100 + fastrand::u8(..150);
+    let vpc = ec2.create_vpc().cidr_block(format!("10.{second}.0.0/16")).send().await.unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (n, zone) in [(1, "eu-west-3a"), (2, "eu-west-3b")] {
+        let made = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.{second}.{n}.0/24"))
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(made.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    (vpc, subnets)
+}
+
+#[test]
+fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave_while_it_stays() {
+    let layer = Layer::start(&[]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        let name = unique("lb");
+        let create = || elb.create_load_balancer().name(&name).set_subnets(Some(subnets.clone()));
+
+        let refused = create().send().await.expect_err("no internet gateway in the VPC yet");
+        assert_eq!(code(&refused).as_deref(), Some("InvalidSubnet"), "{refused:?}");
+        assert!(format!("{refused:?}").contains(&format!("VPC {vpc} has no internet gateway")), "{refused:?}");
+
+        let igw = ec2.create_internet_gateway().send().await.unwrap();
+        let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+        ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        let lb = create().send().await.expect("made once the gateway is attached");
+        let arn = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+
+        let detach = || ec2.detach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send();
+        let held = detach().await.expect_err("the load balancer maps public addresses");
+        assert_eq!(code(&held).as_deref(), Some("DependencyViolation"), "{held:?}");
+        assert!(format!("{held:?}").contains("has some mapped public address(es)"), "{held:?}");
+
+        elb.delete_load_balancer().load_balancer_arn(&arn).send().await.unwrap();
+        detach().await.expect("detached once the load balancer is gone");
+    });
+}

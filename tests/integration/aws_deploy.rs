@@ -145,6 +145,56 @@ fn a_deploy_killed_while_the_database_is_being_created_resumes_without_a_second_
     );
 }
 
+/// AWS refuses an internet-facing load balancer in a VPC without an internet
+/// gateway (aws-sim says so as AWS does): the load balancer waits for the
+/// gateway, however long its attachment takes.
+#[test]
+fn the_load_balancer_waits_for_the_internet_gateway_however_long_it_takes_to_attach() {
+    crate::support::aws::behind_aws_sim();
+    let held = Rule {
+        action: "AttachInternetGateway",
+        fault: Fault::Error {
+            status: 400,
+            code: "DependencyViolation",
+            message: "held back by the test: the gateway attaches late".into(),
+        },
+        times: Some(3),
+    };
+    let proxy = FaultProxy::start(&moto(), vec![held]);
+    let env = Env::sqlite();
+    let stack = unique_stack("igw-late");
+    let out = deploy(&env, &stack, Some(&proxy.url), &[]);
+    assert!(
+        !out.stderr.contains("has no internet gateway"),
+        "the load balancer was made before its VPC had a gateway:\n{}",
+        out.stderr
+    );
+    out.expect_success();
+    let actions = proxy.actions();
+    let attached = actions.iter().rposition(|a| a == "AttachInternetGateway").expect("attached at last");
+    let balanced = actions.iter().position(|a| a == "CreateLoadBalancer").expect("a load balancer");
+    assert!(attached < balanced, "CreateLoadBalancer came before the gateway was attached: {actions:?}");
+    expect_exactly_the_stack(&stack);
+
+    // And `destroy` removes the load balancer before it detaches the gateway, which AWS
+    // refuses while the load balancer maps public addresses.
+    let seen_before = proxy.actions().len();
+    let run = env.only_run();
+    destroy(
+        &env,
+        &run.id,
+        &["--delete-data", "--delete-images", "--force-delete-secrets"],
+        &[("AWS_ENDPOINT_URL", &proxy.url)],
+    )
+    .expect_success();
+    let actions = proxy.actions()[seen_before..].to_vec();
+    let deleted = actions.iter().position(|a| a == "DeleteLoadBalancer").expect("the load balancer deleted");
+    let detached: Vec<usize> =
+        actions.iter().enumerate().filter(|(_, a)| *a == "DetachInternetGateway").map(|(i, _)| i).collect();
+    assert_eq!(detached.len(), 1, "detached once, never refused: {actions:?}");
+    assert!(deleted < detached[0], "the gateway was detached before the load balancer was gone: {actions:?}");
+}
+
 #[test]
 fn throttling_on_a_third_of_all_calls_still_deploys_exactly_the_stack() {
     let rule = Rule { action: "*", fault: Fault::Throttle { ratio: 0.3 }, times: None };

@@ -559,3 +559,14 @@ pub(crate) fn fill_the_vpc_quota() {
         }
     });
 }
+
+/// The emulator is behind `aws-sim` (scripts/test.sh puts it there): a test of
+/// what AWS enforces and moto does not means nothing without it.
+pub(crate) fn behind_aws_sim() {
+    let moto = std::env::var("CA_A2A_FLOW_MOTO_URL").unwrap_or_default();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        !moto.is_empty() && moto != endpoint,
+        "this test needs aws-sim in front of moto: run it with scripts/test.sh (AWS_ENDPOINT_URL={endpoint})"
+    );
+}

@@ -1,0 +1,181 @@
+//! Ordering and deletion rules AWS enforces and moto does not, each answered
+//! with AWS's own error (sources in the README's `aws-sim` table):
+//! - an internet-facing load balancer needs an internet gateway attached to its
+//!   VPC: `InvalidSubnet` "VPC vpc-… has no internet gateway";
+//! - an internet gateway is not detached while its VPC maps public addresses (an
+//!   internet-facing load balancer, a NAT gateway): `DependencyViolation`.
+//!
+//! The layer asks moto what it needs to know, with calls of its own.
+
+use crate::http::{Protocol, Request, error_answer};
+
+/// The values of `key=` (or `key.N=`) in a form body, URL-decoded.
+fn form_values(body: &str, key: &str) -> Vec<String> {
+    let numbered = |k: &str| {
+        k.strip_prefix(key).and_then(|r| r.strip_prefix('.')).is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+    };
+    body.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == key || numbered(k))
+        .map(|(_, v)| decode(v))
+        .collect()
+}
+
+/// A form value, URL-decoded (`+` is a space, `%2F` a slash).
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every text between `<tag>` and `</tag>` in `xml`.
+fn all_tags(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(after[..end].to_string());
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// A call of the layer's own to moto, signed (as moto reads it) for `service` in `region`.
+fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Option<String> {
+    let req = Request {
+        head: "POST / HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), upstream.into()),
+            ("Content-Type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),
+            (
+                "Authorization".into(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+                ),
+            ),
+            ("Content-Length".into(), body.len().to_string()),
+        ],
+        body: body.as_bytes().to_vec(),
+    };
+    let answer = req.forward(upstream).ok()?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The region a request is signed for.
+fn region_of(req: &Request) -> String {
+    let scope = req.header("authorization").and_then(|a| a.split("Credential=").nth(1));
+    scope.and_then(|c| c.split('/').nth(2)).unwrap_or("us-east-1").to_string()
+}
+
+/// Whether `vpc` has an internet gateway attached, as moto holds it.
+fn has_internet_gateway(upstream: &str, region: &str, vpc: &str) -> bool {
+    let body = format!(
+        "Action=DescribeInternetGateways&Version=2016-11-15&Filter.1.Name=attachment.vpc-id&Filter.1.Value.1={vpc}"
+    );
+    ask(upstream, region, "ec2", &body).is_some_and(|xml| !all_tags(&xml, "internetGatewayId").is_empty())
+}
+
+/// The public addresses `vpc` maps, as names: internet-facing load balancers, NAT gateways.
+fn public_addresses(upstream: &str, region: &str, vpc: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let lbs = ask(upstream, region, "elasticloadbalancing", "Action=DescribeLoadBalancers&Version=2015-12-01");
+    for lb in lbs.unwrap_or_default().split("<LoadBalancerArn>").skip(1) {
+        let in_vpc = all_tags(lb, "VpcId").first().is_some_and(|v| v == vpc);
+        let public = all_tags(lb, "Scheme").first().is_none_or(|s| s == "internet-facing");
+        if in_vpc && public {
+            found.push(format!("load balancer {}", lb.split('<').next().unwrap_or("?")));
+        }
+    }
+    let body = format!(
+        "Action=DescribeNatGateways&Version=2016-11-15&Filter.1.Name=vpc-id&Filter.1.Value.1={vpc}&Filter.2.Name=state&Filter.2.Value.1=pending&Filter.2.Value.2=available"
+    );
+    for nat in all_tags(&ask(upstream, region, "ec2", &body).unwrap_or_default(), "natGatewayId") {
+        found.push(format!("NAT gateway {nat}"));
+    }
+    found
+}
+
+/// AWS's answer where a rule applies to `req`, with the rule's name.
+pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)> {
+    let body = req.body_text();
+    let action = req.action();
+    let region = region_of(req);
+    match (req.service().as_str(), action.as_str()) {
+        ("elasticloadbalancing", "CreateLoadBalancer") => {
+            let scheme = form_values(&body, "Scheme").into_iter().next();
+            let kind = form_values(&body, "Type").into_iter().next();
+            if scheme.as_deref().is_some_and(|s| s != "internet-facing")
+                || kind.as_deref().is_some_and(|t| t != "application")
+            {
+                return None;
+            }
+            let subnets = form_values(&body, "Subnets.member");
+            let mut ask_subnets = String::from("Action=DescribeSubnets&Version=2016-11-15");
+            for (i, s) in subnets.iter().enumerate() {
+                ask_subnets.push_str(&format!("&SubnetId.{}={s}", i + 1));
+            }
+            let xml = ask(upstream, &region, "ec2", &ask_subnets)?;
+            let vpc = all_tags(&xml, "vpcId").into_iter().next()?;
+            if has_internet_gateway(upstream, &region, &vpc) {
+                return None;
+            }
+            let message = format!("VPC {vpc} has no internet gateway");
+            Some((
+                "internet_facing_needs_an_internet_gateway",
+                error_answer(Protocol::Query, 400, "InvalidSubnet", &message),
+            ))
+        }
+        ("ec2", "DetachInternetGateway") => {
+            let vpc = form_values(&body, "VpcId").into_iter().next()?;
+            let mapped = public_addresses(upstream, &region, &vpc);
+            if mapped.is_empty() {
+                return None;
+            }
+            let message = format!(
+                "Network {vpc} has some mapped public address(es). Please unmap those public address(es) before detaching the gateway. ({})",
+                mapped.join(", ")
+            );
+            Some((
+                "detach_while_addresses_are_mapped",
+                error_answer(Protocol::Ec2, 400, "DependencyViolation", &message),
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_are_read_by_key_and_by_numbered_member() {
+        let body = "Action=CreateLoadBalancer&Name=a&Subnets.member.1=subnet-1&Subnets.member.2=subnet-2&Scheme=internet-facing";
+        assert_eq!(form_values(body, "Subnets.member"), ["subnet-1", "subnet-2"]);
+        assert_eq!(form_values(body, "Scheme"), ["internet-facing"]);
+        assert_eq!(form_values("Name=a%2Fb+c", "Name"), ["a/b c"]);
+    }
+
+    #[test]
+    fn tags_are_read_in_order() {
+        assert_eq!(all_tags("<a>1</a><b>x</b><a>2</a>", "a"), ["1", "2"]);
+    }
+}
