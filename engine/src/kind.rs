@@ -430,6 +430,12 @@ impl<S: Step> ErasedKind for S {
                 StepError::fatal(format!("parameter `{}`: {}", e.path(), e.inner()))
                     .with_hint("a template resolved to a value of the wrong type; check the referenced input or output")
             })?;
+            // What a template resolved to is held to the kind's rules before anything runs.
+            if let Some(p) = self.problems(&typed).into_iter().next() {
+                return Err(StepError::fatal(format!("parameter `{}`: {}", p.path.join("."), p.message)).with_hint(
+                    "a template resolved to a value this kind refuses; check the referenced input or output",
+                ));
+            }
             self.run(ctx, typed).await
         })
     }

@@ -29,7 +29,7 @@ pub use kind::{
     DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
     Registry, Step, StepContext, StepError, StepView, WorkflowRule,
 };
-pub use load::{load, resolve_inputs};
+pub use load::{load, problems_with_inputs, resolve_inputs};
 pub use model::{Redefinition, RetryPolicy, StepDef, Workflow};
 pub use store::{AnyStore, RunStatus, StepStatus, Store, StoreError};
 

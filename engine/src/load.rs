@@ -988,6 +988,33 @@ fn expected_fields(message: &str) -> Vec<&str> {
     list.split(", ").map(|f| f.trim_matches('`')).collect()
 }
 
+/// Each step's parameters once `inputs` are known, held to its kind's rules:
+/// a value an input gives is checked before anything runs, not when its step
+/// starts (`step \`db\`, parameter \`stack\`: stack name \`Bad--Name\`: …`).
+pub fn problems_with_inputs(workflow: &Workflow, inputs: &BTreeMap<String, Json>, registry: &Registry) -> Vec<String> {
+    let outputs = BTreeMap::new();
+    let (secret, env) = (|_: &str, _: &str| false, |_: &str| None);
+    let scope =
+        crate::template::Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
+    let mut found = Vec::new();
+    for step in &workflow.steps {
+        if !crate::template::contains_template(&step.with.to_string()) {
+            continue; // held to its kind's rules by `validate` already
+        }
+        let Some(kind) = registry.get(&step.uses) else { continue };
+        for p in kind.validate(&scope.resolve_partial(&step.with)) {
+            found.push(format!(
+                "step `{}`, parameter `{}`: {} ({})",
+                step.id,
+                p.path.join("."),
+                p.message,
+                step.source
+            ));
+        }
+    }
+    found
+}
+
 /// Resolves run inputs: given values (strings from `--input k=v`), then
 /// defaults. Values that parse as JSON scalars keep their type when the default
 /// has that type. Errors name every missing or unknown input.

@@ -91,7 +91,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Steps { what } => steps_command(&registry, what),
         Command::Plan { file, inputs, format, offline } => {
             let wf = load_file(&file, &registry)?;
-            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let inputs = inputs_of(&wf, &inputs, &registry)?;
             let (plans, checks) = if offline {
                 (BTreeMap::new(), Vec::new())
             } else {
@@ -109,7 +109,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Cost { file, inputs, region, output } => {
             let wf = load_file(&file, &registry)?;
-            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let inputs = inputs_of(&wf, &inputs, &registry)?;
             let region = region
                 .or_else(|| inputs.get("region").and_then(|r| r.as_str()).map(String::from))
                 .or_else(|| std::env::var("AWS_REGION").ok())
@@ -121,7 +121,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Run { file, inputs, parallelism, mut skip_preflight, yes } => {
             skip_preflight.retain(|n| !n.is_empty());
             let wf = load_file(&file, &registry)?;
-            let inputs = resolve_inputs(&wf, &inputs).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+            let inputs = inputs_of(&wf, &inputs, &registry)?;
             if !approved(&wf.steps.iter().collect::<Vec<_>>(), yes)? {
                 return Ok(());
             }
@@ -355,6 +355,21 @@ fn approved(steps: &[&StepDef], yes: bool) -> Result<bool, CliError> {
         return Ok(true);
     }
     confirm::confirm("this run has steps that cannot be undone and need approval", list, "yes", yes)
+}
+
+/// The run's inputs, given as `--input NAME=VALUE`, and each step's parameters
+/// held to its kind's rules once they are known.
+fn inputs_of(
+    wf: &Workflow,
+    given: &[(String, String)],
+    registry: &Registry,
+) -> Result<BTreeMap<String, serde_json::Value>, CliError> {
+    let inputs = resolve_inputs(wf, given).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
+    let problems = ca_a2a_flow_engine::problems_with_inputs(wf, &inputs, registry);
+    if !problems.is_empty() {
+        return Err(CliError::Inputs(problems.join("\n       ")));
+    }
+    Ok(inputs)
 }
 
 fn load_file(file: &Path, registry: &Registry) -> Result<Workflow, CliError> {

@@ -151,3 +151,30 @@ fn the_shipped_workflows_are_valid() {
     }
     assert!(checked >= 2, "demo.yaml and stack/network.yaml at least");
 }
+
+/// A parameter given by an input is checked once the input is known, before
+/// anything runs: `Bad--Name` would have gone to AWS, to fail at CreateDBInstance.
+#[test]
+fn a_value_from_an_input_that_its_kind_refuses_is_refused_before_any_call() {
+    let env = Env::sqlite();
+    let wf = env.write(
+        "logs.yaml",
+        r#"name: logs
+inputs: { stack: {} }
+steps:
+  - id: logs
+    uses: aws.logs.log_group
+    with: { stack: "${{ inputs.stack }}", region: eu-west-3, name: /ca-a2a/logs }
+"#,
+    );
+    // Nothing answers there: a call would fail differently, and slowly.
+    let no_aws = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("CA_A2A_FLOW_SKIP_PREFLIGHT", "region,vpc-quota,eip-quota,permissions"),
+    ];
+    let out = env.run_with(&["run", wf.to_str().unwrap(), "--input", "stack=Bad--Name"], &no_aws);
+    out.expect_code(2);
+    assert!(out.stderr.contains("step `logs`, parameter `stack`"), "{}", out.stderr);
+    assert!(out.stderr.contains("stack name `Bad--Name`"), "{}", out.stderr);
+    assert!(env.runs().is_empty(), "no run recorded");
+}

@@ -125,14 +125,19 @@ pub fn is_cidr(s: &str) -> bool {
 
 /// Stack names become parts of AWS names: keep them to what every service accepts.
 pub fn valid_stack_name(stack: &str) -> Result<(), String> {
-    let ok = !stack.is_empty()
-        && stack.len() <= 32
+    // The stack starts every name, the RDS instance's identifier among them: RDS wants a
+    // letter first, no two hyphens in a row and no hyphen last (CreateDBInstance reference).
+    let ok = stack.len() <= 32
+        && stack.starts_with(|c: char| c.is_ascii_lowercase())
         && stack.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !stack.starts_with('-');
+        && !stack.ends_with('-')
+        && !stack.contains("--");
     if ok || stack.contains("${{") {
         Ok(())
     } else {
-        Err(format!("stack name `{stack}`: use 1-32 lowercase letters, digits and `-`"))
+        Err(format!(
+            "stack name `{stack}`: use 1-32 lowercase letters, digits and `-`, starting with a letter, without `--` or a final `-`"
+        ))
     }
 }
 
@@ -147,6 +152,10 @@ mod tests {
         assert!(valid_stack_name("CA_A2A").is_err());
         assert!(valid_stack_name("").is_err());
         assert!(valid_stack_name(&"a".repeat(33)).is_err());
+        // It starts the RDS instance's identifier: a letter first, no `--`, no `-` last.
+        assert!(valid_stack_name("a--b").is_err());
+        assert!(valid_stack_name("ca-a2a-").is_err());
+        assert!(valid_stack_name("2ca").is_err());
     }
 
     #[test]
