@@ -167,3 +167,29 @@ pub fn error_code_of(answer: &[u8]) -> Option<String> {
     let code = json.get("__type")?.as_str()?;
     Some(code.rsplit('#').next().unwrap_or(code).to_string())
 }
+
+/// An HTTP answer's body.
+pub fn body_of(answer: &[u8]) -> &[u8] {
+    match answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => &answer[at + 4..],
+        None => &[],
+    }
+}
+
+/// `answer` with another body, its Content-Length set to match.
+pub fn with_answer_body(answer: &[u8], body: &[u8]) -> Vec<u8> {
+    let at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..at]);
+    let mut out: Vec<String> = head
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.starts_with("content-length:") && !l.starts_with("transfer-encoding:")
+        })
+        .map(String::from)
+        .collect();
+    out.push(format!("Content-Length: {}", body.len()));
+    let mut bytes = format!("{}\r\n\r\n", out.join("\r\n")).into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}

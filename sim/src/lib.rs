@@ -93,14 +93,7 @@ impl Sim {
                 self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);
                 answer
             }
-            None => {
-                let req =
-                    self.config.page_size.and_then(|size| paging::paged(req, size)).unwrap_or_else(|| req.clone());
-                match req.forward(&self.config.upstream) {
-                    Ok(answer) => answer,
-                    Err(e) => error_answer(req.protocol(), 503, "ServiceUnavailable", &format!("moto: {e}")),
-                }
-            }
+            None => self.forwarded(req),
         };
         if http::status_of(&answer) >= 400 {
             if let Some(code) = http::error_code_of(&answer) {
@@ -108,6 +101,20 @@ impl Sim {
             }
         }
         answer
+    }
+
+    /// moto's answer, in pages where AWS pages: moto pages itself when asked
+    /// for fewer items, or the layer cuts what moto answers whole.
+    fn forwarded(&self, req: &Request) -> Vec<u8> {
+        let upstream = &self.config.upstream;
+        if let Some(answer) = self.config.page_size.and_then(|size| paging::sliced(req, size, upstream)) {
+            return answer;
+        }
+        let req = self.config.page_size.and_then(|size| paging::paged(req, size)).unwrap_or_else(|| req.clone());
+        match req.forward(upstream) {
+            Ok(answer) => answer,
+            Err(e) => error_answer(req.protocol(), 503, "ServiceUnavailable", &format!("moto: {e}")),
+        }
     }
 
     /// An answer the layer gives itself, with what it simulated.

@@ -14,18 +14,15 @@ struct Paged {
     min: usize,
 }
 
-/// The JSON-protocol lists (API references: ListSecrets, DescribeLogGroups,
-/// FilterLogEvents, ListCommands, DescribeInstanceInformation, ListTaskDefinitions,
-/// ListServices, DescribeImages).
+/// The JSON-protocol lists moto pages when asked (API references: ListSecrets,
+/// DescribeLogGroups, FilterLogEvents, ListCommandInvocations,
+/// DescribeInstanceInformation, DescribeImages).
 const JSON: &[Paged] = &[
     Paged { action: "ListSecrets", param: "MaxResults", min: 1 },
     Paged { action: "DescribeLogGroups", param: "limit", min: 1 },
     Paged { action: "FilterLogEvents", param: "limit", min: 1 },
-    Paged { action: "ListCommands", param: "MaxResults", min: 1 },
     Paged { action: "ListCommandInvocations", param: "MaxResults", min: 1 },
     Paged { action: "DescribeInstanceInformation", param: "MaxResults", min: 5 },
-    Paged { action: "ListTaskDefinitions", param: "maxResults", min: 1 },
-    Paged { action: "ListServices", param: "maxResults", min: 1 },
     Paged { action: "DescribeImages", param: "maxResults", min: 1 },
 ];
 
@@ -35,6 +32,53 @@ const QUERY: &[Paged] = &[
     Paged { action: "DescribeDBSubnetGroups", param: "MaxRecords", min: 20 },
     Paged { action: "DescribeDBInstances", param: "MaxRecords", min: 20 },
 ];
+
+/// JSON lists that moto answers whole whatever page size is asked: the layer
+/// cuts them itself, with a token of its own (API references: ListTaskDefinitions,
+/// ListServices, ListCommands).
+struct Sliced {
+    action: &'static str,
+    list: &'static str,
+    token: &'static str,
+}
+
+const SLICED: &[Sliced] = &[
+    Sliced { action: "ListTaskDefinitions", list: "taskDefinitionArns", token: "nextToken" },
+    Sliced { action: "ListServices", list: "serviceArns", token: "nextToken" },
+    Sliced { action: "ListCommands", list: "Commands", token: "NextToken" },
+];
+
+const TOKEN: &str = "aws-sim-page-";
+
+/// The answer to `req` cut to one page of `size` items by the layer, for the
+/// lists moto does not page; `None` for any other request.
+pub fn sliced(req: &Request, size: usize, upstream: &str) -> Option<Vec<u8>> {
+    if req.protocol() != Protocol::Json {
+        return None;
+    }
+    let action = req.action();
+    let rule = SLICED.iter().find(|s| s.action == action)?;
+    let mut body: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    let object = body.as_object_mut()?;
+    let offset = match object.remove(rule.token) {
+        None => 0,
+        Some(t) => t.as_str()?.strip_prefix(TOKEN)?.parse::<usize>().ok()?,
+    };
+    object.retain(|k, _| !k.eq_ignore_ascii_case("maxResults"));
+    let whole = req.with_body(body.to_string().into_bytes()).forward(upstream).ok()?;
+    if crate::http::status_of(&whole) != 200 {
+        return Some(whole);
+    }
+    let mut answer: serde_json::Value = serde_json::from_slice(crate::http::body_of(&whole)).ok()?;
+    let items = answer.get_mut(rule.list)?.as_array_mut()?;
+    let rest: Vec<serde_json::Value> = items.drain(..).skip(offset).collect();
+    let more = rest.len() > size;
+    items.extend(rest.into_iter().take(size));
+    if more {
+        answer[rule.token] = format!("{TOKEN}{}", offset + size).into();
+    }
+    Some(crate::http::with_answer_body(&whole, answer.to_string().as_bytes()))
+}
 
 /// `req` asking for pages of at most `size` items where AWS would page it, or
 /// `None` when the action is not one that pages (or already asks for less).

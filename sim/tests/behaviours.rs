@@ -13,8 +13,9 @@ struct Layer {
 
 impl Layer {
     fn start(args: &[&str]) -> Self {
-        let moto = std::env::var("AWS_ENDPOINT_URL").expect(
-            "aws-sim is tested in front of moto: run scripts/test.sh, which starts it and sets AWS_ENDPOINT_URL",
+        // scripts/test.sh names moto itself, and points AWS_ENDPOINT_URL at the suite's own layer.
+        let moto = std::env::var("CA_A2A_FLOW_MOTO_URL").or_else(|_| std::env::var("AWS_ENDPOINT_URL")).expect(
+            "aws-sim is tested in front of moto: run scripts/test.sh, which starts it and sets CA_A2A_FLOW_MOTO_URL",
         );
         assert!(moto.starts_with("http://127.0.0.1:"), "moto must be on loopback, not {moto}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_aws-sim"))
@@ -173,5 +174,30 @@ fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave
 
         elb.delete_load_balancer().load_balancer_arn(&arn).send().await.unwrap();
         detach().await.expect("detached once the load balancer is gone");
+    });
+}
+
+#[test]
+fn a_list_moto_answers_whole_is_cut_into_pages_by_the_layer() {
+    let layer = Layer::start(&["--page-size", "3"]);
+    let ecs = aws_sdk_ecs::Client::new(&layer.sdk());
+    let family = unique("sliced");
+    block_on(async {
+        for _ in 0..7 {
+            let app = aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("nginx").memory(512).build();
+            ecs.register_task_definition().family(&family).container_definitions(app).send().await.unwrap();
+        }
+        let first = ecs.list_task_definitions().family_prefix(&family).send().await.unwrap();
+        assert_eq!(first.task_definition_arns().len(), 3, "one page of three");
+        assert!(first.next_token().is_some(), "and a token for the next");
+        let mut pages = ecs.list_task_definitions().family_prefix(&family).into_paginator().send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await {
+            all.extend(page.unwrap().task_definition_arns().to_vec());
+        }
+        assert_eq!(all.len(), 7, "every page read gives them all, once each: {all:?}");
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 7);
     });
 }

@@ -146,3 +146,53 @@ fn a_destroy_killed_at_each_of_four_points_resumes_and_leaves_nothing() {
         expect_nothing_left(&stack, false);
     }
 }
+
+/// A family with more revisions than one page of ListTaskDefinitions (aws-sim
+/// answers in pages, as AWS does): destroy deregisters them all.
+#[test]
+fn destroy_deregisters_every_revision_of_a_task_definition_not_only_the_first_page() {
+    crate::support::aws::behind_aws_sim();
+    let env = Env::sqlite();
+    let stack = unique_stack("revs");
+    let wf = env.write(
+        "task.yaml",
+        r#"name: task
+inputs: { stack: {} }
+steps:
+  - id: app-task
+    uses: aws.ecs.task_definition
+    with:
+      stack: "${{ inputs.stack }}"
+      region: eu-west-3
+      cpu: 256
+      memory: 512
+      execution_role_arn: arn:aws:iam::123456789012:role/exec
+      containers:
+        - { name: app, image: "public.ecr.aws/nginx/nginx:latest", port: 80 }
+"#,
+    );
+    env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    let family = format!("{stack}-app-task");
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let active = || {
+        block_on(async {
+            let mut pages = ecs.list_task_definitions().family_prefix(&family).into_paginator().send();
+            let mut all = Vec::new();
+            while let Some(page) = pages.next().await {
+                all.extend(page.unwrap().task_definition_arns().to_vec());
+            }
+            all
+        })
+    };
+    // Six more revisions: what redeploys that changed the definition leave.
+    block_on(async {
+        for _ in 0..6 {
+            let app = aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("nginx").memory(512).build();
+            ecs.register_task_definition().family(&family).container_definitions(app).send().await.unwrap();
+        }
+    });
+    assert_eq!(active().len(), 7, "seven revisions, more than one page");
+
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    assert_eq!(active(), Vec::<String>::new(), "every revision deregistered");
+}

@@ -67,7 +67,11 @@ impl Step for Vpc {
         KindDoc {
             summary: "A VPC with DNS support and hostnames; adopted when this stack's step already owns one.",
             params: vec![
-                ("stack", "string", "stack name: 1-32 lowercase letters, digits, `-`; a letter first, no `--`, no final `-` (required)"),
+                (
+                    "stack",
+                    "string",
+                    "stack name: 1-32 lowercase letters, digits, `-`; a letter first, no `--`, no final `-` (required)",
+                ),
                 ("region", "string", "AWS region (default: the SDK's chain, e.g. AWS_REGION)"),
                 ("cidr", "string", "IPv4 CIDR block, like 10.1.0.0/16 (required)"),
                 ("dns_support", "boolean", "enableDnsSupport (default true)"),

@@ -125,16 +125,19 @@ impl Step for TaskDefinition {
         let owner = Owner::new(&p.stack, ctx);
         let family = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let listed = ecs
+        let mut pages = ecs
             .list_task_definitions()
             .family_prefix(&family)
             .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-            .send()
-            .await
-            .or_step_error("ecs:ListTaskDefinitions")?;
+            .into_paginator()
+            .send();
+        let mut listed = Vec::new();
+        while let Some(page) = pages.next().await {
+            listed.extend(page.or_step_error("ecs:ListTaskDefinitions")?.task_definition_arns().to_vec());
+        }
         let mut ids = Vec::new();
         // The prefix also matches `<family>-x`: keep this family's revisions only.
-        for arn in listed.task_definition_arns().iter().filter(|a| a.contains(&format!("/{family}:"))) {
+        for arn in listed.iter().filter(|a| a.contains(&format!("/{family}:"))) {
             ecs.deregister_task_definition()
                 .task_definition(arn)
                 .send()

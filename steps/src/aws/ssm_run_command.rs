@@ -251,9 +251,12 @@ fn comment(ctx: &StepContext, req: &Request<'_>) -> String {
 
 /// A command with `comment` already sent to the instance and not cancelled.
 async fn sent_before(ssm: &aws_sdk_ssm::Client, instance: &str, comment: &str) -> Result<Option<String>, StepError> {
-    let listed = ssm.list_commands().instance_id(instance).send().await.or_step_error("ssm:ListCommands")?;
+    let mut pages = ssm.list_commands().instance_id(instance).into_paginator().send();
+    let mut listed = Vec::new();
+    while let Some(page) = pages.next().await {
+        listed.extend(page.or_step_error("ssm:ListCommands")?.commands().to_vec());
+    }
     Ok(listed
-        .commands()
         .iter()
         .filter(|c| c.comment() == Some(comment))
         .filter(|c| {
