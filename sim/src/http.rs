@@ -193,3 +193,14 @@ pub fn with_answer_body(answer: &[u8], body: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(body);
     bytes
 }
+
+/// A JSON-protocol answer (HTTP 200) with this body.
+pub fn json_answer(body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    let id = format!("sim-{:08x}", fastrand::u32(..));
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

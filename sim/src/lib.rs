@@ -107,11 +107,23 @@ impl Sim {
     /// for fewer items, or the layer cuts what moto answers whole.
     fn forwarded(&self, req: &Request) -> Vec<u8> {
         let upstream = &self.config.upstream;
-        if let Some(answer) = self.config.page_size.and_then(|size| paging::sliced(req, size, upstream)) {
+        let Some(size) = self.config.page_size else {
+            return self.upstream(req);
+        };
+        if let Some(answer) = paging::empty_first_page(req) {
+            self.count(|r| *r.simulated.entry("empty_page".into()).or_default() += 1);
             return answer;
         }
-        let req = self.config.page_size.and_then(|size| paging::paged(req, size)).unwrap_or_else(|| req.clone());
-        match req.forward(upstream) {
+        let req = paging::after_empty_page(req).unwrap_or_else(|| req.clone());
+        if let Some(answer) = paging::sliced(&req, size, upstream) {
+            return answer;
+        }
+        self.upstream(&paging::paged(&req, size).unwrap_or(req))
+    }
+
+    /// moto's answer to `req` as it is.
+    fn upstream(&self, req: &Request) -> Vec<u8> {
+        match req.forward(&self.config.upstream) {
             Ok(answer) => answer,
             Err(e) => error_answer(req.protocol(), 503, "ServiceUnavailable", &format!("moto: {e}")),
         }

@@ -79,7 +79,9 @@ fn main() {
     let _ = std::io::stdout().flush();
     eprintln!(
         "aws-sim: simulating EC2 DryRun{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: state-change latency (--time-scale {} has no effect yet), eventual consistency, the other ordering rules and deletion dependencies, throttling (--throttle {})",
-        page_size.map(|n| format!(", pages of {n} items where AWS pages")).unwrap_or_default(),
+        page_size
+            .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
+            .unwrap_or_default(),
         args.time_scale,
         if args.throttle == Switch::On { "on has no effect yet" } else { "off" },
     );

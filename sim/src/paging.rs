@@ -80,6 +80,35 @@ pub fn sliced(req: &Request, size: usize, upstream: &str) -> Option<Vec<u8>> {
     Some(crate::http::with_answer_body(&whole, answer.to_string().as_bytes()))
 }
 
+const EMPTY: &str = "aws-sim-empty-page";
+
+/// FilterLogEvents "can return an empty page with a token while more events
+/// exist" (its API reference): the first page the layer gives is that one.
+pub fn empty_first_page(req: &Request) -> Option<Vec<u8>> {
+    if req.protocol() != Protocol::Json || req.action() != "FilterLogEvents" {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    if body.get("nextToken").is_some() {
+        return None;
+    }
+    let page = serde_json::json!({ "events": [], "searchedLogStreams": [], "nextToken": EMPTY });
+    Some(crate::http::json_answer(&page))
+}
+
+/// The request after the layer's empty page: as it was first sent.
+pub fn after_empty_page(req: &Request) -> Option<Request> {
+    if req.protocol() != Protocol::Json || req.action() != "FilterLogEvents" {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    if body.get("nextToken")?.as_str()? != EMPTY {
+        return None;
+    }
+    body.as_object_mut()?.remove("nextToken");
+    Some(req.with_body(body.to_string().into_bytes()))
+}
+
 /// `req` asking for pages of at most `size` items where AWS would page it, or
 /// `None` when the action is not one that pages (or already asks for less).
 pub fn paged(req: &Request, size: usize) -> Option<Request> {

@@ -201,3 +201,37 @@ fn a_list_moto_answers_whole_is_cut_into_pages_by_the_layer() {
         assert_eq!(all.len(), 7);
     });
 }
+
+#[test]
+fn filter_log_events_may_answer_an_empty_page_with_a_token_while_events_exist() {
+    let layer = Layer::start(&[]);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&layer.sdk());
+    let group = format!("/aws-sim/{}", unique("logs"));
+    block_on(async {
+        logs.create_log_group().log_group_name(&group).send().await.unwrap();
+        logs.create_log_stream().log_group_name(&group).log_stream_name("s").send().await.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let event = |n: i64| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now + n)
+                .message(format!("line {n}"))
+                .build()
+                .unwrap()
+        };
+        logs.put_log_events()
+            .log_group_name(&group)
+            .log_stream_name("s")
+            .log_events(event(0))
+            .log_events(event(1))
+            .send()
+            .await
+            .unwrap();
+
+        let first = logs.filter_log_events().log_group_name(&group).send().await.unwrap();
+        assert!(first.events().is_empty(), "the first page is empty");
+        let token = first.next_token().expect("but says more may follow").to_string();
+        let next = logs.filter_log_events().log_group_name(&group).next_token(token).send().await.unwrap();
+        let messages: Vec<&str> = next.events().iter().filter_map(|e| e.message()).collect();
+        assert_eq!(messages, ["line 0", "line 1"]);
+    });
+}

@@ -273,10 +273,13 @@ pub async fn log_events(
                 e.message().unwrap_or_default().trim_end().to_string(),
             ));
         }
-        token = page.next_token().map(String::from);
-        if token.is_none() || page.events().is_empty() {
+        // An empty page with a token is not the end: AWS may still be searching
+        // (FilterLogEvents API reference). A token given twice in a row is.
+        let next = page.next_token().map(String::from);
+        if next.is_none() || next == token {
             break;
         }
+        token = next;
     }
     out.sort_by_key(|e| e.0);
     Ok(out)
