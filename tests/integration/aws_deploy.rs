@@ -255,7 +255,11 @@ fn access_denied_on_the_database_is_fatal_and_names_the_action_and_the_policy() 
     let out = deploy(&env, &unique_stack("denied"), Some(&proxy.url), &[]);
     out.expect_code(1);
     assert!(out.stderr.contains("rds:CreateDBInstance failed: AccessDenied"), "{}", out.stderr);
-    assert!(out.stderr.contains("request id fault-"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(request id sim-"),
+        "the request id of the answer (written by aws-sim's HTTP module): {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("organisation policy (SCP) forbids rds:CreateDBInstance"), "{}", out.stderr);
     assert_eq!(env.attempts(&env.only_run().id, "keycloak-db").len(), 1, "fatal: tried once");
 }

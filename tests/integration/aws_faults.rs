@@ -77,7 +77,11 @@ fn access_denied_by_an_organisation_policy_is_fatal_and_names_the_action_and_the
     let out = deploy(&env, &proxy, &unique_stack("denied"), &[skip]);
     out.expect_code(1);
     assert!(out.stderr.contains("ec2:CreateVpc failed: UnauthorizedOperation"), "{}", out.stderr);
-    assert!(out.stderr.contains("request id fault-"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(request id sim-"),
+        "the request id of the answer (written by aws-sim's HTTP module): {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("an organisation policy (SCP) forbids ec2:CreateVpc here"), "{}", out.stderr);
     assert_eq!(env.attempts(&env.only_run().id, "vpc").len(), 1, "fatal: not retried");
 }

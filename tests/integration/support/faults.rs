@@ -3,13 +3,16 @@
 //! with an AWS error (throttling, AccessDenied, a quota) or to hold the answer
 //! (a hang), or to rewrite moto's answer (a NAT gateway that ends `failed`). It
 //! covers what moto cannot do, on top of moto, never instead of it. Errors are
-//! written in each service's own protocol (EC2, query, JSON, S3), so the SDK
-//! reads them as it would read AWS's. It also records each action it saw.
+//! written in each service's own protocol (EC2, query, JSON, S3) by aws-sim's
+//! HTTP module, so the SDK reads them as it would read AWS's. It also records
+//! each action it saw.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use aws_sim::http::{Protocol, Request, error_answer};
 
 /// What to do to the calls of one AWS action (`CreateVpc`, or `*` for all).
 #[derive(Clone, Debug)]
@@ -70,52 +73,6 @@ impl FaultProxy {
     }
 }
 
-struct Request {
-    head: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut head = String::new();
-    if reader.read_line(&mut head).ok()? == 0 {
-        return None;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line.split_once(':')?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(Request { head: head.trim_end().to_string(), headers, body })
-}
-
-/// The AWS action of a request: `Action=` in a query-protocol body, or the
-/// operation named by `X-Amz-Target` in a JSON-protocol one.
-fn action_of(req: &Request) -> String {
-    if let Some((_, target)) = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")) {
-        return target.rsplit('.').next().unwrap_or(target).to_string();
-    }
-    let body = String::from_utf8_lossy(&req.body);
-    match body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
-        Some(action) => action.to_string(),
-        // S3 (REST): the method and the path, like `PUT /bucket?versioning`.
-        None => req.head.rsplit_once(' ').map(|(m, _)| m.to_string()).unwrap_or_else(|| "?".into()),
-    }
-}
-
 fn pick(rules: &Mutex<Vec<Rule>>, action: &str) -> Option<(usize, Fault)> {
     let mut rules = rules.lock().unwrap();
     let (i, rule) =
@@ -137,28 +94,6 @@ fn used(rule: &mut Rule) {
     }
 }
 
-/// The protocol family of a request, from the service in its signature's scope.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Protocol {
-    Ec2,
-    Query,
-    Json,
-    S3,
-}
-
-fn protocol_of(req: &Request) -> Protocol {
-    if req.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")) {
-        return Protocol::Json;
-    }
-    let auth = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v.as_str());
-    let service = auth.and_then(|a| a.split("Credential=").nth(1)).and_then(|c| c.split('/').nth(3)).unwrap_or("");
-    match service {
-        "ec2" => Protocol::Ec2,
-        "s3" => Protocol::S3,
-        _ => Protocol::Query,
-    }
-}
-
 fn throttle_code(p: Protocol) -> (u16, &'static str) {
     match p {
         Protocol::Ec2 => (503, "RequestLimitExceeded"),
@@ -166,52 +101,6 @@ fn throttle_code(p: Protocol) -> (u16, &'static str) {
         Protocol::Json => (400, "ThrottlingException"),
         Protocol::S3 => (503, "SlowDown"),
     }
-}
-
-fn forward(upstream: &str, req: &Request) -> std::io::Result<Vec<u8>> {
-    let mut up = TcpStream::connect(upstream)?;
-    let mut out = format!("{}\r\n", req.head);
-    for (k, v) in &req.headers {
-        if !k.eq_ignore_ascii_case("connection") {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    up.write_all(out.as_bytes())?;
-    up.write_all(&req.body)?;
-    let mut answer = Vec::new();
-    up.read_to_end(&mut answer)?;
-    Ok(answer)
-}
-
-fn error_answer(protocol: Protocol, status: u16, code: &str, message: &str) -> Vec<u8> {
-    let id = format!("fault-{:08x}", fastrand::u32(..));
-    let (kind, body) = match protocol {
-        Protocol::Ec2 => (
-            "text/xml",
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{id}</RequestID></Response>"
-            ),
-        ),
-        Protocol::Query => (
-            "text/xml",
-            format!(
-                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"
-            ),
-        ),
-        Protocol::S3 => (
-            "application/xml",
-            format!("<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{id}</RequestId></Error>"),
-        ),
-        Protocol::Json => {
-            ("application/x-amz-json-1.1", serde_json::json!({ "__type": code, "message": message }).to_string())
-        }
-    };
-    format!(
-        "HTTP/1.1 {status} Fault\r\nContent-Type: {kind}\r\nx-amzn-RequestId: {id}\r\nx-amz-request-id: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// `answer` with `from` replaced by `to` in its body and Content-Length fixed,
@@ -241,9 +130,9 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
     let mut writer = conn.try_clone().expect("clone stream");
     let mut reader = BufReader::new(conn);
     // One request per connection: every answer says `Connection: close`.
-    let Some(req) = read_request(&mut reader) else { return };
-    let action = action_of(&req);
-    let protocol = protocol_of(&req);
+    let Some(req) = Request::read(&mut reader) else { return };
+    let action = req.action();
+    let protocol = req.protocol();
     // Logged as `CreateVpc(dry-run)`: a permission probe that creates nothing.
     let dry = String::from_utf8_lossy(&req.body).contains("DryRun=true");
     let label = if dry { format!("{action}(dry-run)") } else { action.clone() };
@@ -258,7 +147,7 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
             error_answer(protocol, status, code, &message)
         }
         Some((i, Fault::Rewrite { when, from, to })) => {
-            let Ok(answer) = forward(upstream, &req) else { return };
+            let Ok(answer) = req.forward(upstream) else { return };
             let asked = String::from_utf8_lossy(&req.body).contains(when);
             match rewrite(&answer, from, &to).filter(|_| asked) {
                 Some(changed) => {
@@ -273,7 +162,7 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
             }
         }
         Some((i, Fault::RewriteAnswer { contains, from, to })) => {
-            let Ok(answer) = forward(upstream, &req) else { return };
+            let Ok(answer) = req.forward(upstream) else { return };
             let holds = String::from_utf8_lossy(&answer).contains(&contains);
             match rewrite(&answer, from, to).filter(|_| holds) {
                 Some(changed) => {
@@ -297,7 +186,7 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
         }
         Some((_, Fault::HangAfterForwarding(hold))) => {
             log.lock().unwrap().push(format!("{label}!hung"));
-            let answer = forward(upstream, &req);
+            let answer = req.forward(upstream);
             std::thread::sleep(hold);
             match answer {
                 Ok(a) => a,
@@ -306,7 +195,7 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
         }
         None => {
             log.lock().unwrap().push(label.clone());
-            match forward(upstream, &req) {
+            match req.forward(upstream) {
                 Ok(a) => a,
                 Err(_) => return,
             }
