@@ -43,6 +43,9 @@ pub enum CliError {
     Cloud(ca_a2a_flow_engine::StepError),
     #[error("the workflow file changed since run {run_id} started")]
     Changed { run_id: String, file: String, changes: Vec<String> },
+    /// Parameters that inputs gave and that their step's kind refuses: nothing ran.
+    #[error("parameters refused")]
+    Params(Vec<String>),
     /// Checks before a run found what would make it fail: nothing was created.
     #[error("preflight failed")]
     PreflightFailed { failed: Vec<(String, String)> },
@@ -100,6 +103,15 @@ impl CliError {
             CliError::Interrupted { run_id, resume } => {
                 eprintln!("run {run_id} interrupted; nothing is lost. Resume it with:\n  {resume}");
                 exit::INTERRUPTED
+            }
+            CliError::Params(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                eprintln!(
+                    "  = hint: the value comes from an input (--input NAME=VALUE or its default); pass one the step's kind accepts (`ca-a2a-flow steps describe KIND` shows its parameters)"
+                );
+                exit::INVALID
             }
             CliError::PreflightFailed { failed } => {
                 for (name, message) in failed {

@@ -367,7 +367,7 @@ fn inputs_of(
     let inputs = resolve_inputs(wf, given).map_err(|errors| CliError::Inputs(errors.join("\n       ")))?;
     let problems = ca_a2a_flow_engine::problems_with_inputs(wf, &inputs, registry);
     if !problems.is_empty() {
-        return Err(CliError::Inputs(problems.join("\n       ")));
+        return Err(CliError::Params(problems));
     }
     Ok(inputs)
 }
