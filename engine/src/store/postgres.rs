@@ -15,18 +15,22 @@ pub struct PgStore {
 impl PgStore {
     /// Connects (with a deadline) and runs migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool =
-            // No ping before each use (a round trip per checkpoint): a broken
-            // connection fails its statement, and the engine retries or stops.
-            PgPoolOptions::new()
-                .max_connections(8)
-                .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(15))
-                .connect_with(connect_options(url)?)
-                .await?;
+        let pool = pool_options().connect_with(connect_options(url)?).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self { pool, name: super::shown_url(url) })
     }
+}
+
+/// No ping before each use (a round trip per checkpoint): a broken connection
+/// fails its statement, and the engine retries or stops. No idle reaper, as on
+/// SQLite (transact-rs/sqlx#3645): the store's connections live as long as it.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .acquire_timeout(Duration::from_secs(15))
+        .idle_timeout(None)
+        .max_lifetime(None)
 }
 
 /// The URL's options; on a loopback host with no `sslmode` given, TLS is not
@@ -75,5 +79,13 @@ mod tests {
         assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), "Disable");
         assert_eq!(mode("postgres://u@localhost/db?sslmode=require"), "Require");
         assert_eq!(mode("postgres://u@db.internal:5432/db"), "Prefer");
+    }
+
+    /// As on SQLite: sqlx's idle reaper can spin at full CPU and keep the
+    /// process from exiting; the store's few connections live as long as it.
+    #[test]
+    fn the_pool_runs_no_idle_reaper() {
+        let options = pool_options();
+        assert_eq!((options.get_idle_timeout(), options.get_max_lifetime()), (None, None));
     }
 }

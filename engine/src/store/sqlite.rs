@@ -28,13 +28,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        // One connection: SQLite takes one writer at a time anyway, and a single
-        // connection keeps its page cache warm (another connection writing would
-        // invalidate it). No ping before each use: the file is local.
-        let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(options).await?;
+        let pool = pool_options().connect_with(options).await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, name: path.display().to_string() })
     }
+}
+
+/// One connection: SQLite takes one writer at a time anyway, and a single
+/// connection keeps its page cache warm (another connection writing would
+/// invalidate it). No ping before each use: the file is local. No idle reaper:
+/// sqlx 0.9's can spin at full CPU and keep the process from exiting
+/// (transact-rs/sqlx#3645), and a connection kept for the process's life has
+/// nothing to reap.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).idle_timeout(None).max_lifetime(None)
 }
 
 /// SQLite serves one machine: its processes share this clock.
@@ -55,3 +62,16 @@ super::sql::sql_store!(
     Some("SELECT json_group_array(json_object('step_id', step_id, 'position', position, 'kind', kind, 'hash', hash, 'status', status, 'attempt', attempt, 'first_started_at', first_started_at, 'attempt_started_at', attempt_started_at, 'deadline_at', deadline_at, 'next_attempt_at', next_attempt_at, 'finished_at', finished_at, 'outputs', outputs, 'error', error))
      FROM (SELECT * FROM steps WHERE run_id = $1 ORDER BY position)")
 );
+
+#[cfg(test)]
+mod tests {
+    /// sqlx's idle reaper can read its idle count while a connection is handed
+    /// back and taken at once, see it wrapped around to 2^64, and spin at full
+    /// CPU; the process then never exits once its run is done. A pool that
+    /// keeps one connection for the process's life has nothing to reap.
+    #[test]
+    fn the_pool_runs_no_idle_reaper() {
+        let options = super::pool_options();
+        assert_eq!((options.get_idle_timeout(), options.get_max_lifetime()), (None, None));
+    }
+}
