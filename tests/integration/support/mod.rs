@@ -121,10 +121,32 @@ impl Env {
         self.run_with(args, &[])
     }
 
+    /// Runs the binary to its end; one still running after [`HUNG_AFTER`] is
+    /// killed and fails the test, saying so (a hang is a bug, not a slow test).
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut cmd = self.command(args);
-        cmd.envs(env.iter().copied());
-        Out::from(cmd.output().expect("run ca-a2a-flow"))
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("run ca-a2a-flow");
+        let pid = child.id() as i32;
+        let (ended, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let hung = watch.recv_timeout(HUNG_AFTER).is_err();
+            if hung {
+                // SAFETY: kill has no memory-safety preconditions; the child has not been reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            hung
+        });
+        let out = Out::from(child.wait_with_output().expect("wait for ca-a2a-flow"));
+        let _ = ended.send(());
+        if watchdog.join().unwrap_or(false) {
+            panic!(
+                "`ca-a2a-flow {}` was still running after {HUNG_AFTER:?}: killed\n--- stderr\n{}",
+                args.join(" "),
+                out.stderr
+            );
+        }
+        out
     }
 
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -252,6 +274,10 @@ impl Drop for Env {
 }
 
 /// What a finished command did.
+/// How long one command of a test may run: the longest (a whole stack's deploy)
+/// takes a few minutes here.
+pub const HUNG_AFTER: Duration = Duration::from_secs(15 * 60);
+
 pub struct Out {
     pub code: Option<i32>,
     pub stdout: String,
