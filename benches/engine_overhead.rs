@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use ca_a2a_flow_engine::model::{RetryPolicy, StepDef, Workflow};
 use ca_a2a_flow_engine::store::{AnyStore, Holder, RunRecord, StepRecord};
 use ca_a2a_flow_engine::{
-    DestroyOptions, Engine, EngineConfig, KindDoc, OutputSpec, Outputs, Registry, RunStatus, Step, StepContext,
-    StepError, StepStatus,
+    DestroyOptions, Engine, EngineConfig, Kind, KindDoc, Outputs, Registry, RunStatus, Step, StepContext, StepError,
 };
 use tokio::sync::watch;
 
@@ -140,16 +139,14 @@ async fn case(backend: &str, shape: &str, n: usize) -> (f64, u64, Option<f64>) {
 /// A kind whose every step made something, for destroy planning.
 struct Made;
 
-impl Step for Made {
+impl Kind for Made {
     type Params = serde_json::Value;
     const KIND: &'static str = "bench.made";
+}
+
+impl Step for Made {
     const DESTROYS: bool = true;
-    fn doc(&self) -> KindDoc {
-        KindDoc { summary: "", params: Vec::new(), outputs: Vec::new(), example: "" }
-    }
-    fn outputs(&self, _params: &serde_json::Value) -> OutputSpec {
-        OutputSpec::Fixed(Vec::new())
-    }
+    const DOC: KindDoc = KindDoc { summary: "", outputs: &[], example: "" };
     async fn run(&self, _ctx: &StepContext, _params: serde_json::Value) -> Result<Outputs, StepError> {
         Ok(Outputs::new())
     }
@@ -158,43 +155,9 @@ impl Step for Made {
 /// Milliseconds to plan the destroy of an n-step chain whose steps all ran.
 fn destroy_planning(n: usize) -> f64 {
     let definition = workflow("chain", n, "bench.made");
-    let steps: Vec<StepRecord> = definition
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| StepRecord {
-            step_id: s.id.clone(),
-            position: i as i64,
-            kind: s.uses.clone(),
-            hash: String::new(),
-            status: StepStatus::Succeeded,
-            attempt: 1,
-            first_started_at: Some(1),
-            attempt_started_at: Some(1),
-            deadline_at: None,
-            next_attempt_at: None,
-            finished_at: Some(2),
-            outputs: Some(BTreeMap::new()),
-            error: None,
-        })
-        .collect();
-    let run = RunRecord {
-        id: "r-bench".into(),
-        workflow_name: "bench".into(),
-        workflow_file: "bench.yaml".into(),
-        definition,
-        inputs: BTreeMap::new(),
-        status: RunStatus::Succeeded,
-        error: None,
-        created_at: 0,
-        updated_at: 0,
-        finished_at: None,
-        generation: 1,
-        lease: None,
-        heartbeat_at: None,
-        cancel_requested: false,
-        masks: None,
-    };
+    let steps: Vec<StepRecord> =
+        definition.steps.iter().enumerate().map(|(i, s)| StepRecord::succeeded(&s.id, &s.uses, i as i64)).collect();
+    let run = RunRecord::ended("r-bench", definition, BTreeMap::new(), RunStatus::Succeeded);
     let registry = Registry::new().register(Made);
     let start = Instant::now();
     let plan = ca_a2a_flow_engine::destroy::plan(&run, &steps, &registry, &DestroyOptions::default()).unwrap();

@@ -146,44 +146,27 @@ pub fn live_stacks(runs: &[RunRecord]) -> std::collections::BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::{KindDoc, OutputSpec, Outputs, Step, StepContext, StepError};
+    use crate::kind::{Kind, KindDoc, Outputs, Step, StepContext, StepError};
     use crate::store::RunStatus;
 
     struct Made;
 
-    impl Step for Made {
+    impl Kind for Made {
         type Params = Json;
         const KIND: &'static str = "test.made";
+    }
+
+    impl Step for Made {
         const DESTROYS: bool = true;
-        fn doc(&self) -> KindDoc {
-            KindDoc { summary: "", params: Vec::new(), outputs: Vec::new(), example: "" }
-        }
-        fn outputs(&self, _params: &Json) -> OutputSpec {
-            OutputSpec::Fixed(Vec::new())
-        }
+        const DOC: KindDoc = KindDoc { summary: "", outputs: &[], example: "" };
         async fn run(&self, _ctx: &StepContext, _params: Json) -> Result<Outputs, StepError> {
             Ok(Outputs::new())
         }
     }
 
     fn run_record(id: &str, stack: Option<&str>, status: RunStatus, definition: Workflow) -> RunRecord {
-        RunRecord {
-            id: id.into(),
-            workflow_name: definition.name.clone(),
-            workflow_file: String::new(),
-            definition,
-            inputs: stack.map(|s| BTreeMap::from([("stack".to_string(), json!(s))])).unwrap_or_default(),
-            status,
-            error: None,
-            created_at: 0,
-            updated_at: 0,
-            finished_at: None,
-            generation: 1,
-            lease: None,
-            heartbeat_at: None,
-            cancel_requested: false,
-            masks: None,
-        }
+        let inputs = stack.map(|s| BTreeMap::from([("stack".to_string(), json!(s))])).unwrap_or_default();
+        RunRecord::ended(id, definition, inputs, status)
     }
 
     fn definition(description: Option<&str>, destroy_of: Option<&str>) -> Workflow {
@@ -237,21 +220,7 @@ mod tests {
         let mut definition = definition(None, None);
         definition.steps = vec![step];
         let run = run_record("r-1", Some("ca-a2a"), RunStatus::Succeeded, definition);
-        let steps = vec![StepRecord {
-            step_id: "made".into(),
-            position: 0,
-            kind: "test.made".into(),
-            hash: "h".into(),
-            status: StepStatus::Succeeded,
-            attempt: 1,
-            first_started_at: Some(1),
-            attempt_started_at: Some(1),
-            deadline_at: None,
-            next_attempt_at: None,
-            finished_at: Some(2),
-            outputs: Some(BTreeMap::new()),
-            error: None,
-        }];
+        let steps = vec![StepRecord::succeeded("made", "test.made", 0)];
         let registry = Registry::new().register(Made);
         let wf = plan(&run, &steps, &registry, &DestroyOptions::default()).unwrap();
         let stored = serde_json::to_string(&wf).unwrap();

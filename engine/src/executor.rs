@@ -19,7 +19,7 @@ use crate::duration;
 use crate::kind::{Registry, Report, ReportSink, StepContext, StepError};
 use crate::model::{StepDef, Workflow};
 use crate::redact::{MASK, Redactor};
-use crate::store::{ENGINE_DIED, Holder, NewRun, RunStatus, StepStatus, Store, StoreError, Write};
+use crate::store::{ENGINE_DIED, Holder, NewEvent, NewRun, RunStatus, StepStatus, Store, StoreError, Write};
 use crate::template::Scope;
 
 /// Errors that stop the engine itself (as opposed to a step failing).
@@ -1381,13 +1381,7 @@ async fn write_logs<S: Store>(
     flush(&store, &run, generation, &lease, &mut batch).await;
 }
 
-async fn flush<S: Store>(
-    store: &S,
-    run: &str,
-    generation: i64,
-    lease: &Lease,
-    batch: &mut Vec<(Option<String>, &'static str, String, i64)>,
-) {
+async fn flush<S: Store>(store: &S, run: &str, generation: i64, lease: &Lease, batch: &mut Vec<NewEvent>) {
     if batch.is_empty() {
         return;
     }

@@ -62,15 +62,30 @@ pub enum OutputSpec {
     Declared(Vec<String>),
 }
 
-/// Documentation of a kind, for `ca-a2a-flow steps describe KIND`.
-#[derive(Debug, Clone)]
+/// Documentation of a kind, for `ca-a2a-flow steps describe KIND`; its
+/// parameters are documented by their type ([`Parameters`]).
+#[derive(Debug, Clone, Copy)]
 pub struct KindDoc {
     pub summary: &'static str,
-    /// (name, type, description)
-    pub params: Vec<(&'static str, &'static str, &'static str)>,
-    /// (name, description)
-    pub outputs: Vec<(&'static str, &'static str)>,
+    /// (name, description): also the outputs the kind produces, unless it
+    /// says otherwise ([`Step::outputs`]).
+    pub outputs: &'static [(&'static str, &'static str)],
     pub example: &'static str,
+}
+
+/// One documented parameter: (name, type as a workflow reads it, description).
+pub type DocRow = (&'static str, &'static str, &'static str);
+
+/// A kind's parameter type, documented: a row per field, in order. Written by
+/// `#[derive(Parameters)]` from the fields themselves, so the documented
+/// parameters are the accepted ones, and `defaults.with` can trust them.
+pub trait Parameters: DeserializeOwned + Send + 'static {
+    const DOC: &'static [DocRow];
+}
+
+/// Untyped parameters (kinds in tests and benchmarks): nothing documented.
+impl Parameters for Json {
+    const DOC: &'static [DocRow] = &[];
 }
 
 /// A problem with one parameter, found before anything runs.
@@ -235,17 +250,24 @@ mod tests {
     }
 }
 
-/// A step kind with typed parameters. Implement this in `steps/<kind>.rs`.
-pub trait Step: Send + Sync + 'static {
-    type Params: DeserializeOwned + Send + 'static;
+/// A kind's name and parameter type: declared with its parameters,
+/// `#[derive(Parameters)] #[kind(name = "aws.ec2.vpc", step = Vpc)]`.
+pub trait Kind {
+    type Params: Parameters;
 
     /// The name used in `uses:`, like `shell` or `aws.ec2.vpc`.
     const KIND: &'static str;
+}
 
-    fn doc(&self) -> KindDoc;
+/// A step kind with typed parameters. Implement this in `steps/<kind>.rs`.
+pub trait Step: Kind + Send + Sync + 'static {
+    const DOC: KindDoc;
 
-    /// Outputs, given the (possibly templated) parameters.
-    fn outputs(&self, params: &Json) -> OutputSpec;
+    /// Outputs, given the (possibly templated) parameters: by default the
+    /// documented ones.
+    fn outputs(&self, _params: &Json) -> OutputSpec {
+        OutputSpec::Fixed(Self::DOC.outputs.iter().map(|(name, _)| *name).collect())
+    }
 
     /// Whether an attempt may change anything outside the engine. A kind that
     /// cannot (`noop`) needs no `started` checkpoint before it runs: its success
@@ -382,6 +404,8 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait ErasedKind: Send + Sync {
     fn name(&self) -> &'static str;
     fn doc(&self) -> KindDoc;
+    /// The parameters it takes ([`Parameters::DOC`]).
+    fn params(&self) -> &'static [DocRow];
     fn outputs(&self, params: &Json) -> OutputSpec;
     /// Type-checks parameters that may still contain templates.
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
@@ -405,7 +429,10 @@ impl<S: Step> ErasedKind for S {
         S::KIND
     }
     fn doc(&self) -> KindDoc {
-        Step::doc(self)
+        S::DOC
+    }
+    fn params(&self) -> &'static [DocRow] {
+        S::Params::DOC
     }
     fn outputs(&self, params: &Json) -> OutputSpec {
         Step::outputs(self, params)
@@ -491,6 +518,9 @@ impl ErasedKind for Undo {
     }
     fn doc(&self) -> KindDoc {
         self.inner.doc()
+    }
+    fn params(&self) -> &'static [DocRow] {
+        self.inner.params()
     }
     fn outputs(&self, _params: &Json) -> OutputSpec {
         OutputSpec::Fixed(Vec::new())

@@ -20,14 +20,32 @@ pub mod store;
 pub mod template;
 pub mod yaml;
 
+/// `#[derive(Parameters)]`: see [`Parameters`].
+pub use ca_a2a_flow_derive::Parameters;
+#[doc(hidden)]
+pub use serde_json::json as __json;
+
+/// A step's [`Outputs`] from `name: value` pairs, each value turned into JSON;
+/// `name` alone stands for a variable of that name:
+/// `outputs! { arn, name: owner.name(), action }`.
+#[macro_export]
+macro_rules! outputs {
+    (@value $key:ident) => { $key };
+    (@value $key:ident : $value:expr) => { $value };
+    ($($key:ident $(: $value:expr)?),* $(,)?) => {{
+        let mut outputs = $crate::Outputs::new();
+        $(outputs.insert(stringify!($key).to_string(), $crate::__json!($crate::outputs!(@value $key $(: $value)?)));)*
+        outputs
+    }};
+}
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{
     Engine, EngineConfig, EngineError, Event, Observer, Outcome, SKIPPED, Stop, skipped_by_inputs, truthy, was_skipped,
 };
 pub use kind::Deadline;
 pub use kind::{
-    DESTROY_PREFIX, DestroyOptions, ErrorClass, Finding, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, PlanAction,
-    Registry, Step, StepContext, StepError, StepView, WorkflowRule,
+    DESTROY_PREFIX, DestroyOptions, DocRow, ErrorClass, Finding, Kind, KindDoc, OutputSpec, Outputs, ParamProblem,
+    Parameters, Plan, PlanAction, Registry, Step, StepContext, StepError, StepView, WorkflowRule,
 };
 pub use load::{load, problems_with_inputs, resolve_inputs};
 pub use model::{Redefinition, RetryPolicy, StepDef, Workflow};

@@ -485,7 +485,7 @@ impl Loader<'_> {
         let mut with = node.get("with").cloned();
         // `defaults.with`: each parameter the step's kind takes and the step does not set.
         if let Some(kind) = uses.as_deref().filter(|_| !defaults.with.is_empty()).and_then(|u| self.registry.get(u)) {
-            let takes = kind.doc().params;
+            let takes = kind.params();
             for (key, value) in &defaults.with {
                 if !takes.iter().any(|(name, _, _)| *name == key.name) {
                     continue;

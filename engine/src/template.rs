@@ -149,17 +149,30 @@ impl Scope<'_> {
     /// Resolves every template in `value` but those of `env.*`, which stay as
     /// written (for a definition that is stored: environment values never are).
     pub fn resolve_but_env(&self, value: &Json) -> Result<Json, String> {
+        self.resolve_keeping(value, true)
+    }
+
+    /// Resolves every template in `value`.
+    pub fn resolve(&self, value: &Json) -> Result<Json, String> {
+        self.resolve_keeping(value, false)
+    }
+
+    /// Resolves the templates in `value`, leaving `env.*` ones as written when
+    /// `keep_env`. A string that is one template takes the value's own type.
+    fn resolve_keeping(&self, value: &Json, keep_env: bool) -> Result<Json, String> {
         match value {
             Json::String(s) if contains_template(s) => {
                 let segs = segments(s)?;
-                if !segs.iter().any(|seg| matches!(seg, Segment::Expr(Ref::Env(_)))) {
-                    return self.resolve(value);
+                if let [Segment::Expr(r)] = segs.as_slice() {
+                    if !(keep_env && matches!(r, Ref::Env(_))) {
+                        return self.lookup(r);
+                    }
                 }
                 let mut out = String::new();
                 for seg in segs {
                     match seg {
                         Segment::Text(t) => out.push_str(&t),
-                        Segment::Expr(Ref::Env(name)) => out.push_str(&format!("${{{{ env.{name} }}}}")),
+                        Segment::Expr(Ref::Env(name)) if keep_env => out.push_str(&format!("${{{{ env.{name} }}}}")),
                         Segment::Expr(r) => match self.lookup(&r)? {
                             Json::String(s) => out.push_str(&s),
                             other => out.push_str(&other.to_string()),
@@ -169,41 +182,11 @@ impl Scope<'_> {
                 Ok(Json::String(out))
             }
             Json::Array(items) => {
-                items.iter().map(|v| self.resolve_but_env(v)).collect::<Result<_, _>>().map(Json::Array)
+                items.iter().map(|v| self.resolve_keeping(v, keep_env)).collect::<Result<_, _>>().map(Json::Array)
             }
             Json::Object(map) => map
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), self.resolve_but_env(v)?)))
-                .collect::<Result<_, String>>()
-                .map(Json::Object),
-            other => Ok(other.clone()),
-        }
-    }
-
-    /// Resolves every template in `value`.
-    pub fn resolve(&self, value: &Json) -> Result<Json, String> {
-        match value {
-            Json::String(s) if contains_template(s) => {
-                let segs = segments(s)?;
-                if let [Segment::Expr(r)] = segs.as_slice() {
-                    return self.lookup(r);
-                }
-                let mut out = String::new();
-                for seg in segs {
-                    match seg {
-                        Segment::Text(t) => out.push_str(&t),
-                        Segment::Expr(r) => match self.lookup(&r)? {
-                            Json::String(s) => out.push_str(&s),
-                            other => out.push_str(&other.to_string()),
-                        },
-                    }
-                }
-                Ok(Json::String(out))
-            }
-            Json::Array(items) => items.iter().map(|v| self.resolve(v)).collect::<Result<_, _>>().map(Json::Array),
-            Json::Object(map) => map
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), self.resolve(v)?)))
+                .map(|(k, v)| Ok((k.clone(), self.resolve_keeping(v, keep_env)?)))
                 .collect::<Result<_, String>>()
                 .map(Json::Object),
             other => Ok(other.clone()),

@@ -22,14 +22,14 @@ pub(super) fn steps_command(registry: &Registry, what: Option<StepsCommand>) -> 
             };
             let doc = k.doc();
             out!("{kind}: {}\n\nparameters:", doc.summary);
-            for (name, ty, desc) in &doc.params {
+            for (name, ty, desc) in k.params() {
                 out!("  {name:<18} {ty:<9} {desc}");
             }
-            if doc.params.is_empty() {
+            if k.params().is_empty() {
                 out!("  (none)");
             }
             out!("\noutputs:");
-            for (name, desc) in &doc.outputs {
+            for (name, desc) in doc.outputs {
                 out!("  {name:<18} {desc}");
             }
             if doc.outputs.is_empty() {

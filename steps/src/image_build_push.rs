@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_ecr::types::ImageIdentifier;
-use ca_a2a_flow_engine::{Deadline, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{
+    Deadline, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
+};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
@@ -65,49 +66,48 @@ pub enum RunsOn {
     Builder,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "image.build_push", step = BuildPush)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = crate::aws::REGION)]
     pub region: Option<String>,
-    /// The ECR repository's name (like ca-a2a/orchestrator); it must exist.
+    /// ECR repository name, like ca-a2a/orchestrator (required; must exist)
     pub repository: String,
-    /// The build context: relative to the workflow file (local), or a path on
-    /// the builder instance (`runs_on: builder`).
+    /// build context, relative to the workflow file (or a path on the builder) (required)
     pub context: String,
-    /// Relative to the context.
+    /// relative to the context (default Dockerfile)
     #[serde(default = "default_dockerfile")]
     pub dockerfile: String,
-    /// The tag's prefix; the pushed tag is `<tag>-<source hash>`.
+    /// tag prefix; the pushed tag is <tag>-<12 hex of the source hash> (default src)
     #[serde(default = "default_tag")]
     pub tag: String,
+    /// --build-arg values (part of the source hash)
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
-    #[serde(default)]
+    /// like linux/amd64 (part of the source hash)
     pub platform: Option<String>,
+    /// podman (default), buildah or docker
+    #[param(ty = "string")]
     #[serde(default)]
     pub builder: Builder,
-    /// Build isolation for podman and buildah (default `chroot`: works as root
-    /// where no container runtime can start, RUN steps included).
-    #[serde(default)]
+    /// podman/buildah --isolation (default chroot)
     pub isolation: Option<String>,
-    /// Push to this registry instead of the repository's ECR host, as
-    /// `http://host:port` (plain HTTP) or `host:port` (HTTPS). For tests and
-    /// mirrors; the ECR login is still made.
-    #[serde(default)]
+    /// push there instead of the ECR host: http://host:port or host:port
     pub registry: Option<String>,
-    /// Free disk required where the builder stores images, checked before building.
+    /// free disk needed where images are stored, checked first (default 10GiB)
+    #[param(ty = "size")]
     #[serde(default = "default_min_free_disk")]
     pub min_free_disk: String,
-    /// Where the builder stores images (default: asked from the builder).
-    #[serde(default)]
+    /// where the builder stores images (default: asked from the builder)
     pub storage: Option<String>,
+    /// local (default) or builder (the EC2 builder, through SSM)
+    #[param(ty = "string")]
     #[serde(default)]
     pub runs_on: RunsOn,
-    /// The builder instance (`runs_on: builder`), like `${{ steps.builder.outputs.instance_id }}`.
-    #[serde(default)]
+    /// the builder instance, with runs_on: builder
     pub instance_id: Option<String>,
-    /// How many output lines to show when the build fails.
+    /// build output lines shown on failure (default 30)
     #[serde(default = "default_tail")]
     pub tail_lines: usize,
 }
@@ -116,53 +116,22 @@ fn default_tail() -> usize {
     30
 }
 
-pub struct BuildPush;
-
 impl Step for BuildPush {
-    type Params = Params;
-    const KIND: &'static str = "image.build_push";
     /// A build of a real service takes tens of minutes, on the builder too.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(45, 40));
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Builds an image (podman, buildah or docker) and pushes it to ECR once; adopts it when its source's tag is already there.",
-            params: vec![
-                ("repository", "string", "ECR repository name, like ca-a2a/orchestrator (required; must exist)"),
-                (
-                    "context",
-                    "string",
-                    "build context, relative to the workflow file (or a path on the builder) (required)",
-                ),
-                ("dockerfile", "string", "relative to the context (default Dockerfile)"),
-                ("tag", "string", "tag prefix; the pushed tag is <tag>-<12 hex of the source hash> (default src)"),
-                ("build_args", "map", "--build-arg values (part of the source hash)"),
-                ("platform", "string", "like linux/amd64 (part of the source hash)"),
-                ("builder", "string", "podman (default), buildah or docker"),
-                ("isolation", "string", "podman/buildah --isolation (default chroot)"),
-                ("registry", "string", "push there instead of the ECR host: http://host:port or host:port"),
-                ("min_free_disk", "size", "free disk needed where images are stored, checked first (default 10GiB)"),
-                ("storage", "string", "where the builder stores images (default: asked from the builder)"),
-                ("runs_on", "string", "local (default) or builder (the EC2 builder, through SSM)"),
-                ("instance_id", "string", "the builder instance, with runs_on: builder"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-                ("tail_lines", "integer", "build output lines shown on failure (default 30)"),
-            ],
-            outputs: vec![
-                ("image", "repository@digest, for task definitions"),
-                ("digest", "the pushed manifest's digest (sha256:...)"),
-                ("reference", "repository:tag as pushed"),
-                ("tag", "the pushed tag"),
-                ("source_hash", "the hash of the context, Dockerfile path, build args and platform"),
-                ("action", "`built` or `adopted`"),
-            ],
-            example: "- id: orchestrator-image\n  uses: image.build_push\n  with:\n    repository: \"${{ inputs.stack }}/orchestrator\"\n    context: ../agents/orchestrator\n  timeout: 30m\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["image", "digest", "reference", "tag", "source_hash", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Builds an image (podman, buildah or docker) and pushes it to ECR once; adopts it when its source's tag is already there.",
+        outputs: &[
+            ("image", "repository@digest, for task definitions"),
+            ("digest", "the pushed manifest's digest (sha256:...)"),
+            ("reference", "repository:tag as pushed"),
+            ("tag", "the pushed tag"),
+            ("source_hash", "the hash of the context, Dockerfile path, build args and platform"),
+            ("action", "`built` or `adopted`"),
+        ],
+        example: "- id: orchestrator-image\n  uses: image.build_push\n  with:\n    repository: \"${{ inputs.stack }}/orchestrator\"\n    context: ../agents/orchestrator\n  timeout: 30m\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -400,14 +369,7 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
 }
 
 fn outputs(target: &Target, reference: &str, tag: &str, hash: &str, digest: &str, action: &str) -> Outputs {
-    Outputs::from([
-        ("image".into(), json!(format!("{}@{digest}", target.uri))),
-        ("digest".into(), json!(digest)),
-        ("reference".into(), json!(reference)),
-        ("tag".into(), json!(tag)),
-        ("source_hash".into(), json!(hash)),
-        ("action".into(), json!(action)),
-    ])
+    outputs! { image: format!("{}@{digest}", target.uri), digest, reference, tag, source_hash: hash, action }
 }
 
 fn exit(code: Option<i32>) -> String {
@@ -775,8 +737,9 @@ pub(crate) fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn params(extra: Json) -> Params {
+    fn params(extra: serde_json::Value) -> Params {
         let mut base = json!({"repository": "s/orchestrator", "context": "."});
         base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         serde_json::from_value(base).unwrap()

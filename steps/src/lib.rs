@@ -117,13 +117,31 @@ mod tests {
             assert!(problems.is_empty(), "{name}: its example is refused: {problems:?}");
             for key in with.as_object().map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default() {
                 assert!(
-                    doc.params.iter().any(|(p, _, _)| p == key),
+                    kind.params().iter().any(|(p, _, _)| p == key),
                     "{name}: example parameter `{key}` is not documented"
                 );
             }
             checked += 1;
         }
         assert!(checked >= 30, "only {checked} kinds");
+    }
+
+    /// `steps describe` lists a kind's parameters, and `defaults.with` gives a
+    /// step only those: the list must be exactly the fields the kind accepts.
+    #[test]
+    fn every_kind_documents_exactly_the_parameters_it_accepts() {
+        let registry = super::registry();
+        for name in registry.names() {
+            let kind = registry.get(name).unwrap();
+            let problems = kind.validate(&serde_json::json!({ "not_a_parameter": 0 }));
+            let said = problems.iter().map(|p| p.message.as_str()).find(|m| m.contains("unknown field"));
+            let said = said.unwrap_or_else(|| panic!("{name}: an unknown parameter is not refused: {problems:?}"));
+            let mut accepted: Vec<&str> = said.split('`').skip(3).step_by(2).collect();
+            let mut documented: Vec<&str> = kind.params().iter().map(|(p, _, _)| *p).collect();
+            accepted.sort();
+            documented.sort();
+            assert_eq!(documented, accepted, "{name}: documented parameters (left) differ from accepted ones");
+        }
     }
 
     /// `cost` and `gc` ask an AWS kind through its facts: one registered

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Parameters, Step, StepContext, StepError};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::process::Command;
@@ -24,52 +24,33 @@ fn default_tail() -> usize {
     20
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "shell", step = Shell)]
 pub struct Params {
-    /// The command line, run with `<shell> -c`.
+    /// command line, run with `sh -c` (required)
     pub run: String,
+    /// extra environment variables
     #[serde(default)]
     pub env: BTreeMap<String, Json>,
-    /// Working directory; relative to the workflow file's directory.
-    #[serde(default)]
+    /// working directory, relative to the workflow file
     pub workdir: Option<String>,
+    /// shell to run the command with (default sh)
     #[serde(default = "default_shell")]
     pub shell: String,
-    /// Output keys the command writes to `$FLOW_OUTPUT`; each must be written.
+    /// output keys the command must write to $FLOW_OUTPUT
     #[serde(default)]
     pub outputs: Vec<String>,
-    /// Exit codes that mean "retrying will not help" (126 and 127 always do).
+    /// exit codes not worth retrying (126 and 127 always are)
     #[serde(default)]
     pub fatal_exit_codes: Vec<i32>,
-    /// How many output lines to show when the command fails.
+    /// output lines shown on failure (default 20)
     #[serde(default = "default_tail")]
     pub tail_lines: usize,
 }
 
-pub struct Shell;
-
 impl Step for Shell {
-    type Params = Params;
-    const KIND: &'static str = "shell";
     const SCRIPTS: &'static [&'static str] = &["run"];
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Runs a shell command; `key=value` lines written to $FLOW_OUTPUT become outputs.",
-            params: vec![
-                ("run", "string", "command line, run with `sh -c` (required)"),
-                ("env", "map", "extra environment variables"),
-                ("workdir", "string", "working directory, relative to the workflow file"),
-                ("shell", "string", "shell to run the command with (default sh)"),
-                ("outputs", "list", "output keys the command must write to $FLOW_OUTPUT"),
-                ("fatal_exit_codes", "list", "exit codes not worth retrying (126 and 127 always are)"),
-                ("tail_lines", "integer", "output lines shown on failure (default 20)"),
-            ],
-            outputs: vec![("<declared>", "each key listed in `outputs`")],
-            example: "- id: tag\n  uses: shell\n  with:\n    run: echo \"tag=$(git rev-parse --short HEAD)\" >> \"$FLOW_OUTPUT\"\n    outputs: [tag]\n",
-        }
-    }
 
     fn outputs(&self, params: &Json) -> OutputSpec {
         let declared = params
@@ -79,6 +60,12 @@ impl Step for Shell {
             .unwrap_or_default();
         OutputSpec::Declared(declared)
     }
+
+    const DOC: KindDoc = KindDoc {
+        summary: "Runs a shell command; `key=value` lines written to $FLOW_OUTPUT become outputs.",
+        outputs: &[("<declared>", "each key listed in `outputs`")],
+        example: "- id: tag\n  uses: shell\n  with:\n    run: echo \"tag=$(git rev-parse --short HEAD)\" >> \"$FLOW_OUTPUT\"\n    outputs: [tag]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();

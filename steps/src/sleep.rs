@@ -3,35 +3,24 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::{HumanDuration, format};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, ParamProblem, Parameters, Step, StepContext, StepError};
 use serde::Deserialize;
-use serde_json::Value as Json;
 use tokio::time::Instant;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "sleep", step = Sleep)]
 pub struct Params {
+    /// how long to wait, like 30s or 2m (required)
     pub duration: HumanDuration,
 }
 
-pub struct Sleep;
-
 impl Step for Sleep {
-    type Params = Params;
-    const KIND: &'static str = "sleep";
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Waits for `duration`.",
-            params: vec![("duration", "duration", "how long to wait, like 30s or 2m (required)")],
-            outputs: vec![],
-            example: "- id: settle\n  uses: sleep\n  with: { duration: 30s }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec![])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Waits for `duration`.",
+        outputs: &[],
+        example: "- id: settle\n  uses: sleep\n  with: { duration: 30s }\n",
+    };
 
     fn problems(&self, params: &Params) -> Vec<ParamProblem> {
         if params.duration.0.is_zero() {

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, ParamProblem, Parameters, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
 fn default_status() -> u16 {
     200
@@ -21,50 +20,34 @@ fn default_method() -> String {
     "GET".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "wait.http", step = WaitHttp)]
 pub struct Params {
+    /// http:// or https:// URL to poll (required)
     pub url: String,
+    /// HTTP method (default GET)
     #[serde(default = "default_method")]
     pub method: String,
+    /// status that means ready (default 200)
     #[serde(default = "default_status")]
     pub expect_status: u16,
-    #[serde(default)]
+    /// text the body must contain (optional)
     pub body_contains: Option<String>,
+    /// time between checks (default 2s)
     #[serde(default = "default_interval")]
     pub interval: HumanDuration,
+    /// deadline of one request (default 5s)
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
 }
 
-pub struct WaitHttp;
-
 impl Step for WaitHttp {
-    type Params = Params;
-    const KIND: &'static str = "wait.http";
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Polls `url` until it answers `expect_status` (and contains `body_contains`).",
-            params: vec![
-                ("url", "string", "http:// or https:// URL to poll (required)"),
-                ("method", "string", "HTTP method (default GET)"),
-                ("expect_status", "integer", "status that means ready (default 200)"),
-                ("body_contains", "string", "text the body must contain (optional)"),
-                ("interval", "duration", "time between checks (default 2s)"),
-                ("request_timeout", "duration", "deadline of one request (default 5s)"),
-            ],
-            outputs: vec![
-                ("status", "the status of the answer that matched"),
-                ("checks", "how many requests were made"),
-            ],
-            example: "- id: health\n  uses: wait.http\n  with: { url: \"http://127.0.0.1:8080/health\", expect_status: 200, interval: 2s }\n  timeout: 10m\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["status", "checks"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Polls `url` until it answers `expect_status` (and contains `body_contains`).",
+        outputs: &[("status", "the status of the answer that matched"), ("checks", "how many requests were made")],
+        example: "- id: health\n  uses: wait.http\n  with: { url: \"http://127.0.0.1:8080/health\", expect_status: 200, interval: 2s }\n  timeout: 10m\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -100,7 +83,7 @@ impl Step for WaitHttp {
                     let body_ok = p.body_contains.as_ref().is_none_or(|needle| body.contains(needle.as_str()));
                     if status == p.expect_status && body_ok {
                         ctx.log(format!("{} {} -> {status} after {checks} check(s)", p.method, p.url));
-                        return Ok(Outputs::from([("status".into(), json!(status)), ("checks".into(), json!(checks))]));
+                        return Ok(outputs! { status, checks });
                     }
                     if status == p.expect_status {
                         format!("{status}, body without the expected text")
@@ -123,6 +106,7 @@ impl Step for WaitHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn params(v: serde_json::Value) -> Params {
         serde_json::from_value(v).unwrap()

@@ -255,6 +255,57 @@ pub struct StepRecord {
     pub error: Option<StepError>,
 }
 
+impl RunRecord {
+    /// A run of `definition` with `inputs` that ended `status`, held by no one,
+    /// as the store would return it: for tests and benchmarks that plan on a
+    /// run without making one.
+    pub fn ended(id: &str, definition: Workflow, inputs: BTreeMap<String, Json>, status: RunStatus) -> Self {
+        Self {
+            id: id.into(),
+            workflow_name: definition.name.clone(),
+            workflow_file: String::new(),
+            definition,
+            inputs,
+            status,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            finished_at: None,
+            generation: 1,
+            lease: None,
+            heartbeat_at: None,
+            cancel_requested: false,
+            masks: None,
+        }
+    }
+}
+
+impl StepRecord {
+    /// A step of `kind` at `position` that succeeded at its first attempt with
+    /// no outputs, as the store would return it (see [`RunRecord::ended`]).
+    pub fn succeeded(step_id: &str, kind: &str, position: i64) -> Self {
+        Self {
+            step_id: step_id.into(),
+            position,
+            kind: kind.into(),
+            hash: String::new(),
+            status: StepStatus::Succeeded,
+            attempt: 1,
+            first_started_at: Some(1),
+            attempt_started_at: Some(1),
+            deadline_at: None,
+            next_attempt_at: None,
+            finished_at: Some(2),
+            outputs: Some(BTreeMap::new()),
+            error: None,
+        }
+    }
+}
+
+/// An event to append to a run's log: its step (none for the run's own), what
+/// happened, the line, and when (ms since the epoch).
+pub type NewEvent = (Option<String>, &'static str, String, i64);
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AttemptRecord {
     pub step_id: String,
@@ -376,7 +427,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         run: &str,
         generation: i64,
-        events: Vec<(Option<String>, &'static str, String, i64)>,
+        events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The store as messages name it (a path, or a URL without its password).
     fn name(&self) -> String;
@@ -448,12 +499,7 @@ impl Store for AnyStore {
     async fn apply(&self, run: &str, generation: i64, writes: Vec<Write>) -> Result<(), StoreError> {
         delegate!(self, "apply", s => s.apply(run, generation, writes).await)
     }
-    async fn append_events(
-        &self,
-        run: &str,
-        generation: i64,
-        events: Vec<(Option<String>, &'static str, String, i64)>,
-    ) -> Result<(), StoreError> {
+    async fn append_events(&self, run: &str, generation: i64, events: Vec<NewEvent>) -> Result<(), StoreError> {
         delegate!(self, "append_events", s => s.append_events(run, generation, events).await)
     }
     fn name(&self) -> String {

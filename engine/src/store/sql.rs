@@ -10,7 +10,7 @@ macro_rules! sql_store {
         use sqlx::Row;
 
         use super::{
-            AttemptRecord, EventRecord, Holder, LeaseInfo, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, Store,
+            AttemptRecord, EventRecord, Holder, LeaseInfo, NewEvent, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, Store,
             Write, parse_json,
         };
 
@@ -459,7 +459,7 @@ macro_rules! sql_store {
                 &self,
                 run: &str,
                 generation: i64,
-                events: Vec<(Option<String>, &'static str, String, i64)>,
+                events: Vec<NewEvent>,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let fenced = sqlx::query(concat!("SELECT 1 AS held FROM runs WHERE id = $1 AND generation = $2", $share_lock))

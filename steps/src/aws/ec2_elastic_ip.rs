@@ -3,29 +3,24 @@
 //! another (unused Elastic IPs are billed).
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
-use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.elastic_ip", step = ElasticIp)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
 }
 
-pub struct ElasticIp;
-
 impl Step for ElasticIp {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.elastic_ip";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -38,31 +33,19 @@ impl Step for ElasticIp {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        super::release_addresses(ctx, &ec2, &owner).await
+        super::owned::delete_all::<aws_sdk_ec2::types::Address>(ctx, &ec2, &Owner::new(&p.stack, ctx)).await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An Elastic IP in the VPC domain; adopted when this step already owns one.",
-            params: super::stack_params(vec![]),
-            outputs: vec![
-                ("allocation_id", "the allocation id (eipalloc-…)"),
-                ("public_ip", "the address"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: nat-ip\n  uses: aws.ec2.elastic_ip\n  with: { stack: \"${{ inputs.stack }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["allocation_id", "public_ip", "action"])
-    }
-
-    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        stack_problems(&p.stack)
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An Elastic IP in the VPC domain; adopted when this step already owns one.",
+        outputs: &[
+            ("allocation_id", "the allocation id (eipalloc-…)"),
+            ("public_ip", "the address"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: nat-ip\n  uses: aws.ec2.elastic_ip\n  with: { stack: \"${{ inputs.stack }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
@@ -90,11 +73,7 @@ impl Step for ElasticIp {
             }
         };
         ctx.log(format!("{action} Elastic IP {ip} ({allocation})"));
-        Ok(Outputs::from([
-            ("allocation_id".into(), json!(allocation)),
-            ("public_ip".into(), json!(ip)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { allocation_id: allocation, public_ip: ip, action })
     }
 }
 

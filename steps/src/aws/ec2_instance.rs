@@ -13,12 +13,12 @@ use aws_sdk_ec2::types::{
 };
 use ca_a2a_flow_engine::duration::parse as parse_duration;
 use ca_a2a_flow_engine::{
-    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner, one_owned};
 
@@ -32,35 +32,36 @@ fn default_ami() -> String {
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.instance", step = Ec2Instance)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// where it runs; it needs outbound access (required)
     pub subnet_id: String,
+    /// its security groups
     #[serde(default)]
     pub security_group_ids: Vec<String>,
+    /// default t3.large
     #[serde(default = "default_type")]
     pub instance_type: String,
-    /// An AMI id, or a public SSM parameter name that holds one.
+    /// an AMI id or a public SSM parameter (default: current Amazon Linux 2023)
     #[serde(default = "default_ami")]
     pub ami: String,
-    /// Root volume, GiB of encrypted gp3.
+    /// encrypted gp3 root volume (default 60)
     #[serde(default = "default_volume")]
     pub volume_size_gib: i32,
-    /// The instance profile's name (an aws.iam.role with `instance_profile: true`).
-    #[serde(default)]
+    /// instance profile name
     pub instance_profile: Option<String>,
-    /// A cloud-init script run at first boot.
-    #[serde(default)]
+    /// first-boot script
     pub user_data: Option<String>,
-    /// Wait until the instance is online in SSM, at most this long (like 10m).
-    #[serde(default)]
+    /// wait until its SSM agent is online, at most this long
+    #[param(ty = "duration")]
     pub wait_ssm_online: Option<String>,
 }
-
-pub struct Ec2Instance;
 
 const LIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
 
@@ -89,42 +90,22 @@ fn state(i: &Instance) -> InstanceStateName {
 }
 
 impl Step for Ec2Instance {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.instance";
     /// An instance waits up to 10 minutes to run, then for SSM (`wait_ssm_online`).
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(30, 20));
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An EC2 instance found by its ownership tags, launched once (client token), waited for until running (and online in SSM).",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("subnet_id", "string", "where it runs; it needs outbound access (required)"),
-                ("security_group_ids", "list", "its security groups"),
-                ("instance_type", "string", "default t3.large"),
-                ("ami", "string", "an AMI id or a public SSM parameter (default: current Amazon Linux 2023)"),
-                ("volume_size_gib", "integer", "encrypted gp3 root volume (default 60)"),
-                ("instance_profile", "string", "instance profile name"),
-                ("user_data", "string", "first-boot script"),
-                ("wait_ssm_online", "duration", "wait until its SSM agent is online, at most this long"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-            ],
-            outputs: vec![
-                ("instance_id", "the instance"),
-                ("private_ip", "its private address"),
-                ("ami", "the image it runs"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: builder\n  uses: aws.ec2.instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_id: \"${{ steps.subnet.outputs.subnet_id }}\"\n    instance_profile: \"${{ steps.builder-role.outputs.instance_profile }}\"\n    wait_ssm_online: 10m\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["instance_id", "private_ip", "ami", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An EC2 instance found by its ownership tags, launched once (client token), waited for until running (and online in SSM).",
+        outputs: &[
+            ("instance_id", "the instance"),
+            ("private_ip", "its private address"),
+            ("ami", "the image it runs"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: builder\n  uses: aws.ec2.instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_id: \"${{ steps.subnet.outputs.subnet_id }}\"\n    instance_profile: \"${{ steps.builder-role.outputs.instance_profile }}\"\n    wait_ssm_online: 10m\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !(8..=16384).contains(&p.volume_size_gib) {
             problems.push(ParamProblem::at(&["volume_size_gib"], "gp3 takes 8 to 16384 GiB"));
         }
@@ -196,12 +177,9 @@ impl Step for Ec2Instance {
             wait_ssm_online(ctx, p.region.as_deref(), &id, parse_duration(limit).map_err(StepError::fatal)?).await?;
         }
         ctx.log(format!("{action} instance {id} ({})", running.private_ip_address().unwrap_or("no address")));
-        Ok(Outputs::from([
-            ("instance_id".into(), json!(id)),
-            ("private_ip".into(), json!(running.private_ip_address().unwrap_or_default())),
-            ("ami".into(), json!(running.image_id().unwrap_or_default())),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(
+            outputs! { instance_id: id, private_ip: running.private_ip_address().unwrap_or_default(), ami: running.image_id().unwrap_or_default(), action },
+        )
     }
 
     const DESTROYS: bool = true;

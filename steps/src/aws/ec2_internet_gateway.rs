@@ -3,30 +3,26 @@
 //! attachment is done before this step succeeds.
 
 use aws_sdk_ec2::types::ResourceType;
-use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.internet_gateway", step = InternetGateway)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the VPC to attach to (required)
     pub vpc_id: String,
 }
 
-pub struct InternetGateway;
-
 impl Step for InternetGateway {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.internet_gateway";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -41,42 +37,31 @@ impl Step for InternetGateway {
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let ec2 = &super::ec2(p.region.as_deref()).await;
-        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |g: aws_sdk_ec2::types::InternetGateway, id| {
-            Box::pin(async move {
-                for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
-                    ctx.progress(format!("detaching {id} from {vpc}"));
-                    ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
-                        "ec2:DetachInternetGateway",
-                        &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
-                    )?;
-                }
-                ec2.delete_internet_gateway()
-                    .internet_gateway_id(&id)
-                    .send()
-                    .await
-                    .or_absent("ec2:DeleteInternetGateway", &["InvalidInternetGatewayID.NotFound"])?;
-                Ok(())
-            })
-        })
+        super::owned::delete_all_after(
+            ctx,
+            ec2,
+            &Owner::new(&p.stack, ctx),
+            |g: aws_sdk_ec2::types::InternetGateway, id| {
+                Box::pin(async move {
+                    for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
+                        ctx.progress(format!("detaching {id} from {vpc}"));
+                        ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
+                            "ec2:DetachInternetGateway",
+                            &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
+                        )?;
+                    }
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An internet gateway attached to the VPC; adopted (and attached if needed) when this step owns one.",
-            params: super::stack_params(vec![("vpc_id", "string", "the VPC to attach to (required)")]),
-            outputs: vec![("igw_id", "the gateway's id"), ("action", "`created` or `adopted`")],
-            example: "- id: igw\n  uses: aws.ec2.internet_gateway\n  with: { stack: \"${{ inputs.stack }}\", vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["igw_id", "action"])
-    }
-
-    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        stack_problems(&p.stack)
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An internet gateway attached to the VPC; adopted (and attached if needed) when this step owns one.",
+        outputs: &[("igw_id", "the gateway's id"), ("action", "`created` or `adopted`")],
+        example: "- id: igw\n  uses: aws.ec2.internet_gateway\n  with: { stack: \"${{ inputs.stack }}\", vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
@@ -120,7 +105,7 @@ impl Step for InternetGateway {
                 return Err(owner.conflict("internet gateway", &id, detail, hint));
             }
         }
-        Ok(Outputs::from([("igw_id".into(), json!(id)), ("action".into(), json!(action))]))
+        Ok(outputs! { igw_id: id, action })
     }
 }
 

@@ -10,37 +10,34 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{self, DomainType, Filter, NatGatewayState, ResourceType};
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner, one_owned};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.nat_gateway", step = NatGateway)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// The public subnet the gateway lives in.
+    /// a public subnet whose VPC has an attached internet gateway (required)
     pub subnet_id: String,
-    /// The Elastic IP (`aws.ec2.elastic_ip`'s `allocation_id`).
+    /// the Elastic IP's allocation id (required)
     pub allocation_id: String,
-    /// How long to wait for `available` (default 10m).
-    #[serde(default)]
+    /// deadline for `available` (default 10m)
     pub wait: Option<HumanDuration>,
 }
-
-pub struct NatGateway;
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
 impl Step for NatGateway {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.nat_gateway";
     /// A NAT gateway waits up to 10 minutes (`wait`) for `available`.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
@@ -81,12 +78,8 @@ impl Step for NatGateway {
             wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
                 let (ec2, id) = (ec2.clone(), id.clone());
                 async move {
-                    let d = ec2
-                        .describe_nat_gateways()
-                        .nat_gateway_ids(&id)
-                        .send()
-                        .await
-                        .or_absent("ec2:DescribeNatGateways", &["NatGatewayNotFound"])?;
+                    let d = ec2.describe_nat_gateways().nat_gateway_ids(&id).send().await;
+                    let d = d.or_absent("ec2:DescribeNatGateways", &["NatGatewayNotFound"])?;
                     let state = d.as_ref().and_then(|d| d.nat_gateways().first()).and_then(|n| n.state().cloned());
                     Ok(match state {
                         None | Some(NatGatewayState::Deleted) => Poll::Ready(()),
@@ -97,35 +90,20 @@ impl Step for NatGateway {
             .await?;
         }
         // The fresh Elastic IP of a recreation belongs to this step.
-        super::release_addresses(ctx, &ec2, &owner).await?;
+        super::owned::delete_all::<aws_sdk_ec2::types::Address>(ctx, &ec2, &owner).await?;
         Ok(super::removed(ctx, "NAT gateway", &ours))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A public NAT gateway, waited for until available; a failed one is reported, deleted and recreated once with a fresh Elastic IP.",
-            params: super::stack_params(vec![
-                ("subnet_id", "string", "a public subnet whose VPC has an attached internet gateway (required)"),
-                ("allocation_id", "string", "the Elastic IP's allocation id (required)"),
-                ("wait", "duration", "deadline for `available` (default 10m)"),
-            ]),
-            outputs: vec![
-                ("nat_gateway_id", "the gateway's id (nat-…)"),
-                ("allocation_id", "the Elastic IP it uses (a fresh one after a recreation)"),
-                ("public_ip", "its public address"),
-                ("action", "`created`, `adopted` or `recreated`"),
-            ],
-            example: "- id: nat\n  uses: aws.ec2.nat_gateway\n  needs: [igw]\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_id: \"${{ steps.public-a.outputs.subnet_id }}\"\n    allocation_id: \"${{ steps.nat-ip.outputs.allocation_id }}\"\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["nat_gateway_id", "allocation_id", "public_ip", "action"])
-    }
-
-    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        stack_problems(&p.stack)
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A public NAT gateway, waited for until available; a failed one is reported, deleted and recreated once with a fresh Elastic IP.",
+        outputs: &[
+            ("nat_gateway_id", "the gateway's id (nat-…)"),
+            ("allocation_id", "the Elastic IP it uses (a fresh one after a recreation)"),
+            ("public_ip", "its public address"),
+            ("action", "`created`, `adopted` or `recreated`"),
+        ],
+        example: "- id: nat\n  uses: aws.ec2.nat_gateway\n  needs: [igw]\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_id: \"${{ steps.public-a.outputs.subnet_id }}\"\n    allocation_id: \"${{ steps.nat-ip.outputs.allocation_id }}\"\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
@@ -151,12 +129,8 @@ impl Step for NatGateway {
             let ended = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
                 let (ec2, id, what) = (ec2.clone(), id.clone(), what.clone());
                 async move {
-                    let d = ec2
-                        .describe_nat_gateways()
-                        .nat_gateway_ids(&id)
-                        .send()
-                        .await
-                        .or_step_error_created("ec2:DescribeNatGateways", true)?;
+                    let d = ec2.describe_nat_gateways().nat_gateway_ids(&id).send().await;
+                    let d = d.or_step_error_created("ec2:DescribeNatGateways", true)?;
                     let Some(n) = d.nat_gateways().first().cloned() else {
                         return Ok(Poll::Pending("not visible yet".into()));
                     };
@@ -209,12 +183,7 @@ impl Step for NatGateway {
         let allocation = allocation_of(&nat).unwrap_or_else(|| p.allocation_id.clone());
         let ip = nat.nat_gateway_addresses().first().and_then(|a| a.public_ip()).unwrap_or_default().to_string();
         ctx.log(format!("{action} NAT gateway {id} ({ip}), available"));
-        Ok(Outputs::from([
-            ("nat_gateway_id".into(), json!(id)),
-            ("allocation_id".into(), json!(allocation)),
-            ("public_ip".into(), json!(ip)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { nat_gateway_id: id, allocation_id: allocation, public_ip: ip, action })
     }
 }
 

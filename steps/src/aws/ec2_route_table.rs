@@ -4,12 +4,12 @@
 
 use aws_sdk_ec2::types::{Filter, ResourceType};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize)]
@@ -17,32 +17,29 @@ use super::{AwsResult, Owner};
 pub struct Route {
     /// Destination CIDR, like 0.0.0.0/0.
     pub destination: String,
-    #[serde(default)]
     pub gateway_id: Option<String>,
-    #[serde(default)]
     pub nat_gateway_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.route_table", step = RouteTable)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the VPC (required)
     pub vpc_id: String,
+    /// { destination, gateway_id | nat_gateway_id } each
     #[serde(default)]
     pub routes: Vec<Route>,
-    /// Subnets that use this table.
+    /// subnets associated with this table
     #[serde(default)]
     pub subnet_ids: Vec<String>,
 }
 
-pub struct RouteTable;
-
 impl Step for RouteTable {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.route_table";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -73,47 +70,28 @@ impl Step for RouteTable {
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let ec2 = &super::ec2(p.region.as_deref()).await;
-        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |t: aws_sdk_ec2::types::RouteTable, id| {
+        super::owned::delete_all_after(ctx, ec2, &Owner::new(&p.stack, ctx), |t: aws_sdk_ec2::types::RouteTable, _| {
             Box::pin(async move {
                 for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
                     if let Some(assoc) = a.route_table_association_id() {
-                        ec2.disassociate_route_table()
-                            .association_id(assoc)
-                            .send()
-                            .await
-                            .or_absent("ec2:DisassociateRouteTable", &["InvalidAssociationID.NotFound"])?;
+                        let gone = ec2.disassociate_route_table().association_id(assoc).send().await;
+                        gone.or_absent("ec2:DisassociateRouteTable", &["InvalidAssociationID.NotFound"])?;
                     }
                 }
-                ec2.delete_route_table()
-                    .route_table_id(&id)
-                    .send()
-                    .await
-                    .or_absent("ec2:DeleteRouteTable", &["InvalidRouteTableID.NotFound"])?;
                 Ok(())
             })
         })
         .await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A route table with its routes and subnet associations, converged on every run.",
-            params: super::stack_params(vec![
-                ("vpc_id", "string", "the VPC (required)"),
-                ("routes", "list", "{ destination, gateway_id | nat_gateway_id } each"),
-                ("subnet_ids", "list", "subnets associated with this table"),
-            ]),
-            outputs: vec![("route_table_id", "the table's id"), ("action", "`created` or `adopted`")],
-            example: "- id: public-routes\n  uses: aws.ec2.route_table\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    routes: [{ destination: 0.0.0.0/0, gateway_id: \"${{ steps.igw.outputs.igw_id }}\" }]\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\"]\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["route_table_id", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A route table with its routes and subnet associations, converged on every run.",
+        outputs: &[("route_table_id", "the table's id"), ("action", "`created` or `adopted`")],
+        example: "- id: public-routes\n  uses: aws.ec2.route_table\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    routes: [{ destination: 0.0.0.0/0, gateway_id: \"${{ steps.igw.outputs.igw_id }}\" }]\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\"]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         for (i, r) in p.routes.iter().enumerate() {
             if r.gateway_id.is_some() == r.nat_gateway_id.is_some() {
                 let i = i.to_string();
@@ -165,25 +143,23 @@ impl Step for RouteTable {
                 continue;
             }
             let target = want.gateway_id.as_deref().or(want.nat_gateway_id.as_deref()).unwrap_or("?");
+            // ReplaceRoute and CreateRoute take the same fields.
+            macro_rules! route {
+                ($call:ident) => {
+                    ec2.$call()
+                        .route_table_id(&id)
+                        .destination_cidr_block(&want.destination)
+                        .set_gateway_id(want.gateway_id.clone())
+                        .set_nat_gateway_id(want.nat_gateway_id.clone())
+                        .send()
+                        .await
+                };
+            }
             if have.is_some() {
-                ec2.replace_route()
-                    .route_table_id(&id)
-                    .destination_cidr_block(&want.destination)
-                    .set_gateway_id(want.gateway_id.clone())
-                    .set_nat_gateway_id(want.nat_gateway_id.clone())
-                    .send()
-                    .await
-                    .or_step_error("ec2:ReplaceRoute")?;
+                route!(replace_route).or_step_error("ec2:ReplaceRoute")?;
                 ctx.log(format!("{id}: route {} now to {target}", want.destination));
             } else {
-                ec2.create_route()
-                    .route_table_id(&id)
-                    .destination_cidr_block(&want.destination)
-                    .set_gateway_id(want.gateway_id.clone())
-                    .set_nat_gateway_id(want.nat_gateway_id.clone())
-                    .send()
-                    .await
-                    .or_step_error_created("ec2:CreateRoute", fresh)?;
+                route!(create_route).or_step_error_created("ec2:CreateRoute", fresh)?;
                 ctx.log(format!("{id}: route {} to {target}", want.destination));
             }
         }
@@ -225,7 +201,7 @@ impl Step for RouteTable {
             ctx.log(format!("{id}: associated {subnet}"));
         }
         ctx.log(format!("{action} route table {id} ({} routes, {} subnets)", p.routes.len(), p.subnet_ids.len()));
-        Ok(Outputs::from([("route_table_id".into(), json!(id)), ("action".into(), json!(action))]))
+        Ok(outputs! { route_table_id: id, action })
     }
 }
 

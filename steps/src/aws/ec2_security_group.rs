@@ -4,12 +4,12 @@
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, UserIdGroupPair};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
 fn tcp() -> String {
@@ -23,29 +23,28 @@ pub struct Ingress {
     #[serde(default = "tcp")]
     pub protocol: String,
     /// Allow from this CIDR block...
-    #[serde(default)]
     pub cidr: Option<String>,
     /// ...or from this security group.
-    #[serde(default)]
     pub source_group_id: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.security_group", step = SecurityGroup)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the VPC (required)
     pub vpc_id: String,
-    #[serde(default)]
+    /// group description (default: its name)
     pub description: Option<String>,
+    /// { port, protocol (tcp), cidr | source_group_id, description } each
     #[serde(default)]
     pub ingress: Vec<Ingress>,
 }
-
-pub struct SecurityGroup;
 
 /// Whether `perms` already allow `rule`.
 fn allows(perms: &[IpPermission], rule: &Ingress) -> bool {
@@ -79,9 +78,6 @@ fn permission(rule: &Ingress) -> IpPermission {
 }
 
 impl Step for SecurityGroup {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.security_group";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -100,39 +96,18 @@ impl Step for SecurityGroup {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let ec2 = &super::ec2(p.region.as_deref()).await;
-        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::SecurityGroup, id| {
-            Box::pin(async move {
-                ec2.delete_security_group()
-                    .group_id(&id)
-                    .send()
-                    .await
-                    .or_absent("ec2:DeleteSecurityGroup", &["InvalidGroup.NotFound"])?;
-                Ok(())
-            })
-        })
-        .await
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all::<aws_sdk_ec2::types::SecurityGroup>(ctx, &ec2, &Owner::new(&p.stack, ctx)).await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A security group (named <stack>-<step>) with ingress from CIDRs or other groups; missing rules are added.",
-            params: super::stack_params(vec![
-                ("vpc_id", "string", "the VPC (required)"),
-                ("description", "string", "group description (default: its name)"),
-                ("ingress", "list", "{ port, protocol (tcp), cidr | source_group_id, description } each"),
-            ]),
-            outputs: vec![("group_id", "the group's id"), ("action", "`created` or `adopted`")],
-            example: "- id: alb-sg\n  uses: aws.ec2.security_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["group_id", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A security group (named <stack>-<step>) with ingress from CIDRs or other groups; missing rules are added.",
+        outputs: &[("group_id", "the group's id"), ("action", "`created` or `adopted`")],
+        example: "- id: alb-sg\n  uses: aws.ec2.security_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    ingress: [{ port: 80, cidr: 0.0.0.0/0 }, { port: 443, cidr: 0.0.0.0/0 }]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         for (i, r) in p.ingress.iter().enumerate() {
             let i = i.to_string();
             if r.cidr.is_some() == r.source_group_id.is_some() {
@@ -196,7 +171,7 @@ impl Step for SecurityGroup {
             ctx.log(format!("{id}: {undeclared} ingress rule(s) not in the workflow were left in place"));
         }
         ctx.log(format!("{action} security group {id} ({})", owner.name()));
-        Ok(Outputs::from([("group_id".into(), json!(id)), ("action".into(), json!(action))]))
+        Ok(outputs! { group_id: id, action })
     }
 }
 

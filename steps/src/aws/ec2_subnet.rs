@@ -3,34 +3,34 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::{cidr_problems, stack_problems};
+use super::owner::{Stack, cidr_problems};
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.subnet", step = Subnet)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the VPC, usually ${{ steps.vpc.outputs.vpc_id }} (required)
     pub vpc_id: String,
+    /// IPv4 CIDR inside the VPC's, like 10.1.1.0/24 (required)
     pub cidr: String,
+    /// like eu-west-3a (required)
     pub availability_zone: String,
-    /// Give instances launched here a public IP (public subnets).
+    /// public IPs for what starts here (default false)
     #[serde(default)]
     pub map_public_ip: bool,
 }
 
-pub struct Subnet;
-
 impl Step for Subnet {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.subnet";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -62,46 +62,22 @@ impl Step for Subnet {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let ec2 = &super::ec2(p.region.as_deref()).await;
-        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::Subnet, id| {
-            Box::pin(async move {
-                ec2.delete_subnet()
-                    .subnet_id(&id)
-                    .send()
-                    .await
-                    .or_absent("ec2:DeleteSubnet", &["InvalidSubnetID.NotFound"])?;
-                Ok(())
-            })
-        })
-        .await
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all::<aws_sdk_ec2::types::Subnet>(ctx, &ec2, &Owner::new(&p.stack, ctx)).await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A subnet in one availability zone of a VPC; adopted when this stack's step already owns one.",
-            params: super::stack_params(vec![
-                ("vpc_id", "string", "the VPC, usually ${{ steps.vpc.outputs.vpc_id }} (required)"),
-                ("cidr", "string", "IPv4 CIDR inside the VPC's, like 10.1.1.0/24 (required)"),
-                ("availability_zone", "string", "like eu-west-3a (required)"),
-                ("map_public_ip", "boolean", "public IPs for what starts here (default false)"),
-            ]),
-            outputs: vec![
-                ("subnet_id", "the subnet's id"),
-                ("availability_zone", "its AZ"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: public-a\n  uses: aws.ec2.subnet\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    cidr: 10.1.1.0/24\n    availability_zone: eu-west-3a\n    map_public_ip: true\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["subnet_id", "availability_zone", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A subnet in one availability zone of a VPC; adopted when this stack's step already owns one.",
+        outputs: &[
+            ("subnet_id", "the subnet's id"),
+            ("availability_zone", "its AZ"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: public-a\n  uses: aws.ec2.subnet\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    cidr: 10.1.1.0/24\n    availability_zone: eu-west-3a\n    map_public_ip: true\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
-        problems.extend(cidr_problems(&p.cidr, "10.1.1.0/24"));
-        problems
+        cidr_problems(&p.cidr, "10.1.1.0/24")
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
@@ -151,11 +127,7 @@ impl Step for Subnet {
                 .await
                 .or_step_error_created("ec2:ModifySubnetAttribute", action == "created")?;
         }
-        Ok(Outputs::from([
-            ("subnet_id".into(), json!(subnet_id)),
-            ("availability_zone".into(), json!(p.availability_zone)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { subnet_id, availability_zone: p.availability_zone, action })
     }
 }
 

@@ -2,47 +2,31 @@
 //! the one named, or the default VPC's first default subnet (public IPs,
 //! outbound through the default internet gateway). Creates nothing, destroys nothing.
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, Plan, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
 use super::AwsResult;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.subnet_lookup", step = SubnetLookup)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// This subnet; empty or absent: the default VPC's first default subnet.
-    #[serde(default)]
+    /// this subnet; empty: the default VPC's first default subnet
     pub subnet_id: Option<String>,
 }
 
-pub struct SubnetLookup;
-
 impl Step for SubnetLookup {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.subnet_lookup";
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Finds a subnet (the one named, or the default VPC's first default subnet) and its VPC; read-only.",
-            params: vec![
-                ("subnet_id", "string", "this subnet; empty: the default VPC's first default subnet"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-            ],
-            outputs: vec![("subnet_id", "the subnet"), ("vpc_id", "its VPC"), ("availability_zone", "its zone")],
-            example: "- id: subnet\n  uses: aws.ec2.subnet_lookup\n  with: { subnet_id: \"${{ inputs.subnet_id }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["subnet_id", "vpc_id", "availability_zone"])
-    }
-
     async fn plan(&self, _ctx: &StepContext, _p: Params) -> Result<Plan, StepError> {
         Ok(Plan::none("looks a subnet up"))
     }
+
+    const DOC: KindDoc = KindDoc {
+        summary: "Finds a subnet (the one named, or the default VPC's first default subnet) and its VPC; read-only.",
+        outputs: &[("subnet_id", "the subnet"), ("vpc_id", "its VPC"), ("availability_zone", "its zone")],
+        example: "- id: subnet\n  uses: aws.ec2.subnet_lookup\n  with: { subnet_id: \"${{ inputs.subnet_id }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         use aws_sdk_ec2::types::Filter;
@@ -67,11 +51,7 @@ impl Step for SubnetLookup {
         };
         let (id, vpc) = (subnet.subnet_id().unwrap_or_default(), subnet.vpc_id().unwrap_or_default());
         ctx.log(format!("subnet {id} in {vpc} ({})", subnet.availability_zone().unwrap_or_default()));
-        Ok(Outputs::from([
-            ("subnet_id".into(), json!(id)),
-            ("vpc_id".into(), json!(vpc)),
-            ("availability_zone".into(), json!(subnet.availability_zone().unwrap_or_default())),
-        ]))
+        Ok(outputs! { subnet_id: id, vpc_id: vpc, availability_zone: subnet.availability_zone().unwrap_or_default() })
     }
 }
 

@@ -3,39 +3,37 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::{TAG_RUN, TAG_STACK, cidr_problems, stack_problems};
+use super::owner::{Stack, TAG_RUN, TAG_STACK, cidr_problems};
 use super::{AwsFailure, AwsResult, Owner, classify, failure};
 
 fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ec2.vpc", step = Vpc)]
 pub struct Params {
-    /// The stack this VPC belongs to (its ownership tag).
-    pub stack: String,
-    /// Region; the SDK's standard chain when absent.
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// IPv4 CIDR block, like 10.1.0.0/16 (required)
     pub cidr: String,
+    /// enableDnsSupport (default true)
     #[serde(default = "yes")]
     pub dns_support: bool,
+    /// enableDnsHostnames (default true)
     #[serde(default = "yes")]
     pub dns_hostnames: bool,
 }
 
-pub struct Vpc;
-
 impl Step for Vpc {
-    type Params = Params;
-    const KIND: &'static str = "aws.ec2.vpc";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
@@ -53,43 +51,18 @@ impl Step for Vpc {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
-        let ec2 = &super::ec2(p.region.as_deref()).await;
-        super::owned::delete_all(ctx, ec2, &Owner::new(&p.stack, ctx), |_: aws_sdk_ec2::types::Vpc, id| {
-            Box::pin(async move {
-                ec2.delete_vpc().vpc_id(&id).send().await.or_absent("ec2:DeleteVpc", &["InvalidVpcID.NotFound"])?;
-                Ok(())
-            })
-        })
-        .await
+        let ec2 = super::ec2(p.region.as_deref()).await;
+        super::owned::delete_all::<aws_sdk_ec2::types::Vpc>(ctx, &ec2, &Owner::new(&p.stack, ctx)).await
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A VPC with DNS support and hostnames; adopted when this stack's step already owns one.",
-            params: vec![
-                (
-                    "stack",
-                    "string",
-                    "stack name: 1-32 lowercase letters, digits, `-`; a letter first, no `--`, no final `-` (required)",
-                ),
-                ("region", "string", "AWS region (default: the SDK's chain, e.g. AWS_REGION)"),
-                ("cidr", "string", "IPv4 CIDR block, like 10.1.0.0/16 (required)"),
-                ("dns_support", "boolean", "enableDnsSupport (default true)"),
-                ("dns_hostnames", "boolean", "enableDnsHostnames (default true)"),
-            ],
-            outputs: vec![("vpc_id", "the VPC's id"), ("cidr", "its CIDR block"), ("action", "`created` or `adopted`")],
-            example: "- id: vpc\n  uses: aws.ec2.vpc\n  with: { stack: \"${{ inputs.stack }}\", region: \"${{ inputs.region }}\", cidr: 10.1.0.0/16 }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["vpc_id", "cidr", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A VPC with DNS support and hostnames; adopted when this stack's step already owns one.",
+        outputs: &[("vpc_id", "the VPC's id"), ("cidr", "its CIDR block"), ("action", "`created` or `adopted`")],
+        example: "- id: vpc\n  uses: aws.ec2.vpc\n  with: { stack: \"${{ inputs.stack }}\", region: \"${{ inputs.region }}\", cidr: 10.1.0.0/16 }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
-        problems.extend(cidr_problems(&p.cidr, "10.1.0.0/16"));
-        problems
+        cidr_problems(&p.cidr, "10.1.0.0/16")
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
@@ -142,11 +115,7 @@ impl Step for Vpc {
             };
             call.send().await.or_step_error_created("ec2:ModifyVpcAttribute", action == "created")?;
         }
-        Ok(Outputs::from([
-            ("vpc_id".into(), json!(vpc_id)),
-            ("cidr".into(), json!(p.cidr)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { vpc_id, cidr: p.cidr, action })
     }
 }
 

@@ -2,39 +2,29 @@
 
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::{Stack, name_problems};
 use super::{AwsResult, Owner, built};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ecr.repository", step = Repository)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Like ca-a2a/orchestrator.
+    /// like ca-a2a/orchestrator (required)
     pub name: String,
 }
 
-pub struct Repository;
-
 impl Step for Repository {
-    type Params = Params;
-    const KIND: &'static str = "aws.ecr.repository";
-
     async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
-        let found = ecr
-            .describe_repositories()
-            .repository_names(&p.name)
-            .send()
-            .await
-            .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
-        Ok(if found.is_some() { Plan::adopt() } else { Plan::create() })
+        Ok(if find(&ecr, &p.name).await?.is_some() { Plan::adopt() } else { Plan::create() })
     }
 
     const DESTROYS: bool = true;
@@ -58,45 +48,26 @@ impl Step for Repository {
         Ok(super::removed(ctx, "repository", &gone.map(|_| vec![p.name.clone()]).unwrap_or_default()))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An ECR repository with scan on push; adopted when it exists.",
-            params: super::stack_params(vec![("name", "string", "like ca-a2a/orchestrator (required)")]),
-            outputs: vec![
-                ("uri", "the repository URI, for image references"),
-                ("arn", "its ARN"),
-                ("registry_id", "the registry (account) id"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: orchestrator-repo\n  uses: aws.ecr.repository\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}/orchestrator\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["uri", "arn", "registry_id", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An ECR repository with scan on push; adopted when it exists.",
+        outputs: &[
+            ("uri", "the repository URI, for image references"),
+            ("arn", "its ARN"),
+            ("registry_id", "the registry (account) id"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: orchestrator-repo\n  uses: aws.ecr.repository\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}/orchestrator\" }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
-        let ok = p.name.contains("${{")
-            || (p.name.len() >= 2
-                && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_./".contains(c)));
-        if !ok {
-            problems.push(ParamProblem::at(&["name"], format!("`{}`: use lowercase letters, digits and -_./", p.name)));
-        }
-        problems
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_./".contains(c);
+        name_problems("name", &p.name, 2, allowed, "use lowercase letters, digits and -_./")
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
-        let found = ecr
-            .describe_repositories()
-            .repository_names(&p.name)
-            .send()
-            .await
-            .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
-        let (repo, action) = match found.and_then(|f| f.repositories().first().cloned()) {
+        let (repo, action) = match find(&ecr, &p.name).await? {
             Some(r) => (r, "adopted"),
             None => {
                 let mut tags = Vec::new();
@@ -121,13 +92,21 @@ impl Step for Repository {
         };
         let uri = repo.repository_uri().unwrap_or_default().to_string();
         ctx.log(format!("{action} repository {uri}"));
-        Ok(Outputs::from([
-            ("uri".into(), json!(uri)),
-            ("arn".into(), json!(repo.repository_arn().unwrap_or_default())),
-            ("registry_id".into(), json!(repo.registry_id().unwrap_or_default())),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(
+            outputs! { uri, arn: repo.repository_arn().unwrap_or_default(), registry_id: repo.registry_id().unwrap_or_default(), action },
+        )
     }
+}
+
+/// The repository `name`, if it exists.
+async fn find(ecr: &aws_sdk_ecr::Client, name: &str) -> Result<Option<aws_sdk_ecr::types::Repository>, StepError> {
+    let found = ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+        .or_absent("ecr:DescribeRepositories", &["RepositoryNotFoundException"])?;
+    Ok(found.and_then(|f| f.repositories().first().cloned()))
 }
 
 use super::cost::{CostLine, Pricing};

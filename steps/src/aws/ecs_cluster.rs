@@ -1,32 +1,26 @@
 //! `aws.ecs.cluster`: a Fargate cluster named `<stack>-<step>` (`ca-a2a-cluster`).
 
 use aws_sdk_ecs::types::ClusterSetting;
-use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ecs.cluster", step = Cluster)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// CloudWatch Container Insights (default false: it costs extra).
+    /// default false
     #[serde(default)]
     pub container_insights: bool,
 }
 
-pub struct Cluster;
-
 impl Step for Cluster {
-    type Params = Params;
-    const KIND: &'static str = "aws.ecs.cluster";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).name();
         let ecs = super::ecs(p.region.as_deref()).await;
@@ -52,22 +46,11 @@ impl Step for Cluster {
         Ok(super::removed(ctx, "cluster", &[name]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE.",
-            params: super::stack_params(vec![("container_insights", "boolean", "default false")]),
-            outputs: vec![("arn", "the cluster's ARN"), ("name", "its name"), ("action", "`created` or `adopted`")],
-            example: "- id: cluster\n  uses: aws.ecs.cluster\n  with: { stack: \"${{ inputs.stack }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "action"])
-    }
-
-    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        stack_problems(&p.stack)
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE.",
+        outputs: &[("arn", "the cluster's ARN"), ("name", "its name"), ("action", "`created` or `adopted`")],
+        example: "- id: cluster\n  uses: aws.ecs.cluster\n  with: { stack: \"${{ inputs.stack }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
@@ -93,7 +76,7 @@ impl Step for Cluster {
             }
         };
         ctx.log(format!("{action} cluster {name}"));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, name, action })
     }
 }
 

@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{DeploymentRolloutState, Service, Tag};
 use ca_a2a_flow_engine::duration::parse as parse_duration;
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
 use super::AwsResult;
 use super::ecs_service::stopped_reasons;
@@ -34,60 +33,43 @@ fn default_rollback_wait() -> String {
     "10m".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ecs.rollout", step = Rollout)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the cluster (required)
     pub cluster: String,
-    /// The service's name.
+    /// the service's name (required)
     pub service: String,
-    /// The new revision.
+    /// the new revision (required)
     pub task_definition_arn: String,
-    /// Its targets must be healthy (`healthy_targets` of them) before the rollout counts as done.
-    #[serde(default)]
+    /// its target group; healthy targets are waited for
     pub target_group_arn: Option<String>,
+    /// healthy targets needed (default 1; 0 against an emulator)
     #[serde(default = "one")]
     pub healthy_targets: u32,
-    /// How long the new revision has to become healthy.
+    /// how long the new revision has to become healthy (default 15m)
+    #[param(ty = "duration")]
     #[serde(default = "default_deadline")]
     pub deadline: String,
-    /// How long to wait for the rollback to settle.
+    /// how long to wait for a rollback to settle (default 10m)
+    #[param(ty = "duration")]
     #[serde(default = "default_rollback_wait")]
     pub rollback_wait: String,
 }
 
-pub struct Rollout;
-
 impl Step for Rollout {
-    type Params = Params;
-    const KIND: &'static str = "aws.ecs.rollout";
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Moves a service to a new revision, waits for the deployment and healthy targets; rolls back to the previous revision on failure or deadline.",
-            params: vec![
-                ("cluster", "string", "the cluster (required)"),
-                ("service", "string", "the service's name (required)"),
-                ("task_definition_arn", "string", "the new revision (required)"),
-                ("target_group_arn", "string", "its target group; healthy targets are waited for"),
-                ("healthy_targets", "integer", "healthy targets needed (default 1; 0 against an emulator)"),
-                ("deadline", "duration", "how long the new revision has to become healthy (default 15m)"),
-                ("rollback_wait", "duration", "how long to wait for a rollback to settle (default 10m)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-            ],
-            outputs: vec![
-                ("task_definition_arn", "the revision the service runs now"),
-                ("previous_task_definition_arn", "the one it ran before"),
-                ("action", "`rolled-out`, or `adopted` when it already ran this revision, healthy"),
-            ],
-            example: "- id: keycloak-cutover\n  uses: aws.ecs.rollout\n  approve: Keycloak moves from H2 to RDS\n  with:\n    cluster: ca-a2a-cluster\n    service: ca-a2a-keycloak\n    task_definition_arn: \"${{ steps.keycloak-rds-task.outputs.arn }}\"\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["task_definition_arn", "previous_task_definition_arn", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Moves a service to a new revision, waits for the deployment and healthy targets; rolls back to the previous revision on failure or deadline.",
+        outputs: &[
+            ("task_definition_arn", "the revision the service runs now"),
+            ("previous_task_definition_arn", "the one it ran before"),
+            ("action", "`rolled-out`, or `adopted` when it already ran this revision, healthy"),
+        ],
+        example: "- id: keycloak-cutover\n  uses: aws.ecs.rollout\n  approve: Keycloak moves from H2 to RDS\n  with:\n    cluster: ca-a2a-cluster\n    service: ca-a2a-keycloak\n    task_definition_arn: \"${{ steps.keycloak-rds-task.outputs.arn }}\"\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -193,11 +175,9 @@ impl Step for Rollout {
         match waited {
             Ok(()) => {
                 ctx.log(format!("{what}: deployment completed and healthy"));
-                Ok(Outputs::from([
-                    ("task_definition_arn".into(), json!(p.task_definition_arn)),
-                    ("previous_task_definition_arn".into(), json!(previous.unwrap_or_default())),
-                    ("action".into(), json!(action)),
-                ]))
+                Ok(
+                    outputs! { task_definition_arn: p.task_definition_arn, previous_task_definition_arn: previous.unwrap_or_default(), action },
+                )
             }
             Err(why) => Err(roll_back(ctx, &ecs, &p, previous.as_deref(), &why).await),
         }
@@ -304,6 +284,7 @@ impl super::facts::Facts for Rollout {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_revision_is_named_by_family_and_number() {

@@ -13,40 +13,45 @@ use aws_sdk_ecs::types::{
 };
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ecs.service", step = EcsService)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the cluster's name or ARN (required)
     pub cluster: String,
+    /// the revision to run (required)
     pub task_definition_arn: String,
+    /// default 1
     #[serde(default = "one")]
     pub desired_count: u32,
+    /// private subnets (required)
     pub subnet_ids: Vec<String>,
+    /// the service's groups (required)
     pub security_group_ids: Vec<String>,
+    /// default false
     #[serde(default)]
     pub assign_public_ip: bool,
-    /// The target group the service's tasks register in; it must be used by a
-    /// listener's default action or rule (checked by `validate`).
-    #[serde(default)]
+    /// target group to register tasks in (with container_name, container_port)
     pub target_group_arn: Option<String>,
-    #[serde(default)]
+    /// the container the target group reaches
     pub container_name: Option<String>,
-    #[serde(default)]
+    /// its port
     pub container_port: Option<u16>,
-    #[serde(default)]
+    /// load balancer health check grace period
     pub health_check_grace: Option<HumanDuration>,
-    #[serde(default)]
+    /// deadline for a stable service (default 20m)
     pub wait: Option<HumanDuration>,
 }
 
@@ -54,26 +59,15 @@ fn one() -> u32 {
     1
 }
 
-pub struct EcsService;
-
 impl Step for EcsService {
-    type Params = Params;
-    const KIND: &'static str = "aws.ecs.service";
     /// A service waits up to 20 minutes (`wait`) for its tasks to run.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(25, 22));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs
-            .describe_services()
-            .cluster(&p.cluster)
-            .services(&name)
-            .send()
-            .await
-            .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
-        let existing = found.and_then(|f| f.services().iter().find(|s| s.status() == Some("ACTIVE")).cloned());
-        Ok(match existing {
+        let found = describe(&ecs, &p.cluster, &name, &["ClusterNotFoundException"]).await?;
+        Ok(match found.filter(|s| s.status() == Some("ACTIVE")) {
             None => Plan::create(),
             Some(s) => {
                 let mut changes = Vec::new();
@@ -98,14 +92,8 @@ impl Step for EcsService {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs
-            .describe_services()
-            .cluster(&p.cluster)
-            .services(&name)
-            .send()
-            .await
-            .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
-        let active = found.is_some_and(|f| f.services().iter().any(|s| s.status() == Some("ACTIVE")));
+        let found = describe(&ecs, &p.cluster, &name, &["ClusterNotFoundException"]).await?;
+        let active = found.is_some_and(|s| s.status() == Some("ACTIVE"));
         if active {
             ctx.progress(format!("deleting service {name}"));
             ecs.delete_service()
@@ -120,14 +108,8 @@ impl Step for EcsService {
         wait::until(ctx, &format!("service {name}"), limit, wait::interval(Duration::from_secs(15)), || {
             let (ecs, cluster, name) = (ecs.clone(), p.cluster.clone(), name.clone());
             async move {
-                let d = ecs
-                    .describe_services()
-                    .cluster(&cluster)
-                    .services(&name)
-                    .send()
-                    .await
-                    .or_absent("ecs:DescribeServices", &["ClusterNotFoundException"])?;
-                let status = d.and_then(|d| d.services().first().and_then(|s| s.status().map(String::from)));
+                let found = describe(&ecs, &cluster, &name, &["ClusterNotFoundException"]).await?;
+                let status = found.and_then(|s| s.status().map(String::from));
                 Ok(match status.as_deref() {
                     None | Some("INACTIVE") => Poll::Ready(()),
                     Some(s) => Poll::Pending(s.to_lowercase()),
@@ -138,41 +120,14 @@ impl Step for EcsService {
         Ok(super::removed(ctx, "service", &if active { vec![name] } else { Vec::new() }))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A Fargate service (create or update), waited for until stable; a failed rollout reports the stopped tasks' reasons.",
-            params: super::stack_params(vec![
-                ("cluster", "string", "the cluster's name or ARN (required)"),
-                ("task_definition_arn", "string", "the revision to run (required)"),
-                ("desired_count", "integer", "default 1"),
-                ("subnet_ids", "list", "private subnets (required)"),
-                ("security_group_ids", "list", "the service's groups (required)"),
-                ("assign_public_ip", "boolean", "default false"),
-                (
-                    "target_group_arn",
-                    "string",
-                    "target group to register tasks in (with container_name, container_port)",
-                ),
-                ("container_name", "string", "the container the target group reaches"),
-                ("container_port", "integer", "its port"),
-                ("health_check_grace", "duration", "load balancer health check grace period"),
-                ("wait", "duration", "deadline for a stable service (default 20m)"),
-            ]),
-            outputs: vec![
-                ("arn", "the service's ARN"),
-                ("name", "its name"),
-                ("action", "`created`, `adopted` or `updated`"),
-            ],
-            example: "- id: orchestrator\n  uses: aws.ecs.service\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cluster: \"${{ steps.cluster.outputs.name }}\"\n    task_definition_arn: \"${{ steps.orchestrator-task.outputs.arn }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.orchestrator-sg.outputs.group_id }}\"]\n    target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n    container_name: orchestrator\n    container_port: 8000\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A Fargate service (create or update), waited for until stable; a failed rollout reports the stopped tasks' reasons.",
+        outputs: &[("arn", "the service's ARN"), ("name", "its name"), ("action", "`created`, `adopted` or `updated`")],
+        example: "- id: orchestrator\n  uses: aws.ecs.service\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cluster: \"${{ steps.cluster.outputs.name }}\"\n    task_definition_arn: \"${{ steps.orchestrator-task.outputs.arn }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.orchestrator-sg.outputs.group_id }}\"]\n    target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n    container_name: orchestrator\n    container_port: 8000\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if p.target_group_arn.is_some() != (p.container_name.is_some() && p.container_port.is_some()) {
             problems.push(ParamProblem::at(
                 &["target_group_arn"],
@@ -189,14 +144,7 @@ impl Step for EcsService {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs
-            .describe_services()
-            .cluster(&p.cluster)
-            .services(&name)
-            .send()
-            .await
-            .or_step_error("ecs:DescribeServices")?;
-        let existing = found.services().iter().find(|s| s.status() != Some("INACTIVE")).cloned();
+        let existing = describe(&ecs, &p.cluster, &name, &[]).await?.filter(|s| s.status() != Some("INACTIVE"));
         let desired = p.desired_count as i32;
         let (arn, action) = match existing {
             Some(s) if s.status() == Some("DRAINING") => {
@@ -296,7 +244,7 @@ impl Step for EcsService {
         })
         .await?;
         ctx.log(format!("{action} service {name}: stable, {desired} running"));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, name, action })
     }
 }
 
@@ -305,6 +253,24 @@ fn stable(s: &Service, desired: i32) -> bool {
 }
 
 /// The circuit breaker stopped the rollout: say why, from the stopped tasks.
+/// The service `name` of `cluster` as ECS describes it (an INACTIVE one
+/// included); `None` when there is none, or when the error's code is in `absent`.
+pub(crate) async fn describe(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    name: &str,
+    absent: &[&str],
+) -> Result<Option<aws_sdk_ecs::types::Service>, StepError> {
+    let found = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(name)
+        .send()
+        .await
+        .or_absent("ecs:DescribeServices", absent)?;
+    Ok(found.and_then(|f| f.services().first().cloned()))
+}
+
 async fn rollout_failed(ecs: &aws_sdk_ecs::Client, cluster: &str, s: &Service) -> StepError {
     let name = s.service_name().unwrap_or("?");
     let reasons = stopped_reasons(ecs, cluster, name).await;

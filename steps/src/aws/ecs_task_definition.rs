@@ -11,29 +11,33 @@ use aws_sdk_ecs::types::{
     TaskDefinitionField,
 };
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
 const TAG_DIGEST: &str = "ca-a2a-flow:definition";
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ecs.task_definition", step = TaskDefinition)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// CPU units: 256, 512, 1024, ...
+    /// CPU units, like 256 (required)
     pub cpu: u32,
-    /// MiB.
+    /// MiB, like 512 (required)
     pub memory: u32,
+    /// role that pulls images, reads secrets, writes logs (required)
     pub execution_role_arn: String,
-    #[serde(default)]
+    /// role of the running containers
     pub task_role_arn: Option<String>,
+    /// { name, image, port, environment, secrets (name -> ARN), command, log_group } each (required)
     pub containers: Vec<Container>,
 }
 
@@ -42,7 +46,6 @@ pub struct Params {
 pub struct Container {
     pub name: String,
     pub image: String,
-    #[serde(default)]
     pub port: Option<u16>,
     #[serde(default)]
     /// Values may be numbers or booleans (`PORT: 8004`): ECS takes them as text.
@@ -54,30 +57,17 @@ pub struct Container {
     #[serde(default)]
     pub command: Vec<String>,
     /// CloudWatch log group (awslogs driver, stream prefix = container name).
-    #[serde(default)]
     pub log_group: Option<String>,
 }
 
-pub struct TaskDefinition;
-
 impl Step for TaskDefinition {
-    type Params = Params;
-    const KIND: &'static str = "aws.ecs.task_definition";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let family = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
         let digest = owner.client_token(&serde_json::to_string(&p).unwrap_or_default());
-        let latest = ecs
-            .describe_task_definition()
-            .task_definition(&family)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await
-            .or_absent("ecs:DescribeTaskDefinition", &["ClientException"])?;
-        let Some(found) = latest else { return Ok(Plan::create()) };
-        if found.tags().iter().any(|t| t.key() == Some(TAG_DIGEST) && t.value() == Some(digest.as_str())) {
+        let Some((found, same)) = latest(&ecs, &family, &digest).await? else { return Ok(Plan::create()) };
+        if same {
             return Ok(Plan::adopt());
         }
         let mut changes = Vec::new();
@@ -148,36 +138,19 @@ impl Step for TaskDefinition {
         Ok(super::removed(ctx, "task definition revision", &ids))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A Fargate task definition (family `<stack>-<step>`); a new revision only when the definition changed.",
-            params: super::stack_params(vec![
-                ("cpu", "integer", "CPU units, like 256 (required)"),
-                ("memory", "integer", "MiB, like 512 (required)"),
-                ("execution_role_arn", "string", "role that pulls images, reads secrets, writes logs (required)"),
-                ("task_role_arn", "string", "role of the running containers"),
-                (
-                    "containers",
-                    "list",
-                    "{ name, image, port, environment, secrets (name -> ARN), command, log_group } each (required)",
-                ),
-            ]),
-            outputs: vec![
-                ("arn", "the revision's ARN"),
-                ("family", "the family"),
-                ("revision", "the revision number"),
-                ("action", "`registered` or `adopted` (unchanged)"),
-            ],
-            example: "- id: orchestrator-task\n  uses: aws.ecs.task_definition\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cpu: 256\n    memory: 512\n    execution_role_arn: \"${{ steps.execution-role.outputs.arn }}\"\n    containers:\n      - { name: orchestrator, image: \"${{ steps.orchestrator-repo.outputs.uri }}:latest\", port: 8000 }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "family", "revision", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A Fargate task definition (family `<stack>-<step>`); a new revision only when the definition changed.",
+        outputs: &[
+            ("arn", "the revision's ARN"),
+            ("family", "the family"),
+            ("revision", "the revision number"),
+            ("action", "`registered` or `adopted` (unchanged)"),
+        ],
+        example: "- id: orchestrator-task\n  uses: aws.ecs.task_definition\n  with:\n    stack: \"${{ inputs.stack }}\"\n    cpu: 256\n    memory: 512\n    execution_role_arn: \"${{ steps.execution-role.outputs.arn }}\"\n    containers:\n      - { name: orchestrator, image: \"${{ steps.orchestrator-repo.outputs.uri }}:latest\", port: 8000 }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         let valid =
             [(256, 512..=2048), (512, 1024..=4096), (1024, 2048..=8192), (2048, 4096..=16384), (4096, 8192..=30720)];
         match valid.iter().find(|(c, _)| *c == p.cpu) {
@@ -228,16 +201,8 @@ impl Step for TaskDefinition {
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let ecs = aws_sdk_ecs::Client::new(&config);
         let digest = owner.client_token(&serde_json::to_string(&p).unwrap_or_default());
-        let latest = ecs
-            .describe_task_definition()
-            .task_definition(&family)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await
-            .or_absent("ecs:DescribeTaskDefinition", &["ClientException"])?;
-        if let Some(found) = latest {
-            let same = found.tags().iter().any(|t| t.key() == Some(TAG_DIGEST) && t.value() == Some(digest.as_str()));
-            if let (true, Some(td)) = (same, found.task_definition()) {
+        if let Some((found, true)) = latest(&ecs, &family, &digest).await? {
+            if let Some(td) = found.task_definition() {
                 let arn = td.task_definition_arn().unwrap_or_default().to_string();
                 ctx.log(format!("task definition {family}:{} is unchanged", td.revision()));
                 return Ok(outputs(&arn, &family, td.revision(), "adopted"));
@@ -310,13 +275,28 @@ impl Step for TaskDefinition {
     }
 }
 
+/// The family's latest revision with its tags, and whether it is of `digest`
+/// (the same definition).
+async fn latest(
+    ecs: &aws_sdk_ecs::Client,
+    family: &str,
+    digest: &str,
+) -> Result<Option<(aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput, bool)>, StepError> {
+    let found = ecs
+        .describe_task_definition()
+        .task_definition(family)
+        .include(TaskDefinitionField::Tags)
+        .send()
+        .await
+        .or_absent("ecs:DescribeTaskDefinition", &["ClientException"])?;
+    Ok(found.map(|f| {
+        let same = f.tags().iter().any(|t| t.key() == Some(TAG_DIGEST) && t.value() == Some(digest));
+        (f, same)
+    }))
+}
+
 fn outputs(arn: &str, family: &str, revision: i32, action: &str) -> Outputs {
-    Outputs::from([
-        ("arn".into(), json!(arn)),
-        ("family".into(), json!(family)),
-        ("revision".into(), json!(revision)),
-        ("action".into(), json!(action)),
-    ])
+    outputs! { arn, family, revision, action }
 }
 
 /// A map whose values are strings, numbers or booleans, each kept as text.

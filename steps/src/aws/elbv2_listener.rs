@@ -3,25 +3,26 @@
 //! that drifted is put back.
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
-use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
-};
+use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.elbv2.listener", step = Listener)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the load balancer (required)
     pub load_balancer_arn: String,
+    /// default 80
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Where requests no rule matches go.
+    /// the default action's target group (required)
     pub default_target_group_arn: String,
 }
 
@@ -29,22 +30,10 @@ fn default_port() -> u16 {
     80
 }
 
-pub struct Listener;
-
 impl Step for Listener {
-    type Params = Params;
-    const KIND: &'static str = "aws.elbv2.listener";
-
     async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_listeners()
-            .load_balancer_arn(&p.load_balancer_arn)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeListeners", &["LoadBalancerNotFound", "ValidationError"])?;
-        let existing = found.and_then(|f| f.listeners().iter().find(|l| l.port() == Some(i32::from(p.port))).cloned());
-        Ok(match existing {
+        Ok(match on_port(&elb, &p, &["LoadBalancerNotFound", "ValidationError"]).await? {
             None => Plan::create(),
             Some(l) => {
                 let now = l.default_actions().first().and_then(|a| a.target_group_arn()).unwrap_or("none");
@@ -61,18 +50,8 @@ impl Step for Listener {
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_listeners()
-            .load_balancer_arn(&p.load_balancer_arn)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeListeners", &["LoadBalancerNotFound", "ListenerNotFound"])?;
-        let Some(arn) = found.and_then(|f| {
-            f.listeners()
-                .iter()
-                .find(|l| l.port() == Some(i32::from(p.port)))
-                .and_then(|l| l.listener_arn().map(String::from))
-        }) else {
+        let found = on_port(&elb, &p, &["LoadBalancerNotFound", "ListenerNotFound"]).await?;
+        let Some(arn) = found.and_then(|l| l.listener_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "listener", &[]));
         };
         elb.delete_listener()
@@ -83,40 +62,18 @@ impl Step for Listener {
         Ok(super::removed(ctx, "listener", &[arn]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An HTTP listener whose default action forwards to a target group; found by port, its default action kept.",
-            params: super::stack_params(vec![
-                ("load_balancer_arn", "string", "the load balancer (required)"),
-                ("port", "integer", "default 80"),
-                ("default_target_group_arn", "string", "the default action's target group (required)"),
-            ]),
-            outputs: vec![("arn", "the listener's ARN"), ("action", "`created`, `adopted` or `updated`")],
-            example: "- id: http\n  uses: aws.elbv2.listener\n  with:\n    stack: \"${{ inputs.stack }}\"\n    load_balancer_arn: \"${{ steps.alb.outputs.arn }}\"\n    default_target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "action"])
-    }
-
-    fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        stack_problems(&p.stack)
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An HTTP listener whose default action forwards to a target group; found by port, its default action kept.",
+        outputs: &[("arn", "the listener's ARN"), ("action", "`created`, `adopted` or `updated`")],
+        example: "- id: http\n  uses: aws.elbv2.listener\n  with:\n    stack: \"${{ inputs.stack }}\"\n    load_balancer_arn: \"${{ steps.alb.outputs.arn }}\"\n    default_target_group_arn: \"${{ steps.orchestrator-tg.outputs.arn }}\"\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let elb = super::elbv2(p.region.as_deref()).await;
         let forward =
             Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&p.default_target_group_arn).build();
-        let found = elb
-            .describe_listeners()
-            .load_balancer_arn(&p.load_balancer_arn)
-            .send()
-            .await
-            .or_step_error("elasticloadbalancing:DescribeListeners")?;
-        let existing = found.listeners().iter().find(|l| l.port() == Some(i32::from(p.port))).cloned();
-        let (arn, action) = match existing {
+        let (arn, action) = match on_port(&elb, &p, &[]).await? {
             Some(l) => {
                 let arn = l.listener_arn().unwrap_or_default().to_string();
                 let current = l.default_actions().first().and_then(|a| a.target_group_arn());
@@ -153,8 +110,24 @@ impl Step for Listener {
             }
         };
         ctx.log(format!("{action} listener HTTP:{} ({arn})", p.port));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, action })
     }
+}
+
+/// The load balancer's listener on the step's port; errors whose code is in
+/// `absent` count as "none".
+async fn on_port(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    p: &Params,
+    absent: &[&str],
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::Listener>, StepError> {
+    let found = elb
+        .describe_listeners()
+        .load_balancer_arn(&p.load_balancer_arn)
+        .send()
+        .await
+        .or_absent("elasticloadbalancing:DescribeListeners", absent)?;
+    Ok(found.and_then(|f| f.listeners().iter().find(|l| l.port() == Some(i32::from(p.port))).cloned()))
 }
 
 impl super::facts::Facts for Listener {}

@@ -4,43 +4,35 @@
 
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, PathPatternConditionConfig, Rule, RuleCondition};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.elbv2.listener_rule", step = ListenerRule)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the listener (required)
     pub listener_arn: String,
+    /// 1-50000, unique on the listener (required)
     pub priority: u16,
+    /// like [/extract*] (required)
     pub path_patterns: Vec<String>,
+    /// where matching requests go (required)
     pub target_group_arn: String,
 }
 
-pub struct ListenerRule;
-
 impl Step for ListenerRule {
-    type Params = Params;
-    const KIND: &'static str = "aws.elbv2.listener_rule";
-
     async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_rules()
-            .listener_arn(&p.listener_arn)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeRules", &["ListenerNotFound", "ValidationError"])?;
-        let priority = p.priority.to_string();
-        let existing = found.and_then(|f| f.rules().iter().find(|r| r.priority() == Some(priority.as_str())).cloned());
-        Ok(match existing {
+        Ok(match at_priority(&elb, &p, &["ListenerNotFound", "ValidationError"]).await? {
             None => Plan::create(),
             Some(rule) => {
                 let mut changes = Vec::new();
@@ -63,19 +55,9 @@ impl Step for ListenerRule {
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = elb
-            .describe_rules()
-            .listener_arn(&p.listener_arn)
-            .send()
-            .await
-            .or_absent("elasticloadbalancing:DescribeRules", &["ListenerNotFound"])?;
-        let priority = p.priority.to_string();
-        let Some(arn) = found.and_then(|f| {
-            f.rules()
-                .iter()
-                .find(|r| r.priority() == Some(priority.as_str()))
-                .and_then(|r| r.rule_arn().map(String::from))
-        }) else {
+        let priority = p.priority;
+        let found = at_priority(&elb, &p, &["ListenerNotFound"]).await?;
+        let Some(arn) = found.and_then(|r| r.rule_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "listener rule", &[]));
         };
         elb.delete_rule()
@@ -86,26 +68,14 @@ impl Step for ListenerRule {
         Ok(super::removed(ctx, "listener rule", &[format!("{priority} ({arn})")]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A listener rule forwarding path patterns to a target group at a priority; converged by priority.",
-            params: super::stack_params(vec![
-                ("listener_arn", "string", "the listener (required)"),
-                ("priority", "integer", "1-50000, unique on the listener (required)"),
-                ("path_patterns", "list", "like [/extract*] (required)"),
-                ("target_group_arn", "string", "where matching requests go (required)"),
-            ]),
-            outputs: vec![("arn", "the rule's ARN"), ("action", "`created`, `adopted` or `updated`")],
-            example: "- id: extract-rule\n  uses: aws.elbv2.listener_rule\n  with:\n    stack: \"${{ inputs.stack }}\"\n    listener_arn: \"${{ steps.http.outputs.arn }}\"\n    priority: 10\n    path_patterns: [/extract*]\n    target_group_arn: \"${{ steps.extractor-tg.outputs.arn }}\"\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A listener rule forwarding path patterns to a target group at a priority; converged by priority.",
+        outputs: &[("arn", "the rule's ARN"), ("action", "`created`, `adopted` or `updated`")],
+        example: "- id: extract-rule\n  uses: aws.elbv2.listener_rule\n  with:\n    stack: \"${{ inputs.stack }}\"\n    listener_arn: \"${{ steps.http.outputs.arn }}\"\n    priority: 10\n    path_patterns: [/extract*]\n    target_group_arn: \"${{ steps.extractor-tg.outputs.arn }}\"\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !(1..=50000).contains(&p.priority) {
             problems.push(ParamProblem::at(&["priority"], "must be 1 to 50000"));
         }
@@ -125,15 +95,8 @@ impl Step for ListenerRule {
                 PathPatternConditionConfig::builder().set_values(Some(p.path_patterns.clone())).build(),
             )
             .build();
-        let found = elb
-            .describe_rules()
-            .listener_arn(&p.listener_arn)
-            .send()
-            .await
-            .or_step_error("elasticloadbalancing:DescribeRules")?;
-        let priority = p.priority.to_string();
-        let existing = found.rules().iter().find(|r| r.priority() == Some(priority.as_str())).cloned();
-        let (arn, action) = match existing {
+        let priority = p.priority;
+        let (arn, action) = match at_priority(&elb, &p, &[]).await? {
             Some(rule) => {
                 let arn = rule.rule_arn().unwrap_or_default().to_string();
                 if paths(&rule) == p.path_patterns && target(&rule) == Some(p.target_group_arn.as_str()) {
@@ -167,7 +130,7 @@ impl Step for ListenerRule {
             }
         };
         ctx.log(format!("{action} rule {priority}: {} -> {}", p.path_patterns.join(", "), p.target_group_arn));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, action })
     }
 }
 
@@ -183,6 +146,23 @@ fn paths(rule: &Rule) -> Vec<String> {
 
 fn target(rule: &Rule) -> Option<&str> {
     rule.actions().first().and_then(|a| a.target_group_arn())
+}
+
+/// The listener's rule at the step's priority; errors whose code is in
+/// `absent` count as "none".
+async fn at_priority(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    p: &Params,
+    absent: &[&str],
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::Rule>, StepError> {
+    let found = elb
+        .describe_rules()
+        .listener_arn(&p.listener_arn)
+        .send()
+        .await
+        .or_absent("elasticloadbalancing:DescribeRules", absent)?;
+    let priority = p.priority.to_string();
+    Ok(found.and_then(|f| f.rules().iter().find(|r| r.priority() == Some(priority.as_str())).cloned()))
 }
 
 impl super::facts::Facts for ListenerRule {}

@@ -6,44 +6,40 @@ use std::time::Duration;
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum};
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.elbv2.load_balancer", step = LoadBalancer)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Public subnets in at least two AZs.
+    /// subnets in two AZs or more (required)
     pub subnet_ids: Vec<String>,
+    /// its security groups (required)
     pub security_group_ids: Vec<String>,
-    /// `internet-facing` (default) or `internal`.
-    #[serde(default)]
+    /// `internet-facing` (default) or `internal`
     pub scheme: Option<String>,
-    #[serde(default)]
+    /// deadline for `active` (default 10m)
     pub wait: Option<HumanDuration>,
 }
 
-pub struct LoadBalancer;
-
 impl Step for LoadBalancer {
-    type Params = Params;
-    const KIND: &'static str = "aws.elbv2.load_balancer";
     /// A load balancer waits up to 10 minutes (`wait`) for `active`.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        Ok(if found.is_some_and(|f| !f.load_balancers().is_empty()) { Plan::adopt() } else { Plan::create() })
+        Ok(if by_name(&elb, &name).await?.is_some() { Plan::adopt() } else { Plan::create() })
     }
 
     const DESTROYS: bool = true;
@@ -52,10 +48,7 @@ impl Step for LoadBalancer {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        let Some(arn) =
-            found.and_then(|f| f.load_balancers().first().and_then(|l| l.load_balancer_arn().map(String::from)))
-        else {
+        let Some(arn) = by_name(&elb, &name).await?.and_then(|l| l.load_balancer_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "load balancer", &[]));
         };
         ctx.progress(format!("deleting load balancer {name}"));
@@ -68,8 +61,7 @@ impl Step for LoadBalancer {
         wait::until(ctx, &format!("load balancer {name}"), limit, wait::interval(Duration::from_secs(10)), || {
             let (elb, name) = (elb.clone(), name.clone());
             async move {
-                let d = by_name(&elb, &name).await?;
-                Ok(match d.and_then(|d| d.load_balancers().first().cloned()) {
+                Ok(match by_name(&elb, &name).await? {
                     None => Poll::Ready(()),
                     Some(_) => Poll::Pending("deleting".into()),
                 })
@@ -79,31 +71,19 @@ impl Step for LoadBalancer {
         Ok(super::removed(ctx, "load balancer", &[name]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An Application Load Balancer named `<stack>-<step>`, waited for until active.",
-            params: super::stack_params(vec![
-                ("subnet_ids", "list", "subnets in two AZs or more (required)"),
-                ("security_group_ids", "list", "its security groups (required)"),
-                ("scheme", "string", "`internet-facing` (default) or `internal`"),
-                ("wait", "duration", "deadline for `active` (default 10m)"),
-            ]),
-            outputs: vec![
-                ("arn", "the load balancer's ARN"),
-                ("dns_name", "its DNS name"),
-                ("name", "its name"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: alb\n  uses: aws.elbv2.load_balancer\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\", \"${{ steps.public-b.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.alb-sg.outputs.group_id }}\"]\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "dns_name", "name", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An Application Load Balancer named `<stack>-<step>`, waited for until active.",
+        outputs: &[
+            ("arn", "the load balancer's ARN"),
+            ("dns_name", "its DNS name"),
+            ("name", "its name"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: alb\n  uses: aws.elbv2.load_balancer\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\", \"${{ steps.public-b.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.alb-sg.outputs.group_id }}\"]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if p.subnet_ids.len() < 2 {
             problems.push(ParamProblem::at(
                 &["subnet_ids"],
@@ -122,9 +102,7 @@ impl Step for LoadBalancer {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        let existing = found.and_then(|f| f.load_balancers().first().cloned());
-        let (lb, action) = match existing {
+        let (lb, action) = match by_name(&elb, &name).await? {
             Some(lb) => (lb, "adopted"),
             None => {
                 ctx.progress(format!("creating load balancer {name}"));
@@ -176,28 +154,18 @@ impl Step for LoadBalancer {
         .await?;
         let dns = lb.dns_name().unwrap_or_default().to_string();
         ctx.log(format!("{action} load balancer {name} ({dns})"));
-        Ok(Outputs::from([
-            ("arn".into(), json!(arn)),
-            ("dns_name".into(), json!(dns)),
-            ("name".into(), json!(name)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { arn, dns_name: dns, name, action })
     }
 }
 
-/// The load balancer called `name`, as DescribeLoadBalancers answers (`None`: there is none).
+/// The load balancer called `name` (`None`: there is none).
 async fn by_name(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     name: &str,
-) -> Result<
-    Option<aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput>,
-    StepError,
-> {
-    elb.describe_load_balancers()
-        .names(name)
-        .send()
-        .await
-        .or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, StepError> {
+    let found = elb.describe_load_balancers().names(name).send().await;
+    let found = found.or_absent("elasticloadbalancing:DescribeLoadBalancers", &["LoadBalancerNotFound"])?;
+    Ok(found.and_then(|f| f.load_balancers().first().cloned()))
 }
 
 use super::cost::{CostLine, Pricing};

@@ -3,28 +3,35 @@
 
 use aws_sdk_elasticloadbalancingv2::types::{self, Matcher, ProtocolEnum, TargetTypeEnum};
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.elbv2.target_group", step = TargetGroup)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the VPC (required)
     pub vpc_id: String,
+    /// the targets' port (required)
     pub port: u16,
+    /// default /health
     #[serde(default = "default_path")]
     pub health_check_path: String,
+    /// seconds, default 30
     #[serde(default = "default_interval")]
     pub health_check_interval: u16,
+    /// seconds, default 5
     #[serde(default = "default_timeout")]
     pub health_check_timeout: u16,
+    /// HTTP codes that count as healthy, default 200-399
     #[serde(default = "default_matcher")]
     pub healthy_codes: String,
 }
@@ -42,17 +49,11 @@ fn default_matcher() -> String {
     "200-399".into()
 }
 
-pub struct TargetGroup;
-
 impl Step for TargetGroup {
-    type Params = Params;
-    const KIND: &'static str = "aws.elbv2.target_group";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        let Some(tg) = found.and_then(|f| f.target_groups().first().cloned()) else { return Ok(Plan::create()) };
+        let Some(tg) = by_name(&elb, &name).await? else { return Ok(Plan::create()) };
         if tg.port() != Some(i32::from(p.port)) {
             return Ok(Plan::conflict(format!("port: {} -> {} (cannot change)", tg.port().unwrap_or(0), p.port)));
         }
@@ -87,10 +88,7 @@ impl Step for TargetGroup {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        let Some(arn) =
-            found.and_then(|f| f.target_groups().first().and_then(|t| t.target_group_arn().map(String::from)))
-        else {
+        let Some(arn) = by_name(&elb, &name).await?.and_then(|t| t.target_group_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "target group", &[]));
         };
         elb.delete_target_group()
@@ -101,32 +99,18 @@ impl Step for TargetGroup {
         Ok(super::removed(ctx, "target group", &[name]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An HTTP target group of type ip named `<stack>-<step>`; its health check is updated when it drifts.",
-            params: super::stack_params(vec![
-                ("vpc_id", "string", "the VPC (required)"),
-                ("port", "integer", "the targets' port (required)"),
-                ("health_check_path", "string", "default /health"),
-                ("health_check_interval", "integer", "seconds, default 30"),
-                ("health_check_timeout", "integer", "seconds, default 5"),
-                ("healthy_codes", "string", "HTTP codes that count as healthy, default 200-399"),
-            ]),
-            outputs: vec![
-                ("arn", "the target group's ARN"),
-                ("name", "its name"),
-                ("action", "`created`, `adopted` or `updated`"),
-            ],
-            example: "- id: orchestrator-tg\n  uses: aws.elbv2.target_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    port: 8000\n    health_check_path: /health\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An HTTP target group of type ip named `<stack>-<step>`; its health check is updated when it drifts.",
+        outputs: &[
+            ("arn", "the target group's ARN"),
+            ("name", "its name"),
+            ("action", "`created`, `adopted` or `updated`"),
+        ],
+        example: "- id: orchestrator-tg\n  uses: aws.elbv2.target_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    port: 8000\n    health_check_path: /health\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !p.health_check_path.starts_with('/') {
             problems.push(ParamProblem::at(&["health_check_path"], "must start with `/`"));
         }
@@ -146,9 +130,7 @@ impl Step for TargetGroup {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        let found = by_name(&elb, &name).await?;
-        let existing = found.and_then(|f| f.target_groups().first().cloned());
-        let (arn, action) = match existing {
+        let (arn, action) = match by_name(&elb, &name).await? {
             Some(tg) => {
                 if tg.vpc_id() != Some(p.vpc_id.as_str()) || tg.port() != Some(i32::from(p.port)) {
                     let detail = format!(
@@ -199,7 +181,7 @@ impl Step for TargetGroup {
             }
         };
         ctx.log(format!("{action} target group {name} (port {}, health {})", p.port, p.health_check_path));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, name, action })
     }
 }
 
@@ -210,19 +192,14 @@ fn health_drifted(tg: &types::TargetGroup, p: &Params) -> bool {
         || tg.matcher().and_then(|m| m.http_code()) != Some(p.healthy_codes.as_str())
 }
 
-/// The target group called `name`, as DescribeTargetGroups answers (`None`: there is none).
+/// The target group called `name` (`None`: there is none).
 async fn by_name(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     name: &str,
-) -> Result<
-    Option<aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput>,
-    StepError,
-> {
-    elb.describe_target_groups()
-        .names(name)
-        .send()
-        .await
-        .or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::TargetGroup>, StepError> {
+    let found = elb.describe_target_groups().names(name).send().await;
+    let found = found.or_absent("elasticloadbalancing:DescribeTargetGroups", &["TargetGroupNotFound"])?;
+    Ok(found.and_then(|f| f.target_groups().first().cloned()))
 }
 
 impl super::facts::Facts for TargetGroup {}

@@ -6,22 +6,24 @@ use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
 use ca_a2a_flow_engine::duration::HumanDuration;
-use ca_a2a_flow_engine::{Deadline, KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{Deadline, KindDoc, Outputs, Parameters, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
 use super::AwsResult;
 use super::wait::{self, Poll};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.elbv2.wait_healthy", step = WaitHealthy)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the target group (required)
     pub target_group_arn: String,
+    /// healthy targets needed (default 1; 0 checks only that none is unhealthy)
     #[serde(default = "one")]
     pub min_healthy: u32,
-    #[serde(default)]
+    /// deadline (default 10m)
     pub wait: Option<HumanDuration>,
 }
 
@@ -29,34 +31,15 @@ fn one() -> u32 {
     1
 }
 
-pub struct WaitHealthy;
-
 impl Step for WaitHealthy {
-    type Params = Params;
-    const KIND: &'static str = "aws.elbv2.wait_healthy";
     /// It waits up to 10 minutes (`wait`) for healthy targets.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Waits until a target group has `min_healthy` healthy targets and no unhealthy one.",
-            params: super::region_params(vec![
-                ("target_group_arn", "string", "the target group (required)"),
-                ("min_healthy", "integer", "healthy targets needed (default 1; 0 checks only that none is unhealthy)"),
-                ("wait", "duration", "deadline (default 10m)"),
-            ]),
-            outputs: vec![("healthy", "how many targets were healthy")],
-            example: "- id: keycloak-healthy\n  uses: aws.elbv2.wait_healthy\n  with: { target_group_arn: \"${{ steps.keycloak-tg.outputs.arn }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["healthy"])
-    }
-
-    fn problems(&self, _p: &Params) -> Vec<ParamProblem> {
-        Vec::new()
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Waits until a target group has `min_healthy` healthy targets and no unhealthy one.",
+        outputs: &[("healthy", "how many targets were healthy")],
+        example: "- id: keycloak-healthy\n  uses: aws.elbv2.wait_healthy\n  with: { target_group_arn: \"${{ steps.keycloak-tg.outputs.arn }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let elb = super::elbv2(p.region.as_deref()).await;
@@ -100,7 +83,7 @@ impl Step for WaitHealthy {
         })
         .await?;
         ctx.log(format!("{what}: {healthy} healthy"));
-        Ok(Outputs::from([("healthy".into(), json!(healthy))]))
+        Ok(outputs! { healthy })
     }
 }
 

@@ -3,28 +3,31 @@
 //! logs), with managed policies attached and one inline policy kept as declared.
 
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner, built};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.iam.role", step = Role)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    /// AWS region for the client (IAM itself is global)
     pub region: Option<String>,
-    /// The service principal that assumes the role, like ecs-tasks.amazonaws.com.
+    /// the principal, like ecs-tasks.amazonaws.com (required)
     pub service: String,
+    /// policies to attach
     #[serde(default)]
     pub managed_policy_arns: Vec<String>,
-    /// The inline policy's statements: `{ actions: [...], resources: [...] }` each.
+    /// inline policy: { actions, resources } each
     #[serde(default)]
     pub statements: Vec<Statement>,
-    /// Also make an instance profile of the same name holding the role (for EC2).
+    /// also an instance profile of the same name holding the role (EC2)
     #[serde(default)]
     pub instance_profile: bool,
 }
@@ -36,14 +39,9 @@ pub struct Statement {
     pub resources: Vec<String>,
 }
 
-pub struct Role;
-
 const INLINE: &str = "ca-a2a-flow";
 
 impl Step for Role {
-    type Params = Params;
-    const KIND: &'static str = "aws.iam.role";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).short_name(64);
         let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
@@ -123,34 +121,20 @@ impl Step for Role {
         Ok(super::removed(ctx, "role", &removed))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An IAM role named `<stack>-<step>` assumed by a service, with managed policies and one inline policy.",
-            params: vec![
-                ("stack", "string", "stack name (required)"),
-                ("region", "string", "AWS region for the client (IAM itself is global)"),
-                ("service", "string", "the principal, like ecs-tasks.amazonaws.com (required)"),
-                ("managed_policy_arns", "list", "policies to attach"),
-                ("statements", "list", "inline policy: { actions, resources } each"),
-                ("instance_profile", "bool", "also an instance profile of the same name holding the role (EC2)"),
-            ],
-            outputs: vec![
-                ("arn", "the role's ARN"),
-                ("name", "its name"),
-                ("account_id", "the AWS account (from the ARN)"),
-                ("instance_profile", "the instance profile's name (empty without `instance_profile: true`)"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: execution-role\n  uses: aws.iam.role\n  with:\n    stack: \"${{ inputs.stack }}\"\n    service: ecs-tasks.amazonaws.com\n    managed_policy_arns: [arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy]\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "account_id", "instance_profile", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An IAM role named `<stack>-<step>` assumed by a service, with managed policies and one inline policy.",
+        outputs: &[
+            ("arn", "the role's ARN"),
+            ("name", "its name"),
+            ("account_id", "the AWS account (from the ARN)"),
+            ("instance_profile", "the instance profile's name (empty without `instance_profile: true`)"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: execution-role\n  uses: aws.iam.role\n  with:\n    stack: \"${{ inputs.stack }}\"\n    service: ecs-tasks.amazonaws.com\n    managed_policy_arns: [arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !p.service.ends_with(".amazonaws.com") && !p.service.contains("${{") {
             problems.push(ParamProblem::at(
                 &["service"],
@@ -226,13 +210,7 @@ impl Step for Role {
         let profile = if p.instance_profile { instance_profile(ctx, &iam, &name, fresh).await? } else { String::new() };
         let account = arn.split(':').nth(4).unwrap_or_default().to_string();
         ctx.log(format!("{action} role {name}"));
-        Ok(Outputs::from([
-            ("arn".into(), json!(arn)),
-            ("name".into(), json!(name)),
-            ("account_id".into(), json!(account)),
-            ("instance_profile".into(), json!(profile)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { arn, name, account_id: account, instance_profile: profile, action })
     }
 }
 

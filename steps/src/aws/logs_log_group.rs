@@ -1,22 +1,24 @@
 //! `aws.logs.log_group`: a CloudWatch Logs group with its retention kept.
 
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.logs.log_group", step = LogGroup)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Like /ecs/ca-a2a/orchestrator.
+    /// the group's name, like /ecs/ca-a2a/orchestrator (required)
     pub name: String,
+    /// default 7
     #[serde(default = "seven")]
     pub retention_days: i32,
 }
@@ -28,21 +30,10 @@ fn seven() -> i32 {
 const RETENTIONS: &[i32] =
     &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
-pub struct LogGroup;
-
 impl Step for LogGroup {
-    type Params = Params;
-    const KIND: &'static str = "aws.logs.log_group";
-
     async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
-        let found = logs
-            .describe_log_groups()
-            .log_group_name_prefix(&p.name)
-            .send()
-            .await
-            .or_step_error("logs:DescribeLogGroups")?;
-        Ok(match found.log_groups().iter().find(|g| g.log_group_name() == Some(p.name.as_str())) {
+        Ok(match find(&logs, &p.name).await? {
             None => Plan::create(),
             Some(g) if g.retention_in_days() != Some(p.retention_days) => Plan::changes(vec![format!(
                 "retention_days: {} -> {}",
@@ -66,28 +57,14 @@ impl Step for LogGroup {
         Ok(super::removed(ctx, "log group", &gone.map(|_| vec![p.name.clone()]).unwrap_or_default()))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A CloudWatch Logs group; its retention is set and kept.",
-            params: super::stack_params(vec![
-                ("name", "string", "the group's name, like /ecs/ca-a2a/orchestrator (required)"),
-                ("retention_days", "integer", "default 7"),
-            ]),
-            outputs: vec![
-                ("name", "the group's name"),
-                ("arn", "its ARN"),
-                ("action", "`created`, `adopted` or `updated`"),
-            ],
-            example: "- id: orchestrator-logs\n  uses: aws.logs.log_group\n  with: { stack: \"${{ inputs.stack }}\", name: \"/ecs/${{ inputs.stack }}/orchestrator\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["name", "arn", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A CloudWatch Logs group; its retention is set and kept.",
+        outputs: &[("name", "the group's name"), ("arn", "its ARN"), ("action", "`created`, `adopted` or `updated`")],
+        example: "- id: orchestrator-logs\n  uses: aws.logs.log_group\n  with: { stack: \"${{ inputs.stack }}\", name: \"/ecs/${{ inputs.stack }}/orchestrator\" }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !RETENTIONS.contains(&p.retention_days) {
             problems.push(ParamProblem::at(
                 &["retention_days"],
@@ -100,13 +77,7 @@ impl Step for LogGroup {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
-        let found = logs
-            .describe_log_groups()
-            .log_group_name_prefix(&p.name)
-            .send()
-            .await
-            .or_step_error("logs:DescribeLogGroups")?;
-        let existing = found.log_groups().iter().find(|g| g.log_group_name() == Some(p.name.as_str())).cloned();
+        let existing = find(&logs, &p.name).await?;
         let mut action = "adopted";
         let retention = match &existing {
             Some(g) => g.retention_in_days(),
@@ -134,12 +105,18 @@ impl Step for LogGroup {
         }
         let arn = existing.and_then(|g| g.arn().map(String::from)).unwrap_or_default();
         ctx.log(format!("{action} log group {} ({} days)", p.name, p.retention_days));
-        Ok(Outputs::from([
-            ("name".into(), json!(p.name)),
-            ("arn".into(), json!(arn)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { name: p.name, arn, action })
     }
+}
+
+/// The log group `name`, if it exists (the first of the groups it prefixes).
+async fn find(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_cloudwatchlogs::types::LogGroup>, StepError> {
+    let found =
+        logs.describe_log_groups().log_group_name_prefix(name).send().await.or_step_error("logs:DescribeLogGroups")?;
+    Ok(found.log_groups().iter().find(|g| g.log_group_name() == Some(name)).cloned())
 }
 
 use super::cost::{CostLine, Pricing};

@@ -132,33 +132,13 @@ pub fn removed(ctx: &ca_a2a_flow_engine::StepContext, what: &str, ids: &[String]
     } else {
         ctx.log(format!("deleted {what} {}", ids.join(", ")));
     }
-    ca_a2a_flow_engine::Outputs::from([("deleted".to_string(), serde_json::json!(ids))])
+    ca_a2a_flow_engine::outputs! { deleted: ids }
 }
 
 /// What a `destroy` kept on purpose (data, images), logged with the flag that deletes it.
 pub fn kept(ctx: &ca_a2a_flow_engine::StepContext, what: &str, flag: &str) -> ca_a2a_flow_engine::Outputs {
     ctx.log(format!("kept {what} (pass {flag} to delete it)"));
-    ca_a2a_flow_engine::Outputs::from([("kept".to_string(), serde_json::json!(what))])
-}
-
-/// Releases the Elastic IPs a step owns (a destroy).
-pub async fn release_addresses(
-    ctx: &ca_a2a_flow_engine::StepContext,
-    ec2: &aws_sdk_ec2::Client,
-    owner: &Owner,
-) -> Result<ca_a2a_flow_engine::Outputs, ca_a2a_flow_engine::StepError> {
-    let found = owned::all::<aws_sdk_ec2::types::Address>(ec2, owner).await?;
-    let mut ids = Vec::new();
-    for a in found.iter() {
-        let id = a.allocation_id().unwrap_or_default().to_string();
-        ec2.release_address()
-            .allocation_id(&id)
-            .send()
-            .await
-            .or_absent("ec2:ReleaseAddress", &["InvalidAllocationID.NotFound"])?;
-        ids.push(id);
-    }
-    Ok(removed(ctx, "Elastic IP", &ids))
+    ca_a2a_flow_engine::outputs! { kept: what }
 }
 
 /// An SDK builder's result: a missing required field is a bug of the step
@@ -209,19 +189,8 @@ pub mod secretsmanager_secret;
 pub mod ssm_run_command;
 pub mod sts_caller_identity;
 
-/// A parameter's documentation row: name, type, description.
-type DocRow = (&'static str, &'static str, &'static str);
-
-const STACK_ROW: DocRow = ("stack", "string", "stack name (required)");
-const REGION_ROW: DocRow = ("region", "string", "AWS region (default: the SDK's chain)");
-
-/// The documentation rows of a kind whose resource a stack owns: `stack`,
-/// `region`, then its own.
-pub fn stack_params(own: Vec<DocRow>) -> Vec<DocRow> {
-    [vec![STACK_ROW, REGION_ROW], own].concat()
-}
-
-/// The documentation rows of an AWS kind that owns nothing: `region`, then its own.
-pub fn region_params(own: Vec<DocRow>) -> Vec<DocRow> {
-    [vec![REGION_ROW], own].concat()
-}
+/// How `stack` is documented on every kind whose resource a stack owns.
+pub const STACK: &str =
+    "stack name: 1-32 lowercase letters, digits, `-`; a letter first, no `--`, no final `-` (required)";
+/// How `region` is documented on every AWS kind.
+pub const REGION: &str = "AWS region (default: the SDK's chain, e.g. AWS_REGION)";

@@ -1,5 +1,6 @@
 //! What the tag-owned EC2 kinds share: finding what a step owns through its
-//! ownership tags (every page of the answer), and keeping one of it.
+//! ownership tags (every page of the answer), keeping one of it, and
+//! removing it all.
 
 use std::pin::Pin;
 
@@ -18,11 +19,14 @@ pub trait Owned: Clone + Send + Sync + 'static {
     fn tags(&self) -> &[aws_sdk_ec2::types::Tag];
     /// Every resource the filters match.
     fn describe(ec2: &Client, filters: Vec<Filter>) -> impl Future<Output = Result<Vec<Self>, StepError>> + Send;
+    /// Deletes the resource `id`; one already gone counts as deleted.
+    fn delete(ec2: &Client, id: &str) -> impl Future<Output = Result<(), StepError>> + Send;
 }
 
-/// An `Owned` whose describe call answers in pages.
+/// An `Owned` whose describe call answers in pages, and its delete call.
 macro_rules! paged {
-    ($ty:ty, $what:literal, $call:ident, $list:ident, $id:ident, $api:literal) => {
+    ($($ty:ty: $what:literal, $call:ident, $list:ident, $id:ident, $api:literal,
+       $delete:ident($by:ident), $delete_api:literal, $gone:literal;)*) => {$(
         impl Owned for $ty {
             const WHAT: &'static str = $what;
             fn id(&self) -> Option<&str> {
@@ -39,29 +43,22 @@ macro_rules! paged {
                 }
                 Ok(found)
             }
+            async fn delete(ec2: &Client, id: &str) -> Result<(), StepError> {
+                ec2.$delete().$by(id).send().await.or_absent($delete_api, &[$gone])?;
+                Ok(())
+            }
         }
-    };
+    )*};
 }
 
-paged!(Vpc, "VPC", describe_vpcs, vpcs, vpc_id, "ec2:DescribeVpcs");
-paged!(Subnet, "subnet", describe_subnets, subnets, subnet_id, "ec2:DescribeSubnets");
-paged!(
-    InternetGateway,
-    "internet gateway",
-    describe_internet_gateways,
-    internet_gateways,
-    internet_gateway_id,
-    "ec2:DescribeInternetGateways"
-);
-paged!(RouteTable, "route table", describe_route_tables, route_tables, route_table_id, "ec2:DescribeRouteTables");
-paged!(
-    SecurityGroup,
-    "security group",
-    describe_security_groups,
-    security_groups,
-    group_id,
-    "ec2:DescribeSecurityGroups"
-);
+#[rustfmt::skip]
+paged! {
+    Vpc: "VPC", describe_vpcs, vpcs, vpc_id, "ec2:DescribeVpcs", delete_vpc(vpc_id), "ec2:DeleteVpc", "InvalidVpcID.NotFound";
+    Subnet: "subnet", describe_subnets, subnets, subnet_id, "ec2:DescribeSubnets", delete_subnet(subnet_id), "ec2:DeleteSubnet", "InvalidSubnetID.NotFound";
+    InternetGateway: "internet gateway", describe_internet_gateways, internet_gateways, internet_gateway_id, "ec2:DescribeInternetGateways", delete_internet_gateway(internet_gateway_id), "ec2:DeleteInternetGateway", "InvalidInternetGatewayID.NotFound";
+    RouteTable: "route table", describe_route_tables, route_tables, route_table_id, "ec2:DescribeRouteTables", delete_route_table(route_table_id), "ec2:DeleteRouteTable", "InvalidRouteTableID.NotFound";
+    SecurityGroup: "security group", describe_security_groups, security_groups, group_id, "ec2:DescribeSecurityGroups", delete_security_group(group_id), "ec2:DeleteSecurityGroup", "InvalidGroup.NotFound";
+}
 
 /// DescribeAddresses answers in one piece (it has no pages).
 impl Owned for Address {
@@ -76,6 +73,11 @@ impl Owned for Address {
         let found =
             ec2.describe_addresses().set_filters(Some(filters)).send().await.or_step_error("ec2:DescribeAddresses")?;
         Ok(found.addresses().to_vec())
+    }
+    async fn delete(ec2: &Client, id: &str) -> Result<(), StepError> {
+        let released = ec2.release_address().allocation_id(id).send().await;
+        released.or_absent("ec2:ReleaseAddress", &["InvalidAllocationID.NotFound"])?;
+        Ok(())
     }
 }
 
@@ -102,20 +104,26 @@ pub async fn leftovers<T: Owned>(
     Ok(found.iter().map(|r| Leftover::new(ec2_tags(r.tags()), r.id(), monthly, params(r))).collect())
 }
 
-/// Removes everything of `T` that `owner`'s tags point at, `delete` for each
-/// (given the resource and its id; a resource already gone counts as removed),
-/// and says what it removed.
-pub async fn delete_all<'a, T: Owned>(
+/// Removes everything of `T` that `owner`'s tags point at (a resource already
+/// gone counts as removed), and says what it removed.
+pub async fn delete_all<T: Owned>(ctx: &StepContext, ec2: &Client, owner: &Owner) -> Result<Outputs, StepError> {
+    delete_all_after(ctx, ec2, owner, |_: T, _| Box::pin(async { Ok(()) })).await
+}
+
+/// [`delete_all`], each resource once `before` (given it and its id) let go of
+/// what holds it (an attachment, an association).
+pub async fn delete_all_after<'a, T: Owned>(
     ctx: &StepContext,
     ec2: &Client,
     owner: &Owner,
-    delete: impl Fn(T, String) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>>,
+    before: impl Fn(T, String) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 'a>>,
 ) -> Result<Outputs, StepError> {
     let mut ids = Vec::new();
     for found in all::<T>(ec2, owner).await? {
         let id = found.id().unwrap_or_default().to_string();
         ctx.progress(format!("deleting {} {id}", T::WHAT));
-        delete(found, id.clone()).await?;
+        before(found, id.clone()).await?;
+        T::delete(ec2, &id).await?;
         ids.push(id);
     }
     Ok(super::removed(ctx, T::WHAT, &ids))

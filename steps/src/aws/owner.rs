@@ -105,9 +105,48 @@ impl Owner {
     }
 }
 
-/// The `stack` parameter's problems, for a kind's `check`.
-pub fn stack_problems(stack: &str) -> Vec<ParamProblem> {
-    valid_stack_name(stack).err().map(|e| ParamProblem::at(&["stack"], e)).into_iter().collect()
+/// A stack's name, as a kind's `stack` parameter: refused when it is read
+/// unless it fits every AWS naming rule ([`valid_stack_name`]), so no kind
+/// repeats the check. A templated name is checked once resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Stack(String);
+
+impl<'de> serde::Deserialize<'de> for Stack {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        valid_stack_name(&name).map_err(serde::de::Error::custom)?;
+        Ok(Self(name))
+    }
+}
+
+impl std::ops::Deref for Stack {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A name parameter's problems: `min` characters or more, each one that
+/// `allowed` accepts (`rule` says which to the user). A templated name is
+/// checked once resolved.
+pub fn name_problems(
+    field: &str,
+    name: &str,
+    min: usize,
+    allowed: impl Fn(char) -> bool,
+    rule: &str,
+) -> Vec<ParamProblem> {
+    if name.contains("${{") || (name.len() >= min && name.chars().all(allowed)) {
+        return Vec::new();
+    }
+    vec![ParamProblem::at(&[field], format!("`{name}`: {rule}"))]
 }
 
 /// A CIDR parameter's problems (templated values are checked once resolved).

@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 
 use super::{classify, failure};
 use crate::image_build_push as image;
-use ca_a2a_flow_engine::Step;
+use ca_a2a_flow_engine::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,36 +9,46 @@ use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::HumanDuration;
 use ca_a2a_flow_engine::{
-    Deadline, DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    Deadline, DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.rds.db_instance", step = DbInstance)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the DB subnet group (required)
     pub db_subnet_group: String,
+    /// its security groups (required)
     pub security_group_ids: Vec<String>,
+    /// default db.t3.micro
     #[serde(default = "default_class")]
     pub instance_class: String,
+    /// default 15
     #[serde(default = "default_version")]
     pub engine_version: String,
+    /// GiB of gp3, default 20
     #[serde(default = "twenty")]
     pub allocated_storage: i32,
+    /// default false
     #[serde(default)]
     pub multi_az: bool,
+    /// default 7
     #[serde(default = "seven")]
     pub backup_retention_days: i32,
+    /// the database to create (required)
     pub db_name: String,
+    /// the master user (required; its password is managed by RDS)
     pub master_username: String,
-    #[serde(default)]
+    /// deadline for `available` (default 40m)
     pub wait: Option<HumanDuration>,
 }
 
@@ -64,11 +74,7 @@ const BROKEN: &[&str] = &[
     "storage-full",
 ];
 
-pub struct DbInstance;
-
 impl Step for DbInstance {
-    type Params = Params;
-    const KIND: &'static str = "aws.rds.db_instance";
     /// Creating or modifying an instance waits up to 40 minutes (`wait`) for `available`.
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(50, 45));
 
@@ -146,39 +152,21 @@ impl Step for DbInstance {
         Ok(super::removed(ctx, "DB instance", &[id]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "An encrypted PostgreSQL RDS instance with an RDS-managed master password, waited for until available.",
-            params: super::stack_params(vec![
-                ("db_subnet_group", "string", "the DB subnet group (required)"),
-                ("security_group_ids", "list", "its security groups (required)"),
-                ("instance_class", "string", "default db.t3.micro"),
-                ("engine_version", "string", "default 15"),
-                ("allocated_storage", "integer", "GiB of gp3, default 20"),
-                ("multi_az", "boolean", "default false"),
-                ("backup_retention_days", "integer", "default 7"),
-                ("db_name", "string", "the database to create (required)"),
-                ("master_username", "string", "the master user (required; its password is managed by RDS)"),
-                ("wait", "duration", "deadline for `available` (default 40m)"),
-            ]),
-            outputs: vec![
-                ("identifier", "the instance identifier"),
-                ("arn", "its ARN"),
-                ("endpoint", "its DNS address"),
-                ("port", "its port"),
-                ("master_secret_arn", "the RDS-managed secret holding username and password"),
-                ("action", "`created` or `adopted`"),
-            ],
-            example: "- id: keycloak-db\n  uses: aws.rds.db_instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    db_subnet_group: \"${{ steps.db-subnets.outputs.name }}\"\n    security_group_ids: [\"${{ steps.rds-sg.outputs.group_id }}\"]\n    db_name: keycloak\n    master_username: keycloak\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["identifier", "arn", "endpoint", "port", "master_secret_arn", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "An encrypted PostgreSQL RDS instance with an RDS-managed master password, waited for until available.",
+        outputs: &[
+            ("identifier", "the instance identifier"),
+            ("arn", "its ARN"),
+            ("endpoint", "its DNS address"),
+            ("port", "its port"),
+            ("master_secret_arn", "the RDS-managed secret holding username and password"),
+            ("action", "`created` or `adopted`"),
+        ],
+        example: "- id: keycloak-db\n  uses: aws.rds.db_instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    db_subnet_group: \"${{ steps.db-subnets.outputs.name }}\"\n    security_group_ids: [\"${{ steps.rds-sg.outputs.group_id }}\"]\n    db_name: keycloak\n    master_username: keycloak\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !(20..=65536).contains(&p.allocated_storage) {
             problems.push(ParamProblem::at(&["allocated_storage"], "gp3 takes 20 to 65536 GiB"));
         }
@@ -282,14 +270,9 @@ impl Step for DbInstance {
                 .with_hint("the instance was made without ManageMasterUserPassword: enable it (`aws rds modify-db-instance --manage-master-user-password`), then resume"));
         }
         ctx.log(format!("{action} {what}: available at {endpoint}:{port}"));
-        Ok(Outputs::from([
-            ("identifier".into(), json!(id)),
-            ("arn".into(), json!(db.db_instance_arn().unwrap_or_default())),
-            ("endpoint".into(), json!(endpoint)),
-            ("port".into(), json!(port)),
-            ("master_secret_arn".into(), json!(secret)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(
+            outputs! { identifier: id, arn: db.db_instance_arn().unwrap_or_default(), endpoint, port, master_secret_arn: secret, action },
+        )
     }
 }
 

@@ -5,43 +5,34 @@
 use std::collections::BTreeSet;
 
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.rds.db_subnet_group", step = DbSubnetGroup)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Private subnets in two AZs or more, all in one VPC.
+    /// subnets in two AZs or more, one VPC (required)
     pub subnet_ids: Vec<String>,
-    #[serde(default)]
+    /// free text
     pub description: Option<String>,
 }
 
-pub struct DbSubnetGroup;
-
 impl Step for DbSubnetGroup {
-    type Params = Params;
-    const KIND: &'static str = "aws.rds.db_subnet_group";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let name = Owner::new(&p.stack, ctx).name();
         let config = super::config(p.region.as_deref()).await;
         let rds = aws_sdk_rds::Client::new(&config);
-        let found = rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(&name)
-            .send()
-            .await
-            .or_absent("rds:DescribeDBSubnetGroups", &["DBSubnetGroupNotFoundFault"])?;
-        let Some(g) = found.and_then(|f| f.db_subnet_groups().first().cloned()) else { return Ok(Plan::create()) };
+        let Some(g) = find(&rds, &name).await? else { return Ok(Plan::create()) };
         if p.subnet_ids.iter().any(|s| s.contains("${{")) {
             return Ok(Plan::conflict(format!(
                 "DB subnet group {name} already exists (in {}) while the stack's subnets do not: it was left by an earlier deployment",
@@ -49,13 +40,8 @@ impl Step for DbSubnetGroup {
             )));
         }
         let ec2 = aws_sdk_ec2::Client::new(&config);
-        let subnets = ec2
-            .describe_subnets()
-            .set_subnet_ids(Some(p.subnet_ids.clone()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSubnets")?;
-        let vpc = subnets.subnets().first().and_then(|s| s.vpc_id()).unwrap_or_default();
+        let subnets = subnets(&ec2, &p.subnet_ids).await?;
+        let vpc = subnets.first().and_then(|s| s.vpc_id()).unwrap_or_default();
         Ok(if g.vpc_id() == Some(vpc) {
             Plan::adopt()
         } else {
@@ -78,28 +64,18 @@ impl Step for DbSubnetGroup {
         Ok(super::removed(ctx, "DB subnet group", &gone.map(|_| vec![name]).unwrap_or_default()))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix.",
-            params: super::stack_params(vec![
-                ("subnet_ids", "list", "subnets in two AZs or more, one VPC (required)"),
-                ("description", "string", "free text"),
-            ]),
-            outputs: vec![
-                ("name", "the group's name"),
-                ("vpc_id", "its VPC"),
-                ("action", "`created`, `adopted` or `updated`"),
-            ],
-            example: "- id: db-subnets\n  uses: aws.rds.db_subnet_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\", \"${{ steps.private-b.outputs.subnet_id }}\"]\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["name", "vpc_id", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix.",
+        outputs: &[
+            ("name", "the group's name"),
+            ("vpc_id", "its VPC"),
+            ("action", "`created`, `adopted` or `updated`"),
+        ],
+        example: "- id: db-subnets\n  uses: aws.rds.db_subnet_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.private-a.outputs.subnet_id }}\", \"${{ steps.private-b.outputs.subnet_id }}\"]\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if p.subnet_ids.len() < 2 {
             problems.push(ParamProblem::at(&["subnet_ids"], "RDS needs subnets in two AZs or more"));
         }
@@ -112,13 +88,8 @@ impl Step for DbSubnetGroup {
         let config = super::config(p.region.as_deref()).await;
         let rds = aws_sdk_rds::Client::new(&config);
         let ec2 = aws_sdk_ec2::Client::new(&config);
-        let subnets = ec2
-            .describe_subnets()
-            .set_subnet_ids(Some(p.subnet_ids.clone()))
-            .send()
-            .await
-            .or_step_error("ec2:DescribeSubnets")?;
-        let vpcs: BTreeSet<&str> = subnets.subnets().iter().filter_map(|s| s.vpc_id()).collect();
+        let subnets = subnets(&ec2, &p.subnet_ids).await?;
+        let vpcs: BTreeSet<&str> = subnets.iter().filter_map(|s| s.vpc_id()).collect();
         if vpcs.len() != 1 {
             return Err(StepError::fatal(format!(
                 "the subnets {} are in {} VPCs ({}); a DB subnet group takes one",
@@ -130,13 +101,7 @@ impl Step for DbSubnetGroup {
         }
         let vpc = vpcs.into_iter().next().unwrap_or_default().to_string();
         let description = p.description.clone().unwrap_or_else(|| format!("ca-a2a-flow stack {}", owner.stack));
-        let found = rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(&name)
-            .send()
-            .await
-            .or_absent("rds:DescribeDBSubnetGroups", &["DBSubnetGroupNotFoundFault"])?;
-        let action = match found.and_then(|f| f.db_subnet_groups().first().cloned()) {
+        let action = match find(&rds, &name).await? {
             Some(g) if g.vpc_id() != Some(vpc.as_str()) => {
                 let old = g.vpc_id().unwrap_or("?");
                 return Err(StepError::fatal(format!(
@@ -178,15 +143,29 @@ impl Step for DbSubnetGroup {
             }
         };
         ctx.log(format!("{action} DB subnet group {name} in {vpc}"));
-        Ok(Outputs::from([
-            ("name".into(), json!(name)),
-            ("vpc_id".into(), json!(vpc)),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { name, vpc_id: vpc, action })
     }
 }
 
 use super::facts::{Facts, Leftover, Sweep};
+
+/// The DB subnet group `name`, if it exists.
+async fn find(rds: &aws_sdk_rds::Client, name: &str) -> Result<Option<aws_sdk_rds::types::DbSubnetGroup>, StepError> {
+    let found = rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name(name)
+        .send()
+        .await
+        .or_absent("rds:DescribeDBSubnetGroups", &["DBSubnetGroupNotFoundFault"])?;
+    Ok(found.and_then(|f| f.db_subnet_groups().first().cloned()))
+}
+
+/// The subnets `ids`, as EC2 describes them.
+async fn subnets(ec2: &aws_sdk_ec2::Client, ids: &[String]) -> Result<Vec<aws_sdk_ec2::types::Subnet>, StepError> {
+    let found =
+        ec2.describe_subnets().set_subnet_ids(Some(ids.to_vec())).send().await.or_step_error("ec2:DescribeSubnets")?;
+    Ok(found.subnets().to_vec())
+}
 
 impl Facts for DbSubnetGroup {
     const GC_RANK: u8 = 0;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use ca_a2a_flow_engine::template::{Ref, references};
-use ca_a2a_flow_engine::{Finding, Step, StepView};
+use ca_a2a_flow_engine::{Finding, Kind, StepView};
 
 use super::ecs_service::EcsService;
 use super::elbv2_listener::Listener;

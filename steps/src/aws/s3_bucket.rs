@@ -9,23 +9,24 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging, VersioningConfiguration,
 };
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner, built};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.s3.bucket", step = Bucket)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Globally unique, like ca-a2a-documents-<account id>.
+    /// globally unique bucket name (required)
     pub name: String,
-    /// Days before a replaced version is deleted (default 30).
+    /// days before replaced versions expire (default 30)
     #[serde(default = "thirty")]
     pub noncurrent_days: i32,
 }
@@ -34,12 +35,7 @@ fn thirty() -> i32 {
     30
 }
 
-pub struct Bucket;
-
 impl Step for Bucket {
-    type Params = Params;
-    const KIND: &'static str = "aws.s3.bucket";
-
     async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let config = super::config(p.region.as_deref()).await;
         let s3_config =
@@ -105,24 +101,14 @@ impl Step for Bucket {
         Ok(super::removed(ctx, "bucket", &[name.clone()]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired.",
-            params: super::stack_params(vec![
-                ("name", "string", "globally unique bucket name (required)"),
-                ("noncurrent_days", "integer", "days before replaced versions expire (default 30)"),
-            ]),
-            outputs: vec![("name", "the bucket"), ("arn", "its ARN"), ("action", "`created` or `adopted`")],
-            example: "- id: documents\n  uses: aws.s3.bucket\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}-documents-${{ steps.execution-role.outputs.account_id }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["name", "arn", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired.",
+        outputs: &[("name", "the bucket"), ("arn", "its ARN"), ("action", "`created` or `adopted`")],
+        example: "- id: documents\n  uses: aws.s3.bucket\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}-documents-${{ steps.execution-role.outputs.account_id }}\" }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         let ok = p.name.contains("${{")
             || ((3..=63).contains(&p.name.len())
                 && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'));
@@ -243,11 +229,7 @@ impl Step for Bucket {
             .await
             .or_step_error_created("s3:PutBucketTagging", fresh)?;
         ctx.log(format!("{action} bucket {name}: AES256, versioning, public access blocked"));
-        Ok(Outputs::from([
-            ("name".into(), json!(name)),
-            ("arn".into(), json!(format!("arn:aws:s3:::{name}"))),
-            ("action".into(), json!(action)),
-        ]))
+        Ok(outputs! { name, arn: format!("arn:aws:s3:::{name}"), action })
     }
 }
 

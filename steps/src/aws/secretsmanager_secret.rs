@@ -5,28 +5,30 @@
 //! a new name. An existing secret's value is never changed by a run.
 
 use ca_a2a_flow_engine::{
-    DestroyOptions, KindDoc, OutputSpec, Outputs, ParamProblem, Plan, Step, StepContext, StepError,
+    DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
-use super::owner::stack_problems;
+use super::owner::Stack;
 use super::{AwsResult, Owner};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.secretsmanager.secret", step = Secret)]
 pub struct Params {
-    pub stack: String,
-    #[serde(default)]
+    #[param(doc = super::STACK)]
+    pub stack: Stack,
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    #[serde(default)]
+    /// what the secret is for
     pub description: Option<String>,
-    /// When set, the value is JSON `{"username": …, "password": …}`; else the password alone.
-    #[serde(default)]
+    /// store {"username", "password"} JSON instead of the bare password
     pub username: Option<String>,
+    /// password length (default 32)
     #[serde(default = "default_length")]
     pub length: i64,
-    /// Leave punctuation out of the password (default true: safer in URLs and shells).
+    /// default true
     #[serde(default = "yes")]
     pub exclude_punctuation: bool,
 }
@@ -38,17 +40,12 @@ fn yes() -> bool {
     true
 }
 
-pub struct Secret;
-
 /// The secret's name: `<stack>/<step>` (a `for_each` step `db[a]`: `<stack>/db.a`).
 pub fn secret_name(stack: &str, step_id: &str) -> String {
     format!("{stack}/{}", super::owner::step_tag(step_id))
 }
 
 impl Step for Secret {
-    type Params = Params;
-    const KIND: &'static str = "aws.secretsmanager.secret";
-
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let name = format!("{}/{}", owner.stack, owner.step);
@@ -93,30 +90,14 @@ impl Step for Secret {
         Ok(super::removed(ctx, "secret", &[name]))
     }
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; only its ARN leaves AWS.",
-            params: super::stack_params(vec![
-                ("description", "string", "what the secret is for"),
-                ("username", "string", "store {\"username\", \"password\"} JSON instead of the bare password"),
-                ("length", "integer", "password length (default 32)"),
-                ("exclude_punctuation", "boolean", "default true"),
-            ]),
-            outputs: vec![
-                ("arn", "the secret's ARN"),
-                ("name", "its name"),
-                ("action", "`created`, `adopted` or `restored`"),
-            ],
-            example: "- id: keycloak-admin\n  uses: aws.secretsmanager.secret\n  with: { stack: \"${{ inputs.stack }}\", username: admin, description: Keycloak admin }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["arn", "name", "action"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; only its ARN leaves AWS.",
+        outputs: &[("arn", "the secret's ARN"), ("name", "its name"), ("action", "`created`, `adopted` or `restored`")],
+        example: "- id: keycloak-admin\n  uses: aws.secretsmanager.secret\n  with: { stack: \"${{ inputs.stack }}\", username: admin, description: Keycloak admin }\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = stack_problems(&p.stack);
+        let mut problems = Vec::new();
         if !(16..=4096).contains(&p.length) {
             problems.push(ParamProblem::at(&["length"], "use 16 to 4096 characters"));
         }
@@ -173,7 +154,7 @@ impl Step for Secret {
             }
         };
         ctx.log(format!("{action} secret {name}"));
-        Ok(Outputs::from([("arn".into(), json!(arn)), ("name".into(), json!(name)), ("action".into(), json!(action))]))
+        Ok(outputs! { arn, name, action })
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 use ca_a2a_flow_engine::template::{Ref, references};
-use ca_a2a_flow_engine::{Step, StepError, Workflow};
+use ca_a2a_flow_engine::{Kind, StepError, Workflow};
 
 use super::ecs_service::{self, EcsService};
 use super::ecs_task_definition::{self, TaskDefinition};
@@ -39,7 +39,7 @@ pub fn services(steps: &[(String, String, Json)]) -> Vec<Service> {
             let p: ecs_service::Params = serde_json::from_value(p.clone()).ok()?;
             Some(Service {
                 step: id.clone(),
-                name: Owner { stack: p.stack, step: step_tag(id), run: String::new() }.name(),
+                name: Owner { stack: p.stack.to_string(), step: step_tag(id), run: String::new() }.name(),
                 cluster: p.cluster,
                 region: p.region,
                 desired: p.desired_count as i32,
@@ -130,14 +130,8 @@ pub async fn states(list: &[Service]) -> Result<Vec<ServiceState>, StepError> {
     for s in list {
         let config = super::config(s.region.as_deref()).await;
         let ecs = aws_sdk_ecs::Client::new(&config);
-        let d = ecs
-            .describe_services()
-            .cluster(&s.cluster)
-            .services(&s.name)
-            .send()
-            .await
-            .or_step_error("ecs:DescribeServices")?;
-        let found = d.services().first();
+        let found = ecs_service::describe(&ecs, &s.cluster, &s.name, &[]).await?;
+        let found = found.as_ref();
         let (healthy, targets) = match &s.target_group_arn {
             Some(tg) => {
                 let (ok, all, _) = super::target_health(s.region.as_deref(), tg).await?;
@@ -171,14 +165,8 @@ pub async fn scale(list: &[Service], start: bool) -> Result<Vec<(String, i32, i3
     let mut changed = Vec::new();
     for s in list {
         let ecs = aws_sdk_ecs::Client::new(&super::config(s.region.as_deref()).await);
-        let d = ecs
-            .describe_services()
-            .cluster(&s.cluster)
-            .services(&s.name)
-            .send()
-            .await
-            .or_step_error("ecs:DescribeServices")?;
-        let Some(now) = d.services().iter().find(|x| x.status() == Some("ACTIVE")) else {
+        let found = ecs_service::describe(&ecs, &s.cluster, &s.name, &[]).await?;
+        let Some(now) = found.filter(|x| x.status() == Some("ACTIVE")) else {
             return Err(StepError::fatal(format!("service {} does not exist (any more)", s.name))
                 .with_hint("deploy the stack again (`ca-a2a-flow run`), or check the run id"));
         };

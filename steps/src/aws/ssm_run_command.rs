@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use aws_sdk_ssm::types::CommandInvocationStatus as S;
 use ca_a2a_flow_engine::duration::{format as fmt, parse as parse_duration};
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, ParamProblem, Parameters, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::AwsResult;
@@ -28,53 +27,39 @@ fn default_tail() -> usize {
     20
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.ssm.run_command", step = RunCommand)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
+    /// the instance, registered with SSM (required)
     pub instance_id: String,
-    /// The script, run by `sh` on the instance.
+    /// the script, run with sh (required)
     pub run: String,
-    #[serde(default)]
+    /// where it runs on the instance
     pub working_directory: Option<String>,
-    /// How long the command may run (default 10m); it is cancelled then.
+    /// how long it may run before it is cancelled (default 10m)
+    #[param(ty = "duration")]
     #[serde(default = "default_timeout")]
     pub timeout: String,
+    /// output lines kept and shown on failure (default 20)
     #[serde(default = "default_tail")]
     pub tail_lines: usize,
 }
 
-pub struct RunCommand;
-
 impl Step for RunCommand {
-    type Params = Params;
-    const KIND: &'static str = "aws.ssm.run_command";
     const SCRIPTS: &'static [&'static str] = &["run"];
 
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "Runs a script on an instance through SSM Run Command; records exit code and output tail, fails with them.",
-            params: vec![
-                ("instance_id", "string", "the instance, registered with SSM (required)"),
-                ("run", "string", "the script, run with sh (required)"),
-                ("working_directory", "string", "where it runs on the instance"),
-                ("timeout", "duration", "how long it may run before it is cancelled (default 10m)"),
-                ("tail_lines", "integer", "output lines kept and shown on failure (default 20)"),
-                ("region", "string", "AWS region (default: the SDK's chain)"),
-            ],
-            outputs: vec![
-                ("command_id", "the SSM command id"),
-                ("exit_code", "the script's exit status"),
-                ("output_tail", "the last lines of its standard output and error"),
-            ],
-            example: "- id: podman-version\n  uses: aws.ssm.run_command\n  needs: [builder-online]\n  with:\n    instance_id: \"${{ steps.builder.outputs.instance_id }}\"\n    run: podman --version\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["command_id", "exit_code", "output_tail"])
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "Runs a script on an instance through SSM Run Command; records exit code and output tail, fails with them.",
+        outputs: &[
+            ("command_id", "the SSM command id"),
+            ("exit_code", "the script's exit status"),
+            ("output_tail", "the last lines of its standard output and error"),
+        ],
+        example: "- id: podman-version\n  uses: aws.ssm.run_command\n  needs: [builder-online]\n  with:\n    instance_id: \"${{ steps.builder.outputs.instance_id }}\"\n    run: podman --version\n",
+    };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
@@ -101,11 +86,7 @@ impl Step for RunCommand {
             },
         )
         .await?;
-        Ok(Outputs::from([
-            ("command_id".into(), json!(ran.command_id)),
-            ("exit_code".into(), json!(ran.exit_code)),
-            ("output_tail".into(), json!(ran.shown)),
-        ]))
+        Ok(outputs! { command_id: ran.command_id, exit_code: ran.exit_code, output_tail: ran.shown })
     }
 }
 

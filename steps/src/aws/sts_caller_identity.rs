@@ -3,48 +3,27 @@
 //! shows at once, not as an AccessDenied 45 minutes in. Optionally refuses an
 //! account or region other than the expected one.
 
-use ca_a2a_flow_engine::{KindDoc, OutputSpec, Outputs, ParamProblem, Step, StepContext, StepError};
+use ca_a2a_flow_engine::{KindDoc, Outputs, Parameters, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 
 use super::AwsResult;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Parameters)]
 #[serde(deny_unknown_fields)]
+#[kind(name = "aws.sts.caller_identity", step = CallerIdentity)]
 pub struct Params {
-    #[serde(default)]
+    #[param(doc = super::REGION)]
     pub region: Option<String>,
-    /// Refuse to go on in another account.
-    #[serde(default)]
+    /// fail unless the credentials are of this account
     pub expect_account: Option<String>,
 }
 
-pub struct CallerIdentity;
-
 impl Step for CallerIdentity {
-    type Params = Params;
-    const KIND: &'static str = "aws.sts.caller_identity";
-
-    fn doc(&self) -> KindDoc {
-        KindDoc {
-            summary: "The account, identity and region the run deploys with; optionally refuses another account.",
-            params: super::region_params(vec![(
-                "expect_account",
-                "string",
-                "fail unless the credentials are of this account",
-            )]),
-            outputs: vec![("account_id", "the AWS account"), ("arn", "the caller's ARN"), ("region", "the region")],
-            example: "- id: identity\n  uses: aws.sts.caller_identity\n  with: { region: \"${{ inputs.region }}\" }\n",
-        }
-    }
-
-    fn outputs(&self, _params: &Json) -> OutputSpec {
-        OutputSpec::Fixed(vec!["account_id", "arn", "region"])
-    }
-
-    fn problems(&self, _p: &Params) -> Vec<ParamProblem> {
-        Vec::new()
-    }
+    const DOC: KindDoc = KindDoc {
+        summary: "The account, identity and region the run deploys with; optionally refuses another account.",
+        outputs: &[("account_id", "the AWS account"), ("arn", "the caller's ARN"), ("region", "the region")],
+        example: "- id: identity\n  uses: aws.sts.caller_identity\n  with: { region: \"${{ inputs.region }}\" }\n",
+    };
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let config = super::config(p.region.as_deref()).await;
@@ -63,11 +42,7 @@ impl Step for CallerIdentity {
             }
         }
         ctx.log(format!("deploying as {arn} in account {account}, region {region}"));
-        Ok(Outputs::from([
-            ("account_id".into(), json!(account)),
-            ("arn".into(), json!(arn)),
-            ("region".into(), json!(region)),
-        ]))
+        Ok(outputs! { account_id: account, arn, region })
     }
 }
 
