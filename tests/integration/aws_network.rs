@@ -11,14 +11,21 @@ use ca_a2a_flow_engine::RunStatus;
 use crate::support::Env;
 use crate::support::aws::{NETWORK, ec2, expect_exactly_the_network, unique_stack};
 
-#[test]
-fn the_network_is_created_once_and_a_second_run_adopts_everything() {
-    let ec2 = ec2();
+/// The network of a new stack named after `prefix`, deployed: its state
+/// file, its stack, the workflow file and the `--input` that names the stack.
+fn a_deployed_network(prefix: &str) -> (Env, String, std::path::PathBuf, String) {
     let env = Env::sqlite();
-    let stack = unique_stack("net");
+    let stack = unique_stack(prefix);
     let wf = env.write("network.yaml", NETWORK);
     let input = format!("stack={stack}");
     env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    (env, stack, wf, input)
+}
+
+#[test]
+fn the_network_is_created_once_and_a_second_run_adopts_everything() {
+    let ec2 = ec2();
+    let (env, stack, wf, input) = a_deployed_network("net");
     let vpc = expect_exactly_the_network(&ec2, &stack);
 
     env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
@@ -58,11 +65,7 @@ fn a_run_killed_around_each_creation_resumes_without_a_duplicate() {
 #[test]
 fn a_subnet_that_moved_is_a_clear_fatal_error_and_nothing_is_created() {
     let ec2 = ec2();
-    let env = Env::sqlite();
-    let stack = unique_stack("conflict");
-    let wf = env.write("network.yaml", NETWORK);
-    let input = format!("stack={stack}");
-    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let (env, stack, _, input) = a_deployed_network("conflict");
     let moved =
         env.write("moved.yaml", &NETWORK.replace("availability_zone: eu-west-3b", "availability_zone: eu-west-3c"));
     let out = env.run(&["run", moved.to_str().unwrap(), "--input", &input]);

@@ -40,12 +40,19 @@ fn run_builder(env: &Env, proxy: &FaultProxy, stack: &str) -> Out {
     )
 }
 
-#[test]
-fn the_builder_is_an_instance_with_its_profile_and_no_ssh_and_destroy_removes_all_of_it() {
+/// A builder of a new stack named after `prefix`, run to its end: the proxy
+/// it ran through (its agent online in SSM), its state file and its stack.
+fn a_builder_run(prefix: &str) -> (FaultProxy, Env, String) {
     let proxy = FaultProxy::start(&moto(), vec![agent_online()]);
     let env = Env::sqlite();
-    let stack = unique_stack("builder");
+    let stack = unique_stack(prefix);
     run_builder(&env, &proxy, &stack).expect_success();
+    (proxy, env, stack)
+}
+
+#[test]
+fn the_builder_is_an_instance_with_its_profile_and_no_ssh_and_destroy_removes_all_of_it() {
+    let (proxy, env, stack) = a_builder_run("builder");
     let run = env.only_run();
 
     let config = sdk();
@@ -313,10 +320,7 @@ fn the_full_stack_with_its_mcp_server_but_no_builder_is_refused_before_anything_
 
 #[test]
 fn gc_lists_a_forgotten_builder_with_what_it_costs_and_terminates_it() {
-    let proxy = FaultProxy::start(&moto(), vec![agent_online()]);
-    let forgotten = Env::sqlite();
-    let stack = unique_stack("oldbuilder");
-    run_builder(&forgotten, &proxy, &stack).expect_success();
+    let (_proxy, forgotten, stack) = a_builder_run("oldbuilder");
     let instance = forgotten.step(&forgotten.only_run().id, "builder").outputs.unwrap()["instance_id"].clone();
 
     // Another state store: that stack is nobody's here.

@@ -30,12 +30,18 @@ steps:
     .to_string()
 }
 
-both!(sigint_records_the_run_interrupted_prints_the_resume_command_and_resume_finishes_it, |env: &Env| {
+/// `three` started with `args` (step b sleeping 30 s), once step b runs.
+fn started_at_b(env: &Env, args: &[&str]) -> std::process::Child {
     let wf = three(env);
-    let child = env.spawn(&["run", &wf], &[("B_SLEEP", "30")]);
+    let child = env.spawn(&[args, &["run", &wf]].concat(), &[("B_SLEEP", "30")]);
     env.wait_until("step b to start", Duration::from_secs(30), || {
         lines(&env.path("started.log")).contains(&"b".into())
     });
+    child
+}
+
+both!(sigint_records_the_run_interrupted_prints_the_resume_command_and_resume_finishes_it, |env: &Env| {
+    let child = started_at_b(env, &[]);
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -53,11 +59,7 @@ both!(sigint_records_the_run_interrupted_prints_the_resume_command_and_resume_fi
 });
 
 both!(cancel_stops_a_run_driven_by_another_process, |env: &Env| {
-    let wf = three(env);
-    let child = env.spawn(&["--lease-ttl", "1s", "run", &wf], &[("B_SLEEP", "30")]);
-    env.wait_until("step b to start", Duration::from_secs(30), || {
-        lines(&env.path("started.log")).contains(&"b".into())
-    });
+    let child = started_at_b(env, &["--lease-ttl", "1s"]);
     let run = env.only_run();
     env.run(&["cancel", &run.id]).expect_success();
     let out = child.wait_with_output().unwrap();
@@ -68,11 +70,7 @@ both!(cancel_stops_a_run_driven_by_another_process, |env: &Env| {
 });
 
 both!(cancel_of_an_interrupted_run_marks_it_cancelled_and_runs_nothing, |env: &Env| {
-    let wf = three(env);
-    let child = env.spawn(&["run", &wf], &[("B_SLEEP", "30")]);
-    env.wait_until("step b to start", Duration::from_secs(30), || {
-        lines(&env.path("started.log")).contains(&"b".into())
-    });
+    let child = started_at_b(env, &[]);
     signal(&child, libc::SIGINT);
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
     let run = env.only_run();

@@ -51,18 +51,16 @@ both!(status_shows_each_steps_state_attempts_duration_and_last_error_as_json_and
     assert!(text.lines().any(|l| l.starts_with("after ") && l.contains("blocked")), "{text}");
 });
 
+/// A workflow `ok` of one `noop` step.
+fn one_noop_step(env: &Env) -> std::path::PathBuf {
+    env.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    uses: noop\n")
+}
+
 both!(list_shows_runs_newest_first, |env: &Env| {
     let wf = mixed(env);
     env.run(&["run", &wf]).expect_code(1);
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let ok = env.write(
-        "ok.yaml",
-        r#"name: ok
-steps:
-  - id: a
-    uses: noop
-"#,
-    );
+    let ok = one_noop_step(env);
     env.run(&["run", ok.to_str().unwrap()]).expect_success();
     let doc = env.run(&["list", "--output", "json"]).expect_success().json();
     let runs = doc.as_array().unwrap();
@@ -76,14 +74,7 @@ steps:
 });
 
 both!(list_says_when_older_runs_exist_beyond_its_limit, |env: &Env| {
-    let ok = env.write(
-        "ok.yaml",
-        r#"name: ok
-steps:
-  - id: a
-    uses: noop
-"#,
-    );
+    let ok = one_noop_step(env);
     for _ in 0..3 {
         env.run(&["run", ok.to_str().unwrap()]).expect_success();
     }

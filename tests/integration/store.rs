@@ -6,20 +6,21 @@ use ca_a2a_flow_engine::{RunStatus, StepStatus, load, now_ms};
 
 use crate::support::{Env, block_on, both};
 
-both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
-    let wf_path = env.write(
-        "one.yaml",
-        r#"name: one
-steps:
-  - id: a
-    uses: noop
-"#,
-    );
+/// The store of `env`, holding a run `id` of `noop` steps `steps`, created
+/// through the store's API.
+async fn a_run_of_noops(env: &Env, id: &str, steps: &[&str]) -> AnyStore {
+    let yaml: String = steps.iter().map(|s| format!("  - id: {s}\n    uses: noop\n")).collect();
+    let wf_path = env.write("noops.yaml", &format!("name: noops\nsteps:\n{yaml}"));
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
+    let store = AnyStore::open(&env.state).await.unwrap();
+    let inputs = Default::default();
+    store.create_run(NewRun { id, workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
+    store
+}
+
+both!(a_write_from_a_superseded_generation_is_rejected, |env: &Env| {
     block_on(async {
-        let store = AnyStore::open(&env.state).await.unwrap();
-        let inputs = Default::default();
-        store.create_run(NewRun { id: "r-fence", workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
+        let store = a_run_of_noops(env, "r-fence", &["a"]).await;
         let (first, second) = (Holder::this_process(), Holder::this_process());
         let t0 = now_ms();
         let old = store.acquire("r-fence", &first, 1_000, t0).await.unwrap();
@@ -45,23 +46,8 @@ steps:
 });
 
 both!(successes_committed_together_each_end_their_step_and_record_their_attempt, |env: &Env| {
-    let wf_path = env.write(
-        "three.yaml",
-        r#"name: three
-steps:
-  - id: a
-    uses: noop
-  - id: b
-    uses: noop
-  - id: c
-    uses: noop
-"#,
-    );
-    let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
     block_on(async {
-        let store = AnyStore::open(&env.state).await.unwrap();
-        let inputs = Default::default();
-        store.create_run(NewRun { id: "r-group", workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
+        let store = a_run_of_noops(env, "r-group", &["a", "b", "c"]).await;
         let generation = store.acquire("r-group", &Holder::this_process(), 30_000, now_ms()).await.unwrap();
         let t = now_ms();
         let success = |step: &str, attempt: u32| Write::StepSucceeded {

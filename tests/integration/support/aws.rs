@@ -562,6 +562,18 @@ pub(crate) fn fill_the_vpc_quota() {
 
 /// The emulator is behind `aws-sim` (scripts/test.sh puts it there): a test of
 /// what AWS enforces and moto does not means nothing without it.
+/// A workflow file of one step `id` of kind `uses`, for the stack given as the
+/// input `stack`, in eu-west-3, with the parameters `with` (YAML values).
+pub(crate) fn one_aws_step(env: &Env, id: &str, uses: &str, with: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut yaml = format!(
+        "name: {id}\ninputs: {{ stack: {{}} }}\nsteps:\n  - id: {id}\n    uses: {uses}\n    with:\n      stack: \"${{{{ inputs.stack }}}}\"\n      region: eu-west-3\n"
+    );
+    for (key, value) in with {
+        yaml.push_str(&format!("      {key}: {value}\n"));
+    }
+    env.write(&format!("{id}.yaml"), &yaml)
+}
+
 pub(crate) fn behind_aws_sim() {
     let moto = std::env::var("CA_A2A_FLOW_MOTO_URL").unwrap_or_default();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();

@@ -126,6 +126,28 @@ fn rewrite(answer: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
     Some(format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes())
 }
 
+/// The rewritten answer when there is one (the rule then counts as used), else
+/// the answer as moto gave it; logged either way.
+fn rewritten_or_not(
+    changed: Option<Vec<u8>>,
+    answer: Vec<u8>,
+    label: &str,
+    use_rule: impl FnOnce(),
+    log: &Mutex<Vec<String>>,
+) -> Vec<u8> {
+    match changed {
+        Some(changed) => {
+            use_rule();
+            log.lock().unwrap().push(format!("{label}!rewritten"));
+            changed
+        }
+        None => {
+            log.lock().unwrap().push(label.to_string());
+            answer
+        }
+    }
+}
+
 fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<String>>) {
     let mut writer = conn.try_clone().expect("clone stream");
     let mut reader = BufReader::new(conn);
@@ -149,32 +171,14 @@ fn serve(conn: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, log: &Mutex<
         Some((i, Fault::Rewrite { when, from, to })) => {
             let Ok(answer) = req.forward(upstream) else { return };
             let asked = String::from_utf8_lossy(&req.body).contains(when);
-            match rewrite(&answer, from, &to).filter(|_| asked) {
-                Some(changed) => {
-                    used(&mut rules.lock().unwrap()[i]);
-                    log.lock().unwrap().push(format!("{label}!rewritten"));
-                    changed
-                }
-                None => {
-                    log.lock().unwrap().push(label.clone());
-                    answer
-                }
-            }
+            let changed = rewrite(&answer, from, &to).filter(|_| asked);
+            rewritten_or_not(changed, answer, &label, || used(&mut rules.lock().unwrap()[i]), log)
         }
         Some((i, Fault::RewriteAnswer { contains, from, to })) => {
             let Ok(answer) = req.forward(upstream) else { return };
             let holds = String::from_utf8_lossy(&answer).contains(&contains);
-            match rewrite(&answer, from, to).filter(|_| holds) {
-                Some(changed) => {
-                    used(&mut rules.lock().unwrap()[i]);
-                    log.lock().unwrap().push(format!("{label}!rewritten"));
-                    changed
-                }
-                None => {
-                    log.lock().unwrap().push(label.clone());
-                    answer
-                }
-            }
+            let changed = rewrite(&answer, from, to).filter(|_| holds);
+            rewritten_or_not(changed, answer, &label, || used(&mut rules.lock().unwrap()[i]), log)
         }
         Some((_, Fault::Answer { body })) => {
             log.lock().unwrap().push(format!("{label}!answered"));
