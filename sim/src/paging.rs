@@ -27,10 +27,12 @@ const JSON: &[Paged] = &[
 ];
 
 /// The query-protocol lists: RDS takes `MaxRecords` from 20 (API reference:
-/// DescribeDBSubnetGroups, DescribeDBInstances).
+/// DescribeDBSubnetGroups, DescribeDBInstances); IAM `MaxItems` from 1, and
+/// answers 100 when not asked (API reference: ListAttachedRolePolicies).
 const QUERY: &[Paged] = &[
     Paged { action: "DescribeDBSubnetGroups", param: "MaxRecords", min: 20 },
     Paged { action: "DescribeDBInstances", param: "MaxRecords", min: 20 },
+    Paged { action: "ListAttachedRolePolicies", param: "MaxItems", min: 1 },
 ];
 
 /// JSON lists that moto answers whole whatever page size is asked: the layer

@@ -3,7 +3,9 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use crate::support::aws::{deploy, destroy, expect_exactly_the_stack, has_tag, sdk, unique_stack};
+use crate::support::aws::{
+    behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
+};
 use crate::support::{Env, block_on};
 
 /// Asserts that moto holds nothing of `stack` but what destroy keeps on purpose.
@@ -83,6 +85,42 @@ fn expect_nothing_left(stack: &str, kept_data_and_images: bool) {
             assert!(bucket.is_err(), "bucket");
         }
     });
+}
+
+/// IAM answers ListAttachedRolePolicies in pages (aws-sim cuts them at 5): a
+/// role holding more managed policies than a page is planned as it is, and
+/// destroyed whole (a role with a policy still attached cannot be deleted).
+#[test]
+fn a_role_with_more_managed_policies_than_a_page_is_planned_and_destroyed_whole() {
+    behind_aws_sim();
+    let stack = unique_stack("policies");
+    let config = sdk();
+    let iam = aws_sdk_iam::Client::new(&config);
+    let policies: Vec<String> = block_on(async {
+        let mut arns = Vec::new();
+        for n in 0..7 {
+            let document =
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+            let made = iam.create_policy().policy_name(format!("{stack}-p{n}")).policy_document(document).send().await;
+            arns.push(made.expect("moto creates the policy").policy().unwrap().arn().unwrap().to_string());
+        }
+        arns
+    });
+    let env = Env::sqlite();
+    let policies = format!("[{}]", policies.join(", "));
+    let with = [("service", "ecs-tasks.amazonaws.com"), ("managed_policy_arns", policies.as_str())];
+    let wf = one_aws_step(&env, "app-role", "aws.iam.role", &with);
+    let (wf, input) = (wf.to_str().unwrap(), format!("stack={stack}"));
+    env.run(&["run", wf, "--input", &input]).expect_success();
+
+    let plan = env.run(&["plan", wf, "--input", &input, "--output", "json"]);
+    plan.expect_success();
+    let role = &plan.json()["steps"][0];
+    assert_eq!(role["action"], "adopt", "every attached policy was read: {role}");
+
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    let gone = block_on(iam.get_role().role_name(format!("{stack}-app-role")).send());
+    assert!(gone.is_err(), "the role is deleted, its policies detached first");
 }
 
 const EVERYTHING: [&str; 4] = ["--delete-data", "--delete-images", "--force-delete-secrets", "--skip-final-snapshot"];

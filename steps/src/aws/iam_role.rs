@@ -48,16 +48,8 @@ impl Step for Role {
         if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
             return Ok(Plan::create());
         }
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
-            .await
-            .or_step_error("iam:ListAttachedRolePolicies")?;
-        let missing = p
-            .managed_policy_arns
-            .iter()
-            .filter(|a| !attached.attached_policies().iter().any(|x| x.policy_arn() == Some(a.as_str())));
+        let attached = attached_policies(&iam, &name, false).await?;
+        let missing = p.managed_policy_arns.iter().filter(|a| !attached.contains(a));
         Ok(Plan::changes(missing.map(|a| format!("attach {a}")).collect()))
     }
 
@@ -70,13 +62,7 @@ impl Step for Role {
         if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
             return Ok(super::removed(ctx, "role", &[]));
         }
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
-            .await
-            .or_step_error("iam:ListAttachedRolePolicies")?;
-        for policy in attached.attached_policies().iter().filter_map(|a| a.policy_arn()) {
+        for policy in &attached_policies(&iam, &name, false).await? {
             iam.detach_role_policy()
                 .role_name(&name)
                 .policy_arn(policy)
@@ -174,14 +160,9 @@ impl Step for Role {
             }
         };
         let fresh = action == "created";
-        let attached = iam
-            .list_attached_role_policies()
-            .role_name(&name)
-            .send()
-            .await
-            .or_step_error_created("iam:ListAttachedRolePolicies", fresh)?;
+        let attached = attached_policies(&iam, &name, fresh).await?;
         for policy in &p.managed_policy_arns {
-            if attached.attached_policies().iter().any(|a| a.policy_arn() == Some(policy.as_str())) {
+            if attached.contains(policy) {
                 continue;
             }
             iam.attach_role_policy()
@@ -248,6 +229,18 @@ async fn instance_profile(
             .or_step_error_created("iam:AddRoleToInstanceProfile", fresh || found.is_none())?;
     }
     Ok(name.to_string())
+}
+
+/// The ARNs of the managed policies attached to the role `name`, every page
+/// of the answer (IAM answers 100 at a time).
+async fn attached_policies(iam: &aws_sdk_iam::Client, name: &str, fresh: bool) -> Result<Vec<String>, StepError> {
+    let mut pages = iam.list_attached_role_policies().role_name(name).into_paginator().send();
+    let mut arns = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.or_step_error_created("iam:ListAttachedRolePolicies", fresh)?;
+        arns.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn().map(String::from)));
+    }
+    Ok(arns)
 }
 
 impl super::facts::Facts for Role {}
