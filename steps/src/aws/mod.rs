@@ -186,6 +186,7 @@ pub mod rds_db_instance;
 pub mod rds_db_subnet_group;
 pub mod s3_bucket;
 pub mod secretsmanager_secret;
+pub mod ssm_parameter;
 pub mod ssm_run_command;
 pub mod sts_caller_identity;
 
