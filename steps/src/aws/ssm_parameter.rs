@@ -139,10 +139,15 @@ async fn found(
 ) -> Result<Option<(aws_sdk_ssm::types::Parameter, Option<String>)>, StepError> {
     let got = ssm.get_parameter().name(path).send().await.or_absent("ssm:GetParameter", &["ParameterNotFound"])?;
     let Some(parameter) = got.and_then(|g| g.parameter().cloned()) else { return Ok(None) };
+    let stack = tags_of(ssm, path).await?.into_iter().find(|(k, _)| k == TAG_STACK).map(|(_, v)| v);
+    Ok(Some((parameter, stack)))
+}
+
+/// The parameter `path`'s tags, as key and value.
+async fn tags_of(ssm: &aws_sdk_ssm::Client, path: &str) -> Result<Vec<(String, String)>, StepError> {
     let tags = ssm.list_tags_for_resource().resource_type(ResourceTypeForTagging::Parameter).resource_id(path);
     let tags = tags.send().await.or_step_error("ssm:ListTagsForResource")?;
-    let stack = tags.tag_list().iter().find(|t| t.key() == TAG_STACK).map(|t| t.value().to_string());
-    Ok(Some((parameter, stack)))
+    Ok(tags.tag_list().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
 }
 
 impl Facts for SsmParameter {
@@ -160,10 +165,7 @@ impl Facts for SsmParameter {
         while let Some(page) = pages.next().await {
             for p in page.or_step_error("ssm:DescribeParameters")?.parameters() {
                 let Some(path) = p.name() else { continue };
-                let tags = ssm.list_tags_for_resource().resource_type(ResourceTypeForTagging::Parameter);
-                let tags = tags.resource_id(path).send().await.or_step_error("ssm:ListTagsForResource")?;
-                let tags: Vec<(String, String)> =
-                    tags.tag_list().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+                let tags = tags_of(&ssm, path).await?;
                 let stack = tags.iter().find(|(k, _)| k == TAG_STACK).map(|(_, v)| v.clone()).unwrap_or_default();
                 let name = path.strip_prefix(&format!("/{stack}/")).unwrap_or(path).to_string();
                 found.push(Leftover::new(tags, Some(path), 0.0, json!({ "name": name, "value": "-" })));
