@@ -172,6 +172,29 @@ const DEPENDED_ON: &[&str] = &[
     "InvalidIPAddress.InUse",
 ];
 
+/// Refusals AWS gives for a moment only, read from their code and text (each as
+/// the service words it), with why it passes.
+fn momentary(code: &str, message: &str) -> Option<&'static str> {
+    let says = |text: &str| message.to_lowercase().contains(text);
+    match code {
+        // S3: a create or delete of the same bucket is still in flight.
+        "OperationAborted" => Some("a conflicting operation on this bucket is still in progress; the step tries again"),
+        // ECS creates its service-linked role on first use, and IAM takes seconds to show it.
+        "InvalidParameterException" if says("unable to assume the service linked role") => Some(
+            "ECS has just created its service-linked role (AWSServiceRoleForECS) and cannot use it yet; the step tries again",
+        ),
+        // ELB takes seconds to tell ECS about a listener or rule made a moment ago.
+        "InvalidParameterException" if says("does not have an associated load balancer") => Some(
+            "the listener or rule that uses this target group is new and ECS does not see it yet; the step tries again",
+        ),
+        // Secrets Manager frees a force-deleted secret's name some seconds after the delete.
+        "InvalidRequestException" if says("scheduled for deletion") => Some(
+            "a secret with this name is scheduled for deletion: a forced delete frees the name within seconds (the step tries again), a recovery window keeps it for days (restore it, or `destroy --force-delete-secrets`)",
+        ),
+        _ => None,
+    }
+}
+
 /// Decides retryable or fatal, and writes the message and hint.
 pub fn classify(f: &AwsFailure) -> StepError {
     let rid = f.request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default();
@@ -206,7 +229,11 @@ pub fn classify(f: &AwsFailure) -> StepError {
     if SERVER_SIDE.contains(&code) || f.http_status.is_some_and(|s| s >= 500) {
         return StepError::retryable(base).with_hint("an AWS-side error; the step tries again");
     }
-    if code.contains("NotFound") && f.just_created {
+    if let Some(why) = momentary(code, &f.message) {
+        return StepError::retryable(base).with_hint(why);
+    }
+    let not_found = code.contains("NotFound") || code.starts_with("NoSuch");
+    if not_found && f.just_created {
         return StepError::retryable(base)
             .with_hint("the resource was created a moment ago and is not visible everywhere yet");
     }
@@ -310,6 +337,51 @@ mod tests {
             "Value (ca-a2a-builder-role) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
         );
         assert_eq!(classify(&young).class, Retryable);
+    }
+
+    #[test]
+    fn the_not_found_codes_of_s3_and_iam_are_retried_right_after_a_create_too() {
+        for code in ["NoSuchBucket", "NoSuchEntity", "NoSuchKey"] {
+            assert_eq!(classify(&service(code, "gone")).class, Fatal, "{code}");
+            assert_eq!(
+                classify(&AwsFailure { just_created: true, ..service(code, "not yet") }).class,
+                Retryable,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_aws_refuses_only_for_a_moment_is_retried_with_a_hint_that_says_why() {
+        let moments = [
+            (
+                "OperationAborted",
+                "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+                "conflicting",
+            ),
+            (
+                "InvalidParameterException",
+                "Unable to assume the service linked role. Please verify that the ECS service linked role exists.",
+                "service-linked role",
+            ),
+            (
+                "InvalidParameterException",
+                "The target group with targetGroupArn arn:aws:elasticloadbalancing:eu-west-3:1:targetgroup/s-tg/1 does not have an associated load balancer.",
+                "listener",
+            ),
+            (
+                "InvalidRequestException",
+                "You can't create this secret because a secret with this name is already scheduled for deletion.",
+                "scheduled for deletion",
+            ),
+        ];
+        for (code, message, why) in moments {
+            let e = classify(&service(code, message));
+            assert_eq!(e.class, Retryable, "{code}: {message}");
+            assert!(e.hint.as_deref().is_some_and(|h| h.contains(why)), "{code}: {:?}", e.hint);
+        }
+        let other = classify(&service("InvalidParameterException", "Container memory must be at least 4 MiB"));
+        assert_eq!(other.class, Fatal, "an InvalidParameterException about anything else stays fatal");
     }
 
     #[test]
