@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+#[cfg(test)]
+use aws_sdk_ecs::types::Deployment;
 use aws_sdk_ecs::types::{DeploymentRolloutState, Service, Tag};
 use ca_a2a_flow_engine::duration::parse as parse_duration;
 use ca_a2a_flow_engine::{KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs};
@@ -126,24 +128,12 @@ impl Step for Rollout {
             (Some(current.clone()), "rolled-out")
         };
 
+        let updated = std::time::Instant::now();
         let what = format!("service {} on {}", p.service, revision(&p.task_definition_arn));
         let waited = wait::until(ctx, &what, deadline, wait::interval(Duration::from_secs(10)), || async {
             let s = describe(&ecs, &p).await?;
-            if s.task_definition() != Some(p.task_definition_arn.as_str()) {
-                return Err(StepError::fatal(format!(
-                    "service {} was moved to {} while this rollout waited",
-                    p.service,
-                    s.task_definition().unwrap_or("?")
-                ))
-                .with_hint("someone else deploys this service: let them finish, then resume"));
-            }
-            if let Some(failed) =
-                s.deployments().iter().find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed))
-            {
-                return Err(StepError::fatal(format!(
-                    "ECS says the deployment failed ({})",
-                    failed.rollout_state_reason().unwrap_or("no reason given")
-                )));
+            if let Some(waiting) = judge(&s, &p.task_definition_arn, previous.as_deref(), updated.elapsed())? {
+                return Ok(Poll::Pending(waiting));
             }
             if !settled(&s) {
                 let primary = s.deployments().iter().find(|d| d.status() == Some("PRIMARY"));
@@ -264,6 +254,45 @@ async fn describe(ecs: &aws_sdk_ecs::Client, p: &Params) -> Result<Service, Step
     })
 }
 
+/// How long a describe may still show the revision the service ran before the
+/// update: ECS's reads are eventually consistent (ECS API reference, "Request
+/// eventual consistency").
+const STALE_READ_GRACE: Duration = Duration::from_secs(60);
+
+/// Where the service stands against the revision being rolled out, `since` the
+/// update: `Ok(None)` when it is on `wanted` (its deployment is checked next), a
+/// wait while a read may still be stale, or why the rollout cannot succeed. A
+/// failed deployment is looked for first: ECS's circuit breaker puts the old
+/// revision back itself, which is not someone else's deploy.
+fn judge(s: &Service, wanted: &str, previous: Option<&str>, since: Duration) -> Result<Option<String>, StepError> {
+    let name = s.service_name().unwrap_or("the service");
+    let failed = s.deployments().iter().find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed));
+    if let Some(failed) = failed {
+        return Err(StepError::fatal(format!(
+            "ECS says the deployment failed ({})",
+            failed.rollout_state_reason().unwrap_or("no reason given")
+        )));
+    }
+    let now = s.task_definition().unwrap_or("?");
+    if now == wanted {
+        return Ok(None);
+    }
+    if Some(now) == previous {
+        if since < STALE_READ_GRACE {
+            return Ok(Some(format!("ECS does not show the update to {} yet", revision(wanted))));
+        }
+        return Err(StepError::fatal(format!(
+            "{name} is back on {} {} after the update to {}: ECS rolled the deployment back",
+            revision(now),
+            ca_a2a_flow_engine::duration::format(since),
+            revision(wanted)
+        ))
+        .with_hint("the new revision did not start; read its stopped tasks (`aws ecs describe-services`) and logs, fix it, then run again"));
+    }
+    Err(StepError::fatal(format!("{name} was moved to {now} while this rollout waited"))
+        .with_hint("someone else deploys this service: let them finish, then resume"))
+}
+
 /// One deployment left, all of its tasks running.
 fn settled(s: &Service) -> bool {
     s.deployments().len() == 1
@@ -289,6 +318,66 @@ mod tests {
     #[test]
     fn a_revision_is_named_by_family_and_number() {
         assert_eq!(revision("arn:aws:ecs:eu-west-3:1:task-definition/s-keycloak:7"), "s-keycloak:7");
+    }
+
+    const OLD: &str = "arn:aws:ecs:eu-west-3:1:task-definition/s-keycloak:6";
+    const NEW: &str = "arn:aws:ecs:eu-west-3:1:task-definition/s-keycloak:7";
+
+    fn deployment(status: &str, revision: &str, state: DeploymentRolloutState, reason: &str) -> Deployment {
+        Deployment::builder()
+            .status(status)
+            .task_definition(revision)
+            .rollout_state(state)
+            .rollout_state_reason(reason)
+            .build()
+    }
+
+    fn service_on(revision: &str, deployments: Vec<Deployment>) -> Service {
+        Service::builder().task_definition(revision).set_deployments(Some(deployments)).build()
+    }
+
+    #[test]
+    fn a_deployment_the_circuit_breaker_failed_is_reported_as_failed_after_ecs_put_the_old_revision_back() {
+        let rolled_back_by_ecs = service_on(
+            OLD,
+            vec![
+                deployment("PRIMARY", OLD, DeploymentRolloutState::InProgress, "rolling back"),
+                deployment("ACTIVE", NEW, DeploymentRolloutState::Failed, "tasks failed to start"),
+            ],
+        );
+        let e = judge(&rolled_back_by_ecs, NEW, Some(OLD), Duration::from_secs(300)).unwrap_err();
+        assert!(e.message.contains("deployment failed (tasks failed to start)"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_read_right_after_the_update_that_still_shows_the_old_revision_is_waited_on() {
+        let stale = service_on(OLD, vec![deployment("PRIMARY", OLD, DeploymentRolloutState::Completed, "")]);
+        match judge(&stale, NEW, Some(OLD), Duration::from_secs(5)) {
+            Ok(Some(waiting)) => assert!(waiting.contains("does not show"), "{waiting}"),
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_service_back_on_the_old_revision_long_after_the_update_was_rolled_back_by_ecs() {
+        let back = service_on(OLD, vec![deployment("PRIMARY", OLD, DeploymentRolloutState::Completed, "")]);
+        let e = judge(&back, NEW, Some(OLD), Duration::from_secs(300)).unwrap_err();
+        assert!(e.message.contains("back on s-keycloak:6"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_service_moved_to_a_third_revision_is_someone_elses_deploy() {
+        let other = "arn:aws:ecs:eu-west-3:1:task-definition/s-keycloak:8";
+        let moved = service_on(other, vec![deployment("PRIMARY", other, DeploymentRolloutState::InProgress, "")]);
+        let e = judge(&moved, NEW, Some(OLD), Duration::from_secs(5)).unwrap_err();
+        assert!(e.message.contains("was moved to"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("someone else"));
+    }
+
+    #[test]
+    fn a_service_on_the_new_revision_goes_on_to_the_settle_check() {
+        let on_it = service_on(NEW, vec![deployment("PRIMARY", NEW, DeploymentRolloutState::InProgress, "")]);
+        assert!(matches!(judge(&on_it, NEW, Some(OLD), Duration::from_secs(5)), Ok(None)));
     }
 
     #[test]
