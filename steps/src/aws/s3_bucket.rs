@@ -94,7 +94,9 @@ impl Step for Bucket {
             ctx.progress(format!("bucket {name}: deleting {} object versions", objects.len()));
             let batch =
                 built("delete", aws_sdk_s3::types::Delete::builder().set_objects(Some(objects)).quiet(true).build())?;
-            s3.delete_objects().bucket(name).delete(batch).send().await.or_step_error("s3:DeleteObjects")?;
+            let answer =
+                s3.delete_objects().bucket(name).delete(batch).send().await.or_step_error("s3:DeleteObjects")?;
+            refused_keys(name, answer.errors())?;
         }
         s3.delete_bucket().bucket(name).send().await.or_absent("s3:DeleteBucket", &["NoSuchBucket"])?;
         ctx.log(format!("bucket {name}: {removed} object versions deleted"));
@@ -240,5 +242,53 @@ impl Facts for Bucket {
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (gb, price) = (at.assume.s3_gb, at.prices.s3_standard_gb_month);
         Ok(vec![CostLine::new(format!("{gb} GB x ${price}"), gb * price)])
+    }
+}
+
+/// DeleteObjects answers 200 even when it deleted nothing: each key it refused
+/// is an entry of `Errors` (S3 API reference, DeleteObjects). They are the
+/// step's error, retryable only where S3's own code says so.
+fn refused_keys(bucket: &str, errors: &[aws_sdk_s3::types::Error]) -> Result<(), StepError> {
+    let Some(first) = errors.first() else { return Ok(()) };
+    let code = first.code().unwrap_or("");
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|e| format!("{} ({}: {})", e.key().unwrap_or("?"), e.code().unwrap_or("?"), e.message().unwrap_or("")))
+        .collect();
+    let more = errors.len().saturating_sub(shown.len());
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    let message =
+        format!("s3:DeleteObjects refused {} keys of bucket {bucket}: {}{more}", errors.len(), shown.join(", "));
+    if matches!(code, "InternalError" | "SlowDown" | "ServiceUnavailable" | "OperationAborted") {
+        return Err(StepError::retryable(message).with_hint("S3 refused them for a moment; the step tries again"));
+    }
+    Err(StepError::fatal(message).with_hint(
+        "an object lock, legal hold or bucket policy keeps them: lift it (or empty the bucket by hand), then destroy again",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ca_a2a_flow_engine::ErrorClass;
+
+    fn refusal(key: &str, code: &str) -> aws_sdk_s3::types::Error {
+        aws_sdk_s3::types::Error::builder().key(key).code(code).message("refused").build()
+    }
+
+    #[test]
+    fn keys_delete_objects_refused_fail_the_destroy_naming_them() {
+        let locked = [refusal("report.pdf", "AccessDenied"), refusal("scan.png", "AccessDenied")];
+        let e = refused_keys("s-documents", &locked).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Fatal);
+        assert!(e.message.contains("refused 2 keys of bucket s-documents: report.pdf (AccessDenied"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("object lock"));
+    }
+
+    #[test]
+    fn keys_refused_for_a_moment_are_retried_and_an_answer_without_errors_is_fine() {
+        assert_eq!(refused_keys("b", &[refusal("k", "SlowDown")]).unwrap_err().class, ErrorClass::Retryable);
+        assert!(refused_keys("b", &[]).is_ok());
     }
 }
