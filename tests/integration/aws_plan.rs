@@ -162,3 +162,28 @@ fn plan_reports_each_preflight_check_with_its_numbers() {
     let region = checks.iter().find(|c| c["name"] == "region").unwrap();
     assert!(region["message"].as_str().unwrap().contains("eu-west-3a, eu-west-3b exist"), "{region}");
 }
+
+#[test]
+fn a_quota_service_quotas_will_not_tell_is_a_warning_on_the_documented_default_not_a_failure() {
+    crate::support::aws::fill_the_vpc_quota();
+    let denied = Rule {
+        action: "GetServiceQuota",
+        fault: Fault::Error {
+            status: 400,
+            code: "AccessDeniedException",
+            message:
+                "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: servicequotas:GetServiceQuota"
+                    .into(),
+        },
+        times: None,
+    };
+    let proxy = FaultProxy::start(&moto(), vec![denied]);
+    let checks = plan(&Env::sqlite(), &unique_stack("sq"), &proxy.url, &[])["preflight"].as_array().unwrap().clone();
+    let vpc = checks.iter().find(|c| c["name"] == "vpc-quota").unwrap();
+    assert_eq!(vpc["status"], "warn", "the region's real quota is unknown, so 5 VPCs in use may be fine: {vpc}");
+    let said = vpc["message"].as_str().unwrap();
+    assert!(said.contains("quota from the documented default"), "{said}");
+    assert!(said.contains("servicequotas:GetServiceQuota was refused (AccessDeniedException)"), "{said}");
+    let eip = checks.iter().find(|c| c["name"] == "eip-quota").unwrap();
+    assert!(eip["message"].as_str().unwrap().contains("servicequotas:GetServiceQuota was refused"), "{eip}");
+}

@@ -214,15 +214,37 @@ async fn region_check(
     }
 }
 
-/// A quota from Service Quotas, or AWS's documented default when it cannot say.
-async fn quota(config: &aws_config::SdkConfig, service: &str, code: &str, default: f64) -> (f64, &'static str) {
+/// A quota's value, and where it comes from.
+struct Quota {
+    value: f64,
+    /// "Service Quotas", or the documented default and why.
+    source: String,
+    /// Read from the account; a documented default may be below the account's real quota.
+    known: bool,
+}
+
+impl Quota {
+    /// A shortage against a quota the account did not tell is a warning: the real one may be higher.
+    fn short(&self) -> Status {
+        if self.known { Status::Fail } else { Status::Warn }
+    }
+}
+
+/// A quota from Service Quotas, or AWS's documented default when it cannot say
+/// (a refused read is said, never a failure of its own).
+async fn quota(config: &aws_config::SdkConfig, service: &str, code: &str, default: f64) -> Quota {
     let sq = aws_sdk_servicequotas::Client::new(config);
+    let fallback = |why: String| Quota { value: default, source: format!("the documented default{why}"), known: false };
     match sq.get_service_quota().service_code(service).quota_code(code).send().await {
         Ok(q) => match q.quota().and_then(|q| q.value()) {
-            Some(v) => (v, "Service Quotas"),
-            None => (default, "the documented default"),
+            Some(value) => Quota { value, source: "Service Quotas".into(), known: true },
+            None => fallback(String::new()),
         },
-        Err(_) => (default, "the documented default"),
+        Err(e) => {
+            let f = failure("servicequotas:GetServiceQuota", &e);
+            let code = f.code.unwrap_or_else(|| "no answer".into());
+            fallback(format!("; servicequotas:GetServiceQuota was refused ({code}), so the account's own is unknown"))
+        }
     }
 }
 
@@ -233,7 +255,8 @@ async fn vpc_quota(
     creating: usize,
     known_stacks: &BTreeSet<String>,
 ) -> Result<(Status, String), String> {
-    let (limit, source) = quota(config, "vpc", "L-F678F1CE", 5.0).await;
+    let quota = quota(config, "vpc", "L-F678F1CE", 5.0).await;
+    let (limit, source) = (quota.value, &quota.source);
     let vpcs = ec2.describe_vpcs().send().await.map_err(|e| classify(&failure("ec2:DescribeVpcs", &e)).message)?;
     let used = vpcs.vpcs().len();
     // Ours, of stacks this state store knows nothing of: leftovers of earlier attempts.
@@ -253,7 +276,7 @@ async fn vpc_quota(
             n => format!("; {n} carry ca-a2a-flow tags of stacks unknown to this state store: {}", orphans.join(", ")),
         };
         return Ok((
-            Status::Fail,
+            quota.short(),
             format!(
                 "{numbers}{orphans}: delete VPCs left by earlier attempts (`ca-a2a-flow destroy`), or raise the quota"
             ),
@@ -269,7 +292,8 @@ async fn eip_quota(
     region: &str,
     creating: usize,
 ) -> Result<(Status, String), String> {
-    let (limit, source) = quota(config, "ec2", "L-0263D0A3", 5.0).await;
+    let quota = quota(config, "ec2", "L-0263D0A3", 5.0).await;
+    let (limit, source) = (quota.value, &quota.source);
     let vpc_domain = Filter::builder().name("domain").values("vpc").build();
     let eips = ec2
         .describe_addresses()
@@ -282,7 +306,7 @@ async fn eip_quota(
         format!("{used} of {limit} Elastic IPs used in {region} (quota from {source}), this run allocates {creating}");
     let headroom = limit as i64 - used as i64;
     Ok(if creating > 0 && headroom < creating as i64 {
-        (Status::Fail, format!("{numbers}: release unused Elastic IPs, or raise the quota"))
+        (quota.short(), format!("{numbers}: release unused Elastic IPs, or raise the quota"))
     } else {
         (Status::Pass, numbers)
     })
