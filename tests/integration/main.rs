@@ -9,6 +9,7 @@ mod aws_faults;
 mod aws_network;
 mod aws_operations;
 mod aws_parameter;
+mod aws_partition;
 mod aws_plan;
 mod builder;
 mod cutover;

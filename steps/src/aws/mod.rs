@@ -141,6 +141,24 @@ pub fn kept(ctx: &ca_a2a_flow_engine::StepContext, what: &str, flag: &str) -> ca
     ca_a2a_flow_engine::outputs! { kept: what }
 }
 
+/// The partition of an ARN (`aws` in `arn:aws:iam::1:user/dev`, `aws-cn`, `aws-us-gov`).
+pub fn partition_of(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:")?.split(':').next().filter(|p| !p.is_empty())
+}
+
+/// The partition the credentials belong to, read from the caller's identity
+/// (never assumed: ARNs in China and GovCloud start `arn:aws-cn`, `arn:aws-us-gov`).
+pub async fn partition(config: &aws_config::SdkConfig) -> Result<String, ca_a2a_flow_engine::StepError> {
+    let me =
+        aws_sdk_sts::Client::new(config).get_caller_identity().send().await.or_step_error("sts:GetCallerIdentity")?;
+    let arn = me.arn().unwrap_or_default();
+    partition_of(arn).map(String::from).ok_or_else(|| {
+        ca_a2a_flow_engine::StepError::fatal(format!(
+            "sts:GetCallerIdentity answered an ARN without a partition: `{arn}`"
+        ))
+    })
+}
+
 /// An SDK builder's result: a missing required field is a bug of the step
 /// kind, reported as fatal.
 pub fn built<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, ca_a2a_flow_engine::StepError> {

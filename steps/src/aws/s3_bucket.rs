@@ -231,7 +231,8 @@ impl Step for Bucket {
             .await
             .or_step_error_created("s3:PutBucketTagging", fresh)?;
         ctx.log(format!("{action} bucket {name}: AES256, versioning, public access blocked"));
-        Ok(outputs! { name, arn: format!("arn:aws:s3:::{name}"), action })
+        let partition = super::partition(&config).await?;
+        Ok(outputs! { name, arn: format!("arn:{partition}:s3:::{name}"), action })
     }
 }
 

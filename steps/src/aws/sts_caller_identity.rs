@@ -21,7 +21,12 @@ pub struct Params {
 impl Step for CallerIdentity {
     const DOC: KindDoc = KindDoc {
         summary: "The account, identity and region the run deploys with; optionally refuses another account.",
-        outputs: &[("account_id", "the AWS account"), ("arn", "the caller's ARN"), ("region", "the region")],
+        outputs: &[
+            ("account_id", "the AWS account"),
+            ("arn", "the caller's ARN"),
+            ("partition", "`aws`, `aws-cn` or `aws-us-gov`, for ARNs the workflow writes"),
+            ("region", "the region"),
+        ],
         example: "- id: identity\n  uses: aws.sts.caller_identity\n  with: { region: \"${{ inputs.region }}\" }\n",
     };
 
@@ -41,9 +46,27 @@ impl Step for CallerIdentity {
                     .with_hint("switch AWS profile (AWS_PROFILE) or SSO session, then resume"));
             }
         }
+        let Some(partition) = super::partition_of(&arn).map(String::from) else {
+            return Err(StepError::fatal(format!(
+                "sts:GetCallerIdentity answered an ARN without a partition: `{arn}`"
+            )));
+        };
         ctx.log(format!("deploying as {arn} in account {account}, region {region}"));
-        Ok(outputs! { account_id: account, arn, region })
+        Ok(outputs! { account_id: account, arn, partition, region })
     }
 }
 
 impl super::facts::Facts for CallerIdentity {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::partition_of;
+
+    #[test]
+    fn the_partition_is_the_second_field_of_the_callers_arn() {
+        assert_eq!(partition_of("arn:aws:iam::123456789012:user/dev"), Some("aws"));
+        assert_eq!(partition_of("arn:aws-cn:sts::123456789012:assumed-role/r/s"), Some("aws-cn"));
+        assert_eq!(partition_of("arn:aws-us-gov:iam::1:root"), Some("aws-us-gov"));
+        assert_eq!(partition_of("not-an-arn"), None);
+    }
+}
