@@ -61,6 +61,12 @@ impl Request {
         scope.and_then(|c| c.split('/').nth(3)).unwrap_or("?").to_string()
     }
 
+    /// The region the request is signed for.
+    pub fn region(&self) -> String {
+        let scope = self.header("authorization").and_then(|a| a.split("Credential=").nth(1));
+        scope.and_then(|c| c.split('/').nth(2)).unwrap_or("us-east-1").to_string()
+    }
+
     /// The AWS action: `Action=` of a query-protocol body, the operation of
     /// `X-Amz-Target`, or for S3 (REST) the method.
     pub fn action(&self) -> String {

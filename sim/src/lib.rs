@@ -4,12 +4,13 @@
 //!
 //! Simulated today: `DryRun` answered as AWS answers it (moto creates the
 //! resource); pages cut to `--page-size` where AWS pages; the ordering and
-//! deletion rules of [`rules`]. Every request is counted for the report
-//! written on SIGTERM.
+//! deletion rules of [`rules`]; API throttling as token buckets ([`throttle`]).
+//! Every request is counted for the report written on SIGTERM.
 
 pub mod http;
 pub mod paging;
 pub mod rules;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
@@ -25,6 +26,10 @@ pub struct Config {
     pub upstream: String,
     /// Items per page where AWS pages an answer; `None` leaves moto's pages.
     pub page_size: Option<usize>,
+    /// Throttle calls as AWS's token buckets do.
+    pub throttle: bool,
+    /// Simulated seconds per real second.
+    pub time_scale: f64,
 }
 
 /// What the layer saw, for `--report`.
@@ -36,6 +41,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Answers the layer made itself instead of moto, by what it simulated.
     pub simulated: BTreeMap<String, u64>,
+    /// Calls answered with a throttling error.
+    pub throttled: u64,
 }
 
 impl Report {
@@ -44,7 +51,7 @@ impl Report {
             "requests": self.requests,
             "errors_by_code": self.errors,
             "simulated": self.simulated,
-            "throttled": 0,
+            "throttled": self.throttled,
             "resources": [],
         })
     }
@@ -55,11 +62,13 @@ impl Report {
 pub struct Sim {
     config: Arc<Config>,
     report: Arc<Mutex<Report>>,
+    buckets: Arc<throttle::Buckets>,
 }
 
 impl Sim {
     pub fn new(config: Config) -> Self {
-        Self { config: Arc::new(config), report: Arc::new(Mutex::new(Report::default())) }
+        let buckets = Arc::new(throttle::Buckets::new(config.time_scale));
+        Self { config: Arc::new(config), report: Arc::new(Mutex::new(Report::default())), buckets }
     }
 
     pub fn report(&self) -> Report {
@@ -88,7 +97,7 @@ impl Sim {
     pub fn answer(&self, req: &Request) -> Vec<u8> {
         let (service, action) = (req.service(), req.action());
         self.count(|r| *r.requests.entry(service.clone()).or_default().entry(action.clone()).or_default() += 1);
-        let answer = match self.simulate(req) {
+        let answer = match self.throttled(req).or_else(|| self.simulate(req)) {
             Some((what, answer)) => {
                 self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);
                 answer
@@ -127,6 +136,16 @@ impl Sim {
             Ok(answer) => answer,
             Err(e) => error_answer(req.protocol(), 503, "ServiceUnavailable", &format!("moto: {e}")),
         }
+    }
+
+    /// The service's throttling error when the call's token bucket is empty.
+    fn throttled(&self, req: &Request) -> Option<(&'static str, Vec<u8>)> {
+        let category = throttle::category(req).filter(|_| self.config.throttle)?;
+        if self.buckets.take(&req.region(), category) {
+            return None;
+        }
+        self.count(|r| r.throttled += 1);
+        Some(("throttled", throttle::answer(req.protocol())))
     }
 
     /// An answer the layer gives itself, with what it simulated.

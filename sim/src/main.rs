@@ -74,16 +74,27 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let sim = Sim::new(Config { upstream, page_size });
+    if !(args.time_scale > 0.0) {
+        eprintln!("error: --time-scale must be above 0, not {}", args.time_scale);
+        std::process::exit(2);
+    }
+    let throttle = args.throttle == Switch::On;
+    let sim = Sim::new(Config { upstream, page_size, throttle, time_scale: args.time_scale });
     println!("listening on http://{}", listener.local_addr().expect("bound"));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "aws-sim: simulating EC2 DryRun{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: state-change latency (--time-scale {} has no effect yet), eventual consistency, the other ordering rules and deletion dependencies, throttling (--throttle {})",
+        "aws-sim: simulating EC2 DryRun{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: state-change latency, eventual consistency, the other ordering rules and deletion dependencies",
         page_size
             .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
             .unwrap_or_default(),
-        args.time_scale,
-        if args.throttle == Switch::On { "on has no effect yet" } else { "off" },
+        if throttle {
+            format!(
+                ", API throttling (token buckets refilled per simulated second, {} per real second)",
+                args.time_scale
+            )
+        } else {
+            String::new()
+        },
     );
     let serving = sim.clone();
     std::thread::spawn(move || serving.serve(listener));

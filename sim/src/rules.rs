@@ -79,12 +79,6 @@ fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Option<String
     Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
-/// The region a request is signed for.
-fn region_of(req: &Request) -> String {
-    let scope = req.header("authorization").and_then(|a| a.split("Credential=").nth(1));
-    scope.and_then(|c| c.split('/').nth(2)).unwrap_or("us-east-1").to_string()
-}
-
 /// Whether `vpc` has an internet gateway attached, as moto holds it.
 fn has_internet_gateway(upstream: &str, region: &str, vpc: &str) -> bool {
     let body = format!(
@@ -117,7 +111,7 @@ fn public_addresses(upstream: &str, region: &str, vpc: &str) -> Vec<String> {
 pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)> {
     let body = req.body_text();
     let action = req.action();
-    let region = region_of(req);
+    let region = req.region();
     match (req.service().as_str(), action.as_str()) {
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             let scheme = form_values(&body, "Scheme").into_iter().next();

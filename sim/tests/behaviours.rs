@@ -235,3 +235,76 @@ fn filter_log_events_may_answer_an_empty_page_with_a_token_while_events_exist() 
         assert_eq!(messages, ["line 0", "line 1"]);
     });
 }
+
+/// The layer's SDK with the SDK's own retries off, so every throttled answer is seen.
+fn without_retries(layer: &Layer) -> aws_config::SdkConfig {
+    let retries = aws_config::retry::RetryConfig::disabled();
+    block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&layer.url)
+            .retry_config(retries)
+            .load(),
+    )
+}
+
+/// Error codes of `calls` DeleteNatGateway calls in a row (a NAT gateway that does not exist).
+fn nat_deletes(config: &aws_config::SdkConfig, calls: usize) -> Vec<Option<String>> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    block_on(async {
+        let mut codes = Vec::new();
+        for _ in 0..calls {
+            let answer = ec2.delete_nat_gateway().nat_gateway_id("nat-0123456789abcdef0").send().await;
+            codes.push(answer.err().and_then(|e| e.as_service_error().and_then(code)));
+        }
+        codes
+    })
+}
+
+#[test]
+fn a_burst_beyond_an_ec2_bucket_is_answered_request_limit_exceeded_and_counted() {
+    // CreateNatGateway and DeleteNatGateway share a bucket of 10 that refills 1 per second:
+    // the first 10 calls reach moto, the ones after are throttled (at 1 s per simulated second).
+    let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-throttle")));
+    let layer = Layer::start(&["--time-scale", "1", "--report", report.to_str().unwrap()]);
+    let codes = nat_deletes(&without_retries(&layer), 15);
+    let throttled = |c: &Option<String>| c.as_deref() == Some("RequestLimitExceeded");
+    assert!(!codes[..10].iter().any(throttled), "the bucket's 10 tokens let the first calls through: {codes:?}");
+    assert!(codes[10..].iter().filter(|c| throttled(c)).count() >= 3, "then it is empty: {codes:?}");
+    let doc = layer.stop(&report);
+    let _ = std::fs::remove_file(&report);
+    assert!(doc["throttled"].as_u64().unwrap() >= 3, "{doc}");
+    assert_eq!(doc["throttled"], doc["errors_by_code"]["RequestLimitExceeded"], "{doc}");
+}
+
+#[test]
+fn with_throttling_off_the_same_burst_all_reaches_moto() {
+    let layer = Layer::start(&["--time-scale", "1", "--throttle", "off"]);
+    let codes = nat_deletes(&without_retries(&layer), 15);
+    assert!(codes.iter().all(|c| c.as_deref() != Some("RequestLimitExceeded")), "{codes:?}");
+}
+
+#[test]
+fn load_balancing_throttles_in_its_own_protocol_and_the_sdk_reads_throttling() {
+    // ELBv2's describes: a bucket of 40 that refills 10 per second; 100 calls at once empty it.
+    let layer = Layer::start(&["--time-scale", "1"]);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&without_retries(&layer));
+    let codes = block_on(async {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let elb = elb.clone();
+            calls
+                .spawn(async move { elb.describe_load_balancers().send().await.err().map(|e| e.into_service_error()) });
+        }
+        let mut codes = Vec::new();
+        while let Some(answer) = calls.join_next().await {
+            codes.push(
+                answer.unwrap().and_then(|e| {
+                    aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata::code(&e).map(String::from)
+                }),
+            );
+        }
+        codes
+    });
+    let throttled = codes.iter().filter(|c| c.as_deref() == Some("Throttling")).count();
+    assert!((40..=70).contains(&(100 - throttled)), "about 40 get through, the rest are throttled: {codes:?}");
+}
