@@ -167,6 +167,13 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     // - `alb` needs `igw`: AWS refuses an internet-facing load balancer before
     //   the VPC's gateway is attached (aws_deploy::the_load_balancer_waits_...).
     before.get_mut("alb").unwrap()["needs"] = serde_json::json!(["alb-sg", "igw", "public-a", "public-b"]);
+    // - the execution role's managed policy is in the caller's partition, never
+    //   `arn:aws:` as such (aws_partition::in_the_china_partition_...).
+    let role = before.get_mut("execution-role").unwrap();
+    role["needs"] = serde_json::json!(["identity", "keycloak-admin", "keycloak-db"]);
+    role["with"]["managed_policy_arns"] = serde_json::json!([
+        "arn:${{ steps.identity.outputs.partition }}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+    ]);
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");
