@@ -13,7 +13,8 @@ scripts/ensure-image-tools.sh
 
 # AWS steps are tested against moto on loopback, never against AWS, through
 # aws-sim (sim/), the layer that makes moto answer as AWS does where it is kinder
-# (DryRun, pages of 5): every AWS test talks to the layer, the layer to moto.
+# (DryRun, pages of 5, throttling, the time resources take to become usable):
+# every AWS test talks to the layer, the layer to moto.
 eval "$(scripts/start-moto.sh)"
 export CA_A2A_FLOW_MOTO_URL="$AWS_ENDPOINT_URL"
 
@@ -25,7 +26,10 @@ trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "
 
 # Everything is built first: the layer's binary starts before the tests run.
 cargo test --workspace --locked --lib --bins --tests --no-run "$@"
-"${CARGO_TARGET_DIR:-target}/debug/aws-sim" --upstream "$CA_A2A_FLOW_MOTO_URL" --report "$sim_report" >"$sim_out" &
+# Realistic profile at 300 simulated seconds per real second: a NAT gateway is
+# pending for about 0.4 s, an RDS instance creating for about 1.2 s, and the
+# token buckets of AWS's API throttling refill 300 times faster than AWS's.
+"${CARGO_TARGET_DIR:-target}/debug/aws-sim" --upstream "$CA_A2A_FLOW_MOTO_URL" --time-scale 300 --report "$sim_report" >"$sim_out" &
 SIM_PID=$!
 for _ in $(seq 1 100); do
   if grep -q '^listening on ' "$sim_out"; then break; fi
@@ -50,6 +54,7 @@ report = json.load(open(sys.argv[1]))
 total = sum(sum(actions.values()) for actions in report["requests"].values())
 made = ", ".join(f"{n} {what}" for what, n in sorted(report["simulated"].items())) or "none"
 print(f"aws-sim: {total} AWS requests through the layer; answered by the layer itself: {made}")
+print(f"aws-sim: {report['throttled']} answers throttled; {len(report['resources'])} resources took AWS's time to become usable")
 PY
 # The benchmark must keep compiling (it is run by hand: BENCHMARKS.md); this
 # reuses the test build's dependencies, so it compiles only the bench itself.

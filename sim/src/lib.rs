@@ -4,10 +4,15 @@
 //!
 //! Simulated today: `DryRun` answered as AWS answers it (moto creates the
 //! resource); pages cut to `--page-size` where AWS pages; the ordering and
-//! deletion rules of [`rules`]; API throttling as token buckets ([`throttle`]).
+//! deletion rules of [`rules`]; API throttling as token buckets ([`throttle`]);
+//! the time NAT gateways, databases and load balancers take to become usable
+//! ([`latency`]); network interfaces that outlive their load balancer and
+//! block the deletes of what they are in ([`interfaces`]).
 //! Every request is counted for the report written on SIGTERM.
 
 pub mod http;
+pub mod interfaces;
+pub mod latency;
 pub mod paging;
 pub mod rules;
 pub mod throttle;
@@ -30,6 +35,9 @@ pub struct Config {
     pub throttle: bool,
     /// Simulated seconds per real second.
     pub time_scale: f64,
+    /// AWS's timings (the realistic profile): resources take time to become
+    /// usable, and a deleted load balancer's interfaces to be released.
+    pub timing: bool,
 }
 
 /// What the layer saw, for `--report`.
@@ -43,6 +51,8 @@ pub struct Report {
     pub simulated: BTreeMap<String, u64>,
     /// Calls answered with a throttling error.
     pub throttled: u64,
+    /// Resources whose creation takes time: when each was created and became usable.
+    pub resources: Vec<latency::Created>,
 }
 
 impl Report {
@@ -52,7 +62,12 @@ impl Report {
             "errors_by_code": self.errors,
             "simulated": self.simulated,
             "throttled": self.throttled,
-            "resources": [],
+            "resources": self.resources.iter().map(|c| serde_json::json!({
+                "kind": c.kind,
+                "id": c.id,
+                "created_at_s": c.created_at,
+                "usable_at_s": c.usable_at,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -63,16 +78,23 @@ pub struct Sim {
     config: Arc<Config>,
     report: Arc<Mutex<Report>>,
     buckets: Arc<throttle::Buckets>,
+    latency: Arc<latency::Latency>,
+    interfaces: Arc<interfaces::Interfaces>,
 }
 
 impl Sim {
     pub fn new(config: Config) -> Self {
         let buckets = Arc::new(throttle::Buckets::new(config.time_scale));
-        Self { config: Arc::new(config), report: Arc::new(Mutex::new(Report::default())), buckets }
+        let latency = Arc::new(latency::Latency::new(config.time_scale));
+        let interfaces = Arc::default();
+        let report = Arc::new(Mutex::new(Report::default()));
+        Self { config: Arc::new(config), report, buckets, latency, interfaces }
     }
 
     pub fn report(&self) -> Report {
-        self.report.lock().unwrap().clone()
+        let mut report = self.report.lock().unwrap().clone();
+        report.resources = self.latency.created();
+        report
     }
 
     /// Serves every connection of `listener`, one thread each.
@@ -101,6 +123,12 @@ impl Sim {
             Some((what, answer)) => {
                 self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);
                 answer
+            }
+            None if self.config.timing => {
+                let held = self.interfaces.before_delete(req, &self.config.upstream);
+                let answer = self.forwarded(req);
+                self.interfaces.after_delete(held, &answer, self.latency.now());
+                self.latency.shown(req, answer)
             }
             None => self.forwarded(req),
         };
@@ -155,6 +183,11 @@ impl Sim {
         if req.protocol() == Protocol::Ec2 && req.body_text().split('&').any(|kv| kv == "DryRun=true") {
             let message = "Request would have succeeded, but DryRun flag is set.";
             return Some(("dry_run", error_answer(Protocol::Ec2, 412, "DryRunOperation", message)));
+        }
+        if self.config.timing {
+            if let Some(refused) = self.interfaces.refuse(req, self.latency.now()) {
+                return Some(refused);
+            }
         }
         rules::enforce(req, &self.config.upstream)
     }

@@ -79,11 +79,12 @@ fn main() {
         std::process::exit(2);
     }
     let throttle = args.throttle == Switch::On;
-    let sim = Sim::new(Config { upstream, page_size, throttle, time_scale: args.time_scale });
+    let latency = args.profile == Profile::Realistic;
+    let sim = Sim::new(Config { upstream, page_size, throttle, time_scale: args.time_scale, timing: latency });
     println!("listening on http://{}", listener.local_addr().expect("bound"));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "aws-sim: simulating EC2 DryRun{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: state-change latency, eventual consistency, the other ordering rules and deletion dependencies",
+        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: deletions' latency, eventual consistency, the other ordering rules and deletion dependencies",
         page_size
             .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
             .unwrap_or_default(),
@@ -94,6 +95,11 @@ fn main() {
             )
         } else {
             String::new()
+        },
+        if latency {
+            ", the time NAT gateways, RDS instances and load balancers take to become usable (in simulated time)"
+        } else {
+            ""
         },
     );
     let serving = sim.clone();

@@ -10,7 +10,7 @@
 use crate::http::{Protocol, Request, error_answer};
 
 /// The values of `key=` (or `key.N=`) in a form body, URL-decoded.
-fn form_values(body: &str, key: &str) -> Vec<String> {
+pub(crate) fn form_values(body: &str, key: &str) -> Vec<String> {
     let numbered = |k: &str| {
         k.strip_prefix(key).and_then(|r| r.strip_prefix('.')).is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
     };
@@ -44,7 +44,7 @@ fn decode(v: &str) -> String {
 }
 
 /// Every text between `<tag>` and `</tag>` in `xml`.
-fn all_tags(xml: &str, tag: &str) -> Vec<String> {
+pub(crate) fn all_tags(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
@@ -58,7 +58,7 @@ fn all_tags(xml: &str, tag: &str) -> Vec<String> {
 }
 
 /// A call of the layer's own to moto, signed (as moto reads it) for `service` in `region`.
-fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Option<String> {
+pub(crate) fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Option<String> {
     let req = Request {
         head: "POST / HTTP/1.1".into(),
         headers: vec![

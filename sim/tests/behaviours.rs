@@ -148,7 +148,8 @@ async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
 
 #[test]
 fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave_while_it_stays() {
-    let layer = Layer::start(&[]);
+    // 600 simulated seconds a second: the deleted load balancer's interfaces go within 0.2 s.
+    let layer = Layer::start(&["--time-scale", "600"]);
     let config = layer.sdk();
     block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&config);
@@ -173,7 +174,70 @@ fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave
         assert!(format!("{held:?}").contains("has some mapped public address(es)"), "{held:?}");
 
         elb.delete_load_balancer().load_balancer_arn(&arn).send().await.unwrap();
-        detach().await.expect("detached once the load balancer is gone");
+        released(|| async { detach().await.err().and_then(|e| code(&e)) }).await;
+    });
+}
+
+/// Waits (up to 10 s) until `attempt` is no longer refused with DependencyViolation,
+/// and says it was refused at least once first.
+async fn released<F, Fut>(attempt: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let mut refused = 0;
+    for _ in 0..200 {
+        match attempt().await {
+            Some(c) if c == "DependencyViolation" => refused += 1,
+            Some(other) => panic!("refused with {other}"),
+            None => {
+                assert!(refused > 0, "refused while the interfaces remained");
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("still refused after 10 s");
+}
+
+#[test]
+fn a_deleted_load_balancers_interfaces_hold_its_groups_subnets_vpc_and_gateway_for_two_minutes() {
+    // 600 simulated seconds a second: two simulated minutes are 0.2 s.
+    let layer = Layer::start(&["--time-scale", "600"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        let igw = ec2.create_internet_gateway().send().await.unwrap();
+        let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+        ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        let sg = ec2.create_security_group().group_name(unique("alb-sg")).description("alb").vpc_id(&vpc).send();
+        let sg = sg.await.unwrap().group_id().unwrap().to_string();
+        let lb = elb
+            .create_load_balancer()
+            .name(unique("lb"))
+            .set_subnets(Some(subnets.clone()))
+            .security_groups(&sg)
+            .send()
+            .await
+            .unwrap();
+        let arn = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        elb.delete_load_balancer().load_balancer_arn(&arn).send().await.unwrap();
+
+        let group = ec2.delete_security_group().group_id(&sg).send().await.expect_err("its interfaces remain");
+        assert_eq!(code(&group).as_deref(), Some("DependencyViolation"));
+        assert!(format!("{group:?}").contains(&format!("resource {sg} has a dependent object")), "{group:?}");
+        let subnet = ec2.delete_subnet().subnet_id(&subnets[0]).send().await.expect_err("its interfaces remain");
+        assert!(format!("{subnet:?}").contains("has dependencies and cannot be deleted"), "{subnet:?}");
+
+        released(|| async { ec2.delete_security_group().group_id(&sg).send().await.err().and_then(|e| code(&e)) })
+            .await;
+        for subnet in &subnets {
+            ec2.delete_subnet().subnet_id(subnet).send().await.expect("released with the group");
+        }
+        ec2.detach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        ec2.delete_vpc().vpc_id(&vpc).send().await.expect("nothing holds the VPC any more");
     });
 }
 
@@ -307,4 +371,68 @@ fn load_balancing_throttles_in_its_own_protocol_and_the_sdk_reads_throttling() {
     });
     let throttled = codes.iter().filter(|c| c.as_deref() == Some("Throttling")).count();
     assert!((40..=70).contains(&(100 - throttled)), "about 40 get through, the rest are throttled: {codes:?}");
+}
+
+#[test]
+fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_says_when() {
+    // 120 simulated seconds pass in one real second: a NAT gateway is usable within about one.
+    let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-latency")));
+    let layer = Layer::start(&["--time-scale", "120", "--report", report.to_str().unwrap()]);
+    let config = layer.sdk();
+    let db = unique("latency-db");
+    let (nat, first_nat_state, first_db_status) = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (_, subnets) = network(&ec2).await;
+        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+        let made =
+            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
+        let nat = made.unwrap().nat_gateway().unwrap().clone();
+        let id = nat.nat_gateway_id().unwrap().to_string();
+        let rds = aws_sdk_rds::Client::new(&config);
+        let created = rds
+            .create_db_instance()
+            .db_instance_identifier(&db)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("keycloak")
+            .master_user_password("not-a-real-one-1")
+            .send()
+            .await
+            .unwrap();
+        let first_db = created.db_instance().unwrap().db_instance_status().unwrap().to_string();
+        (id, nat.state().unwrap().as_str().to_string(), first_db)
+    });
+    assert_eq!(first_nat_state, "pending", "CreateNatGateway answers a pending gateway");
+    assert_eq!(first_db_status, "creating", "CreateDBInstance answers a creating instance");
+
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let rds = aws_sdk_rds::Client::new(&config);
+    let (mut nat_seen, mut db_seen) = (Vec::<String>::new(), Vec::<String>::new());
+    block_on(async {
+        for _ in 0..200 {
+            let n = ec2.describe_nat_gateways().nat_gateway_ids(&nat).send().await.unwrap();
+            nat_seen.push(n.nat_gateways()[0].state().unwrap().as_str().to_string());
+            let d = rds.describe_db_instances().db_instance_identifier(&db).send().await.unwrap();
+            db_seen.push(d.db_instances()[0].db_instance_status().unwrap().to_string());
+            if nat_seen.last().unwrap() == "available" && db_seen.last().unwrap() == "available" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let _ = rds.delete_db_instance().db_instance_identifier(&db).skip_final_snapshot(true).send().await;
+    });
+    assert_eq!(nat_seen.first().map(String::as_str), Some("pending"), "{nat_seen:?}");
+    assert_eq!(nat_seen.last().map(String::as_str), Some("available"), "then it becomes usable: {nat_seen:?}");
+    assert_eq!(db_seen.first().map(String::as_str), Some("creating"), "{db_seen:?}");
+    assert_eq!(db_seen.last().map(String::as_str), Some("available"), "{db_seen:?}");
+
+    let doc = layer.stop(&report);
+    let _ = std::fs::remove_file(&report);
+    let took = |kind: &str| {
+        let r = doc["resources"].as_array().unwrap().iter().find(|r| r["kind"] == kind).unwrap();
+        r["usable_at_s"].as_f64().unwrap() - r["created_at_s"].as_f64().unwrap()
+    };
+    assert!((90.0..=126.0).contains(&took("nat_gateway")), "1m30s to 2m06s, simulated: {doc}");
+    assert!((357.0..=368.0).contains(&took("db_instance")), "5m57s to 6m08s, simulated: {doc}");
 }

@@ -113,6 +113,8 @@ impl Env {
             // One moto serves every test at once, so its region holds far more VPCs and
             // Elastic IPs than AWS's default quotas: those two checks have their own tests.
             .env("CA_A2A_FLOW_SKIP_PREFLIGHT", "vpc-quota,eip-quota")
+            // aws-sim runs AWS's clock 300 times faster: waits poll as often.
+            .env("CA_A2A_FLOW_POLL_INTERVAL", "200ms")
             .stdin(Stdio::null());
         cmd
     }
