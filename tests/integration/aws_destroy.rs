@@ -4,7 +4,7 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{
-    behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
+    OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
 };
 use crate::support::{Env, block_on};
 
@@ -233,4 +233,29 @@ steps:
 
     destroy(&env, &env.only_run().id, &[], &[]).expect_success();
     assert_eq!(active(), Vec::<String>::new(), "every revision deregistered");
+}
+
+#[test]
+fn destroy_waits_for_a_deleted_load_balancers_network_interfaces_instead_of_giving_up() {
+    behind_aws_sim();
+    let env = Env::sqlite();
+    let stack = unique_stack("eni");
+    let edge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/stack/edge.yaml");
+    env.run(&["run", edge.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    let run = env.only_run().id;
+
+    // AWS's clock at twice real time: the load balancer's interfaces hold its security
+    // group, its subnets, the internet gateway and the VPC for a real minute after it is
+    // deleted, twice what the steps' five attempts used to give them.
+    let aws = OwnLayer::start(&["--time-scale", "2"]);
+    let out = destroy(&env, &run, &[], &[("AWS_ENDPOINT_URL", &aws.url), ("CA_A2A_FLOW_POLL_INTERVAL", "1s")]);
+    out.expect_success();
+    let logs = env.run(&["logs", &env.runs()[0].id]);
+    assert!(logs.stdout.contains("has a dependent object"), "the wait said what held the group: {}", logs.stdout);
+    let config = sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
+        assert!(ec2.describe_vpcs().filters(by_stack).send().await.unwrap().vpcs().is_empty(), "the VPC is gone");
+    });
 }

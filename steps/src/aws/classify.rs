@@ -96,6 +96,19 @@ pub trait AwsResult<T> {
     /// The same, except that an error whose code is one of `absent` (the
     /// service's "not found") is `Ok(None)`: a describe-by-name found nothing.
     fn or_absent(self, action: &str, absent: &[&str]) -> Result<Option<T>, StepError>;
+    /// A delete's answer: done (or `absent`: already gone), or still held by
+    /// something AWS releases in its own time (a `DependencyViolation`, an
+    /// in-use error), which the caller waits out; anything else is the error.
+    fn or_held(self, action: &str, absent: &[&str]) -> Result<Deleted, StepError>;
+}
+
+/// What a delete call got.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deleted {
+    /// Deleted, or already gone.
+    Done,
+    /// Something still depends on it: AWS's words.
+    Held(String),
 }
 
 impl<T, E> AwsResult<T> for Result<T, SdkError<E, HttpResponse>>
@@ -115,7 +128,17 @@ where
             Err(e) => Err(classify(&failure(action, &e))),
         }
     }
+    fn or_held(self, action: &str, absent: &[&str]) -> Result<Deleted, StepError> {
+        match self.or_absent(action, absent) {
+            Ok(_) => Ok(Deleted::Done),
+            Err(e) if e.hint.as_deref() == Some(HELD_HINT) => Ok(Deleted::Held(e.message)),
+            Err(e) => Err(e),
+        }
+    }
 }
+
+/// The hint of an error whose resource something else still holds.
+const HELD_HINT: &str = "something still depends on the resource; retrying until the step's deadline";
 
 fn describe_chain(e: &dyn StdError) -> String {
     let mut parts = vec![e.to_string()];
@@ -260,8 +283,7 @@ pub fn classify(f: &AwsFailure) -> StepError {
         );
     }
     if DEPENDED_ON.contains(&code) {
-        return StepError::retryable(base)
-            .with_hint("something still depends on the resource; retrying until the step's deadline");
+        return StepError::retryable(base).with_hint(HELD_HINT);
     }
     // IAM is eventually consistent: an instance profile made seconds ago is not yet
     // usable by EC2 ("Invalid IAM Instance Profile name").

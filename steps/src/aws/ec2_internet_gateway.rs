@@ -45,10 +45,18 @@ impl Step for InternetGateway {
                 Box::pin(async move {
                     for vpc in g.attachments().iter().filter_map(|a| a.vpc_id()) {
                         ctx.progress(format!("detaching {id} from {vpc}"));
-                        ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await.or_absent(
-                            "ec2:DetachInternetGateway",
-                            &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
-                        )?;
+                        let what = format!("detach of {id} from {vpc}");
+                        let detach = ec2.detach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc);
+                        super::wait::until_released(ctx, &what, || {
+                            let detach = detach.clone();
+                            async move {
+                                detach.send().await.or_held(
+                                    "ec2:DetachInternetGateway",
+                                    &["Gateway.NotAttached", "InvalidInternetGatewayID.NotFound"],
+                                )
+                            }
+                        })
+                        .await?;
                     }
                     Ok(())
                 })

@@ -8,6 +8,7 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Address, Filter, InternetGateway, RouteTable, SecurityGroup, Subnet, Vpc};
 use ca_a2a_flow_engine::{Outputs, StepContext, StepError};
 
+use super::classify::Deleted;
 use super::facts::{Leftover, Sweep, ec2_tags};
 use super::{AwsResult, Owner, one_owned};
 
@@ -19,8 +20,9 @@ pub trait Owned: Clone + Send + Sync + 'static {
     fn tags(&self) -> &[aws_sdk_ec2::types::Tag];
     /// Every resource the filters match.
     fn describe(ec2: &Client, filters: Vec<Filter>) -> impl Future<Output = Result<Vec<Self>, StepError>> + Send;
-    /// Deletes the resource `id`; one already gone counts as deleted.
-    fn delete(ec2: &Client, id: &str) -> impl Future<Output = Result<(), StepError>> + Send;
+    /// Deletes the resource `id`; one already gone counts as deleted, one still
+    /// held by something AWS has not released yet says so.
+    fn delete(ec2: &Client, id: &str) -> impl Future<Output = Result<Deleted, StepError>> + Send;
 }
 
 /// An `Owned` whose describe call answers in pages, and its delete call.
@@ -43,9 +45,8 @@ macro_rules! paged {
                 }
                 Ok(found)
             }
-            async fn delete(ec2: &Client, id: &str) -> Result<(), StepError> {
-                ec2.$delete().$by(id).send().await.or_absent($delete_api, &[$gone])?;
-                Ok(())
+            async fn delete(ec2: &Client, id: &str) -> Result<Deleted, StepError> {
+                ec2.$delete().$by(id).send().await.or_held($delete_api, &[$gone])
             }
         }
     )*};
@@ -74,10 +75,9 @@ impl Owned for Address {
             ec2.describe_addresses().set_filters(Some(filters)).send().await.or_step_error("ec2:DescribeAddresses")?;
         Ok(found.addresses().to_vec())
     }
-    async fn delete(ec2: &Client, id: &str) -> Result<(), StepError> {
+    async fn delete(ec2: &Client, id: &str) -> Result<Deleted, StepError> {
         let released = ec2.release_address().allocation_id(id).send().await;
-        released.or_absent("ec2:ReleaseAddress", &["InvalidAllocationID.NotFound"])?;
-        Ok(())
+        released.or_held("ec2:ReleaseAddress", &["InvalidAllocationID.NotFound"])
     }
 }
 
@@ -123,7 +123,8 @@ pub async fn delete_all_after<'a, T: Owned>(
         let id = found.id().unwrap_or_default().to_string();
         ctx.progress(format!("deleting {} {id}", T::WHAT));
         before(found, id.clone()).await?;
-        T::delete(ec2, &id).await?;
+        let what = format!("{} {id}", T::WHAT);
+        super::wait::until_released(ctx, &what, || T::delete(ec2, &id)).await?;
         ids.push(id);
     }
     Ok(super::removed(ctx, T::WHAT, &ids))

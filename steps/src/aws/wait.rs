@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use ca_a2a_flow_engine::duration::format as fmt;
 use ca_a2a_flow_engine::{StepContext, StepError};
 
+use super::classify::Deleted;
+
 /// What one look at the resource found.
 pub enum Poll<T> {
     /// Ready: the wait is over.
@@ -59,4 +61,26 @@ pub fn interval(default: Duration) -> Duration {
         .ok()
         .and_then(|v| ca_a2a_flow_engine::duration::parse(&v).ok())
         .unwrap_or(default)
+}
+
+/// Deletes with `delete` until nothing holds the resource any more: while AWS
+/// answers that something still depends on it (network interfaces AWS releases
+/// minutes after the load balancer, task or database they served; a dependent
+/// not gone yet), it tries again, saying what holds it, until the step's deadline.
+pub async fn until_released<F, Fut>(ctx: &StepContext, what: &str, mut delete: F) -> Result<(), StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Deleted, StepError>>,
+{
+    let every = interval(Duration::from_secs(10));
+    until(ctx, what, ctx.remaining(), every, || {
+        let attempt = delete();
+        async move {
+            Ok(match attempt.await? {
+                Deleted::Done => Poll::Ready(()),
+                Deleted::Held(why) => Poll::Pending(format!("held by what AWS has not released yet ({why})")),
+            })
+        }
+    })
+    .await
 }

@@ -582,3 +582,39 @@ pub(crate) fn behind_aws_sim() {
         "this test needs aws-sim in front of moto: run it with scripts/test.sh (AWS_ENDPOINT_URL={endpoint})"
     );
 }
+
+/// A layer of its own in front of moto (`aws-sim` with `args`), for a test that
+/// needs AWS's clock at another pace than the suite's; stopped when dropped.
+pub(crate) struct OwnLayer {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl OwnLayer {
+    pub(crate) fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        behind_aws_sim();
+        let moto = std::env::var("CA_A2A_FLOW_MOTO_URL").unwrap();
+        // Built with the workspace, next to this test binary's directory (target/debug/deps).
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("aws-sim");
+        let mut child = std::process::Command::new(&bin)
+            .args(["--upstream", &moto])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e} (scripts/test.sh builds it)", bin.display()));
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let url = first.trim().strip_prefix("listening on ").expect("aws-sim says where it listens").to_string();
+        Self { url, child }
+    }
+}
+
+impl Drop for OwnLayer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
