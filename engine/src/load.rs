@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::diag::{Diagnostic, Diagnostics, closest};
-use crate::kind::{OutputSpec, Registry, StepView};
+use crate::kind::{DocRow, OutputSpec, Registry, StepView};
+
+/// The parameter names of a kind's own wait, held to the step's timeout.
+const WAITS: &[&str] = &["wait", "deadline"];
 use crate::model::{Defaults, InputSpec, RetryPolicy, StepDef, Workflow};
 use crate::template::{self, Ref};
 use crate::yaml::{self, Key, Loc, Node, Value};
@@ -217,6 +220,27 @@ impl Loader<'_> {
             _ => {
                 self.err(file, node.loc, format!("{what} must be a list, found {}", node.type_name()));
                 Vec::new()
+            }
+        }
+    }
+
+    /// A kind's wait (a `duration` parameter named `wait` or `deadline`) that
+    /// the step's own timeout would cut before it ends is an error at its value.
+    fn waits_fit(&mut self, file: &Path, with: &Node, params: &[DocRow], step: &str, timeout: Duration) {
+        for (name, _, _) in params.iter().filter(|(name, ty, _)| *ty == "duration" && WAITS.contains(name)) {
+            let Some(node) = with.get(name) else { continue };
+            let Value::Str(text) = &node.value else { continue };
+            let Ok(wait) = crate::duration::parse(text) else { continue };
+            if wait > timeout {
+                let limit = crate::duration::format(timeout);
+                self.err_hint(
+                    file,
+                    node.loc,
+                    format!("`{name}: {text}` is longer than step `{step}`'s timeout ({limit})"),
+                    format!(
+                        "the step would be cut at {limit} while it waits: raise its `timeout`, or shorten the wait"
+                    ),
+                );
             }
         }
     }
@@ -505,6 +529,9 @@ impl Loader<'_> {
             if !matches!(w.value, Value::Map(_) | Value::Null) {
                 self.err(file, w.loc, format!("`with` must be a mapping of parameters, found {}", w.type_name()));
             }
+        }
+        if let (Some(w), Some(kind)) = (&with, uses.as_deref().and_then(|u| self.registry.get(u))) {
+            self.waits_fit(file, w, &kind.params(), id.as_deref().unwrap_or("?"), timeout);
         }
         let description = node.get("description").and_then(|n| self.string(file, n, "`description`"));
         let approve = node.get("approve").and_then(|n| self.string(file, n, "`approve`"));

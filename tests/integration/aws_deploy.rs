@@ -191,8 +191,11 @@ fn the_load_balancer_waits_for_the_internet_gateway_however_long_it_takes_to_att
     let deleted = actions.iter().position(|a| a == "DeleteLoadBalancer").expect("the load balancer deleted");
     let detached: Vec<usize> =
         actions.iter().enumerate().filter(|(_, a)| *a == "DetachInternetGateway").map(|(i, _)| i).collect();
-    assert_eq!(detached.len(), 1, "detached once, never refused: {actions:?}");
-    assert!(deleted < detached[0], "the gateway was detached before the load balancer was gone: {actions:?}");
+    // The deleted load balancer's interfaces still map public addresses for a while (aws-sim
+    // holds them two simulated minutes), so AWS may refuse the first detaches: destroy asks
+    // again until they are released, and never before the load balancer is deleted.
+    assert!(!detached.is_empty(), "the gateway was detached: {actions:?}");
+    assert!(detached.iter().all(|&d| deleted < d), "a detach came before the load balancer was gone: {actions:?}");
 }
 
 #[test]
