@@ -7,9 +7,11 @@
 //! deletion rules of [`rules`]; API throttling as token buckets ([`throttle`]);
 //! the time NAT gateways, databases and load balancers take to become usable
 //! ([`latency`]); network interfaces that outlive their load balancer and
-//! block the deletes of what they are in ([`interfaces`]).
+//! block the deletes of what they are in ([`interfaces`]); new EC2 IDs not
+//! visible at once ([`consistency`]).
 //! Every request is counted for the report written on SIGTERM.
 
+pub mod consistency;
 pub mod http;
 pub mod interfaces;
 pub mod latency;
@@ -80,6 +82,7 @@ pub struct Sim {
     buckets: Arc<throttle::Buckets>,
     latency: Arc<latency::Latency>,
     interfaces: Arc<interfaces::Interfaces>,
+    consistency: Arc<consistency::Consistency>,
 }
 
 impl Sim {
@@ -88,7 +91,8 @@ impl Sim {
         let latency = Arc::new(latency::Latency::new(config.time_scale));
         let interfaces = Arc::default();
         let report = Arc::new(Mutex::new(Report::default()));
-        Self { config: Arc::new(config), report, buckets, latency, interfaces }
+        let consistency = Arc::default();
+        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency }
     }
 
     pub fn report(&self) -> Report {
@@ -128,6 +132,7 @@ impl Sim {
                 let held = self.interfaces.before_delete(req, &self.config.upstream);
                 let answer = self.forwarded(req);
                 self.interfaces.after_delete(held, &answer, self.latency.now());
+                let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer)
             }
             None => self.forwarded(req),
@@ -185,7 +190,8 @@ impl Sim {
             return Some(("dry_run", error_answer(Protocol::Ec2, 412, "DryRunOperation", message)));
         }
         if self.config.timing {
-            if let Some(refused) = self.interfaces.refuse(req, self.latency.now()) {
+            let now = self.latency.now();
+            if let Some(refused) = self.consistency.refuse(req, now).or_else(|| self.interfaces.refuse(req, now)) {
                 return Some(refused);
             }
         }

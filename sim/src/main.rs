@@ -84,7 +84,7 @@ fn main() {
     println!("listening on http://{}", listener.local_addr().expect("bound"));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: deletions' latency, eventual consistency, the other ordering rules and deletion dependencies",
+        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: deletions' latency, interfaces of Fargate tasks and RDS instances, the other ordering rules and deletion dependencies",
         page_size
             .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
             .unwrap_or_default(),
@@ -97,7 +97,7 @@ fn main() {
             String::new()
         },
         if latency {
-            ", the time NAT gateways, RDS instances and load balancers take to become usable (in simulated time)"
+            ", the time NAT gateways, RDS instances and load balancers take to become usable, a deleted load balancer's interfaces, new EC2 IDs not visible at once (in simulated time)"
         } else {
             ""
         },

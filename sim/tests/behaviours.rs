@@ -436,3 +436,44 @@ fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_
     assert!((90.0..=126.0).contains(&took("nat_gateway")), "1m30s to 2m06s, simulated: {doc}");
     assert!((357.0..=368.0).contains(&took("db_instance")), "5m57s to 6m08s, simulated: {doc}");
 }
+
+#[test]
+fn a_new_vpc_is_not_found_by_id_for_a_moment_and_missed_by_tag_filters_a_little_longer() {
+    // 2 simulated seconds a second: hidden by ID for 0.25 to 1 s, from filters for 1 to 2.5 s.
+    let layer = Layer::start(&["--time-scale", "2"]);
+    let ec2 = aws_sdk_ec2::Client::new(&without_retries(&layer));
+    let tag = unique("young");
+    block_on(async {
+        let tags = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Vpc)
+            .tags(aws_sdk_ec2::types::Tag::builder().key("test").value(&tag).build())
+            .build();
+        let made = ec2.create_vpc().cidr_block("10.252.0.0/16").tag_specifications(tags).send().await.unwrap();
+        let vpc = made.vpc().unwrap().vpc_id().unwrap().to_string();
+        let by_tag = || {
+            ec2.describe_vpcs()
+                .filters(aws_sdk_ec2::types::Filter::builder().name("tag:test").values(&tag).build())
+                .send()
+        };
+
+        let by_id = ec2.describe_vpcs().vpc_ids(&vpc).send().await.expect_err("not visible by its ID yet");
+        assert_eq!(code(&by_id).as_deref(), Some("InvalidVpcID.NotFound"), "{by_id:?}");
+        let named =
+            ec2.create_subnet().vpc_id(&vpc).cidr_block("10.252.1.0/24").send().await.expect_err("nor by calls");
+        assert_eq!(code(&named).as_deref(), Some("InvalidVpcID.NotFound"), "{named:?}");
+        assert!(by_tag().await.unwrap().vpcs().is_empty(), "tag filters miss it");
+
+        let mut polls = 0;
+        while ec2.describe_vpcs().vpc_ids(&vpc).send().await.is_err() {
+            polls += 1;
+            assert!(polls < 100, "visible by ID within 5 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        while by_tag().await.unwrap().vpcs().is_empty() {
+            polls += 1;
+            assert!(polls < 200, "then to filters, within 10 s");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ec2.delete_vpc().vpc_id(&vpc).send().await.unwrap();
+    });
+}
