@@ -6,10 +6,11 @@
 //! `scripts/test.sh` sets (scripts/start-moto.sh). They refuse to run otherwise,
 //! so nothing here can reach real AWS.
 
+use aws_sdk_ec2::types::Filter;
 use ca_a2a_flow_engine::RunStatus;
 
-use crate::support::Env;
-use crate::support::aws::{NETWORK, ec2, expect_exactly_the_network, unique_stack};
+use crate::support::aws::{NETWORK, OwnLayer, ec2, expect_exactly_the_network, unique_stack};
+use crate::support::{Env, block_on};
 
 /// The network of a new stack named after `prefix`, deployed: its state
 /// file, its stack, the workflow file and the `--input` that names the stack.
@@ -86,4 +87,58 @@ fn a_bad_cidr_is_refused_before_any_aws_call() {
     let out = env.run(&["validate", wf.to_str().unwrap()]);
     out.expect_code(2);
     assert!(out.stderr.contains("is not an IPv4 CIDR block"), "{}", out.stderr);
+}
+
+/// A network without a NAT gateway (whose minute and a half of `pending` would
+/// dominate at AWS's own pace): VPC, subnet, gateway, routes, security group.
+const NETWORK_WITHOUT_NAT: &str = r#"
+name: lagging-reads
+inputs: { stack: {} }
+defaults:
+  retry: { max_attempts: 5, initial_delay: 2s, max_delay: 30s }
+  with: { stack: "${{ inputs.stack }}", region: eu-west-3, vpc_id: "${{ steps.vpc.outputs.vpc_id }}" }
+steps:
+  - id: vpc
+    uses: aws.ec2.vpc
+    with: { cidr: 10.1.0.0/16 }
+  - id: public-a
+    uses: aws.ec2.subnet
+    with: { cidr: 10.1.1.0/24, availability_zone: eu-west-3a, map_public_ip: true }
+  - id: igw
+    uses: aws.ec2.internet_gateway
+  - id: public-routes
+    uses: aws.ec2.route_table
+    with:
+      routes: [{ destination: 0.0.0.0/0, gateway_id: "${{ steps.igw.outputs.igw_id }}" }]
+      subnet_ids: ["${{ steps.public-a.outputs.subnet_id }}"]
+  - id: web-sg
+    uses: aws.ec2.security_group
+    with: { description: web, ingress: [{ port: 80, cidr: 0.0.0.0/0 }] }
+"#;
+
+#[test]
+fn a_network_made_while_aws_reads_lag_is_made_once() {
+    // AWS's own pace: a new ID is unknown for up to 2 s and tag filters miss it for up to 5 s,
+    // longer than a retry's first backoff (2 s).
+    let aws = OwnLayer::start(&["--time-scale", "1", "--throttle", "off"]);
+    let env = Env::sqlite();
+    let stack = unique_stack("lag");
+    let wf = env.write("lagging-reads.yaml", NETWORK_WITHOUT_NAT);
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")],
+        &[("AWS_ENDPOINT_URL", &aws.url)],
+    );
+    out.expect_success();
+    let ec2 = ec2();
+    let counted = block_on(async {
+        let ours = || Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
+        [
+            ec2.describe_vpcs().filters(ours()).send().await.unwrap().vpcs().len(),
+            ec2.describe_subnets().filters(ours()).send().await.unwrap().subnets().len(),
+            ec2.describe_internet_gateways().filters(ours()).send().await.unwrap().internet_gateways().len(),
+            ec2.describe_route_tables().filters(ours()).send().await.unwrap().route_tables().len(),
+            ec2.describe_security_groups().filters(ours()).send().await.unwrap().security_groups().len(),
+        ]
+    });
+    assert_eq!(counted, [1, 1, 1, 1, 1], "VPC, subnet, gateway, route table, group: each made once\n{}", out.stderr);
 }

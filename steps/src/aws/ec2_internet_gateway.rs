@@ -85,12 +85,11 @@ impl Step for InternetGateway {
                     .send()
                     .await
                     .or_step_error("ec2:CreateInternetGateway")?;
-                (
-                    created.internet_gateway().cloned().ok_or_else(|| {
-                        StepError::retryable("ec2:CreateInternetGateway answered without the resource")
-                    })?,
-                    "created",
-                )
+                let id = created
+                    .internet_gateway()
+                    .and_then(|g| g.internet_gateway_id())
+                    .ok_or_else(|| StepError::retryable("ec2:CreateInternetGateway answered without the resource"))?;
+                (super::owned::visible(ctx, &ec2, &owner, id).await?, "created")
             }
         };
         let id = igw.internet_gateway_id().unwrap_or_default().to_string();

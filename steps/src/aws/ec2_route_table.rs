@@ -123,13 +123,11 @@ impl Step for RouteTable {
                     .send()
                     .await
                     .or_step_error("ec2:CreateRouteTable")?;
-                (
-                    created
-                        .route_table()
-                        .cloned()
-                        .ok_or_else(|| StepError::retryable("ec2:CreateRouteTable answered without the resource"))?,
-                    "created",
-                )
+                let id = created
+                    .route_table()
+                    .and_then(|t| t.route_table_id())
+                    .ok_or_else(|| StepError::retryable("ec2:CreateRouteTable answered without the resource"))?;
+                (super::owned::visible(ctx, &ec2, &owner, id).await?, "created")
             }
         };
         let id = table.route_table_id().unwrap_or_default().to_string();

@@ -145,7 +145,9 @@ impl Step for SecurityGroup {
                     .send()
                     .await
                     .or_step_error("ec2:CreateSecurityGroup")?;
-                (created.group_id().unwrap_or_default().to_string(), Vec::new(), "created")
+                let id = created.group_id().unwrap_or_default().to_string();
+                super::owned::visible::<aws_sdk_ec2::types::SecurityGroup>(ctx, &ec2, &owner, &id).await?;
+                (id, Vec::new(), "created")
             }
         };
         let missing: Vec<IpPermission> = p.ingress.iter().filter(|r| !allows(&existing, r)).map(permission).collect();

@@ -99,6 +99,7 @@ impl Step for Subnet {
                 let subnet = created.subnet();
                 let id = subnet.and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
                 ctx.log(format!("created subnet {id} ({} in {}) in {}", p.cidr, p.availability_zone, p.vpc_id));
+                super::owned::visible::<aws_sdk_ec2::types::Subnet>(ctx, &ec2, &owner, &id).await?;
                 (id, subnet.and_then(|s| s.map_public_ip_on_launch()).unwrap_or(false), "created")
             }
             Some(subnet) => {

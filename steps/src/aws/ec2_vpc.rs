@@ -90,6 +90,7 @@ impl Step for Vpc {
                 };
                 let id = created.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
                 ctx.log(format!("created VPC {id} ({}) for stack {}", p.cidr, p.stack));
+                super::owned::visible::<aws_sdk_ec2::types::Vpc>(ctx, &ec2, &owner, &id).await?;
                 (id, "created")
             }
             Some(vpc) => {

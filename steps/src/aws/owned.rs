@@ -92,6 +92,23 @@ pub async fn one<T: Owned>(ec2: &Client, owner: &Owner) -> Result<Option<T>, Ste
     one_owned(all::<T>(ec2, owner).await?, T::id, T::WHAT, owner)
 }
 
+/// Waits until `id`, just created, shows in the very lookup a retry or a
+/// resume would use (by `owner`'s tags). EC2's reads lag its writes: a new ID
+/// is unknown for seconds, and filters miss it longer; a retry that looked
+/// before then would create a second one. Nothing else is done with it until
+/// then, so no other call (nor another step) meets a `NotFound` either.
+pub async fn visible<T: Owned>(ctx: &StepContext, ec2: &Client, owner: &Owner, id: &str) -> Result<T, StepError> {
+    let what = format!("new {} {id}", T::WHAT);
+    let every = super::wait::interval(std::time::Duration::from_secs(1));
+    super::wait::until(ctx, &what, std::time::Duration::from_secs(300), every, || async {
+        Ok(match all::<T>(ec2, owner).await?.into_iter().find(|r| r.id() == Some(id)) {
+            Some(found) => super::wait::Poll::Ready(found),
+            None => super::wait::Poll::Pending("not visible to AWS's reads by its tags yet".into()),
+        })
+    })
+    .await
+}
+
 /// Everything of `T` carrying ca-a2a-flow's ownership tags, whatever its stack,
 /// as `gc` sees it: each costing `monthly`, removed by its kind's `destroy` with `params`.
 pub async fn leftovers<T: Owned>(
