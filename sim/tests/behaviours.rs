@@ -131,6 +131,7 @@ async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
     let second = 100 + fastrand::u8(..150);
     let vpc = ec2.create_vpc().cidr_block(format!("10.{second}.0.0/16")).send().await.unwrap();
     let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    seen(|| ec2.describe_vpcs().vpc_ids(&vpc).send()).await;
     let mut subnets = Vec::new();
     for (n, zone) in [(1, "eu-west-3a"), (2, "eu-west-3b")] {
         let made = ec2
@@ -143,7 +144,24 @@ async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
             .unwrap();
         subnets.push(made.subnet().unwrap().subnet_id().unwrap().to_string());
     }
+    seen(|| ec2.describe_subnets().set_subnet_ids(Some(subnets.clone())).send()).await;
     (vpc, subnets)
+}
+
+/// Waits (up to 4 s) until `look` succeeds: a new EC2 resource is unknown for a
+/// moment (eventual consistency), as a client of AWS must allow for.
+async fn seen<F, Fut, T, E>(look: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..200 {
+        if look().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("still not visible after 4 s");
 }
 
 #[test]
@@ -164,6 +182,7 @@ fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave
 
         let igw = ec2.create_internet_gateway().send().await.unwrap();
         let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+        seen(|| ec2.describe_internet_gateways().internet_gateway_ids(&igw).send()).await;
         ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
         let lb = create().send().await.expect("made once the gateway is attached");
         let arn = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
@@ -211,9 +230,11 @@ fn a_deleted_load_balancers_interfaces_hold_its_groups_subnets_vpc_and_gateway_f
         let (vpc, subnets) = network(&ec2).await;
         let igw = ec2.create_internet_gateway().send().await.unwrap();
         let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+        seen(|| ec2.describe_internet_gateways().internet_gateway_ids(&igw).send()).await;
         ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
         let sg = ec2.create_security_group().group_name(unique("alb-sg")).description("alb").vpc_id(&vpc).send();
         let sg = sg.await.unwrap().group_id().unwrap().to_string();
+        seen(|| ec2.describe_security_groups().group_ids(&sg).send()).await;
         let lb = elb
             .create_load_balancer()
             .name(unique("lb"))

@@ -276,6 +276,7 @@ fn a_db_subnet_group_left_in_another_vpc_is_a_fatal_error_with_the_fix_and_no_da
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
         let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        crate::support::aws::seen(|| ec2.describe_vpcs().vpc_ids(&vpc).send()).await;
         let mut subnets = Vec::new();
         for (cidr, az) in [("10.9.1.0/24", "eu-west-3a"), ("10.9.2.0/24", "eu-west-3b")] {
             let s = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(az).send().await.unwrap();

@@ -618,3 +618,19 @@ impl Drop for OwnLayer {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (up to 4 s) until `look` succeeds: a new EC2 resource is unknown for a
+/// moment (aws-sim's eventual consistency, as AWS's), as any client must allow for.
+pub(crate) async fn seen<F, Fut, T, E>(look: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..200 {
+        if look().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("still not visible after 4 s");
+}
