@@ -8,6 +8,7 @@ mod aws_destroy;
 mod aws_faults;
 mod aws_network;
 mod aws_operations;
+mod aws_ownership;
 mod aws_parameter;
 mod aws_partition;
 mod aws_plan;

@@ -4,7 +4,7 @@ use aws_sdk_ecs::types::ClusterSetting;
 use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -18,14 +18,45 @@ pub struct Params {
     /// default false
     #[serde(default)]
     pub container_insights: bool,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
+}
+
+/// The ACTIVE cluster `name`, with its tags, and whose it is.
+async fn active(
+    ecs: &aws_sdk_ecs::Client,
+    owner: &Owner,
+    name: &str,
+) -> Result<Option<(aws_sdk_ecs::types::Cluster, Holder)>, StepError> {
+    let found = ecs
+        .describe_clusters()
+        .clusters(name)
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .or_step_error("ecs:DescribeClusters")?;
+    Ok(found.clusters().iter().find(|c| c.status() == Some("ACTIVE")).map(|c| {
+        let holder = owner.holder(c.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))));
+        (c.clone(), holder)
+    }))
 }
 
 impl Step for Cluster {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).name();
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
-        Ok(if found.clusters().iter().any(|c| c.status() == Some("ACTIVE")) { Plan::adopt() } else { Plan::create() })
+        Ok(match active(&ecs, &owner, &name).await? {
+            None => Plan::create(),
+            Some((_, holder)) => match claim(&owner, "cluster", &name, &holder, p.take_over) {
+                Ok(Claim::Adopt) => Plan::adopt(),
+                Ok(Claim::TakeOver) => {
+                    Plan::changes(vec![format!("take over cluster {name} (tag it as this stack's)")])
+                }
+                Err(refused) => Plan::conflict(refused.message),
+            },
+        })
     }
 
     const DESTROYS: bool = true;
@@ -34,9 +65,13 @@ impl Step for Cluster {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
-        if !found.clusters().iter().any(|c| c.status() == Some("ACTIVE")) {
-            return Ok(super::removed(ctx, "cluster", &[]));
+        match active(&ecs, &owner, &name).await? {
+            None => return Ok(super::removed(ctx, "cluster", &[])),
+            Some((_, Holder::Ours)) => {}
+            Some((_, holder)) => {
+                ctx.log(format!("left alone: {}", owner.not_ours("cluster", &name, &holder)));
+                return Ok(super::removed(ctx, "cluster", &[]));
+            }
         }
         ecs.delete_cluster()
             .cluster(&name)
@@ -47,8 +82,12 @@ impl Step for Cluster {
     }
 
     const DOC: KindDoc = KindDoc {
-        summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE.",
-        outputs: &[("arn", "the cluster's ARN"), ("name", "its name"), ("action", "`created` or `adopted`")],
+        summary: "An ECS cluster for Fargate named `<stack>-<step>`; adopted when it is ACTIVE and tagged as the stack's (one without tags is refused unless `take_over`).",
+        outputs: &[
+            ("arn", "the cluster's ARN"),
+            ("name", "its name"),
+            ("action", "`created`, `adopted`, or `taken-over` (`take_over`)"),
+        ],
         example: "- id: cluster\n  uses: aws.ecs.cluster\n  with: { stack: \"${{ inputs.stack }}\" }\n",
     };
 
@@ -56,10 +95,23 @@ impl Step for Cluster {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let found = ecs.describe_clusters().clusters(&name).send().await.or_step_error("ecs:DescribeClusters")?;
-        let active = found.clusters().iter().find(|c| c.status() == Some("ACTIVE")).cloned();
-        let (arn, action) = match active {
-            Some(c) => (c.cluster_arn().unwrap_or_default().to_string(), "adopted"),
+        let (arn, action) = match active(&ecs, &owner, &name).await? {
+            Some((c, holder)) => {
+                let arn = c.cluster_arn().unwrap_or_default().to_string();
+                match claim(&owner, "cluster", &name, &holder, p.take_over)? {
+                    Claim::Adopt => (arn, "adopted"),
+                    Claim::TakeOver => {
+                        ctx.progress(format!("taking over cluster {name}: tagging it as stack {}'s", p.stack));
+                        ecs.tag_resource()
+                            .resource_arn(&arn)
+                            .set_tags(Some(super::ecs_tags(&owner)))
+                            .send()
+                            .await
+                            .or_step_error("ecs:TagResource")?;
+                        (arn, "taken-over")
+                    }
+                }
+            }
             None => {
                 ctx.progress(format!("creating cluster {name}"));
                 let insights = if p.container_insights { "enabled" } else { "disabled" };

@@ -5,7 +5,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -21,6 +21,9 @@ pub struct Params {
     /// default 7
     #[serde(default = "seven")]
     pub retention_days: i32,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 fn seven() -> i32 {
@@ -31,9 +34,20 @@ const RETENTIONS: &[i32] =
     &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 impl Step for LogGroup {
-    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
-        Ok(match find(&logs, &p.name).await? {
+        let found = find(&logs, &p.name).await?;
+        if found.is_some() {
+            match claim(&owner, "log group", &p.name, &holder(&logs, &owner, &p.name).await?, p.take_over) {
+                Ok(Claim::Adopt) => {}
+                Ok(Claim::TakeOver) => {
+                    return Ok(Plan::changes(vec![format!("take over log group {} (tag it as this stack's)", p.name)]));
+                }
+                Err(refused) => return Ok(Plan::conflict(refused.message)),
+            }
+        }
+        Ok(match found {
             None => Plan::create(),
             Some(g) if g.retention_in_days() != Some(p.retention_days) => Plan::changes(vec![format!(
                 "retention_days: {} -> {}",
@@ -47,7 +61,16 @@ impl Step for LogGroup {
     const DESTROYS: bool = true;
 
     async fn destroy(&self, ctx: &StepContext, p: Params, _o: &DestroyOptions) -> Result<Outputs, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
+        if find(&logs, &p.name).await?.is_none() {
+            return Ok(super::removed(ctx, "log group", &[]));
+        }
+        let holder = holder(&logs, &owner, &p.name).await?;
+        if holder != Holder::Ours {
+            ctx.log(format!("left alone: {}", owner.not_ours("log group", &p.name, &holder)));
+            return Ok(super::removed(ctx, "log group", &[]));
+        }
         let gone = logs
             .delete_log_group()
             .log_group_name(&p.name)
@@ -59,7 +82,11 @@ impl Step for LogGroup {
 
     const DOC: KindDoc = KindDoc {
         summary: "A CloudWatch Logs group; its retention is set and kept.",
-        outputs: &[("name", "the group's name"), ("arn", "its ARN"), ("action", "`created`, `adopted` or `updated`")],
+        outputs: &[
+            ("name", "the group's name"),
+            ("arn", "its ARN"),
+            ("action", "`created`, `adopted`, `updated` or `taken-over`"),
+        ],
         example: "- id: orchestrator-logs\n  uses: aws.logs.log_group\n  with: { stack: \"${{ inputs.stack }}\", name: \"/ecs/${{ inputs.stack }}/orchestrator\" }\n",
     };
 
@@ -80,7 +107,22 @@ impl Step for LogGroup {
         let existing = find(&logs, &p.name).await?;
         let mut action = "adopted";
         let retention = match &existing {
-            Some(g) => g.retention_in_days(),
+            Some(g) => {
+                if claim(&owner, "log group", &p.name, &holder(&logs, &owner, &p.name).await?, p.take_over)?
+                    == Claim::TakeOver
+                {
+                    ctx.progress(format!("taking over log group {}: tagging it as stack {}'s", p.name, p.stack));
+                    let arn = g.arn().unwrap_or_default().trim_end_matches(":*").to_string();
+                    logs.tag_resource()
+                        .resource_arn(arn)
+                        .set_tags(Some(owner.tags().into_iter().collect()))
+                        .send()
+                        .await
+                        .or_step_error("logs:TagResource")?;
+                    action = "taken-over";
+                }
+                g.retention_in_days()
+            }
             None => {
                 ctx.progress(format!("creating log group {}", p.name));
                 let mut create = logs.create_log_group().log_group_name(&p.name);
@@ -107,6 +149,14 @@ impl Step for LogGroup {
         ctx.log(format!("{action} log group {} ({} days)", p.name, p.retention_days));
         Ok(outputs! { name: p.name, arn, action })
     }
+}
+
+/// Whose the log group `name` is, from its tags.
+async fn holder(logs: &aws_sdk_cloudwatchlogs::Client, owner: &Owner, name: &str) -> Result<Holder, StepError> {
+    #[allow(deprecated)] // ListTagsForResource needs the ARN; this reads by name, as moto and AWS both answer.
+    let tags = logs.list_tags_log_group().log_group_name(name).send().await.or_step_error("logs:ListTagsLogGroup")?;
+    let tags = tags.tags().map(|t| t.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+    Ok(owner.holder(tags.unwrap_or_default()))
 }
 
 /// The log group `name`, if it exists (the first of the groups it prefixes).

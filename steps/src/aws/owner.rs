@@ -88,6 +88,37 @@ impl Owner {
             .with_hint(hint)
     }
 
+    /// Whose a resource found by its deterministic name is, from its tags: a
+    /// name alone proves nothing (another tool, a hand, an older script may have
+    /// made it).
+    pub fn holder<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Holder {
+        match tags.into_iter().find(|(k, _)| *k == TAG_STACK) {
+            Some((_, stack)) if stack == self.stack => Holder::Ours,
+            Some((_, stack)) => Holder::Stack(stack.to_string()),
+            None => Holder::Nobody,
+        }
+    }
+
+    /// Why `what` `name`, found by its name, is not this stack's (a `plan` conflict).
+    pub fn not_ours(&self, what: &str, name: &str, holder: &Holder) -> String {
+        match holder {
+            Holder::Stack(other) => format!("{what} {name} belongs to stack `{other}`"),
+            _ => format!("{what} {name} exists without ca-a2a-flow's ownership tags"),
+        }
+    }
+
+    /// `run`'s fatal error for a resource found by its name that is not this stack's.
+    pub fn refuse(&self, what: &str, name: &str, holder: &Holder) -> StepError {
+        let hint = match holder {
+            Holder::Stack(other) => format!("destroy stack `{other}` first, or give this stack another name"),
+            _ => format!(
+                "another tool or a hand made it (a leftover of an earlier deployment?): delete it, give the stack another name, or set `take_over: true` on step `{}` so this stack adopts it (it is then tagged as this stack's, and `destroy` removes it)",
+                step_of_tag(&self.step)
+            ),
+        };
+        StepError::fatal(self.not_ours(what, name, holder)).with_hint(hint)
+    }
+
     /// An idempotency token for a create call, derived from who owns the
     /// resource and `salt` (what makes this creation distinct, like the Elastic
     /// IP it uses): the same after a crash, so a repeated call returns the first
@@ -104,6 +135,37 @@ impl Owner {
         TagSpecification::builder().resource_type(resource).set_tags(Some(tags.collect())).build()
     }
 }
+
+/// Whose a resource found by its name is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// Tagged as this stack's.
+    Ours,
+    /// Tagged as another stack's.
+    Stack(String),
+    /// Without ca-a2a-flow's tags: made by something else.
+    Nobody,
+}
+
+/// What a step does with a resource found by its name: adopt it (ours), take it
+/// over (nobody's, and the step says `take_over`), or refuse it.
+pub fn claim(owner: &Owner, what: &str, name: &str, holder: &Holder, take_over: bool) -> Result<Claim, StepError> {
+    match holder {
+        Holder::Ours => Ok(Claim::Adopt),
+        Holder::Nobody if take_over => Ok(Claim::TakeOver),
+        _ => Err(owner.refuse(what, name, holder)),
+    }
+}
+
+/// See [`claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Adopt,
+    TakeOver,
+}
+
+/// The doc of a kind's `take_over` parameter.
+pub const TAKE_OVER: &str = "adopt a resource of this name that has no ca-a2a-flow tags (made by hand or another tool): it is tagged as this stack's, and `destroy` then removes it (default false: such a resource is refused)";
 
 /// A stack's name, as a kind's `stack` parameter: refused when it is read
 /// unless it fits every AWS naming rule ([`valid_stack_name`]), so no kind

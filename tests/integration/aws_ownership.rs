@@ -1,0 +1,91 @@
+//! Resources found by their name are adopted, or deleted, only when their tags
+//! say this stack made them. One made by another tool or by hand (the report's
+//! leftovers `ca-a2a-cluster`, `/ecs/ca-a2a/*`) is a conflict in `plan`, a fatal
+//! error naming it in `run`, and left alone by `destroy`, unless the step says
+//! `take_over: true`.
+
+use crate::support::aws::{behind_aws_sim, destroy, one_aws_step, sdk, unique_stack};
+use crate::support::{Env, block_on};
+
+/// A cluster named as the stack's step `cluster` names its own, made without tags.
+fn a_cluster_made_by_hand(name: &str) {
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    block_on(ecs.create_cluster().cluster_name(name).send()).expect("moto makes the cluster");
+}
+
+/// The cluster's tags, if it is ACTIVE.
+fn cluster_tags(name: &str) -> Option<Vec<(String, String)>> {
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let found = block_on(ecs.describe_clusters().clusters(name).include(aws_sdk_ecs::types::ClusterField::Tags).send())
+        .unwrap();
+    let c = found.clusters().iter().find(|c| c.status() == Some("ACTIVE"))?;
+    Some(c.tags().iter().map(|t| (t.key().unwrap_or("").into(), t.value().unwrap_or("").into())).collect())
+}
+
+#[test]
+fn a_cluster_another_tool_made_is_a_conflict_in_plan_fatal_in_run_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("byhand");
+    let name = format!("{stack}-cluster");
+    a_cluster_made_by_hand(&name);
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "cluster", "aws.ecs.cluster", &[]);
+    let input = format!("stack={stack}");
+
+    let plan = env.run(&["plan", wf.to_str().unwrap(), "--input", &input, "--output", "json"]);
+    plan.expect_success();
+    let step = plan.json()["steps"].as_array().unwrap().iter().find(|s| s["id"] == "cluster").unwrap().clone();
+    assert_eq!(step["action"], "conflict", "{step}");
+
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &input]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("cluster {name} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("take_over: true"), "the hint names the way to adopt it: {}", out.stderr);
+    assert_eq!(cluster_tags(&name), Some(Vec::new()), "left as it was");
+
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    assert!(cluster_tags(&name).is_some(), "destroy leaves what the stack did not make");
+}
+
+#[test]
+fn a_cluster_taken_over_is_tagged_as_the_stacks_and_then_destroyed_with_it() {
+    behind_aws_sim();
+    let stack = unique_stack("takeover");
+    let name = format!("{stack}-cluster");
+    a_cluster_made_by_hand(&name);
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "cluster", "aws.ecs.cluster", &[("take_over", "true")]);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    let run = env.only_run().id;
+    assert_eq!(env.step(&run, "cluster").outputs.unwrap()["action"], "taken-over");
+    let tags = cluster_tags(&name).unwrap();
+    assert!(tags.contains(&("ca-a2a-flow:stack".into(), stack.clone())), "{tags:?}");
+
+    destroy(&env, &run, &[], &[]).expect_success();
+    assert_eq!(cluster_tags(&name), None, "the stack's now: destroyed with it");
+}
+
+#[test]
+fn a_log_group_another_tool_made_is_refused_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("oldlogs");
+    let name = format!("/ecs/{stack}/orchestrator");
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk());
+    block_on(logs.create_log_group().log_group_name(&name).send()).expect("moto makes the group");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "orchestrator-logs", "aws.logs.log_group", &[("name", &name)]);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("log group {name} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    let left = block_on(logs.describe_log_groups().log_group_name_prefix(&name).send()).unwrap();
+    assert_eq!(left.log_groups().len(), 1, "destroy leaves what the stack did not make");
+}
