@@ -89,3 +89,20 @@ fn a_log_group_another_tool_made_is_refused_and_never_destroyed() {
     let left = block_on(logs.describe_log_groups().log_group_name_prefix(&name).send()).unwrap();
     assert_eq!(left.log_groups().len(), 1, "destroy leaves what the stack did not make");
 }
+
+#[test]
+fn a_role_another_tool_made_is_refused_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("oldrole");
+    let name = format!("{stack}-execution-role");
+    let iam = aws_sdk_iam::Client::new(&sdk());
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    block_on(iam.create_role().role_name(&name).assume_role_policy_document(trust).send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "execution-role", "aws.iam.role", &[("service", "ecs-tasks.amazonaws.com")]);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(out.stderr.contains(&format!("role {name} exists without ca-a2a-flow's ownership tags")), "{}", out.stderr);
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    assert!(block_on(iam.get_role().role_name(&name).send()).is_ok(), "destroy leaves what the stack did not make");
+}

@@ -8,7 +8,7 @@ use ca_a2a_flow_engine::{
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim};
 use super::{AwsResult, Owner, built};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -30,6 +30,22 @@ pub struct Params {
     /// also an instance profile of the same name holding the role (EC2)
     #[serde(default)]
     pub instance_profile: bool,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
+}
+
+/// The role `name` and whose it is, if it exists.
+async fn found(
+    iam: &aws_sdk_iam::Client,
+    owner: &Owner,
+    name: &str,
+) -> Result<Option<(aws_sdk_iam::types::Role, Holder)>, StepError> {
+    let got = iam.get_role().role_name(name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?;
+    Ok(got.and_then(|g| g.role().cloned()).map(|r| {
+        let holder = owner.holder(r.tags().iter().map(|t| (t.key(), t.value())));
+        (r, holder)
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,14 +59,21 @@ const INLINE: &str = "ca-a2a-flow";
 
 impl Step for Role {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).short_name(64);
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(64);
         let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
-        if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
+        let Some((_, holder)) = found(&iam, &owner, &name).await? else {
             return Ok(Plan::create());
-        }
+        };
+        let mut changes = match claim(&owner, "role", &name, &holder, p.take_over) {
+            Ok(Claim::Adopt) => Vec::new(),
+            Ok(Claim::TakeOver) => vec![format!("take over role {name} (tag it as this stack's)")],
+            Err(refused) => return Ok(Plan::conflict(refused.message)),
+        };
         let attached = attached_policies(&iam, &name, false).await?;
         let missing = p.managed_policy_arns.iter().filter(|a| !attached.contains(a));
-        Ok(Plan::changes(missing.map(|a| format!("attach {a}")).collect()))
+        changes.extend(missing.map(|a| format!("attach {a}")));
+        Ok(Plan::changes(changes))
     }
 
     const DESTROYS: bool = true;
@@ -59,8 +82,13 @@ impl Step for Role {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(64);
         let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
-        if iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?.is_none() {
-            return Ok(super::removed(ctx, "role", &[]));
+        match found(&iam, &owner, &name).await? {
+            None => return Ok(super::removed(ctx, "role", &[])),
+            Some((_, Holder::Ours)) => {}
+            Some((_, holder)) => {
+                ctx.log(format!("left alone: {}", owner.not_ours("role", &name, &holder)));
+                return Ok(super::removed(ctx, "role", &[]));
+            }
         }
         for policy in &attached_policies(&iam, &name, false).await? {
             iam.detach_role_policy()
@@ -114,7 +142,7 @@ impl Step for Role {
             ("name", "its name"),
             ("account_id", "the AWS account (from the ARN)"),
             ("instance_profile", "the instance profile's name (empty without `instance_profile: true`)"),
-            ("action", "`created` or `adopted`"),
+            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
         ],
         example: "- id: execution-role\n  uses: aws.iam.role\n  with:\n    stack: \"${{ inputs.stack }}\"\n    service: ecs-tasks.amazonaws.com\n    managed_policy_arns: [arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy]\n",
     };
@@ -134,9 +162,19 @@ impl Step for Role {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.short_name(64);
         let iam = aws_sdk_iam::Client::new(&super::config(p.region.as_deref()).await);
-        let found = iam.get_role().role_name(&name).send().await.or_absent("iam:GetRole", &["NoSuchEntity"])?;
-        let (arn, action) = match found.and_then(|f| f.role().cloned()) {
-            Some(r) => (r.arn().to_string(), "adopted"),
+        let (arn, action) = match found(&iam, &owner, &name).await? {
+            Some((r, holder)) => match claim(&owner, "role", &name, &holder, p.take_over)? {
+                Claim::Adopt => (r.arn().to_string(), "adopted"),
+                Claim::TakeOver => {
+                    ctx.progress(format!("taking over role {name}: tagging it as stack {}'s", p.stack));
+                    let mut tags = Vec::new();
+                    for (k, v) in owner.tags() {
+                        tags.push(built("tag", aws_sdk_iam::types::Tag::builder().key(k).value(v).build())?);
+                    }
+                    iam.tag_role().role_name(&name).set_tags(Some(tags)).send().await.or_step_error("iam:TagRole")?;
+                    (r.arn().to_string(), "taken-over")
+                }
+            },
             None => {
                 let trust = json!({
                     "Version": "2012-10-17",
