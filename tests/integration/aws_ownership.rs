@@ -106,3 +106,24 @@ fn a_role_another_tool_made_is_refused_and_never_destroyed() {
     destroy(&env, &env.only_run().id, &[], &[]).expect_success();
     assert!(block_on(iam.get_role().role_name(&name).send()).is_ok(), "destroy leaves what the stack did not make");
 }
+
+#[test]
+fn a_repository_another_tool_made_is_refused_and_never_destroyed_even_with_its_images() {
+    behind_aws_sim();
+    let stack = unique_stack("oldrepo");
+    let name = format!("{stack}/orchestrator");
+    let ecr = aws_sdk_ecr::Client::new(&sdk());
+    block_on(ecr.create_repository().repository_name(&name).send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "orchestrator-repo", "aws.ecr.repository", &[("name", &name)]);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("repository {name} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    destroy(&env, &env.only_run().id, &["--delete-images"], &[]).expect_success();
+    let left = block_on(ecr.describe_repositories().repository_names(&name).send());
+    assert!(left.is_ok(), "destroy --delete-images leaves what the stack did not make");
+}

@@ -6,7 +6,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::{Stack, name_problems};
+use super::owner::{Claim, Holder, Stack, claim, name_problems};
 use super::{AwsResult, Owner, built};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -19,12 +19,23 @@ pub struct Params {
     pub region: Option<String>,
     /// like ca-a2a/orchestrator (required)
     pub name: String,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 impl Step for Repository {
-    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
-        Ok(if find(&ecr, &p.name).await?.is_some() { Plan::adopt() } else { Plan::create() })
+        Ok(match found(&ecr, &owner, &p.name).await? {
+            None => Plan::create(),
+            Some((_, holder)) => match claim(&owner, "repository", &p.name, &holder, p.take_over) {
+                Ok(Claim::Adopt) => Plan::adopt(),
+                Ok(Claim::TakeOver) => Plan::changes(vec![format!("take over repository {} (tag it)", p.name)]),
+                Err(refused) => Plan::conflict(refused.message),
+            },
+        })
     }
 
     const DESTROYS: bool = true;
@@ -37,7 +48,16 @@ impl Step for Repository {
         if !o.delete_images {
             return Ok(super::kept(ctx, &format!("repository {} and its images", p.name), "--delete-images"));
         }
+        let owner = Owner::new(&p.stack, ctx);
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
+        match found(&ecr, &owner, &p.name).await? {
+            None => return Ok(super::removed(ctx, "repository", &[])),
+            Some((_, Holder::Ours)) => {}
+            Some((_, holder)) => {
+                ctx.log(format!("left alone: {}", owner.not_ours("repository", &p.name, &holder)));
+                return Ok(super::removed(ctx, "repository", &[]));
+            }
+        }
         let gone = ecr
             .delete_repository()
             .repository_name(&p.name)
@@ -49,12 +69,12 @@ impl Step for Repository {
     }
 
     const DOC: KindDoc = KindDoc {
-        summary: "An ECR repository with scan on push; adopted when it exists.",
+        summary: "An ECR repository with scan on push; adopted when it exists with the stack's tags (one without them is refused unless `take_over`).",
         outputs: &[
             ("uri", "the repository URI, for image references"),
             ("arn", "its ARN"),
             ("registry_id", "the registry (account) id"),
-            ("action", "`created` or `adopted`"),
+            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
         ],
         example: "- id: orchestrator-repo\n  uses: aws.ecr.repository\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}/orchestrator\" }\n",
     };
@@ -67,8 +87,25 @@ impl Step for Repository {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
-        let (repo, action) = match find(&ecr, &p.name).await? {
-            Some(r) => (r, "adopted"),
+        let (repo, action) = match found(&ecr, &owner, &p.name).await? {
+            Some((r, holder)) => match claim(&owner, "repository", &p.name, &holder, p.take_over)? {
+                Claim::Adopt => (r, "adopted"),
+                Claim::TakeOver => {
+                    ctx.progress(format!("taking over repository {}: tagging it as stack {}'s", p.name, p.stack));
+                    let mut tags = Vec::new();
+                    for (k, v) in owner.tags() {
+                        tags.push(built("tag", aws_sdk_ecr::types::Tag::builder().key(k).value(v).build())?);
+                    }
+                    let arn = r.repository_arn().unwrap_or_default();
+                    ecr.tag_resource()
+                        .resource_arn(arn)
+                        .set_tags(Some(tags))
+                        .send()
+                        .await
+                        .or_step_error("ecr:TagResource")?;
+                    (r, "taken-over")
+                }
+            },
             None => {
                 let mut tags = Vec::new();
                 for (k, v) in owner.tags() {
@@ -96,6 +133,23 @@ impl Step for Repository {
             outputs! { uri, arn: repo.repository_arn().unwrap_or_default(), registry_id: repo.registry_id().unwrap_or_default(), action },
         )
     }
+}
+
+/// The repository `name` and whose it is, if it exists.
+async fn found(
+    ecr: &aws_sdk_ecr::Client,
+    owner: &Owner,
+    name: &str,
+) -> Result<Option<(aws_sdk_ecr::types::Repository, Holder)>, StepError> {
+    let Some(repo) = find(ecr, name).await? else { return Ok(None) };
+    let tags = ecr
+        .list_tags_for_resource()
+        .resource_arn(repo.repository_arn().unwrap_or_default())
+        .send()
+        .await
+        .or_step_error("ecr:ListTagsForResource")?;
+    let holder = owner.holder(tags.tags().iter().map(|t| (t.key(), t.value())));
+    Ok(Some((repo, holder)))
 }
 
 /// The repository `name`, if it exists.
