@@ -8,7 +8,8 @@
 //! the time NAT gateways, databases and load balancers take to become usable
 //! ([`latency`]); network interfaces that outlive their load balancer and
 //! block the deletes of what they are in ([`interfaces`]); new EC2 IDs not
-//! visible at once ([`consistency`]).
+//! visible at once ([`consistency`]); client tokens honoured as AWS honours
+//! them ([`tokens`]).
 //! Every request is counted for the report written on SIGTERM.
 
 pub mod consistency;
@@ -18,6 +19,7 @@ pub mod latency;
 pub mod paging;
 pub mod rules;
 pub mod throttle;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
@@ -83,6 +85,7 @@ pub struct Sim {
     latency: Arc<latency::Latency>,
     interfaces: Arc<interfaces::Interfaces>,
     consistency: Arc<consistency::Consistency>,
+    tokens: Arc<tokens::Tokens>,
 }
 
 impl Sim {
@@ -92,7 +95,8 @@ impl Sim {
         let interfaces = Arc::default();
         let report = Arc::new(Mutex::new(Report::default()));
         let consistency = Arc::default();
-        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency }
+        let tokens = Arc::default();
+        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency, tokens }
     }
 
     pub fn report(&self) -> Report {
@@ -137,6 +141,7 @@ impl Sim {
             }
             None => self.forwarded(req),
         };
+        self.tokens.answered(req, &answer);
         if http::status_of(&answer) >= 400 {
             if let Some(code) = http::error_code_of(&answer) {
                 self.count(|r| *r.errors.entry(code.clone()).or_default() += 1);
@@ -188,6 +193,9 @@ impl Sim {
         if req.protocol() == Protocol::Ec2 && req.body_text().split('&').any(|kv| kv == "DryRun=true") {
             let message = "Request would have succeeded, but DryRun flag is set.";
             return Some(("dry_run", error_answer(Protocol::Ec2, 412, "DryRunOperation", message)));
+        }
+        if let Some(repeated) = self.tokens.repeated(req) {
+            return Some(repeated);
         }
         if self.config.timing {
             let now = self.latency.now();

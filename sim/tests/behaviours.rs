@@ -498,3 +498,25 @@ fn a_new_vpc_is_not_found_by_id_for_a_moment_and_missed_by_tag_filters_a_little_
         ec2.delete_vpc().vpc_id(&vpc).send().await.unwrap();
     });
 }
+
+#[test]
+fn a_client_token_gets_its_first_answer_again_even_once_the_resource_is_gone_and_refuses_other_parameters() {
+    let layer = Layer::start(&["--time-scale", "600"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (_, subnets) = network(&ec2).await;
+        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+        let allocation = eip.allocation_id().unwrap().to_string();
+        let token = unique("token");
+        let create = |subnet: &str| {
+            ec2.create_nat_gateway().subnet_id(subnet).allocation_id(&allocation).client_token(&token).send()
+        };
+        let first = create(&subnets[0]).await.unwrap().nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+        ec2.delete_nat_gateway().nat_gateway_id(&first).send().await.unwrap();
+        let again = create(&subnets[0]).await.unwrap().nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+        assert_eq!(again, first, "the same token answers the first (now deleted) gateway, and makes none");
+        let other = create(&subnets[1]).await.expect_err("the same token with another subnet");
+        assert_eq!(code(&other).as_deref(), Some("IdempotentParameterMismatch"), "{other:?}");
+    });
+}
