@@ -9,7 +9,7 @@
 use aws_sdk_ec2::types::Filter;
 use ca_a2a_flow_engine::RunStatus;
 
-use crate::support::aws::{NETWORK, OwnLayer, ec2, expect_exactly_the_network, unique_stack};
+use crate::support::aws::{NETWORK, OwnLayer, ec2, expect_exactly_the_network, has_tag, unique_stack};
 use crate::support::{Env, block_on};
 
 /// The network of a new stack named after `prefix`, deployed: its state
@@ -141,4 +141,34 @@ fn a_network_made_while_aws_reads_lag_is_made_once() {
         ]
     });
     assert_eq!(counted, [1, 1, 1, 1, 1], "VPC, subnet, gateway, route table, group: each made once\n{}", out.stderr);
+}
+
+#[test]
+fn a_nat_gateway_deleted_behind_the_stacks_back_is_made_again_not_answered_by_its_old_client_token() {
+    let ec2 = ec2();
+    let env = Env::sqlite();
+    let wf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/stack/network.yaml");
+    let input = format!("stack={}", unique_stack("natgone"));
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let nat_of = |run: &str| env.step(run, "nat").outputs.unwrap()["nat_gateway_id"].as_str().unwrap().to_string();
+    let state = |id: &str| {
+        let found = block_on(ec2.describe_nat_gateways().nat_gateway_ids(id).send()).unwrap();
+        found.nat_gateways()[0].state().map(|s| s.as_str().to_string()).unwrap_or_default()
+    };
+    let first = nat_of(&env.only_run().id);
+    block_on(ec2.delete_nat_gateway().nat_gateway_id(&first).send()).unwrap();
+    assert_eq!(state(&first), "deleted");
+    // AWS frees the gateway's Elastic IP once the deletion completes; moto keeps it associated.
+    let ip = env.step(&env.only_run().id, "nat-ip").outputs.unwrap()["allocation_id"].as_str().unwrap().to_string();
+    let addresses = block_on(ec2.describe_addresses().allocation_ids(&ip).send()).unwrap();
+    if let Some(association) = addresses.addresses().first().and_then(|a| a.association_id()) {
+        block_on(ec2.disassociate_address().association_id(association).send()).unwrap();
+    }
+
+    // Same stack, step and Elastic IP: a token derived from those alone gets AWS's first
+    // answer again, the deleted gateway, and no new one is ever made.
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let fresh = nat_of(&env.runs()[0].id);
+    assert_ne!(fresh, first, "a fresh gateway");
+    assert_eq!(state(&fresh), "available");
 }

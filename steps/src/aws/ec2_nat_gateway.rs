@@ -197,6 +197,18 @@ async fn owned_address(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Optio
     Ok(a.map(|a| (a.allocation_id().unwrap_or_default().to_string(), a.public_ip().unwrap_or_default().to_string())))
 }
 
+/// The client token of a NAT gateway's creation: the same for every attempt of
+/// this run while nothing changes (a resumed run gets the gateway a killed
+/// attempt asked for), another once a gateway of the step has ended (deleted
+/// behind the stack's back, or failed) or in another run, whose request carries
+/// other tags: AWS answers a token with the first request's gateway, even
+/// deleted, and refuses it with other parameters (`IdempotentParameterMismatch`).
+fn token(owner: &Owner, allocation: &str, ended: &[String]) -> String {
+    let mut ended = ended.to_vec();
+    ended.sort();
+    owner.client_token(&format!("{allocation}\n{}\n{}", owner.run, ended.join(",")))
+}
+
 async fn create(
     ctx: &StepContext,
     ec2: &aws_sdk_ec2::Client,
@@ -223,11 +235,16 @@ async fn create(
             .with_hint("a NAT gateway created before the attachment ends `failed`; the step waits for the `aws.ec2.internet_gateway` step (add it to `needs`)"));
     }
     ctx.progress(format!("creating NAT gateway {} in {subnet}", owner.name()));
+    let ended: Vec<String> = owned(ec2, owner, &["deleting", "deleted", "failed"])
+        .await?
+        .iter()
+        .filter_map(|n| n.nat_gateway_id().map(String::from))
+        .collect();
     let created = ec2
         .create_nat_gateway()
         .subnet_id(subnet)
         .allocation_id(allocation)
-        .client_token(owner.client_token(allocation))
+        .client_token(token(owner, allocation, &ended))
         .tag_specifications(owner.ec2_tag_spec(ResourceType::Natgateway))
         .send()
         .await
@@ -280,5 +297,27 @@ impl Facts for NatGateway {
             }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn owner(run: &str) -> Owner {
+        Owner { stack: "s".into(), step: "nat".into(), run: run.into() }
+    }
+
+    #[test]
+    fn a_token_is_the_same_on_resume_and_new_once_a_gateway_ended_or_in_another_run() {
+        let first = token(&owner("r1"), "eipalloc-1", &[]);
+        assert_eq!(token(&owner("r1"), "eipalloc-1", &[]), first, "a resumed attempt asks for the same gateway");
+        assert_ne!(token(&owner("r1"), "eipalloc-1", &["nat-1".into()]), first, "a gateway ended since");
+        assert_ne!(token(&owner("r2"), "eipalloc-1", &[]), first, "another run sends other tags");
+        assert_eq!(
+            token(&owner("r1"), "eipalloc-1", &["nat-2".into(), "nat-1".into()]),
+            token(&owner("r1"), "eipalloc-1", &["nat-1".into(), "nat-2".into()]),
+            "whatever order AWS lists them in"
+        );
     }
 }
