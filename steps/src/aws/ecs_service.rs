@@ -144,7 +144,13 @@ impl Step for EcsService {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
-        let existing = describe(&ecs, &p.cluster, &name, &[]).await?.filter(|s| s.status() != Some("INACTIVE"));
+        let found = describe(&ecs, &p.cluster, &name, &[]).await?;
+        // A service of this name deleted since (INACTIVE): a token of before would answer it again.
+        let ended = found
+            .as_ref()
+            .filter(|s| s.status() == Some("INACTIVE"))
+            .map(|s| format!("{}@{:?}", s.service_arn().unwrap_or_default(), s.created_at()));
+        let existing = found.filter(|s| s.status() != Some("INACTIVE"));
         let desired = p.desired_count as i32;
         let (arn, action) = match existing {
             Some(s) if s.status() == Some("DRAINING") => {
@@ -204,7 +210,7 @@ impl Step for EcsService {
                     .deployment_configuration(
                         DeploymentConfiguration::builder().deployment_circuit_breaker(breaker).build(),
                     )
-                    .client_token(owner.client_token("service"))
+                    .client_token(token(&owner, ended.as_deref()))
                     .propagate_tags(PropagateTags::Service)
                     .set_tags(Some(super::ecs_tags(&owner)))
                     .send()
@@ -255,6 +261,16 @@ fn stable(s: &Service, desired: i32) -> bool {
 /// The circuit breaker stopped the rollout: say why, from the stopped tasks.
 /// The service `name` of `cluster` as ECS describes it (an INACTIVE one
 /// included); `None` when there is none, or when the error's code is in `absent`.
+/// The client token of a service's creation: the same for every attempt of this
+/// run (a resumed run gets the service a killed attempt asked for), another in
+/// another run (its request carries other tags and maybe another revision: ECS
+/// refuses a token with other parameters, "Creation of service was not
+/// idempotent.") or once a service of this name ended (ECS would answer the
+/// deleted one).
+fn token(owner: &Owner, ended: Option<&str>) -> String {
+    owner.client_token(&format!("service\n{}\n{}", owner.run, ended.unwrap_or("")))
+}
+
 pub(crate) async fn describe(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
@@ -319,5 +335,22 @@ impl Facts for EcsService {
             ),
             count * h * (cpu * prices.fargate_vcpu_hour + gb * prices.fargate_gb_hour),
         )])
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn owner(run: &str) -> Owner {
+        Owner { stack: "s".into(), step: "orchestrator".into(), run: run.into() }
+    }
+
+    #[test]
+    fn a_service_token_is_kept_on_resume_and_new_in_another_run_or_once_the_service_ended() {
+        let first = token(&owner("r1"), None);
+        assert_eq!(token(&owner("r1"), None), first);
+        assert_ne!(token(&owner("r2"), None), first, "another run (the old constant token was refused there)");
+        assert_ne!(token(&owner("r1"), Some("arn:s@1")), first, "a service of the name ended since");
     }
 }
