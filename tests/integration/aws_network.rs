@@ -9,7 +9,7 @@
 use aws_sdk_ec2::types::Filter;
 use ca_a2a_flow_engine::RunStatus;
 
-use crate::support::aws::{NETWORK, OwnLayer, ec2, expect_exactly_the_network, has_tag, unique_stack};
+use crate::support::aws::{NETWORK, OwnLayer, ec2, expect_exactly_the_network, unique_stack};
 use crate::support::{Env, block_on};
 
 /// The network of a new stack named after `prefix`, deployed: its state

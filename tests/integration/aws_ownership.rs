@@ -127,3 +127,51 @@ fn a_repository_another_tool_made_is_refused_and_never_destroyed_even_with_its_i
     let left = block_on(ecr.describe_repositories().repository_names(&name).send());
     assert!(left.is_ok(), "destroy --delete-images leaves what the stack did not make");
 }
+
+#[test]
+fn a_target_group_another_tool_made_is_refused_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("oldtg");
+    let name = format!("{stack}-api-tg");
+    let config = sdk();
+    let (vpc, elb) = block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.7.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .unwrap()
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        crate::support::aws::seen(|| ec2.describe_vpcs().vpc_ids(&vpc).send()).await;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        elb.create_target_group()
+            .name(&name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(8000)
+            .vpc_id(&vpc)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+            .send()
+            .await
+            .expect("moto makes it");
+        (vpc, elb)
+    });
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "api-tg", "aws.elbv2.target_group", &[("vpc_id", &vpc), ("port", "8000")]);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("target group {name} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    assert!(
+        block_on(elb.describe_target_groups().names(&name).send()).is_ok(),
+        "destroy leaves what the stack did not make"
+    );
+}

@@ -30,6 +30,9 @@ pub struct Params {
     pub scheme: Option<String>,
     /// deadline for `active` (default 10m)
     pub wait: Option<HumanDuration>,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 impl Step for LoadBalancer {
@@ -37,9 +40,18 @@ impl Step for LoadBalancer {
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(15, 12));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).short_name(32);
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
-        Ok(if by_name(&elb, &name).await?.is_some() { Plan::adopt() } else { Plan::create() })
+        let Some(lb) = by_name(&elb, &name).await? else { return Ok(Plan::create()) };
+        let holder = super::elbv2_holder(&elb, &owner, lb.load_balancer_arn().unwrap_or_default()).await?;
+        Ok(match super::owner::claim(&owner, "load balancer", &name, &holder, p.take_over) {
+            Ok(super::owner::Claim::Adopt) => Plan::adopt(),
+            Ok(super::owner::Claim::TakeOver) => {
+                Plan::changes(vec![format!("take over load balancer {name} (tag it)")])
+            }
+            Err(refused) => Plan::conflict(refused.message),
+        })
     }
 
     const DESTROYS: bool = true;
@@ -51,6 +63,11 @@ impl Step for LoadBalancer {
         let Some(arn) = by_name(&elb, &name).await?.and_then(|l| l.load_balancer_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "load balancer", &[]));
         };
+        let holder = super::elbv2_holder(&elb, &owner, &arn).await?;
+        if holder != super::owner::Holder::Ours {
+            ctx.log(format!("left alone: {}", owner.not_ours("load balancer", &name, &holder)));
+            return Ok(super::removed(ctx, "load balancer", &[]));
+        }
         ctx.progress(format!("deleting load balancer {name}"));
         elb.delete_load_balancer()
             .load_balancer_arn(&arn)
@@ -77,7 +94,7 @@ impl Step for LoadBalancer {
             ("arn", "the load balancer's ARN"),
             ("dns_name", "its DNS name"),
             ("name", "its name"),
-            ("action", "`created` or `adopted`"),
+            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
         ],
         example: "- id: alb\n  uses: aws.elbv2.load_balancer\n  with:\n    stack: \"${{ inputs.stack }}\"\n    subnet_ids: [\"${{ steps.public-a.outputs.subnet_id }}\", \"${{ steps.public-b.outputs.subnet_id }}\"]\n    security_group_ids: [\"${{ steps.alb-sg.outputs.group_id }}\"]\n",
     };
@@ -103,7 +120,11 @@ impl Step for LoadBalancer {
         let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
         let (lb, action) = match by_name(&elb, &name).await? {
-            Some(lb) => (lb, "adopted"),
+            Some(lb) => {
+                let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+                let taken = super::elbv2_claim(ctx, &elb, &owner, "load balancer", &name, &arn, p.take_over).await?;
+                (lb, if taken { "taken-over" } else { "adopted" })
+            }
             None => {
                 ctx.progress(format!("creating load balancer {name}"));
                 let scheme = LoadBalancerSchemeEnum::from(p.scheme.as_deref().unwrap_or("internet-facing"));

@@ -34,6 +34,9 @@ pub struct Params {
     /// HTTP codes that count as healthy, default 200-399
     #[serde(default = "default_matcher")]
     pub healthy_codes: String,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 fn default_path() -> String {
@@ -51,9 +54,14 @@ fn default_matcher() -> String {
 
 impl Step for TargetGroup {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).short_name(32);
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.short_name(32);
         let elb = super::elbv2(p.region.as_deref()).await;
         let Some(tg) = by_name(&elb, &name).await? else { return Ok(Plan::create()) };
+        let holder = super::elbv2_holder(&elb, &owner, tg.target_group_arn().unwrap_or_default()).await?;
+        if let Err(refused) = super::owner::claim(&owner, "target group", &name, &holder, p.take_over) {
+            return Ok(Plan::conflict(refused.message));
+        }
         if tg.port() != Some(i32::from(p.port)) {
             return Ok(Plan::conflict(format!("port: {} -> {} (cannot change)", tg.port().unwrap_or(0), p.port)));
         }
@@ -91,6 +99,11 @@ impl Step for TargetGroup {
         let Some(arn) = by_name(&elb, &name).await?.and_then(|t| t.target_group_arn().map(String::from)) else {
             return Ok(super::removed(ctx, "target group", &[]));
         };
+        let holder = super::elbv2_holder(&elb, &owner, &arn).await?;
+        if holder != super::owner::Holder::Ours {
+            ctx.log(format!("left alone: {}", owner.not_ours("target group", &name, &holder)));
+            return Ok(super::removed(ctx, "target group", &[]));
+        }
         elb.delete_target_group()
             .target_group_arn(&arn)
             .send()
@@ -104,7 +117,7 @@ impl Step for TargetGroup {
         outputs: &[
             ("arn", "the target group's ARN"),
             ("name", "its name"),
-            ("action", "`created`, `adopted` or `updated`"),
+            ("action", "`created`, `adopted`, `updated` or `taken-over` (`take_over`)"),
         ],
         example: "- id: orchestrator-tg\n  uses: aws.elbv2.target_group\n  with:\n    stack: \"${{ inputs.stack }}\"\n    vpc_id: \"${{ steps.vpc.outputs.vpc_id }}\"\n    port: 8000\n    health_check_path: /health\n",
     };
@@ -143,7 +156,10 @@ impl Step for TargetGroup {
                     return Err(owner.conflict("target group", &name, detail, "a target group's VPC and port cannot change: delete it (and the listener rules using it) first"));
                 }
                 let arn = tg.target_group_arn().unwrap_or_default().to_string();
-                if health_drifted(&tg, &p) {
+                let taken = super::elbv2_claim(ctx, &elb, &owner, "target group", &name, &arn, p.take_over).await?;
+                if taken {
+                    (arn, "taken-over")
+                } else if health_drifted(&tg, &p) {
                     elb.modify_target_group()
                         .target_group_arn(&arn)
                         .health_check_path(&p.health_check_path)

@@ -170,6 +170,41 @@ pub fn ecs_tags(owner: &Owner) -> Vec<aws_sdk_ecs::types::Tag> {
     owner.tags().into_iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build()).collect()
 }
 
+/// Whose a load balancer or target group found by its name is, from its tags.
+pub async fn elbv2_holder(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    owner: &Owner,
+    arn: &str,
+) -> Result<owner::Holder, ca_a2a_flow_engine::StepError> {
+    let tags =
+        elb.describe_tags().resource_arns(arn).send().await.or_step_error("elasticloadbalancing:DescribeTags")?;
+    let pairs = tags.tag_descriptions().iter().flat_map(|d| d.tags()).filter_map(|t| Some((t.key()?, t.value()?)));
+    Ok(owner.holder(pairs))
+}
+
+/// Adopts, takes over (tags it as `owner`'s) or refuses the load balancer or
+/// target group `name` found by its name; whether it was taken over.
+pub async fn elbv2_claim(
+    ctx: &ca_a2a_flow_engine::StepContext,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    owner: &Owner,
+    what: &str,
+    name: &str,
+    arn: &str,
+    take_over: bool,
+) -> Result<bool, ca_a2a_flow_engine::StepError> {
+    let holder = elbv2_holder(elb, owner, arn).await?;
+    match owner::claim(owner, what, name, &holder, take_over)? {
+        owner::Claim::Adopt => Ok(false),
+        owner::Claim::TakeOver => {
+            ctx.progress(format!("taking over {what} {name}: tagging it as stack {}'s", owner.stack));
+            let tag = elb.add_tags().resource_arns(arn).set_tags(Some(elbv2_tags(owner)));
+            tag.send().await.or_step_error("elasticloadbalancing:AddTags")?;
+            Ok(true)
+        }
+    }
+}
+
 /// ELBv2 tags: ownership plus `Name`.
 pub fn elbv2_tags(owner: &Owner) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
     owner
