@@ -5,11 +5,39 @@
 # step adopts what it owns. The emulator (and all it holds) stops when this
 # script ends. The same workflow runs unchanged against real AWS with your
 # credentials: ca-a2a-flow run workflows/full.yaml --input region=eu-west-3
+#
+#   scripts/try-local.sh                 # moto as it is: everything available at once
+#   scripts/try-local.sh --realistic     # behind aws-sim: AWS's timings (a NAT gateway
+#                                        # pending ~2 min, RDS creating ~6 min, in
+#                                        # simulated time: 20x here, so ~6 s and ~18 s),
+#                                        # throttling, reads that lag, live progress
+#   scripts/try-local.sh --realistic 1   # ... at AWS's own pace (about 10 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+realistic=""
+scale=20
+if [ "${1:-}" = "--realistic" ]; then
+  realistic=1
+  scale="${2:-20}"
+fi
+
 eval "$(scripts/start-moto.sh)"
-trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+SIM_PID=""
+trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "$MOTO_PID" 2>/dev/null || true' EXIT
+if [ -n "$realistic" ]; then
+  cargo build -q -p aws-sim
+  sim_out="$(mktemp)"
+  ./target/debug/aws-sim --upstream "$AWS_ENDPOINT_URL" --time-scale "$scale" >"$sim_out" &
+  SIM_PID=$!
+  for _ in $(seq 1 100); do
+    if grep -q '^listening on ' "$sim_out"; then break; fi
+    sleep 0.1
+  done
+  AWS_ENDPOINT_URL="$(sed -n 's/^listening on //p' "$sim_out")"
+  export AWS_ENDPOINT_URL
+  echo "aws-sim: AWS's timings at $scale simulated seconds a second, in front of moto ($AWS_ENDPOINT_URL)"
+fi
 
 state="${TMPDIR:-/tmp}/ca-a2a-flow-try-local.db"
 rm -f "$state" "$state-wal" "$state-shm"
@@ -19,8 +47,9 @@ latest() { flow list --output json | python3 -c 'import json, sys; print(json.lo
 
 # moto's ECS runs no container, so no target ever becomes healthy in a target
 # group: healthy_targets=0 (against AWS keep the default, 1). A short poll
-# interval because moto makes everything available at once.
-export CA_A2A_FLOW_POLL_INTERVAL=200ms
+# interval because moto makes everything available at once (behind aws-sim,
+# the steps poll as they would on AWS).
+if [ -z "$realistic" ]; then export CA_A2A_FLOW_POLL_INTERVAL=200ms; fi
 inputs=(--input stack=try-local --input healthy_targets=0 --input mcp=false)
 
 flow run workflows/full.yaml "${inputs[@]}"
