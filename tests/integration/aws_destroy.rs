@@ -4,7 +4,7 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{
-    OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
+    FULL, OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
 };
 use crate::support::{Env, block_on};
 
@@ -258,4 +258,133 @@ fn destroy_waits_for_a_deleted_load_balancers_network_interfaces_instead_of_givi
         let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
         assert!(ec2.describe_vpcs().filters(by_stack).send().await.unwrap().vpcs().is_empty(), "the VPC is gone");
     });
+}
+
+/// At most one of each EC2 resource the stack makes by its tags (four subnets,
+/// two route tables, seven groups): whatever instant a kill came at, no
+/// attempt left a second one behind.
+fn expect_no_duplicate(stack: &str, when: &str) {
+    let config = sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let ours = || Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+        let vpcs = ec2.describe_vpcs().filters(ours()).send().await.unwrap().vpcs().to_vec();
+        let counts = [
+            ("VPC", vpcs.len(), 1),
+            ("subnet", ec2.describe_subnets().filters(ours()).send().await.unwrap().subnets().len(), 4),
+            (
+                "internet gateway",
+                ec2.describe_internet_gateways().filters(ours()).send().await.unwrap().internet_gateways().len(),
+                1,
+            ),
+            ("route table", ec2.describe_route_tables().filters(ours()).send().await.unwrap().route_tables().len(), 2),
+            (
+                "security group",
+                ec2.describe_security_groups().filters(ours()).send().await.unwrap().security_groups().len(),
+                7,
+            ),
+            ("Elastic IP", ec2.describe_addresses().filters(ours()).send().await.unwrap().addresses().len(), 1),
+        ];
+        for (what, found, most) in counts {
+            assert!(found <= most, "{when}: {found} {what}s of stack {stack}, at most {most}");
+        }
+        if let Some(vpc) = vpcs.first().and_then(|v| v.vpc_id()) {
+            let live = Filter::builder().name("state").values("pending").values("available").build();
+            let in_vpc = Filter::builder().name("vpc-id").values(vpc).build();
+            let nats = ec2.describe_nat_gateways().filter(in_vpc).filter(live).send().await.unwrap();
+            assert!(nats.nat_gateways().len() <= 1, "{when}: {} live NAT gateways", nats.nat_gateways().len());
+        }
+    });
+}
+
+/// Drives `first` (then `resume RUN`) to its end, SIGKILLing it `kills` times at
+/// random instants (`within` milliseconds into each process), each followed by
+/// a resume; after each kill, no duplicate. The run's id and the kills made.
+fn killed_and_resumed(
+    env: &Env,
+    first: &[&str],
+    vars: &[(&str, &str)],
+    (kills, within): (usize, std::ops::Range<u64>),
+    stack: &str,
+    rng: &mut fastrand::Rng,
+) -> (String, usize) {
+    let before = env.runs().len();
+    let mut done = 0;
+    let mut args: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+    let mut run = None;
+    while done < kills {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = env.spawn(&argv, vars);
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(within.clone())));
+        let ended = child.try_wait().unwrap().is_some();
+        if !ended {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        }
+        let out = child.wait_with_output().unwrap();
+        if run.is_none() {
+            // Killed before it recorded its run (while it validated): it starts again.
+            let runs = env.runs();
+            run = (runs.len() > before).then(|| runs[0].id.clone());
+        }
+        let said = String::from_utf8_lossy(&out.stderr);
+        if ended && said.contains("the engine died during this step") {
+            // A step whose every attempt was cut by a kill (the database's long wait) fails
+            // instead of being run once more, and says to resume: as its hint says, resume.
+            args = vec!["resume".into(), run.clone().expect("its run")];
+            continue;
+        }
+        if ended {
+            assert!(out.status.success(), "{said}");
+            return (run.expect("a finished process recorded its run"), done);
+        }
+        done += 1;
+        eprintln!("soak: kill {done} of `{}` {}", first[0], run.as_deref().unwrap_or("(before its run)"));
+        expect_no_duplicate(stack, &format!("after kill {done} of `{}`", first[0]));
+        if let Some(id) = &run {
+            args = vec!["resume".into(), id.clone()];
+        }
+    }
+    let id = match run {
+        Some(id) => id,
+        None => {
+            env.run_with(first, vars).expect_success();
+            return (env.runs()[0].id.clone(), done);
+        }
+    };
+    // The last resume runs undisturbed; a step whose attempts the kills used up fails
+    // first, saying to resume, and the resume after that finishes.
+    for _ in 0..3 {
+        let out = env.run_with(&["resume", &id], vars);
+        if out.code == Some(0) {
+            return (id, done);
+        }
+        assert!(out.stderr.contains("the engine died during this step"), "{}", out.stderr);
+    }
+    panic!("run {id} did not finish in three undisturbed resumes");
+}
+
+#[test]
+fn thirty_kills_at_random_instants_across_deploy_and_destroy_leave_exactly_the_stack_then_nothing() {
+    // AWS's clock at 30 simulated seconds a second (a NAT gateway pending ~4 s, the database
+    // creating ~12 s, a deleted load balancer's interfaces held ~4 s), throttling on, reads
+    // that lag: the suite's layer is kinder (300).
+    let aws = OwnLayer::start(&["--time-scale", "30", "--throttle", "on"]);
+    let seed = fastrand::u64(..);
+    eprintln!("soak seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let env = Env::sqlite();
+    let stack = unique_stack("soak");
+    let input = format!("stack={stack}");
+    let vars = [("AWS_ENDPOINT_URL", aws.url.as_str())];
+    let deploy_args = ["run", FULL, "--input", &input, "--input", "healthy_targets=0", "--input", "mcp=false"];
+    let (deployed, deploy_kills) = killed_and_resumed(&env, &deploy_args, &vars, (20, 50..1000), &stack, &mut rng);
+    assert_eq!(env.run_record(&deployed).status, ca_a2a_flow_engine::RunStatus::Succeeded, "seed {seed}");
+    expect_exactly_the_stack(&stack);
+
+    let mut destroy_args = vec!["destroy", deployed.as_str(), "--yes"];
+    destroy_args.extend_from_slice(&EVERYTHING);
+    let rest = (30 - deploy_kills, 20..300);
+    let (_, destroy_kills) = killed_and_resumed(&env, &destroy_args, &vars, rest, &stack, &mut rng);
+    expect_nothing_left(&stack, false);
+    assert_eq!(deploy_kills + destroy_kills, 30, "seed {seed}: every kill came before its process ended");
 }
