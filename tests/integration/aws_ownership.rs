@@ -175,3 +175,41 @@ fn a_target_group_another_tool_made_is_refused_and_never_destroyed() {
         "destroy leaves what the stack did not make"
     );
 }
+
+#[test]
+fn a_database_another_tool_made_is_refused_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("olddb");
+    let id = format!("{stack}-keycloak-db");
+    let rds = aws_sdk_rds::Client::new(&sdk());
+    block_on(
+        rds.create_db_instance()
+            .db_instance_identifier(&id)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("keycloak")
+            .master_user_password("made-by-hand-1")
+            .send(),
+    )
+    .expect("moto makes it");
+    let env = Env::sqlite();
+    let with = [
+        ("db_subnet_group", "default"),
+        ("security_group_ids", "[sg-1]"),
+        ("db_name", "keycloak"),
+        ("master_username", "keycloak"),
+    ];
+    let wf = one_aws_step(&env, "keycloak-db", "aws.rds.db_instance", &with);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("DB instance {id} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    destroy(&env, &env.only_run().id, &["--skip-final-snapshot"], &[]).expect_success();
+    let left = block_on(rds.describe_db_instances().db_instance_identifier(&id).send()).unwrap();
+    assert_eq!(left.db_instances().len(), 1, "destroy leaves a database the stack did not make");
+    assert_ne!(left.db_instances()[0].db_instance_status(), Some("deleting"));
+}

@@ -13,7 +13,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim};
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
@@ -50,6 +50,14 @@ pub struct Params {
     pub master_username: String,
     /// deadline for `available` (default 40m)
     pub wait: Option<HumanDuration>,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
+}
+
+/// Whose the instance `db`, found by its identifier, is.
+fn holder(owner: &Owner, db: &aws_sdk_rds::types::DbInstance) -> Holder {
+    owner.holder(db.tag_list().iter().filter_map(|t| Some((t.key()?, t.value()?))))
 }
 
 fn default_class() -> String {
@@ -82,10 +90,16 @@ impl Step for DbInstance {
         let id = Owner::new(&p.stack, ctx).short_name(63);
         let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
         let found = by_id(&rds, &id).await?;
+        let owner = Owner::new(&p.stack, ctx);
         Ok(match found.and_then(|f| f.db_instances().first().cloned()) {
             None => Plan::create(),
             Some(db) => {
                 let mut changes = Vec::new();
+                match claim(&owner, "DB instance", &id, &holder(&owner, &db), p.take_over) {
+                    Ok(Claim::Adopt) => {}
+                    Ok(Claim::TakeOver) => changes.push(format!("take over DB instance {id} (tag it)")),
+                    Err(refused) => return Ok(Plan::conflict(refused.message)),
+                }
                 if db.db_instance_class() != Some(p.instance_class.as_str()) {
                     changes.push(format!(
                         "instance_class: {} -> {} (not applied by a run)",
@@ -120,6 +134,11 @@ impl Step for DbInstance {
         let Some(db) = found.and_then(|f| f.db_instances().first().cloned()) else {
             return Ok(super::removed(ctx, "DB instance", &[]));
         };
+        let whose = holder(&owner, &db);
+        if whose != Holder::Ours {
+            ctx.log(format!("left alone: {}", owner.not_ours("DB instance", &id, &whose)));
+            return Ok(super::removed(ctx, "DB instance", &[]));
+        }
         if db.db_instance_status() != Some("deleting") {
             let mut delete = rds.delete_db_instance().db_instance_identifier(&id);
             if o.skip_final_snapshot {
@@ -160,7 +179,7 @@ impl Step for DbInstance {
             ("endpoint", "its DNS address"),
             ("port", "its port"),
             ("master_secret_arn", "the RDS-managed secret holding username and password"),
-            ("action", "`created` or `adopted`"),
+            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
         ],
         example: "- id: keycloak-db\n  uses: aws.rds.db_instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    db_subnet_group: \"${{ steps.db-subnets.outputs.name }}\"\n    security_group_ids: [\"${{ steps.rds-sg.outputs.group_id }}\"]\n    db_name: keycloak\n    master_username: keycloak\n",
     };
@@ -192,6 +211,9 @@ impl Step for DbInstance {
                 return Err(StepError::retryable(format!("DB instance {id} is being deleted"))
                     .with_hint("the next attempt creates it again once the deletion is over"));
             }
+            Some(db) if holder(&owner, &db) != Holder::Ours && !p.take_over => {
+                return Err(owner.refuse("DB instance", &id, &holder(&owner, &db)));
+            }
             Some(db)
                 if db.db_subnet_group().and_then(|g| g.db_subnet_group_name()) != Some(p.db_subnet_group.as_str()) =>
             {
@@ -206,6 +228,19 @@ impl Step for DbInstance {
                     detail,
                     "an instance cannot change VPC in place: snapshot and delete it, then resume",
                 ));
+            }
+            Some(db) if holder(&owner, &db) != Holder::Ours => {
+                claim(&owner, "DB instance", &id, &holder(&owner, &db), p.take_over)?;
+                ctx.progress(format!("taking over DB instance {id}: tagging it as stack {}'s", p.stack));
+                let tags =
+                    owner.tags().into_iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build());
+                rds.add_tags_to_resource()
+                    .resource_name(db.db_instance_arn().unwrap_or_default())
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .or_step_error("rds:AddTagsToResource")?;
+                "taken-over"
             }
             Some(_) => "adopted",
             None => {
