@@ -213,3 +213,47 @@ fn a_database_another_tool_made_is_refused_and_never_destroyed() {
     assert_eq!(left.db_instances().len(), 1, "destroy leaves a database the stack did not make");
     assert_ne!(left.db_instances()[0].db_instance_status(), Some("deleting"));
 }
+
+#[test]
+fn a_service_another_tool_made_is_refused_and_never_destroyed() {
+    behind_aws_sim();
+    let stack = unique_stack("oldsvc");
+    let cluster = format!("{stack}-byhand");
+    let name = format!("{stack}-orchestrator");
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let task = block_on(async {
+        ecs.create_cluster().cluster_name(&cluster).send().await.unwrap();
+        let container =
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("nginx").memory(512).build();
+        let td = ecs.register_task_definition().family(format!("{stack}-app")).container_definitions(container).send();
+        let arn = td.await.unwrap().task_definition().unwrap().task_definition_arn().unwrap().to_string();
+        ecs.create_service()
+            .cluster(&cluster)
+            .service_name(&name)
+            .task_definition(&arn)
+            .desired_count(0)
+            .send()
+            .await
+            .unwrap();
+        arn
+    });
+    let env = Env::sqlite();
+    let with = [
+        ("cluster", cluster.as_str()),
+        ("task_definition_arn", task.as_str()),
+        ("subnet_ids", "[subnet-1]"),
+        ("security_group_ids", "[sg-1]"),
+        ("desired_count", "0"),
+    ];
+    let wf = one_aws_step(&env, "orchestrator", "aws.ecs.service", &with);
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("service {name} exists without ca-a2a-flow's ownership tags")),
+        "{}",
+        out.stderr
+    );
+    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    let left = block_on(ecs.describe_services().cluster(&cluster).services(&name).send()).unwrap();
+    assert_eq!(left.services()[0].status(), Some("ACTIVE"), "destroy leaves a service the stack did not make");
+}

@@ -17,7 +17,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim};
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
@@ -53,6 +53,14 @@ pub struct Params {
     pub health_check_grace: Option<HumanDuration>,
     /// deadline for a stable service (default 20m)
     pub wait: Option<HumanDuration>,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
+}
+
+/// Whose the service `s`, found by its name, is.
+fn holder(owner: &Owner, s: &aws_sdk_ecs::types::Service) -> Holder {
+    owner.holder(s.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))))
 }
 
 fn one() -> u32 {
@@ -64,13 +72,19 @@ impl Step for EcsService {
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(25, 22));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).name();
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
         let found = describe(&ecs, &p.cluster, &name, &["ClusterNotFoundException"]).await?;
         Ok(match found.filter(|s| s.status() == Some("ACTIVE")) {
             None => Plan::create(),
             Some(s) => {
                 let mut changes = Vec::new();
+                match claim(&owner, "service", &name, &holder(&owner, &s), p.take_over) {
+                    Ok(Claim::Adopt) => {}
+                    Ok(Claim::TakeOver) => changes.push(format!("take over service {name} (tag it)")),
+                    Err(refused) => return Ok(Plan::conflict(refused.message)),
+                }
                 if s.task_definition() != Some(p.task_definition_arn.as_str()) {
                     changes.push(format!(
                         "task definition: {} -> {}",
@@ -93,7 +107,12 @@ impl Step for EcsService {
         let name = owner.name();
         let ecs = super::ecs(p.region.as_deref()).await;
         let found = describe(&ecs, &p.cluster, &name, &["ClusterNotFoundException"]).await?;
-        let active = found.is_some_and(|s| s.status() == Some("ACTIVE"));
+        let active = found.as_ref().is_some_and(|s| s.status() == Some("ACTIVE"));
+        if let Some(whose) = found.as_ref().filter(|_| active).map(|s| holder(&owner, s)).filter(|h| *h != Holder::Ours)
+        {
+            ctx.log(format!("left alone: {}", owner.not_ours("service", &name, &whose)));
+            return Ok(super::removed(ctx, "service", &[]));
+        }
         if active {
             ctx.progress(format!("deleting service {name}"));
             ecs.delete_service()
@@ -159,6 +178,11 @@ impl Step for EcsService {
             }
             Some(s) => {
                 let arn = s.service_arn().unwrap_or_default().to_string();
+                if claim(&owner, "service", &name, &holder(&owner, &s), p.take_over)? == Claim::TakeOver {
+                    ctx.progress(format!("taking over service {name}: tagging it as stack {}'s", p.stack));
+                    let tag = ecs.tag_resource().resource_arn(&arn).set_tags(Some(super::ecs_tags(&owner)));
+                    tag.send().await.or_step_error("ecs:TagResource")?;
+                }
                 if s.task_definition() == Some(p.task_definition_arn.as_str()) && s.desired_count() == desired {
                     (arn, "adopted")
                 } else {
@@ -281,6 +305,7 @@ pub(crate) async fn describe(
         .describe_services()
         .cluster(cluster)
         .services(name)
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
         .send()
         .await
         .or_absent("ecs:DescribeServices", absent)?;
