@@ -148,6 +148,15 @@ async fn network(ec2: &aws_sdk_ec2::Client) -> (String, Vec<String>) {
     (vpc, subnets)
 }
 
+/// An internet gateway attached to `vpc`, made through the layer: its id.
+async fn an_attached_internet_gateway(ec2: &aws_sdk_ec2::Client, vpc: &str) -> String {
+    let igw = ec2.create_internet_gateway().send().await.unwrap();
+    let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+    seen(|| ec2.describe_internet_gateways().internet_gateway_ids(&igw).send()).await;
+    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(vpc).send().await.unwrap();
+    igw
+}
+
 /// Waits (up to 4 s) until `look` succeeds: a new EC2 resource is unknown for a
 /// moment (eventual consistency), as a client of AWS must allow for.
 async fn seen<F, Fut, T, E>(look: F)
@@ -180,10 +189,7 @@ fn an_internet_facing_load_balancer_needs_the_internet_gateway_that_cannot_leave
         assert_eq!(code(&refused).as_deref(), Some("InvalidSubnet"), "{refused:?}");
         assert!(format!("{refused:?}").contains(&format!("VPC {vpc} has no internet gateway")), "{refused:?}");
 
-        let igw = ec2.create_internet_gateway().send().await.unwrap();
-        let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
-        seen(|| ec2.describe_internet_gateways().internet_gateway_ids(&igw).send()).await;
-        ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        let igw = an_attached_internet_gateway(&ec2, &vpc).await;
         let lb = create().send().await.expect("made once the gateway is attached");
         let arn = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
 
@@ -228,10 +234,7 @@ fn a_deleted_load_balancers_interfaces_hold_its_groups_subnets_vpc_and_gateway_f
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
         let (vpc, subnets) = network(&ec2).await;
-        let igw = ec2.create_internet_gateway().send().await.unwrap();
-        let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
-        seen(|| ec2.describe_internet_gateways().internet_gateway_ids(&igw).send()).await;
-        ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        let igw = an_attached_internet_gateway(&ec2, &vpc).await;
         let sg = ec2.create_security_group().group_name(unique("alb-sg")).description("alb").vpc_id(&vpc).send();
         let sg = sg.await.unwrap().group_id().unwrap().to_string();
         seen(|| ec2.describe_security_groups().group_ids(&sg).send()).await;

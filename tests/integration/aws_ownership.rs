@@ -22,6 +22,17 @@ fn cluster_tags(name: &str) -> Option<Vec<(String, String)>> {
     Some(c.tags().iter().map(|t| (t.key().unwrap_or("").into(), t.value().unwrap_or("").into())).collect())
 }
 
+/// Runs `wf` for `stack`: it fails, naming `what` `name` as not made by
+/// ca-a2a-flow; then `destroy` of that run (with `flags`) succeeds.
+fn refused_then_destroyed_around(env: &Env, wf: &std::path::Path, stack: &str, what: &str, name: &str, flags: &[&str]) {
+    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+    out.expect_code(1);
+    let said = format!("{what} {name} exists without ca-a2a-flow's ownership tags");
+    assert!(out.stderr.contains(&said), "{}", out.stderr);
+    assert!(out.stderr.contains("take_over: true"), "the hint names the way to adopt it: {}", out.stderr);
+    destroy(env, &env.only_run().id, flags, &[]).expect_success();
+}
+
 #[test]
 fn a_cluster_another_tool_made_is_a_conflict_in_plan_fatal_in_run_and_never_destroyed() {
     behind_aws_sim();
@@ -37,18 +48,8 @@ fn a_cluster_another_tool_made_is_a_conflict_in_plan_fatal_in_run_and_never_dest
     let step = plan.json()["steps"].as_array().unwrap().iter().find(|s| s["id"] == "cluster").unwrap().clone();
     assert_eq!(step["action"], "conflict", "{step}");
 
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &input]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("cluster {name} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("take_over: true"), "the hint names the way to adopt it: {}", out.stderr);
-    assert_eq!(cluster_tags(&name), Some(Vec::new()), "left as it was");
-
-    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
-    assert!(cluster_tags(&name).is_some(), "destroy leaves what the stack did not make");
+    refused_then_destroyed_around(&env, &wf, &stack, "cluster", &name, &[]);
+    assert_eq!(cluster_tags(&name), Some(Vec::new()), "run and destroy left it as it was, untagged");
 }
 
 #[test]
@@ -78,14 +79,7 @@ fn a_log_group_another_tool_made_is_refused_and_never_destroyed() {
     block_on(logs.create_log_group().log_group_name(&name).send()).expect("moto makes the group");
     let env = Env::sqlite();
     let wf = one_aws_step(&env, "orchestrator-logs", "aws.logs.log_group", &[("name", &name)]);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("log group {name} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "log group", &name, &[]);
     let left = block_on(logs.describe_log_groups().log_group_name_prefix(&name).send()).unwrap();
     assert_eq!(left.log_groups().len(), 1, "destroy leaves what the stack did not make");
 }
@@ -100,10 +94,7 @@ fn a_role_another_tool_made_is_refused_and_never_destroyed() {
     block_on(iam.create_role().role_name(&name).assume_role_policy_document(trust).send()).expect("moto makes it");
     let env = Env::sqlite();
     let wf = one_aws_step(&env, "execution-role", "aws.iam.role", &[("service", "ecs-tasks.amazonaws.com")]);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(out.stderr.contains(&format!("role {name} exists without ca-a2a-flow's ownership tags")), "{}", out.stderr);
-    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "role", &name, &[]);
     assert!(block_on(iam.get_role().role_name(&name).send()).is_ok(), "destroy leaves what the stack did not make");
 }
 
@@ -116,14 +107,7 @@ fn a_repository_another_tool_made_is_refused_and_never_destroyed_even_with_its_i
     block_on(ecr.create_repository().repository_name(&name).send()).expect("moto makes it");
     let env = Env::sqlite();
     let wf = one_aws_step(&env, "orchestrator-repo", "aws.ecr.repository", &[("name", &name)]);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("repository {name} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    destroy(&env, &env.only_run().id, &["--delete-images"], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "repository", &name, &["--delete-images"]);
     let left = block_on(ecr.describe_repositories().repository_names(&name).send());
     assert!(left.is_ok(), "destroy --delete-images leaves what the stack did not make");
 }
@@ -162,14 +146,7 @@ fn a_target_group_another_tool_made_is_refused_and_never_destroyed() {
     });
     let env = Env::sqlite();
     let wf = one_aws_step(&env, "api-tg", "aws.elbv2.target_group", &[("vpc_id", &vpc), ("port", "8000")]);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("target group {name} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "target group", &name, &[]);
     assert!(
         block_on(elb.describe_target_groups().names(&name).send()).is_ok(),
         "destroy leaves what the stack did not make"
@@ -201,14 +178,7 @@ fn a_database_another_tool_made_is_refused_and_never_destroyed() {
         ("master_username", "keycloak"),
     ];
     let wf = one_aws_step(&env, "keycloak-db", "aws.rds.db_instance", &with);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("DB instance {id} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    destroy(&env, &env.only_run().id, &["--skip-final-snapshot"], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "DB instance", &id, &["--skip-final-snapshot"]);
     let left = block_on(rds.describe_db_instances().db_instance_identifier(&id).send()).unwrap();
     assert_eq!(left.db_instances().len(), 1, "destroy leaves a database the stack did not make");
     assert_ne!(left.db_instances()[0].db_instance_status(), Some("deleting"));
@@ -246,14 +216,7 @@ fn a_service_another_tool_made_is_refused_and_never_destroyed() {
         ("desired_count", "0"),
     ];
     let wf = one_aws_step(&env, "orchestrator", "aws.ecs.service", &with);
-    let out = env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
-    out.expect_code(1);
-    assert!(
-        out.stderr.contains(&format!("service {name} exists without ca-a2a-flow's ownership tags")),
-        "{}",
-        out.stderr
-    );
-    destroy(&env, &env.only_run().id, &[], &[]).expect_success();
+    refused_then_destroyed_around(&env, &wf, &stack, "service", &name, &[]);
     let left = block_on(ecs.describe_services().cluster(&cluster).services(&name).send()).unwrap();
     assert_eq!(left.services()[0].status(), Some("ACTIVE"), "destroy leaves a service the stack did not make");
 }
