@@ -262,7 +262,7 @@ fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
     assert_eq!(service_revision(&ecs, &stack), dev, "the service is back on the H2 revision");
     assert!(
         out.stderr.contains(&format!(
-            "{stack}-keycloak-rds-task:1 did not become healthy (service {stack}-keycloak on {stack}-keycloak-rds-task:1 still deployment starting, 0/1 running, 1 deployments after 2s)"
+            "{stack}-keycloak-rds-task:1 did not become healthy (service {stack}-keycloak on {stack}-keycloak-rds-task:1 still deployment starting, 0/1 running, 1 deployments after "
         )),
         "{}",
         out.stderr
