@@ -69,6 +69,11 @@ impl Interfaces {
         }
     }
 
+    /// Notes what a resource being deleted still holds, until `held.until`.
+    pub fn hold(&self, held: Held) {
+        self.held.lock().unwrap().push(held);
+    }
+
     /// AWS's refusal of a delete (or detach) that lingering interfaces still block at `now`.
     pub fn refuse(&self, req: &Request, now: f64) -> Option<(&'static str, Vec<u8>)> {
         if req.service() != "ec2" {

@@ -132,7 +132,7 @@ fn first_between(xml: &str, tag: &str) -> Option<String> {
 
 /// Replaces `ready` with `waiting` in the item whose `<id_tag>` is `id`: after
 /// that tag and before the next item's. Whether anything was replaced.
-fn hold(xml: &mut String, id_tag: &str, id: &str, ready: &str, waiting: &str) -> bool {
+pub(crate) fn hold(xml: &mut String, id_tag: &str, id: &str, ready: &str, waiting: &str) -> bool {
     let anchor = format!("<{id_tag}>{id}</{id_tag}>");
     let mut changed = false;
     let mut from = 0;

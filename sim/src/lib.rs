@@ -8,11 +8,16 @@
 //! the time NAT gateways, databases and load balancers take to become usable
 //! ([`latency`]); network interfaces that outlive their load balancer and
 //! block the deletes of what they are in ([`interfaces`]); new EC2 IDs not
-//! visible at once ([`consistency`]); client tokens honoured as AWS honours
-//! them ([`tokens`]).
+//! visible at once ([`consistency`]); NAT gateways and databases that take
+//! time to be deleted, and hold what they used meanwhile ([`deleting`]);
+//! client tokens honoured as AWS honours
+//! them ([`tokens`]); and, on demand, the faults of [`faults`] (errors,
+//! hangs, rewritten answers), on top of all of that.
 //! Every request is counted for the report written on SIGTERM.
 
 pub mod consistency;
+pub mod deleting;
+pub mod faults;
 pub mod http;
 pub mod interfaces;
 pub mod latency;
@@ -42,6 +47,8 @@ pub struct Config {
     /// AWS's timings (the realistic profile): resources take time to become
     /// usable, and a deleted load balancer's interfaces to be released.
     pub timing: bool,
+    /// Faults asked for (`--faults`): answers the layer changes on purpose.
+    pub faults: Vec<faults::Rule>,
 }
 
 /// What the layer saw, for `--report`.
@@ -86,6 +93,8 @@ pub struct Sim {
     interfaces: Arc<interfaces::Interfaces>,
     consistency: Arc<consistency::Consistency>,
     tokens: Arc<tokens::Tokens>,
+    faults: Arc<faults::Faults>,
+    deleting: Arc<deleting::Deleting>,
 }
 
 impl Sim {
@@ -96,7 +105,14 @@ impl Sim {
         let report = Arc::new(Mutex::new(Report::default()));
         let consistency = Arc::default();
         let tokens = Arc::default();
-        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency, tokens }
+        let faults = Arc::new(faults::Faults::new(config.faults.clone()));
+        let deleting = Arc::default();
+        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency, tokens, faults, deleting }
+    }
+
+    /// Every action seen, in order, with what a fault rule did to it.
+    pub fn seen(&self) -> Vec<String> {
+        self.faults.seen()
     }
 
     pub fn report(&self) -> Report {
@@ -127,6 +143,26 @@ impl Sim {
     pub fn answer(&self, req: &Request) -> Vec<u8> {
         let (service, action) = (req.service(), req.action());
         self.count(|r| *r.requests.entry(service.clone()).or_default().entry(action.clone()).or_default() += 1);
+        let answer = match self.faults.before(req) {
+            faults::Before::Answered(answer) => {
+                self.count(|r| *r.simulated.entry("fault".into()).or_default() += 1);
+                answer
+            }
+            faults::Before::Then(rule, label) => {
+                let answer = self.usual(req);
+                self.faults.after(rule, label, req, answer)
+            }
+        };
+        if http::status_of(&answer) >= 400 {
+            if let Some(code) = http::error_code_of(&answer) {
+                self.count(|r| *r.errors.entry(code.clone()).or_default() += 1);
+            }
+        }
+        answer
+    }
+
+    /// The profile's answer to `req`: throttled, simulated, or moto's shown as AWS would show it.
+    fn usual(&self, req: &Request) -> Vec<u8> {
         let answer = match self.throttled(req).or_else(|| self.simulate(req)) {
             Some((what, answer)) => {
                 self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);
@@ -135,18 +171,15 @@ impl Sim {
             None if self.config.timing => {
                 let held = self.interfaces.before_delete(req, &self.config.upstream);
                 let answer = self.forwarded(req);
-                self.interfaces.after_delete(held, &answer, self.latency.now());
+                let now = self.latency.now();
+                self.interfaces.after_delete(held, &answer, now);
+                let answer = self.deleting.shown(req, answer, now, &self.config.upstream, &self.interfaces);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer)
             }
             None => self.forwarded(req),
         };
         self.tokens.answered(req, &answer);
-        if http::status_of(&answer) >= 400 {
-            if let Some(code) = http::error_code_of(&answer) {
-                self.count(|r| *r.errors.entry(code.clone()).or_default() += 1);
-            }
-        }
         answer
     }
 
@@ -199,7 +232,8 @@ impl Sim {
         }
         if self.config.timing {
             let now = self.latency.now();
-            if let Some(refused) = self.consistency.refuse(req, now).or_else(|| self.interfaces.refuse(req, now)) {
+            let refused = self.consistency.refuse(req, now).or_else(|| self.interfaces.refuse(req, now));
+            if let Some(refused) = refused.or_else(|| self.deleting.refuse(req, now)) {
                 return Some(refused);
             }
         }

@@ -33,6 +33,10 @@ struct Args {
     /// Where to write the report (JSON) on SIGTERM.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// Faults to inject (a JSON list of rules: errors, throttling, hangs,
+    /// rewritten answers), on top of the profile; see sim/src/faults.rs.
+    #[arg(long)]
+    faults: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,11 +84,24 @@ fn main() {
     }
     let throttle = args.throttle == Switch::On;
     let latency = args.profile == Profile::Realistic;
-    let sim = Sim::new(Config { upstream, page_size, throttle, time_scale: args.time_scale, timing: latency });
+    let faults = match &args.faults {
+        None => Vec::new(),
+        Some(path) => {
+            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| aws_sim::faults::parse(&t)) {
+                Ok(rules) => rules,
+                Err(e) => {
+                    eprintln!("error: --faults {}: {e}", path.display());
+                    std::process::exit(2);
+                }
+            }
+        }
+    };
+    let injected = faults.len();
+    let sim = Sim::new(Config { upstream, page_size, throttle, time_scale: args.time_scale, timing: latency, faults });
     println!("listening on http://{}", listener.local_addr().expect("bound"));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses; not simulated yet: deletions' latency, interfaces of Fargate tasks and RDS instances, the other ordering rules and deletion dependencies",
+        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses, NAT gateways and RDS instances that take time to be deleted; not simulated yet: interfaces of Fargate tasks and RDS instances, ECS tasks and target health, the other ordering rules and deletion dependencies{}",
         page_size
             .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
             .unwrap_or_default(),
@@ -101,6 +118,7 @@ fn main() {
         } else {
             ""
         },
+        if injected > 0 { format!("; and {injected} fault rules (--faults)") } else { String::new() },
     );
     let serving = sim.clone();
     std::thread::spawn(move || serving.serve(listener));

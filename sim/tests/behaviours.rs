@@ -523,3 +523,132 @@ fn a_client_token_gets_its_first_answer_again_even_once_the_resource_is_gone_and
         assert_eq!(code(&other).as_deref(), Some("IdempotentParameterMismatch"), "{other:?}");
     });
 }
+
+#[test]
+fn a_faults_file_answers_its_action_with_its_error_as_often_as_it_says_then_the_layer_answers_as_usual() {
+    let faults = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-faults")));
+    std::fs::write(
+        &faults,
+        r#"[{ "action": "CreateVpc", "error": { "status": 400, "code": "VpcLimitExceeded", "message": "The maximum number of VPCs has been reached." }, "times": 2 }]"#,
+    )
+    .unwrap();
+    let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-report")));
+    let layer = Layer::start(&[
+        "--profile",
+        "instant",
+        "--faults",
+        faults.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let ec2 = aws_sdk_ec2::Client::new(&without_retries(&layer));
+    let cidr = format!("10.253.{}.0/24", fastrand::u8(..));
+    let codes: Vec<Option<String>> = block_on(async {
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            let answer = ec2.create_vpc().cidr_block(&cidr).send().await;
+            codes.push(answer.err().and_then(|e| e.as_service_error().and_then(code)));
+        }
+        codes
+    });
+    assert_eq!(
+        codes,
+        [Some("VpcLimitExceeded".into()), Some("VpcLimitExceeded".into()), None],
+        "two refused, then made"
+    );
+    let doc = layer.stop(&report);
+    let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&faults);
+    assert_eq!(doc["errors_by_code"]["VpcLimitExceeded"], 2, "{doc}");
+    assert_eq!(doc["simulated"]["fault"], 2, "{doc}");
+}
+
+#[test]
+fn a_deleted_nat_gateway_is_deleting_for_a_minute_and_holds_its_subnet_and_the_gateway_meanwhile() {
+    // 600 simulated seconds a second: pending about 0.2 s, deleting 0.1 s.
+    let layer = Layer::start(&["--time-scale", "600", "--throttle", "off"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        let igw = an_attached_internet_gateway(&ec2, &vpc).await;
+        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+        let made =
+            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
+        let nat = made.unwrap().nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+        let state = || async {
+            let n = ec2.describe_nat_gateways().nat_gateway_ids(&nat).send().await.unwrap();
+            n.nat_gateways()[0].state().unwrap().as_str().to_string()
+        };
+        while state().await != "available" {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ec2.delete_nat_gateway().nat_gateway_id(&nat).send().await.unwrap();
+        assert_eq!(state().await, "deleting", "moto says deleted at once; AWS takes about a minute");
+        let subnet = ec2.delete_subnet().subnet_id(&subnets[0]).send().await.expect_err("the NAT gateway is in it");
+        assert_eq!(code(&subnet).as_deref(), Some("DependencyViolation"), "{subnet:?}");
+        let detach = || ec2.detach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send();
+        released(|| async { detach().await.err().and_then(|e| code(&e)) }).await;
+        assert_eq!(state().await, "deleted", "deleted once it no longer holds its public address");
+    });
+}
+
+#[test]
+fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_identifier_meanwhile() {
+    // 600 simulated seconds a second: creating about 0.6 s, deleting 0.5 s.
+    let layer = Layer::start(&["--time-scale", "600", "--throttle", "off"]);
+    let config = layer.sdk();
+    let db = unique("deleting-db");
+    let group = unique("deleting-group");
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let rds = aws_sdk_rds::Client::new(&config);
+        let (_, subnets) = network(&ec2).await;
+        rds.create_db_subnet_group()
+            .db_subnet_group_name(&group)
+            .db_subnet_group_description("deleting")
+            .set_subnet_ids(Some(subnets))
+            .send()
+            .await
+            .unwrap();
+        let create = || {
+            rds.create_db_instance()
+                .db_instance_identifier(&db)
+                .db_subnet_group_name(&group)
+                .engine("postgres")
+                .db_instance_class("db.t3.micro")
+                .allocated_storage(20)
+                .master_username("keycloak")
+                .master_user_password("not-a-real-one-1")
+                .send()
+        };
+        create().await.unwrap();
+        let status = || async {
+            match rds.describe_db_instances().db_instance_identifier(&db).send().await {
+                Ok(d) => d.db_instances()[0].db_instance_status().unwrap().to_string(),
+                Err(e) => e
+                    .as_service_error()
+                    .and_then(|e| aws_sdk_rds::error::ProvideErrorMetadata::code(e))
+                    .unwrap()
+                    .to_string(),
+            }
+        };
+        rds.delete_db_instance().db_instance_identifier(&db).skip_final_snapshot(true).send().await.unwrap();
+        assert_eq!(status().await, "deleting", "moto forgets it at once; AWS takes minutes");
+        let group_refused = rds.delete_db_subnet_group().db_subnet_group_name(&group).send().await.unwrap_err();
+        let group_code =
+            group_refused.as_service_error().and_then(|e| aws_sdk_rds::error::ProvideErrorMetadata::code(e));
+        assert_eq!(group_code, Some("InvalidDBSubnetGroupStateFault"), "{group_refused:?}");
+        let again = create().await.unwrap_err();
+        let again_code = again.as_service_error().and_then(|e| aws_sdk_rds::error::ProvideErrorMetadata::code(e));
+        assert_eq!(again_code, Some("DBInstanceAlreadyExists"), "{again:?}");
+        for _ in 0..100 {
+            if status().await != "deleting" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(status().await, "DBInstanceNotFound", "gone after its simulated five minutes");
+        rds.delete_db_subnet_group().db_subnet_group_name(&group).send().await.expect("free once the instance is gone");
+    });
+}
