@@ -9,7 +9,8 @@
 //! ([`latency`]); network interfaces that outlive their load balancer and
 //! block the deletes of what they are in ([`interfaces`]); new EC2 IDs not
 //! visible at once ([`consistency`]); NAT gateways and databases that take
-//! time to be deleted, and hold what they used meanwhile ([`deleting`]);
+//! time to be deleted, and hold what they used meanwhile ([`deleting`]); ECS
+//! tasks that start, register, pass their health checks and drain ([`tasks`]);
 //! client tokens honoured as AWS honours
 //! them ([`tokens`]); and, on demand, the faults of [`faults`] (errors,
 //! hangs, rewritten answers), on top of all of that.
@@ -23,6 +24,7 @@ pub mod interfaces;
 pub mod latency;
 pub mod paging;
 pub mod rules;
+pub mod tasks;
 pub mod throttle;
 pub mod tokens;
 
@@ -95,6 +97,7 @@ pub struct Sim {
     tokens: Arc<tokens::Tokens>,
     faults: Arc<faults::Faults>,
     deleting: Arc<deleting::Deleting>,
+    tasks: Arc<tasks::Tasks>,
 }
 
 impl Sim {
@@ -106,8 +109,9 @@ impl Sim {
         let consistency = Arc::default();
         let tokens = Arc::default();
         let faults = Arc::new(faults::Faults::new(config.faults.clone()));
-        let deleting = Arc::default();
-        Self { config: Arc::new(config), report, buckets, latency, interfaces, consistency, tokens, faults, deleting }
+        let (deleting, tasks) = (Arc::default(), Arc::default());
+        let config = Arc::new(config);
+        Self { config, report, buckets, latency, interfaces, consistency, tokens, faults, deleting, tasks }
     }
 
     /// Every action seen, in order, with what a fault rule did to it.
@@ -118,6 +122,21 @@ impl Sim {
     pub fn report(&self) -> Report {
         let mut report = self.report.lock().unwrap().clone();
         report.resources = self.latency.created();
+        // A service is usable once its tasks run; its targets once healthy in each group.
+        for life in self.tasks.lives() {
+            let (created_at, running_at) = (life.created_at, life.running_at);
+            let service = latency::Created { kind: "ecs_service", id: life.service, created_at, usable_at: running_at };
+            report.resources.push(service);
+            for (group, healthy_at) in life.healthy_at {
+                let health = latency::Created {
+                    kind: "target_health",
+                    id: group,
+                    created_at: running_at,
+                    usable_at: healthy_at,
+                };
+                report.resources.push(health);
+            }
+        }
         report
     }
 
@@ -174,6 +193,7 @@ impl Sim {
                 let now = self.latency.now();
                 self.interfaces.after_delete(held, &answer, now);
                 let answer = self.deleting.shown(req, answer, now, &self.config.upstream, &self.interfaces);
+                let answer = self.tasks.shown(req, answer, now, &self.config.upstream);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer)
             }
@@ -233,7 +253,8 @@ impl Sim {
         if self.config.timing {
             let now = self.latency.now();
             let refused = self.consistency.refuse(req, now).or_else(|| self.interfaces.refuse(req, now));
-            if let Some(refused) = refused.or_else(|| self.deleting.refuse(req, now)) {
+            let refused = refused.or_else(|| self.deleting.refuse(req, now)).or_else(|| self.tasks.refuse(req, now));
+            if let Some(refused) = refused {
                 return Some(refused);
             }
         }

@@ -652,3 +652,128 @@ fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_ide
         rds.delete_db_subnet_group().db_subnet_group_name(&group).send().await.expect("free once the instance is gone");
     });
 }
+
+/// The distinct values `look` gave, in order, polled every 20 ms until `done` holds (at most 10 s).
+async fn states<F, Fut>(look: F, done: impl Fn(&str) -> bool) -> Vec<String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..500 {
+        let now = look().await;
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        if done(&now) {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("not done after 10 s: {seen:?}");
+}
+
+#[test]
+fn a_services_tasks_start_register_pass_their_health_checks_and_drain_in_aws_s_time() {
+    // 60 simulated seconds a second: tasks start in 1 s, pass 3 checks 10 s apart in 0.5 s,
+    // drain 20 s (0.33 s) and stop in 30 s (0.5 s).
+    let layer = Layer::start(&["--time-scale", "60", "--throttle", "off"]);
+    let config = layer.sdk();
+    let name = unique("tasks");
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        let tg = elb
+            .create_target_group()
+            .name(&name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(8000)
+            .vpc_id(&vpc)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+            .health_check_interval_seconds(10)
+            .healthy_threshold_count(3)
+            .send()
+            .await
+            .unwrap();
+        let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
+        let delay = aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+            .key("deregistration_delay.timeout_seconds")
+            .value("20")
+            .build();
+        elb.modify_target_group_attributes().target_group_arn(&tg).attributes(delay).send().await.unwrap();
+        ecs.create_cluster().cluster_name(&name).send().await.unwrap();
+        let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+            .name("app")
+            .image("app:1")
+            .port_mappings(aws_sdk_ecs::types::PortMapping::builder().container_port(8000).build())
+            .build();
+        let task = ecs
+            .register_task_definition()
+            .family(&name)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .container_definitions(container)
+            .send()
+            .await
+            .unwrap();
+        let task = task.task_definition().unwrap().task_definition_arn().unwrap().to_string();
+        let group = ec2.create_security_group().group_name(&name).description("tasks").vpc_id(&vpc).send().await;
+        let group = group.unwrap().group_id().unwrap().to_string();
+        let network = aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+            .set_subnets(Some(subnets))
+            .security_groups(group)
+            .build()
+            .unwrap();
+        let balancer = aws_sdk_ecs::types::LoadBalancer::builder()
+            .target_group_arn(&tg)
+            .container_name("app")
+            .container_port(8000);
+        ecs.create_service()
+            .cluster(&name)
+            .service_name(&name)
+            .task_definition(&task)
+            .desired_count(1)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .network_configuration(
+                aws_sdk_ecs::types::NetworkConfiguration::builder().awsvpc_configuration(network).build(),
+            )
+            .load_balancers(balancer.build())
+            .send()
+            .await
+            .unwrap();
+        let service = || async {
+            let d = ecs.describe_services().cluster(&name).services(&name).send().await.unwrap();
+            let s = &d.services()[0];
+            format!("{} running {}", s.status().unwrap_or("?"), s.running_count())
+        };
+        let health = || async {
+            let d = elb.describe_target_health().target_group_arn(&tg).send().await.unwrap();
+            let states: Vec<&str> = d
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|t| t.target_health()?.state())
+                .map(|s| s.as_str())
+                .collect();
+            states.join(",")
+        };
+        let started = states(service, |s| s == "ACTIVE running 1").await;
+        assert_eq!(started, ["ACTIVE running 0", "ACTIVE running 1"], "moto runs it at once; Fargate takes a minute");
+        let checked = states(health, |s| s == "healthy").await;
+        assert_eq!(checked.last().map(String::as_str), Some("healthy"), "{checked:?}");
+        assert!(checked.iter().any(|s| s == "initial"), "registered, then healthy after 3 checks: {checked:?}");
+
+        ecs.delete_service().cluster(&name).service(&name).force(true).send().await.unwrap();
+        let refused = ecs.delete_cluster().cluster(&name).send().await.expect_err("a service is draining");
+        let refused_code = refused.as_service_error().and_then(|e| aws_sdk_ecs::error::ProvideErrorMetadata::code(e));
+        assert_eq!(refused_code, Some("ClusterContainsServicesException"), "{refused:?}");
+        let drained = states(health, str::is_empty).await;
+        assert_eq!(drained, ["draining", ""], "its target drains for the group's delay, then leaves");
+        let stopped = states(service, |s| s.starts_with("INACTIVE")).await;
+        assert!(stopped[0].starts_with("DRAINING"), "DRAINING until its tasks stopped: {stopped:?}");
+        ecs.delete_cluster().cluster(&name).send().await.expect("deletable once its service is inactive");
+    });
+}

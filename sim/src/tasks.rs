@@ -1,0 +1,264 @@
+//! ECS runs tasks and load balancers check them; moto does neither (its
+//! services run at once, and no target ever registers). The layer gives each
+//! service it saw created the life AWS gives it, in simulated seconds:
+//! - its tasks start: `runningCount` 0 (pending) for [`TASK_START`] after
+//!   CreateService, the deployment `IN_PROGRESS`;
+//! - once they run, each registers in the service's target groups, `initial`
+//!   until the group's health check has passed `HealthyThresholdCount` times
+//!   (interval × threshold), then `healthy`;
+//! - once the service is deleted, its targets are `draining` for the group's
+//!   deregistration delay (`deregistration_delay.timeout_seconds`, 300 by
+//!   default), then its tasks stop ([`TASK_STOP`]): until then it is
+//!   `DRAINING`, not `INACTIVE`, and its cluster cannot be deleted
+//!   (`ClusterContainsServicesException`).
+//!
+//! Figures (README's `aws-sim` table): a Fargate task takes about a minute from
+//! PROVISIONING to RUNNING (AWS-BEHAVIOUR.md, a choice); target health and the
+//! deregistration delay are the target group's own settings (ELB user guide,
+//! "Health checks for your target groups", "Deregistration delay"); a task's
+//! containers get 30 s to stop (ECS task definition `stopTimeout`, default 30 s).
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::http::{Protocol, Request, body_of, error_answer, status_of, with_answer_body};
+use crate::interfaces::encode;
+use crate::rules::{all_tags, ask, form_values};
+
+/// Simulated seconds from CreateService to its tasks running.
+pub const TASK_START: f64 = 60.0;
+/// Simulated seconds a task takes to stop once its targets have drained.
+pub const TASK_STOP: f64 = 30.0;
+
+/// A target group's health check and deregistration delay, as moto holds them.
+#[derive(Debug, Clone)]
+struct Group {
+    arn: String,
+    port: String,
+    /// Simulated seconds from registration to `healthy`.
+    to_healthy: f64,
+    drain: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Service {
+    arn: String,
+    cluster: String,
+    desired: i64,
+    groups: Vec<Group>,
+    running_at: f64,
+    /// When DeleteService was answered.
+    deleted_at: Option<f64>,
+}
+
+impl Service {
+    fn drained_at(&self) -> Option<f64> {
+        let drain = self.groups.iter().map(|g| g.drain).fold(0.0, f64::max);
+        self.deleted_at.map(|at| at + drain)
+    }
+
+    fn gone_at(&self) -> Option<f64> {
+        self.drained_at().map(|at| at + TASK_STOP)
+    }
+}
+
+/// A service's life as the layer shows it, with when each part of it passes.
+#[derive(Debug, Clone)]
+pub struct Life {
+    pub service: String,
+    pub created_at: f64,
+    pub running_at: f64,
+    /// Each target group with when the service's targets become healthy in it.
+    pub healthy_at: Vec<(String, f64)>,
+}
+
+#[derive(Default)]
+pub struct Tasks {
+    services: Mutex<Vec<Service>>,
+}
+
+impl Tasks {
+    /// Each service the layer saw created, with when it ran and its targets became healthy.
+    pub fn lives(&self) -> Vec<Life> {
+        let services = self.services.lock().unwrap();
+        services
+            .iter()
+            .map(|s| Life {
+                service: s.arn.clone(),
+                created_at: s.running_at - TASK_START,
+                running_at: s.running_at,
+                healthy_at: s.groups.iter().map(|g| (g.arn.clone(), s.running_at + g.to_healthy)).collect(),
+            })
+            .collect()
+    }
+
+    /// AWS's answer where tasks change it: the targets' health, a cluster
+    /// that still has draining services.
+    pub fn refuse(&self, req: &Request, now: f64) -> Option<(&'static str, Vec<u8>)> {
+        let action = req.action();
+        match (req.service().as_str(), action.as_str()) {
+            ("elasticloadbalancing", "DescribeTargetHealth") => {
+                let arn = form_values(&req.body_text(), "TargetGroupArn").into_iter().next()?;
+                let services = self.services.lock().unwrap();
+                let using: Vec<&Service> = services.iter().filter(|s| s.groups.iter().any(|g| g.arn == arn)).collect();
+                if using.is_empty() {
+                    return None;
+                }
+                let mut members = String::new();
+                for (n, s) in using.iter().enumerate() {
+                    let group = s.groups.iter().find(|g| g.arn == arn)?;
+                    let state = match s.drained_at() {
+                        Some(drained) if now >= drained => continue,
+                        Some(_) => {
+                            ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress")
+                        }
+                        None if now < s.running_at => continue,
+                        None if now < s.running_at + group.to_healthy => {
+                            ("initial", "Elb.RegistrationInProgress", "Target registration is in progress")
+                        }
+                        None => ("healthy", "", ""),
+                    };
+                    for t in 0..s.desired {
+                        let reason = if state.1.is_empty() {
+                            String::new()
+                        } else {
+                            format!("<Reason>{}</Reason><Description>{}</Description>", state.1, state.2)
+                        };
+                        members.push_str(&format!(
+                            "<member><Target><Id>10.1.{}.{}</Id><Port>{}</Port></Target><HealthCheckPort>{}</HealthCheckPort><TargetHealth><State>{}</State>{reason}</TargetHealth></member>",
+                            10 + n,
+                            10 + t,
+                            group.port,
+                            group.port,
+                            state.0
+                        ));
+                    }
+                }
+                Some(("target_health", target_health(&members)))
+            }
+            ("ecs", "DeleteCluster") => {
+                let cluster = json_field(&req.body_text(), "cluster")?;
+                let services = self.services.lock().unwrap();
+                let draining = services.iter().any(|s| {
+                    (s.cluster == cluster || s.cluster.ends_with(&format!("/{cluster}")))
+                        && s.gone_at().is_some_and(|gone| now < gone)
+                });
+                let message = "The Cluster cannot be deleted while Services are active.";
+                draining.then(|| {
+                    ("draining", error_answer(Protocol::Json, 400, "ClusterContainsServicesException", message))
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// moto's `answer` to `req`, with each service's tasks shown as they are at
+    /// `now`; a create or delete is noted first.
+    pub fn shown(&self, req: &Request, answer: Vec<u8>, now: f64, upstream: &str) -> Vec<u8> {
+        if status_of(&answer) != 200 || req.service() != "ecs" {
+            return answer;
+        }
+        let Ok(mut doc) = serde_json::from_slice::<Value>(body_of(&answer)) else { return answer };
+        match req.action().as_str() {
+            "CreateService" => {
+                let s = &doc["service"];
+                let groups = s["loadBalancers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|lb| lb["targetGroupArn"].as_str())
+                    .filter_map(|arn| group(upstream, &req.region(), arn))
+                    .collect();
+                let (Some(arn), Some(cluster)) = (s["serviceArn"].as_str(), s["clusterArn"].as_str()) else {
+                    return answer;
+                };
+                let mut services = self.services.lock().unwrap();
+                if services.iter().all(|known| known.arn != arn || known.deleted_at.is_some()) {
+                    services.retain(|known| known.arn != arn);
+                    services.push(Service {
+                        arn: arn.into(),
+                        cluster: cluster.into(),
+                        desired: s["desiredCount"].as_i64().unwrap_or(1),
+                        groups,
+                        running_at: now + TASK_START,
+                        deleted_at: None,
+                    });
+                }
+                drop(services);
+                self.show(&mut doc["service"], now);
+            }
+            "DeleteService" => {
+                if let Some(arn) = doc["service"]["serviceArn"].as_str() {
+                    let mut services = self.services.lock().unwrap();
+                    if let Some(s) = services.iter_mut().find(|s| s.arn == arn && s.deleted_at.is_none()) {
+                        s.deleted_at = Some(now);
+                    }
+                }
+                self.show(&mut doc["service"], now);
+            }
+            "DescribeServices" => {
+                for s in doc["services"].as_array_mut().into_iter().flatten() {
+                    self.show(s, now);
+                }
+            }
+            _ => return answer,
+        }
+        with_answer_body(&answer, doc.to_string().as_bytes())
+    }
+
+    /// One service of an answer, as it is at `now`.
+    fn show(&self, s: &mut Value, now: f64) {
+        let services = self.services.lock().unwrap();
+        let Some(known) = services.iter().find(|k| Some(k.arn.as_str()) == s["serviceArn"].as_str()) else { return };
+        if let Some(gone) = known.gone_at() {
+            if now < gone {
+                s["status"] = "DRAINING".into();
+            }
+            return;
+        }
+        if now < known.running_at {
+            s["runningCount"] = 0.into();
+            s["pendingCount"] = known.desired.into();
+            for d in s["deployments"].as_array_mut().into_iter().flatten() {
+                d["runningCount"] = 0.into();
+                d["pendingCount"] = known.desired.into();
+                d["rolloutState"] = "IN_PROGRESS".into();
+            }
+        }
+    }
+}
+
+/// A target group's settings, asked of moto.
+fn group(upstream: &str, region: &str, arn: &str) -> Option<Group> {
+    let asked = format!("Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1={}", encode(arn));
+    let xml = ask(upstream, region, "elasticloadbalancing", &asked)?;
+    let number = |tag: &str, default: f64| all_tags(&xml, tag).first().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let to_healthy = number("HealthCheckIntervalSeconds", 30.0) * number("HealthyThresholdCount", 5.0);
+    let asked = format!("Action=DescribeTargetGroupAttributes&Version=2015-12-01&TargetGroupArn={}", encode(arn));
+    let attributes = ask(upstream, region, "elasticloadbalancing", &asked).unwrap_or_default();
+    let drain = attributes
+        .split("<member>")
+        .find(|m| m.contains("<Key>deregistration_delay.timeout_seconds</Key>"))
+        .and_then(|m| all_tags(m, "Value").first().and_then(|v| v.parse().ok()))
+        .unwrap_or(300.0);
+    let port = all_tags(&xml, "Port").first().cloned().unwrap_or_else(|| "80".into());
+    Some(Group { arn: arn.into(), port, to_healthy, drain })
+}
+
+fn json_field(body: &str, key: &str) -> Option<String> {
+    serde_json::from_str::<Value>(body).ok()?[key].as_str().map(String::from)
+}
+
+/// DescribeTargetHealth's answer with these members.
+fn target_health(members: &str) -> Vec<u8> {
+    let body = format!(
+        "<DescribeTargetHealthResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><DescribeTargetHealthResult><TargetHealthDescriptions>{members}</TargetHealthDescriptions></DescribeTargetHealthResult><ResponseMetadata><RequestId>sim-{:08x}</RequestId></ResponseMetadata></DescribeTargetHealthResponse>",
+        fastrand::u32(..)
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
