@@ -4,9 +4,11 @@
 //! deploys under adversity: killed mid-creation, throttled, denied, a NAT
 //! gateway that fails, leftovers in another VPC.
 //!
-//! Runs with `healthy_targets=0`: moto's ECS runs no task, so no target ever
-//! registers in a target group (a moto gap, in the README); the waiting itself
-//! is covered by `a_target_group_is_waited_for_until_its_targets_are_healthy`.
+//! Through the suite's realistic layer the deploy waits for each service's
+//! target to be healthy: the layer starts the tasks moto's ECS does not run,
+//! registers them and passes their health checks in AWS's time. Behind fault
+//! rules alone (moto's ECS, no target ever registers) it runs with
+//! `healthy_targets=0`.
 
 use std::time::Duration;
 

@@ -282,9 +282,6 @@ fn stable(s: &Service, desired: i32) -> bool {
     s.status() == Some("ACTIVE") && s.deployments().len() == 1 && s.running_count() == desired
 }
 
-/// The circuit breaker stopped the rollout: say why, from the stopped tasks.
-/// The service `name` of `cluster` as ECS describes it (an INACTIVE one
-/// included); `None` when there is none, or when the error's code is in `absent`.
 /// The client token of a service's creation: the same for every attempt of this
 /// run (a resumed run gets the service a killed attempt asked for), another in
 /// another run (its request carries other tags and maybe another revision: ECS
@@ -295,6 +292,8 @@ fn token(owner: &Owner, ended: Option<&str>) -> String {
     owner.client_token(&format!("service\n{}\n{}", owner.run, ended.unwrap_or("")))
 }
 
+/// The service `name` of `cluster` as ECS describes it (an INACTIVE one
+/// included); `None` when there is none, or when the error's code is in `absent`.
 pub(crate) async fn describe(
     ecs: &aws_sdk_ecs::Client,
     cluster: &str,
@@ -312,6 +311,7 @@ pub(crate) async fn describe(
     Ok(found.and_then(|f| f.services().first().cloned()))
 }
 
+/// The circuit breaker stopped the rollout: say why, from the stopped tasks.
 async fn rollout_failed(ecs: &aws_sdk_ecs::Client, cluster: &str, s: &Service) -> StepError {
     let name = s.service_name().unwrap_or("?");
     let reasons = stopped_reasons(ecs, cluster, name).await;

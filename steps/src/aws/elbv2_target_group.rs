@@ -1,7 +1,7 @@
 //! `aws.elbv2.target_group`: an HTTP target group of type `ip` (what Fargate
 //! tasks register in), named `<stack>-<step>`, with its health check converged.
 
-use aws_sdk_elasticloadbalancingv2::types::{self, Matcher, ProtocolEnum, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{self, Matcher, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
 use ca_a2a_flow_engine::{
     DestroyOptions, KindDoc, Outputs, ParamProblem, Parameters, Plan, Step, StepContext, StepError, outputs,
 };
@@ -34,6 +34,14 @@ pub struct Params {
     /// HTTP codes that count as healthy, default 200-399
     #[serde(default = "default_matcher")]
     pub healthy_codes: String,
+    /// consecutive passed checks before a target is healthy, 2 to 10, default 5 (AWS's);
+    /// a new task serves after about interval × this
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u8,
+    /// seconds a leaving target keeps its connections (draining), 0 to 3600, default 300 (AWS's);
+    /// every rollout and every destroy of a service waits this long
+    #[serde(default = "default_delay")]
+    pub deregistration_delay: u16,
     #[param(doc = super::owner::TAKE_OVER)]
     #[serde(default)]
     pub take_over: bool,
@@ -51,6 +59,15 @@ fn default_timeout() -> u16 {
 fn default_matcher() -> String {
     "200-399".into()
 }
+fn default_threshold() -> u8 {
+    5
+}
+fn default_delay() -> u16 {
+    300
+}
+
+/// The target group attribute holding the deregistration delay.
+const DELAY: &str = "deregistration_delay.timeout_seconds";
 
 impl Step for TargetGroup {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
@@ -86,6 +103,16 @@ impl Step for TargetGroup {
                 tg.health_check_timeout_seconds().unwrap_or(0),
                 p.health_check_timeout
             ));
+        }
+        if tg.healthy_threshold_count() != Some(i32::from(p.healthy_threshold)) {
+            let now = tg.healthy_threshold_count().unwrap_or(0);
+            changes.push(format!("healthy_threshold: {now} -> {}", p.healthy_threshold));
+        }
+        let arn = tg.target_group_arn().unwrap_or_default();
+        let delay = deregistration_delay(&elb, arn).await?;
+        if delay != Some(p.deregistration_delay) {
+            let now = delay.map(|d| d.to_string()).unwrap_or_else(|| "?".into());
+            changes.push(format!("deregistration_delay: {now} -> {}", p.deregistration_delay));
         }
         Ok(Plan::changes(changes))
     }
@@ -136,6 +163,12 @@ impl Step for TargetGroup {
                 "must be 2 to 120 seconds and less than the interval",
             ));
         }
+        if !(2..=10).contains(&p.healthy_threshold) {
+            problems.push(ParamProblem::at(&["healthy_threshold"], "must be 2 to 10 checks"));
+        }
+        if p.deregistration_delay > 3600 {
+            problems.push(ParamProblem::at(&["deregistration_delay"], "must be 0 to 3600 seconds"));
+        }
         problems
     }
 
@@ -165,6 +198,7 @@ impl Step for TargetGroup {
                         .health_check_path(&p.health_check_path)
                         .health_check_interval_seconds(i32::from(p.health_check_interval))
                         .health_check_timeout_seconds(i32::from(p.health_check_timeout))
+                        .healthy_threshold_count(i32::from(p.healthy_threshold))
                         .matcher(Matcher::builder().http_code(&p.healthy_codes).build())
                         .send()
                         .await
@@ -187,6 +221,7 @@ impl Step for TargetGroup {
                     .health_check_path(&p.health_check_path)
                     .health_check_interval_seconds(i32::from(p.health_check_interval))
                     .health_check_timeout_seconds(i32::from(p.health_check_timeout))
+                    .healthy_threshold_count(i32::from(p.healthy_threshold))
                     .matcher(Matcher::builder().http_code(&p.healthy_codes).build())
                     .set_tags(Some(super::elbv2_tags(&owner)))
                     .send()
@@ -194,6 +229,22 @@ impl Step for TargetGroup {
                     .or_step_error("elasticloadbalancing:CreateTargetGroup")?;
                 let arn = created.target_groups().first().and_then(|t| t.target_group_arn()).unwrap_or_default();
                 (arn.to_string(), "created")
+            }
+        };
+        // The delay is an attribute, not a field: set after the group exists, and
+        // checked on every run (a changed one is an update, not a new group).
+        let action = match deregistration_delay(&elb, &arn).await? {
+            Some(d) if d == p.deregistration_delay => action,
+            _ => {
+                let delay =
+                    TargetGroupAttribute::builder().key(DELAY).value(p.deregistration_delay.to_string()).build();
+                elb.modify_target_group_attributes()
+                    .target_group_arn(&arn)
+                    .attributes(delay)
+                    .send()
+                    .await
+                    .or_step_error_created("elasticloadbalancing:ModifyTargetGroupAttributes", action == "created")?;
+                if action == "adopted" { "updated" } else { action }
             }
         };
         ctx.log(format!("{action} target group {name} (port {}, health {})", p.port, p.health_check_path));
@@ -206,6 +257,22 @@ fn health_drifted(tg: &types::TargetGroup, p: &Params) -> bool {
         || tg.health_check_interval_seconds() != Some(i32::from(p.health_check_interval))
         || tg.health_check_timeout_seconds() != Some(i32::from(p.health_check_timeout))
         || tg.matcher().and_then(|m| m.http_code()) != Some(p.healthy_codes.as_str())
+        || tg.healthy_threshold_count() != Some(i32::from(p.healthy_threshold))
+}
+
+/// The group's deregistration delay in seconds, as AWS holds it.
+async fn deregistration_delay(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    arn: &str,
+) -> Result<Option<u16>, StepError> {
+    let attributes = elb
+        .describe_target_group_attributes()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .or_step_error_created("elasticloadbalancing:DescribeTargetGroupAttributes", true)?;
+    let delay = attributes.attributes().iter().find(|a| a.key() == Some(DELAY)).and_then(|a| a.value());
+    Ok(delay.and_then(|v| v.parse().ok()))
 }
 
 /// The target group called `name` (`None`: there is none).

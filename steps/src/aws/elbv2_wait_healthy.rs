@@ -37,7 +37,7 @@ impl Step for WaitHealthy {
 
     const DOC: KindDoc = KindDoc {
         summary: "Waits until a target group has `min_healthy` healthy targets and no unhealthy one.",
-        outputs: &[("healthy", "how many targets were healthy")],
+        outputs: &[("healthy", "how many targets were healthy"), ("target_group_arn", "the target group waited for")],
         example: "- id: keycloak-healthy\n  uses: aws.elbv2.wait_healthy\n  with: { target_group_arn: \"${{ steps.keycloak-tg.outputs.arn }}\" }\n",
     };
 
@@ -83,7 +83,8 @@ impl Step for WaitHealthy {
         })
         .await?;
         ctx.log(format!("{what}: {healthy} healthy"));
-        Ok(outputs! { healthy })
+        let target_group_arn = p.target_group_arn;
+        Ok(outputs! { healthy, target_group_arn })
     }
 }
 

@@ -193,16 +193,23 @@ pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str)
     vpc
 }
 
-/// Deploys full.yaml for `stack`, the SDK pointed at `endpoint` (moto or the fault proxy).
+/// Deploys full.yaml for `stack`: through the suite's realistic layer, whose
+/// tasks start and pass their health checks, waiting for each service's target
+/// to be healthy; or, given an `endpoint` (fault rules on moto alone, whose ECS
+/// runs no task), with `healthy_targets=0`.
 pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&str, &str)]) -> Out {
     let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
-    if let Some(e) = endpoint {
-        vars.push(("AWS_ENDPOINT_URL", e));
-    }
+    let healthy = match endpoint {
+        Some(e) => {
+            vars.push(("AWS_ENDPOINT_URL", e));
+            "healthy_targets=0"
+        }
+        None => "healthy_targets=1",
+    };
     vars.extend_from_slice(extra);
     let stack = format!("stack={stack}");
     // The MCP server is built on an EC2 builder: `builder::the_full_stack_with_its_mcp_server_...` deploys it.
-    env.run_with(&["run", FULL, "--input", &stack, "--input", "healthy_targets=0", "--input", "mcp=false"], &vars)
+    env.run_with(&["run", FULL, "--input", &stack, "--input", healthy, "--input", "mcp=false"], &vars)
 }
 
 pub(crate) fn has_tag(tags: &[aws_sdk_ec2::types::Tag], key: &str, value: &str) -> bool {
@@ -347,6 +354,13 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
             assert_eq!(tg.health_check_timeout_seconds(), Some(5));
             let path = if name == "keycloak" { "/auth/health/ready" } else { "/health" };
             assert_eq!(tg.health_check_path(), Some(path));
+            // A new task serves after 2 passed checks, a leaving one drains 30 s (AWS: 5 and 300 s).
+            assert_eq!(tg.healthy_threshold_count(), Some(2), "{name}");
+            let attributes =
+                elb.describe_target_group_attributes().target_group_arn(tg.target_group_arn().unwrap()).send().await;
+            let attributes = attributes.unwrap();
+            let delay = attributes.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds"));
+            assert_eq!(delay.and_then(|a| a.value()), Some("30"), "{name}");
         }
         let listeners =
             elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await.unwrap();
