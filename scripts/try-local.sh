@@ -10,6 +10,7 @@
 #   scripts/try-local.sh --realistic     # behind aws-sim: AWS's timings (a NAT gateway
 #                                        # pending ~2 min, RDS creating ~6 min, in
 #                                        # simulated time: 20x here, so ~6 s and ~18 s),
+#                                        # tasks that start and pass health checks,
 #                                        # throttling, reads that lag, live progress
 #   scripts/try-local.sh --realistic 1   # ... at AWS's own pace (about 10 minutes)
 set -euo pipefail
@@ -46,11 +47,17 @@ flow() { ./target/debug/ca-a2a-flow --state "$state" "$@"; }
 latest() { flow list --output json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])'; }
 
 # moto's ECS runs no container, so no target ever becomes healthy in a target
-# group: healthy_targets=0 (against AWS keep the default, 1). A short poll
-# interval because moto makes everything available at once (behind aws-sim,
-# the steps poll as they would on AWS).
-if [ -z "$realistic" ]; then export CA_A2A_FLOW_POLL_INTERVAL=200ms; fi
-inputs=(--input stack=try-local --input healthy_targets=0 --input mcp=false)
+# group: healthy_targets=0 (against AWS keep the default, 1); aws-sim starts
+# the tasks and passes their health checks, so behind it the deploy waits for
+# them. A short poll interval because moto makes everything available at once
+# (behind aws-sim, the steps poll as they would on AWS, in its clock).
+inputs=(--input stack=try-local --input mcp=false)
+if [ -z "$realistic" ]; then
+  export CA_A2A_FLOW_POLL_INTERVAL=200ms
+  inputs+=(--input healthy_targets=0)
+else
+  export CA_A2A_FLOW_TIME_SCALE="$scale"
+fi
 
 flow run workflows/full.yaml "${inputs[@]}"
 run="$(latest)"

@@ -55,12 +55,23 @@ where
 }
 
 /// The poll interval for a wait: `CA_A2A_FLOW_POLL_INTERVAL` (tests use a short
-/// one), else `default`.
+/// one), else `default` divided by `CA_A2A_FLOW_TIME_SCALE` (an emulated AWS
+/// whose clock runs that many times faster, as aws-sim's `--time-scale`: the
+/// waits then poll as often, in its time, as they would on AWS).
 pub fn interval(default: Duration) -> Duration {
-    std::env::var("CA_A2A_FLOW_POLL_INTERVAL")
-        .ok()
-        .and_then(|v| ca_a2a_flow_engine::duration::parse(&v).ok())
-        .unwrap_or(default)
+    let poll = std::env::var("CA_A2A_FLOW_POLL_INTERVAL").ok();
+    let scale = std::env::var("CA_A2A_FLOW_TIME_SCALE").ok();
+    interval_from(default, poll.as_deref(), scale.as_deref())
+}
+
+fn interval_from(default: Duration, poll: Option<&str>, scale: Option<&str>) -> Duration {
+    if let Some(every) = poll.and_then(|v| ca_a2a_flow_engine::duration::parse(v).ok()) {
+        return every;
+    }
+    match scale.and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 1.0) {
+        Some(scale) => default.div_f64(scale),
+        None => default,
+    }
 }
 
 /// Deletes with `delete` until nothing holds the resource any more: while AWS
@@ -83,4 +94,19 @@ where
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_polls_at_its_own_interval_at_the_given_one_or_as_often_in_a_faster_clock() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(interval_from(ten, None, None), ten);
+        assert_eq!(interval_from(ten, Some("200ms"), Some("20")), Duration::from_millis(200), "the interval wins");
+        assert_eq!(interval_from(ten, None, Some("20")), Duration::from_millis(500), "AWS's 10 s at 20x");
+        assert_eq!(interval_from(ten, None, Some("0.5")), ten, "a clock slower than AWS's is ignored");
+        assert_eq!(interval_from(ten, None, Some("fast")), ten);
+    }
 }
