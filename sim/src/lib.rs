@@ -11,6 +11,7 @@
 //! visible at once ([`consistency`]); NAT gateways and databases that take
 //! time to be deleted, and hold what they used meanwhile ([`deleting`]); ECS
 //! tasks that start, register, pass their health checks and drain ([`tasks`]);
+//! a new bucket or instance profile not usable at once ([`propagation`]);
 //! client tokens honoured as AWS honours
 //! them ([`tokens`]); and, on demand, the faults of [`faults`] (errors,
 //! hangs, rewritten answers), on top of all of that.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod interfaces;
 pub mod latency;
 pub mod paging;
+pub mod propagation;
 pub mod rules;
 pub mod tasks;
 pub mod throttle;
@@ -98,6 +100,7 @@ pub struct Sim {
     faults: Arc<faults::Faults>,
     deleting: Arc<deleting::Deleting>,
     tasks: Arc<tasks::Tasks>,
+    propagation: Arc<propagation::Propagation>,
 }
 
 impl Sim {
@@ -109,9 +112,9 @@ impl Sim {
         let consistency = Arc::default();
         let tokens = Arc::default();
         let faults = Arc::new(faults::Faults::new(config.faults.clone()));
-        let (deleting, tasks) = (Arc::default(), Arc::default());
+        let (deleting, tasks, propagation) = (Arc::default(), Arc::default(), Arc::default());
         let config = Arc::new(config);
-        Self { config, report, buckets, latency, interfaces, consistency, tokens, faults, deleting, tasks }
+        Self { config, report, buckets, latency, interfaces, consistency, tokens, faults, deleting, tasks, propagation }
     }
 
     /// Every action seen, in order, with what a fault rule did to it.
@@ -194,6 +197,7 @@ impl Sim {
                 self.interfaces.after_delete(held, &answer, now);
                 let answer = self.deleting.shown(req, answer, now, &self.config.upstream, &self.interfaces);
                 let answer = self.tasks.shown(req, answer, now, &self.config.upstream);
+                self.propagation.made(req, &answer, now);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer)
             }
@@ -253,7 +257,10 @@ impl Sim {
         if self.config.timing {
             let now = self.latency.now();
             let refused = self.consistency.refuse(req, now).or_else(|| self.interfaces.refuse(req, now));
-            let refused = refused.or_else(|| self.deleting.refuse(req, now)).or_else(|| self.tasks.refuse(req, now));
+            let refused = refused
+                .or_else(|| self.deleting.refuse(req, now))
+                .or_else(|| self.tasks.refuse(req, now))
+                .or_else(|| self.propagation.refuse(req, now));
             if let Some(refused) = refused {
                 return Some(refused);
             }

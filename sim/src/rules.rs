@@ -3,7 +3,10 @@
 //! - an internet-facing load balancer needs an internet gateway attached to its
 //!   VPC: `InvalidSubnet` "VPC vpc-… has no internet gateway";
 //! - an internet gateway is not detached while its VPC maps public addresses (an
-//!   internet-facing load balancer, a NAT gateway): `DependencyViolation`.
+//!   internet-facing load balancer, a NAT gateway): `DependencyViolation`;
+//! - an ECS service is not created on a target group that no listener or rule
+//!   forwards to: `InvalidParameterException` "The target group with
+//!   targetGroupArn … does not have an associated load balancer."
 //!
 //! The layer asks moto what it needs to know, with calls of its own.
 
@@ -151,6 +154,33 @@ pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)>
                 "detach_while_addresses_are_mapped",
                 error_answer(Protocol::Ec2, 400, "DependencyViolation", &message),
             ))
+        }
+        ("ecs", "CreateService") => {
+            let asked: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let groups = asked["loadBalancers"].as_array()?.iter().filter_map(|lb| lb["targetGroupArn"].as_str());
+            for arn in groups {
+                let xml = ask(
+                    upstream,
+                    &region,
+                    "elasticloadbalancing",
+                    &format!(
+                        "Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1={}",
+                        crate::interfaces::encode(arn)
+                    ),
+                )?;
+                let balancers =
+                    xml.split_once("<LoadBalancerArns>").and_then(|(_, r)| r.split_once("</LoadBalancerArns>"));
+                if balancers.is_some_and(|(inside, _)| inside.contains("<member>")) {
+                    continue;
+                }
+                let message =
+                    format!("The target group with targetGroupArn {arn} does not have an associated load balancer.");
+                return Some((
+                    "target_group_without_a_load_balancer",
+                    error_answer(Protocol::Json, 400, "InvalidParameterException", &message),
+                ));
+            }
+            None
         }
         _ => None,
     }

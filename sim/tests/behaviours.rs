@@ -674,7 +674,7 @@ where
 }
 
 #[test]
-fn a_services_tasks_start_register_pass_their_health_checks_and_drain_in_aws_s_time() {
+fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_their_checks_and_drain() {
     // 60 simulated seconds a second: tasks start in 1 s, pass 3 checks 10 s apart in 0.5 s,
     // drain 20 s (0.33 s) and stop in 30 s (0.5 s).
     let layer = Layer::start(&["--time-scale", "60", "--throttle", "off"]);
@@ -724,7 +724,7 @@ fn a_services_tasks_start_register_pass_their_health_checks_and_drain_in_aws_s_t
         let group = ec2.create_security_group().group_name(&name).description("tasks").vpc_id(&vpc).send().await;
         let group = group.unwrap().group_id().unwrap().to_string();
         let network = aws_sdk_ecs::types::AwsVpcConfiguration::builder()
-            .set_subnets(Some(subnets))
+            .set_subnets(Some(subnets.clone()))
             .security_groups(group)
             .build()
             .unwrap();
@@ -732,19 +732,44 @@ fn a_services_tasks_start_register_pass_their_health_checks_and_drain_in_aws_s_t
             .target_group_arn(&tg)
             .container_name("app")
             .container_port(8000);
-        ecs.create_service()
-            .cluster(&name)
-            .service_name(&name)
-            .task_definition(&task)
-            .desired_count(1)
-            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
-            .network_configuration(
-                aws_sdk_ecs::types::NetworkConfiguration::builder().awsvpc_configuration(network).build(),
-            )
-            .load_balancers(balancer.build())
+        let create = || {
+            ecs.create_service()
+                .cluster(&name)
+                .service_name(&name)
+                .task_definition(&task)
+                .desired_count(1)
+                .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+                .network_configuration(
+                    aws_sdk_ecs::types::NetworkConfiguration::builder().awsvpc_configuration(network.clone()).build(),
+                )
+                .load_balancers(balancer.clone().build())
+                .send()
+        };
+        let refused = create().await.expect_err("no listener forwards to the group yet");
+        let refused_code = refused.as_service_error().and_then(|e| aws_sdk_ecs::error::ProvideErrorMetadata::code(e));
+        assert_eq!(refused_code, Some("InvalidParameterException"), "{refused:?}");
+        assert!(format!("{refused:?}").contains("does not have an associated load balancer"), "{refused:?}");
+        let lb = elb
+            .create_load_balancer()
+            .name(&name)
+            .scheme(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal)
+            .set_subnets(Some(subnets))
             .send()
             .await
             .unwrap();
+        let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+            .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+            .target_group_arn(&tg)
+            .build();
+        elb.create_listener()
+            .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
+            .port(80)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .default_actions(forward)
+            .send()
+            .await
+            .unwrap();
+        create().await.expect("made once a listener forwards to its group");
         let service = || async {
             let d = ecs.describe_services().cluster(&name).services(&name).send().await.unwrap();
             let s = &d.services()[0];
@@ -775,5 +800,53 @@ fn a_services_tasks_start_register_pass_their_health_checks_and_drain_in_aws_s_t
         let stopped = states(service, |s| s.starts_with("INACTIVE")).await;
         assert!(stopped[0].starts_with("DRAINING"), "DRAINING until its tasks stopped: {stopped:?}");
         ecs.delete_cluster().cluster(&name).send().await.expect("deletable once its service is inactive");
+    });
+}
+
+#[test]
+fn a_new_bucket_and_a_new_instance_profile_are_not_usable_at_once() {
+    // 5 simulated seconds a second: a bucket propagates within 0.4 s, an instance profile in 2 s.
+    let layer = Layer::start(&["--time-scale", "5", "--throttle", "off"]);
+    let config = without_retries(&layer);
+    let name = unique("propagation");
+    block_on(async {
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        s3.create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest3)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let versioning = aws_sdk_s3::types::VersioningConfiguration::builder()
+            .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+            .build();
+        let configure = || s3.put_bucket_versioning().bucket(&name).versioning_configuration(versioning.clone()).send();
+        let early = configure().await.expect_err("the bucket has not propagated yet");
+        let early_code = early.as_service_error().and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e));
+        assert_eq!(early_code, Some("NoSuchBucket"), "{early:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        configure().await.expect("usable once propagated");
+
+        let iam = aws_sdk_iam::Client::new(&config);
+        iam.create_instance_profile().instance_profile_name(&name).send().await.unwrap();
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let profile = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().name(&name).build();
+        let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+        let image = images.images()[0].image_id().unwrap().to_string();
+        let launch = || {
+            ec2.run_instances().image_id(&image).min_count(1).max_count(1).iam_instance_profile(profile.clone()).send()
+        };
+        let refused = launch().await.expect_err("EC2 does not know the new profile yet");
+        assert_eq!(refused.as_service_error().and_then(code).as_deref(), Some("InvalidParameterValue"), "{refused:?}");
+        assert!(format!("{refused:?}").contains("Invalid IAM Instance Profile name"), "{refused:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let launched = launch().await.expect("known once propagated");
+        let instance = launched.instances()[0].instance_id().unwrap().to_string();
+        ec2.terminate_instances().instance_ids(instance).send().await.unwrap();
     });
 }
