@@ -157,7 +157,8 @@ fn a_nat_gateway_deleted_behind_the_stacks_back_is_made_again_not_answered_by_it
     };
     let first = nat_of(&env.only_run().id);
     block_on(ec2.delete_nat_gateway().nat_gateway_id(&first).send()).unwrap();
-    assert_eq!(state(&first), "deleted");
+    // `deleting` for a simulated minute, as on AWS.
+    env.wait_until("the NAT gateway to be deleted", std::time::Duration::from_secs(30), || state(&first) == "deleted");
     // AWS frees the gateway's Elastic IP once the deletion completes; moto keeps it associated.
     let ip = env.step(&env.only_run().id, "nat-ip").outputs.unwrap()["allocation_id"].as_str().unwrap().to_string();
     let addresses = block_on(ec2.describe_addresses().allocation_ids(&ip).send()).unwrap();

@@ -174,6 +174,14 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     role["with"]["managed_policy_arns"] = serde_json::json!([
         "arn:${{ steps.identity.outputs.partition }}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
     ]);
+    // - target groups make a new task serve after 2 passed checks and drain a
+    //   leaving one in 30 s (AWS: 5 and 300 s), the stack's inputs
+    //   (aws_deploy::the_full_stack_is_deployed_exactly_...).
+    for tg in ["orchestrator-tg", "extractor-tg", "validator-tg", "archivist-tg", "keycloak-tg"] {
+        let with = &mut before.get_mut(tg).unwrap()["with"];
+        with["healthy_threshold"] = "${{ inputs.healthy_threshold }}".into();
+        with["deregistration_delay"] = "${{ inputs.deregistration_delay }}".into();
+    }
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

@@ -359,7 +359,8 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
             let attributes =
                 elb.describe_target_group_attributes().target_group_arn(tg.target_group_arn().unwrap()).send().await;
             let attributes = attributes.unwrap();
-            let delay = attributes.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds"));
+            let delay =
+                attributes.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds"));
             assert_eq!(delay.and_then(|a| a.value()), Some("30"), "{name}");
         }
         let listeners =
