@@ -19,7 +19,8 @@
 //! - when the database was requested, from the deploy's first step;
 //! - the requests per deploy, per no-change re-run and per destroy, and the
 //!   answers throttled in each (a throttled answer that surfaced as a failure
-//!   would fail the run, and the bench with it).
+//!   would fail the run, and the bench with it);
+//! - at the end, the peak RSS of the ca-a2a-flow processes.
 //!
 //! Each wait polls at its kind's own interval on AWS (1 s for a new resource
 //! to be visible, 10 to 20 s for a NAT gateway, a database, a service), in the
@@ -271,6 +272,17 @@ const VARIANTS: [(&str, &[&str]); 2] = [
     ("the stack's: healthy after 2 checks, 30 s draining", &[]),
 ];
 
+/// The largest peak RSS of the processes this one started and waited for, in MiB.
+fn children_peak_rss_mib() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let time_scale = arg("--time-scale", 20.0);
@@ -297,6 +309,11 @@ fn main() {
         }
         table(variant, &samples, time_scale);
     }
+    // start-moto.sh is a small shell script; every other child is a ca-a2a-flow run, plan, status or destroy.
+    println!(
+        "\npeak RSS of a ca-a2a-flow process (deploy, re-run, destroy, plan, status): {:.1} MiB",
+        children_peak_rss_mib()
+    );
 }
 
 fn table(variant: &str, samples: &[Sample], time_scale: f64) {
