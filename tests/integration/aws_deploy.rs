@@ -446,3 +446,30 @@ steps:
     let logs = env.run(&["logs", &again]);
     assert!(logs.stdout.contains("was scheduled for deletion: restored it"), "{}", logs.stdout);
 }
+
+#[test]
+fn a_role_whose_statements_are_taken_away_loses_the_inline_policy_they_made() {
+    // The agents' execution role read Keycloak's secrets until they got a role of their
+    // own: a stack deployed before must lose that read, not keep it.
+    let env = Env::sqlite();
+    let stack = unique_stack("role");
+    let input = format!("stack={stack}");
+    let reads = [
+        ("service", "ecs-tasks.amazonaws.com"),
+        ("statements", "[{ actions: [secretsmanager:GetSecretValue], resources: [\"*\"] }]"),
+    ];
+    let wf = crate::support::aws::one_aws_step(&env, "execution-role", "aws.iam.role", &reads);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    let iam = aws_sdk_iam::Client::new(&sdk());
+    let inline = || {
+        let found = block_on(iam.list_role_policies().role_name(format!("{stack}-execution-role")).send()).unwrap();
+        found.policy_names().to_vec()
+    };
+    assert_eq!(inline().len(), 1, "the statements' inline policy");
+
+    let wf = crate::support::aws::one_aws_step(&env, "execution-role", "aws.iam.role", &reads[..1]);
+    let plan = env.run(&["plan", wf.to_str().unwrap(), "--input", &input]);
+    assert!(plan.stdout.contains("remove the inline policy"), "plan says so: {}", plan.stdout);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
+    assert_eq!(inline(), Vec::<String>::new(), "no statement declared, no inline policy left");
+}

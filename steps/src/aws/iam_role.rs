@@ -73,6 +73,9 @@ impl Step for Role {
         let attached = attached_policies(&iam, &name, false).await?;
         let missing = p.managed_policy_arns.iter().filter(|a| !attached.contains(a));
         changes.extend(missing.map(|a| format!("attach {a}")));
+        if p.statements.is_empty() && has_inline(&iam, &name).await? {
+            changes.push(format!("remove the inline policy {INLINE} (no statements declared)"));
+        }
         Ok(Plan::changes(changes))
     }
 
@@ -225,12 +228,29 @@ impl Step for Role {
                 .send()
                 .await
                 .or_step_error_created("iam:PutRolePolicy", fresh)?;
+        } else if !fresh && has_inline(&iam, &name).await? {
+            // Declared without statements: what an earlier declaration allowed goes.
+            let removed = iam.delete_role_policy().role_name(&name).policy_name(INLINE).send().await;
+            if removed.or_absent("iam:DeleteRolePolicy", &["NoSuchEntity"])?.is_some() {
+                ctx.log(format!("{name}: inline policy {INLINE} removed (no statements declared)"));
+            }
         }
         let profile = if p.instance_profile { instance_profile(ctx, &iam, &name, fresh).await? } else { String::new() };
         let account = arn.split(':').nth(4).unwrap_or_default().to_string();
         ctx.log(format!("{action} role {name}"));
         Ok(outputs! { arn, name, account_id: account, instance_profile: profile, action })
     }
+}
+
+/// Whether the role holds this kind's inline policy.
+async fn has_inline(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, StepError> {
+    let mut pages = iam.list_role_policies().role_name(name).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        if page.or_step_error("iam:ListRolePolicies")?.policy_names().iter().any(|n| n == INLINE) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The instance profile named like the role, holding it: found, else made.
