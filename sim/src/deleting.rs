@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use crate::http::{Protocol, Request, body_of, error_answer, status_of, with_answer_body};
+use crate::http::{Protocol, Request, body_of, error_answer, query_answer, status_of, with_answer_body};
 use crate::interfaces::{Held, Interfaces};
 use crate::rules::{all_tags, ask, form_values};
 
@@ -136,15 +136,8 @@ fn with_status(xml: &str, status: &str) -> String {
 
 /// DescribeDBInstances' answer with this one instance.
 fn described(instance: &str) -> Vec<u8> {
-    let body = format!(
-        "<DescribeDBInstancesResponse xmlns=\"http://rds.amazonaws.com/doc/2014-10-31/\"><DescribeDBInstancesResult><DBInstances>{instance}</DBInstances></DescribeDBInstancesResult><ResponseMetadata><RequestId>sim-{:08x}</RequestId></ResponseMetadata></DescribeDBInstancesResponse>",
-        fastrand::u32(..)
-    );
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let namespace = "http://rds.amazonaws.com/doc/2014-10-31/";
+    query_answer("DescribeDBInstances", namespace, &format!("<DBInstances>{instance}</DBInstances>"))
 }
 
 #[cfg(test)]

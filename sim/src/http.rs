@@ -200,6 +200,20 @@ pub fn with_answer_body(answer: &[u8], body: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// A query-protocol answer (HTTP 200) to `action`: `result` inside its
+/// `<ActionResult>`, in the service's `namespace`, with a request id.
+pub fn query_answer(action: &str, namespace: &str, result: &str) -> Vec<u8> {
+    let id = format!("sim-{:08x}", fastrand::u32(..));
+    let body = format!(
+        "<{action}Response xmlns=\"{namespace}\"><{action}Result>{result}</{action}Result><ResponseMetadata><RequestId>{id}</RequestId></ResponseMetadata></{action}Response>"
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nx-amzn-RequestId: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// A JSON-protocol answer (HTTP 200) with this body.
 pub fn json_answer(body: &serde_json::Value) -> Vec<u8> {
     let body = body.to_string();

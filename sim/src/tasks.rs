@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::http::{Protocol, Request, body_of, error_answer, status_of, with_answer_body};
+use crate::http::{Protocol, Request, body_of, error_answer, query_answer, status_of, with_answer_body};
 use crate::interfaces::encode;
 use crate::rules::{all_tags, ask, form_values};
 
@@ -254,13 +254,7 @@ fn json_field(body: &str, key: &str) -> Option<String> {
 
 /// DescribeTargetHealth's answer with these members.
 fn target_health(members: &str) -> Vec<u8> {
-    let body = format!(
-        "<DescribeTargetHealthResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><DescribeTargetHealthResult><TargetHealthDescriptions>{members}</TargetHealthDescriptions></DescribeTargetHealthResult><ResponseMetadata><RequestId>sim-{:08x}</RequestId></ResponseMetadata></DescribeTargetHealthResponse>",
-        fastrand::u32(..)
-    );
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let namespace = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
+    let result = format!("<TargetHealthDescriptions>{members}</TargetHealthDescriptions>");
+    query_answer("DescribeTargetHealth", namespace, &result)
 }

@@ -157,6 +157,20 @@ async fn an_attached_internet_gateway(ec2: &aws_sdk_ec2::Client, vpc: &str) -> S
     igw
 }
 
+/// CreateDBInstance of a db.t3.micro PostgreSQL `id` (a fake password: moto's, not AWS's).
+fn a_small_postgres(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+) -> aws_sdk_rds::operation::create_db_instance::builders::CreateDBInstanceFluentBuilder {
+    rds.create_db_instance()
+        .db_instance_identifier(id)
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("keycloak")
+        .master_user_password("not-a-real-one-1")
+}
+
 /// Waits (up to 4 s) until `look` succeeds: a new EC2 resource is unknown for a
 /// moment (eventual consistency), as a client of AWS must allow for.
 async fn seen<F, Fut, T, E>(look: F)
@@ -413,17 +427,7 @@ fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_
         let nat = made.unwrap().nat_gateway().unwrap().clone();
         let id = nat.nat_gateway_id().unwrap().to_string();
         let rds = aws_sdk_rds::Client::new(&config);
-        let created = rds
-            .create_db_instance()
-            .db_instance_identifier(&db)
-            .engine("postgres")
-            .db_instance_class("db.t3.micro")
-            .allocated_storage(20)
-            .master_username("keycloak")
-            .master_user_password("not-a-real-one-1")
-            .send()
-            .await
-            .unwrap();
+        let created = a_small_postgres(&rds, &db).send().await.unwrap();
         let first_db = created.db_instance().unwrap().db_instance_status().unwrap().to_string();
         (id, nat.state().unwrap().as_str().to_string(), first_db)
     });
@@ -611,17 +615,7 @@ fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_ide
             .send()
             .await
             .unwrap();
-        let create = || {
-            rds.create_db_instance()
-                .db_instance_identifier(&db)
-                .db_subnet_group_name(&group)
-                .engine("postgres")
-                .db_instance_class("db.t3.micro")
-                .allocated_storage(20)
-                .master_username("keycloak")
-                .master_user_password("not-a-real-one-1")
-                .send()
-        };
+        let create = || a_small_postgres(&rds, &db).db_subnet_group_name(&group).send();
         create().await.unwrap();
         let status = || async {
             match rds.describe_db_instances().db_instance_identifier(&db).send().await {

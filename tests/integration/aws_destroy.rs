@@ -51,7 +51,7 @@ fn expect_nothing_left(stack: &str, kept_data_and_images: bool) {
         let groups = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{stack}/")).send().await.unwrap();
         assert!(groups.log_groups().is_empty(), "log groups");
         let iam = aws_sdk_iam::Client::new(&config);
-        for role in ["execution-role", "task-role"] {
+        for role in ["execution-role", "keycloak-execution-role", "task-role"] {
             assert!(iam.get_role().role_name(format!("{stack}-{role}")).send().await.is_err(), "{role}");
         }
         let rds = aws_sdk_rds::Client::new(&config);

@@ -174,6 +174,17 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     role["with"]["managed_policy_arns"] = serde_json::json!([
         "arn:${{ steps.identity.outputs.partition }}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
     ]);
+    // - Keycloak's tasks run on a role of their own, the only one that reads its
+    //   secrets; the agents' role reads none, so they do not wait for the
+    //   database (aws_deploy::the_full_stack_is_deployed_exactly_...).
+    let keycloak_role = before["execution-role"].clone();
+    before.insert("keycloak-execution-role".into(), keycloak_role);
+    let agents_role = before.get_mut("execution-role").unwrap();
+    agents_role["needs"] = serde_json::json!(["identity"]);
+    agents_role["with"].as_object_mut().unwrap().remove("statements");
+    let task = before.get_mut("keycloak-task").unwrap();
+    task["needs"] = serde_json::json!(["keycloak-admin", "keycloak-db", "keycloak-execution-role", "keycloak-logs"]);
+    task["with"]["execution_role_arn"] = "${{ steps.keycloak-execution-role.outputs.arn }}".into();
     // - target groups make a new task serve after 2 passed checks and drain a
     //   leaving one in 30 s (AWS: 5 and 300 s), the stack's inputs
     //   (aws_deploy::the_full_stack_is_deployed_exactly_...).

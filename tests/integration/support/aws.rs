@@ -439,6 +439,10 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
             if name != "keycloak" {
                 assert!(c.image().unwrap().contains(&format!("/{stack}/{name}:latest")), "{name}: its ECR image");
             }
+            // Only Keycloak's tasks may read its secrets: the agents run on a role without them.
+            let role = if name == "keycloak" { "keycloak-execution-role" } else { "execution-role" };
+            let execution = td.execution_role_arn().unwrap_or_default();
+            assert!(execution.ends_with(&format!("role/{stack}-{role}")), "{name} runs on {execution}");
         }
         counts.insert("task_definition_family", 5);
 
@@ -479,11 +483,15 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
         assert!(groups.log_groups().iter().all(|g| g.retention_in_days() == Some(7)), "7-day retention");
         counts.insert("log_group", 5);
         let iam = aws_sdk_iam::Client::new(&config);
-        let role = format!("{stack}-execution-role");
-        let attached = iam.list_attached_role_policies().role_name(&role).send().await.unwrap();
-        let names: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
-        assert_eq!(names, ["AmazonECSTaskExecutionRolePolicy"], "the execution role");
-        counts.insert("role", 2);
+        for (role, reads_secrets) in [("execution-role", false), ("keycloak-execution-role", true)] {
+            let role = format!("{stack}-{role}");
+            let attached = iam.list_attached_role_policies().role_name(&role).send().await.unwrap();
+            let names: Vec<&str> = attached.attached_policies().iter().filter_map(|p| p.policy_name()).collect();
+            assert_eq!(names, ["AmazonECSTaskExecutionRolePolicy"], "{role}");
+            let inline = iam.list_role_policies().role_name(&role).send().await.unwrap();
+            assert_eq!(!inline.policy_names().is_empty(), reads_secrets, "{role} reads secrets: {reads_secrets}");
+        }
+        counts.insert("role", 3);
         let sm = aws_sdk_secretsmanager::Client::new(&config);
         let admin = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await.unwrap();
         assert!(admin.deleted_date().is_none());
