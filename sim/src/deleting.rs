@@ -8,7 +8,11 @@
 //! - NAT gateway deleting: 60 s, a choice: about a minute in public reports,
 //!   unconfirmed by AWS (../shared/reference/AWS-BEHAVIOUR.md);
 //! - RDS db.t3.micro deleting without a final snapshot: 300 s, a choice: "about
-//!   5 minutes" in public Terraform destroy logs; AWS documents no figure.
+//!   5 minutes" in public Terraform destroy logs; AWS documents no figure;
+//! - a secret deleted without recovery keeps its name for 10 s: CreateSecret of
+//!   that name is refused, `InvalidRequestException` "… already scheduled for
+//!   deletion" (Secrets Manager API reference, DeleteSecret: the deletion is
+//!   asynchronous, "might take a few seconds"); 10 s is a choice.
 
 use std::sync::Mutex;
 
@@ -20,6 +24,8 @@ use crate::rules::{all_tags, ask, form_values};
 pub const NAT_DELETING: f64 = 60.0;
 /// Simulated seconds an RDS instance is `deleting`.
 pub const DB_DELETING: f64 = 300.0;
+/// Simulated seconds a secret deleted without recovery keeps its name.
+pub const SECRET_NAME_HELD: f64 = 10.0;
 
 /// A database being deleted: what DescribeDBInstances shows of it until `until`.
 struct Database {
@@ -34,12 +40,23 @@ struct Database {
 pub struct Deleting {
     nat_gateways: Mutex<Vec<(String, f64)>>,
     databases: Mutex<Vec<Database>>,
+    /// Secret name -> until when a forced delete still holds it.
+    secret_names: Mutex<Vec<(String, f64)>>,
 }
 
 impl Deleting {
     /// AWS's answer where a resource still being deleted changes it: the
     /// database described, its subnet group or identifier refused.
     pub fn refuse(&self, req: &Request, now: f64) -> Option<(&'static str, Vec<u8>)> {
+        if (req.service().as_str(), req.action().as_str()) == ("secretsmanager", "CreateSecret") {
+            let asked: serde_json::Value = serde_json::from_str(&req.body_text()).ok()?;
+            let name = asked["Name"].as_str()?;
+            let names = self.secret_names.lock().unwrap();
+            names.iter().find(|(n, until)| n == name && *until > now)?;
+            let message =
+                "You can't create this secret because a secret with this name is already scheduled for deletion.";
+            return Some(("deleting", error_answer(Protocol::Json, 400, "InvalidRequestException", message)));
+        }
         if req.service() != "rds" {
             return None;
         }
@@ -100,6 +117,15 @@ impl Deleting {
                     changed |= crate::latency::hold(&mut text, "natGatewayId", id, gone, deleting);
                 }
                 if changed { with_answer_body(&answer, text.as_bytes()) } else { answer }
+            }
+            ("secretsmanager", "DeleteSecret") => {
+                let asked: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let forced = asked["ForceDeleteWithoutRecovery"].as_bool() == Some(true);
+                let answered: serde_json::Value = serde_json::from_slice(body_of(&answer)).unwrap_or_default();
+                if let Some(name) = answered["Name"].as_str().filter(|_| forced) {
+                    self.secret_names.lock().unwrap().push((name.to_string(), now + SECRET_NAME_HELD));
+                }
+                answer
             }
             ("rds", "DeleteDBInstance") => {
                 let text = String::from_utf8_lossy(body_of(&answer)).into_owned();

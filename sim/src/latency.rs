@@ -77,11 +77,13 @@ pub struct Latency {
     start: Instant,
     time_scale: f64,
     created: Mutex<Vec<Created>>,
+    /// NAT gateways made in a VPC without an internet gateway: they fail, with AWS's message.
+    failed: Mutex<Vec<(String, String)>>,
 }
 
 impl Latency {
     pub fn new(time_scale: f64) -> Self {
-        Self { start: Instant::now(), time_scale, created: Mutex::new(Vec::new()) }
+        Self { start: Instant::now(), time_scale, created: Mutex::new(Vec::new()), failed: Mutex::default() }
     }
 
     /// Simulated seconds since the layer started.
@@ -94,8 +96,10 @@ impl Latency {
     }
 
     /// moto's `answer` to `req`, showing every resource it names that is not
-    /// usable yet in its waiting state; a create is noted first.
-    pub fn shown(&self, req: &Request, answer: Vec<u8>) -> Vec<u8> {
+    /// usable yet in its waiting state; a create is noted first. A NAT gateway
+    /// made in a VPC without an attached internet gateway ends `failed`
+    /// (`Gateway.NotAttached`), as on AWS (moto makes it `available`).
+    pub fn shown(&self, req: &Request, answer: Vec<u8>, upstream: &str) -> Vec<u8> {
         if status_of(&answer) != 200 {
             return answer;
         }
@@ -106,17 +110,37 @@ impl Latency {
         };
         let mut body = String::from_utf8_lossy(body_of(&answer)).into_owned();
         let now = self.now();
+        let vpc = first_between(&body, "vpcId").unwrap_or_default();
+        let fails = action == "CreateNatGateway"
+            && !req.body_text().contains("ConnectivityType=private")
+            && !crate::rules::has_internet_gateway(upstream, &req.region(), &vpc);
         let mut created = self.created.lock().unwrap();
+        let mut changed = false;
         if action == slow.create {
             if let Some(id) = first_between(&body, slow.id_tag) {
-                let (least, most) = (slow.seconds)(&req.body_text());
-                let usable_at = now + least + fastrand::f64() * (most - least);
-                created.push(Created { kind: slow.kind, id, created_at: now, usable_at });
+                if fails {
+                    let message = format!("Network {vpc} has no Internet gateway attached");
+                    changed |= hold(&mut body, slow.id_tag, &id, slow.ready, slow.waiting);
+                    self.failed.lock().unwrap().push((id, message));
+                } else {
+                    let (least, most) = (slow.seconds)(&req.body_text());
+                    let usable_at = now + least + fastrand::f64() * (most - least);
+                    created.push(Created { kind: slow.kind, id, created_at: now, usable_at });
+                }
             }
         }
-        let mut changed = false;
         for c in created.iter().filter(|c| c.kind == slow.kind && c.usable_at > now) {
             changed |= hold(&mut body, slow.id_tag, &c.id, slow.ready, slow.waiting);
+        }
+        if action == "DescribeNatGateways" {
+            for (id, message) in self.failed.lock().unwrap().iter() {
+                let failed = format!(
+                    "<state>failed</state><failureCode>Gateway.NotAttached</failureCode><failureMessage>{message}</failureMessage>"
+                );
+                for state in ["<state>available</state>", "<state>pending</state>"] {
+                    changed |= hold(&mut body, slow.id_tag, id, state, &failed);
+                }
+            }
         }
         if changed { with_answer_body(&answer, body.as_bytes()) } else { answer }
     }

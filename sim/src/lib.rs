@@ -199,7 +199,7 @@ impl Sim {
                 let answer = self.tasks.shown(req, answer, now, &self.config.upstream);
                 self.propagation.made(req, &answer, now);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
-                self.latency.shown(req, answer)
+                self.latency.shown(req, answer, &self.config.upstream)
             }
             None => self.forwarded(req),
         };

@@ -83,7 +83,7 @@ pub(crate) fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Op
 }
 
 /// Whether `vpc` has an internet gateway attached, as moto holds it.
-fn has_internet_gateway(upstream: &str, region: &str, vpc: &str) -> bool {
+pub(crate) fn has_internet_gateway(upstream: &str, region: &str, vpc: &str) -> bool {
     let body = format!(
         "Action=DescribeInternetGateways&Version=2016-11-15&Filter.1.Name=attachment.vpc-id&Filter.1.Value.1={vpc}"
     );

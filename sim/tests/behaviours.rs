@@ -420,7 +420,8 @@ fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_
     let db = unique("latency-db");
     let (nat, first_nat_state, first_db_status) = block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&config);
-        let (_, subnets) = network(&ec2).await;
+        let (vpc, subnets) = network(&ec2).await;
+        an_attached_internet_gateway(&ec2, &vpc).await;
         let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
         let made =
             ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
@@ -842,5 +843,47 @@ fn a_new_bucket_and_a_new_instance_profile_are_not_usable_at_once() {
         let launched = launch().await.expect("known once propagated");
         let instance = launched.instances()[0].instance_id().unwrap().to_string();
         ec2.terminate_instances().instance_ids(instance).send().await.unwrap();
+    });
+}
+
+#[test]
+fn a_nat_gateway_in_a_vpc_without_an_internet_gateway_fails_with_aws_s_reason() {
+    let layer = Layer::start(&["--time-scale", "600", "--throttle", "off"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+        let made =
+            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
+        let made = made.unwrap().nat_gateway().unwrap().clone();
+        assert_eq!(made.state().map(|s| s.as_str()), Some("pending"), "accepted first, as AWS does");
+        let found = ec2.describe_nat_gateways().nat_gateway_ids(made.nat_gateway_id().unwrap()).send().await.unwrap();
+        let nat = &found.nat_gateways()[0];
+        assert_eq!(nat.state().map(|s| s.as_str()), Some("failed"), "moto makes it available");
+        assert_eq!(nat.failure_code(), Some("Gateway.NotAttached"));
+        assert_eq!(nat.failure_message(), Some(format!("Network {vpc} has no Internet gateway attached").as_str()));
+    });
+}
+
+#[test]
+fn a_secret_deleted_without_recovery_keeps_its_name_for_a_few_seconds() {
+    // 5 simulated seconds a second: the name is free again after 2 s.
+    let layer = Layer::start(&["--time-scale", "5", "--throttle", "off"]);
+    let config = without_retries(&layer);
+    let name = unique("held-secret");
+    block_on(async {
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        let create = || sm.create_secret().name(&name).secret_string("not-a-real-one").send();
+        create().await.unwrap();
+        sm.delete_secret().secret_id(&name).force_delete_without_recovery(true).send().await.unwrap();
+        let refused = create().await.expect_err("the name is still held by the deletion");
+        let refused_code =
+            refused.as_service_error().and_then(|e| aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(e));
+        assert_eq!(refused_code, Some("InvalidRequestException"), "{refused:?}");
+        assert!(format!("{refused:?}").contains("already scheduled for deletion"), "{refused:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        create().await.expect("free once the deletion is done");
+        sm.delete_secret().secret_id(&name).force_delete_without_recovery(true).send().await.unwrap();
     });
 }
