@@ -4,7 +4,9 @@
 //! detached); moto marks it `deleted` at once. An RDS instance is `deleting`
 //! for minutes, still described, still using its DB subnet group (which cannot
 //! be deleted) and its identifier (which cannot be reused); moto forgets it at
-//! once. Figures (README's `aws-sim` table), in simulated seconds:
+//! once; its network interfaces then hold its security groups and subnets for
+//! [`crate::interfaces::LINGER`] more. Figures (README's `aws-sim` table), in
+//! simulated seconds:
 //! - NAT gateway deleting: 60 s, a choice: about a minute in public reports,
 //!   unconfirmed by AWS (../shared/reference/AWS-BEHAVIOUR.md);
 //! - RDS db.t3.micro deleting without a final snapshot: 300 s, a choice: "about
@@ -132,6 +134,16 @@ impl Deleting {
                 let Some(xml) = element(&text, "DBInstance") else { return answer };
                 let id = all_tags(&xml, "DBInstanceIdentifier").into_iter().next().unwrap_or_default();
                 let subnet_group = all_tags(&xml, "DBSubnetGroupName").into_iter().next().unwrap_or_default();
+                // Its interfaces outlive it: they hold its groups and subnets a while longer.
+                let vpc = all_tags(&xml, "VpcId").into_iter().next().unwrap_or_default();
+                interfaces.hold(Held {
+                    owner: format!("database {id}"),
+                    vpc,
+                    subnets: all_tags(&xml, "SubnetIdentifier"),
+                    groups: all_tags(&xml, "VpcSecurityGroupId"),
+                    public: false,
+                    until: now + DB_DELETING + crate::interfaces::LINGER,
+                });
                 let xml = with_status(&xml, "deleting");
                 self.databases.lock().unwrap().push(Database { id, subnet_group, xml, until: now + DB_DELETING });
                 answer

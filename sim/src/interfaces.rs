@@ -1,7 +1,8 @@
 //! Network interfaces outlive what made them. A load balancer's interfaces in
 //! its subnets, with its security groups, are released by AWS some minutes
-//! after the load balancer is deleted, and until then they hold what they are
-//! in: DeleteSecurityGroup, DeleteSubnet and DeleteVpc answer
+//! after the load balancer is deleted (a database's after it is gone, a Fargate
+//! task's after it stopped: [`crate::deleting`], [`crate::tasks`]), and until
+//! then they hold what they are in: DeleteSecurityGroup, DeleteSubnet and DeleteVpc answer
 //! `DependencyViolation`, and an internet-facing one still maps public
 //! addresses, so its VPC's internet gateway cannot be detached.
 //!
@@ -15,8 +16,8 @@ use std::sync::Mutex;
 use crate::http::{Protocol, Request, error_answer, status_of};
 use crate::rules::{all_tags, ask, form_values};
 
-/// How long a deleted load balancer's interfaces linger, in simulated seconds.
-pub const LOAD_BALANCER_LINGER: f64 = 120.0;
+/// How long a deleted resource's interfaces linger, in simulated seconds.
+pub const LINGER: f64 = 120.0;
 
 /// What a deleted resource's interfaces still hold.
 #[derive(Debug, Clone)]
@@ -65,7 +66,7 @@ impl Interfaces {
     /// Notes what `held` keeps once the delete was answered, until `now` plus the linger.
     pub fn after_delete(&self, held: Option<Held>, answer: &[u8], now: f64) {
         if let Some(held) = held.filter(|_| status_of(answer) == 200) {
-            self.held.lock().unwrap().push(Held { until: now + LOAD_BALANCER_LINGER, ..held });
+            self.held.lock().unwrap().push(Held { until: now + LINGER, ..held });
         }
     }
 

@@ -196,7 +196,7 @@ impl Sim {
                 let now = self.latency.now();
                 self.interfaces.after_delete(held, &answer, now);
                 let answer = self.deleting.shown(req, answer, now, &self.config.upstream, &self.interfaces);
-                let answer = self.tasks.shown(req, answer, now, &self.config.upstream);
+                let answer = self.tasks.shown(req, answer, now, &self.config.upstream, &self.interfaces);
                 self.propagation.made(req, &answer, now);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer, &self.config.upstream)

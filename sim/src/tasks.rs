@@ -10,7 +10,8 @@
 //!   deregistration delay (`deregistration_delay.timeout_seconds`, 300 by
 //!   default), then its tasks stop ([`TASK_STOP`]): until then it is
 //!   `DRAINING`, not `INACTIVE`, and its cluster cannot be deleted
-//!   (`ClusterContainsServicesException`).
+//!   (`ClusterContainsServicesException`); the tasks' network interfaces then
+//!   hold their security groups and subnets for [`crate::interfaces::LINGER`].
 //!
 //! Figures (README's `aws-sim` table): a Fargate task takes about a minute from
 //! PROVISIONING to RUNNING (AWS-BEHAVIOUR.md, a choice); target health and the
@@ -23,7 +24,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use crate::http::{Protocol, Request, body_of, error_answer, query_answer, status_of, with_answer_body};
-use crate::interfaces::encode;
+use crate::interfaces::{Held, Interfaces, encode};
 use crate::rules::{all_tags, ask, form_values};
 
 /// Simulated seconds from CreateService to its tasks running.
@@ -155,7 +156,7 @@ impl Tasks {
 
     /// moto's `answer` to `req`, with each service's tasks shown as they are at
     /// `now`; a create or delete is noted first.
-    pub fn shown(&self, req: &Request, answer: Vec<u8>, now: f64, upstream: &str) -> Vec<u8> {
+    pub fn shown(&self, req: &Request, answer: Vec<u8>, now: f64, upstream: &str, interfaces: &Interfaces) -> Vec<u8> {
         if status_of(&answer) != 200 || req.service() != "ecs" {
             return answer;
         }
@@ -194,6 +195,24 @@ impl Tasks {
                     let mut services = self.services.lock().unwrap();
                     if let Some(s) = services.iter_mut().find(|s| s.arn == arn && s.deleted_at.is_none()) {
                         s.deleted_at = Some(now);
+                        // Its tasks' interfaces outlive them.
+                        let network = &doc["service"]["networkConfiguration"]["awsvpcConfiguration"];
+                        let ids = |key: &str| -> Vec<String> {
+                            network[key]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|v| v.as_str().map(String::from))
+                                .collect()
+                        };
+                        interfaces.hold(Held {
+                            owner: format!("the tasks of service {arn}"),
+                            vpc: String::new(),
+                            subnets: ids("subnets"),
+                            groups: ids("securityGroups"),
+                            public: false,
+                            until: s.gone_at().unwrap_or(now) + crate::interfaces::LINGER,
+                        });
                     }
                 }
                 self.show(&mut doc["service"], now);

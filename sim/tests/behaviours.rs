@@ -599,7 +599,8 @@ fn a_deleted_nat_gateway_is_deleting_for_a_minute_and_holds_its_subnet_and_the_g
 }
 
 #[test]
-fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_identifier_meanwhile() {
+fn a_deleted_database_is_deleting_for_minutes_keeps_its_subnet_group_and_identifier_then_its_interfaces_hold_its_group()
+{
     // 600 simulated seconds a second: creating about 0.6 s, deleting 0.5 s.
     let layer = Layer::start(&["--time-scale", "600", "--throttle", "off"]);
     let config = layer.sdk();
@@ -608,7 +609,9 @@ fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_ide
     block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let rds = aws_sdk_rds::Client::new(&config);
-        let (_, subnets) = network(&ec2).await;
+        let (vpc, subnets) = network(&ec2).await;
+        let sg = ec2.create_security_group().group_name(&db).description("database").vpc_id(&vpc).send().await;
+        let sg = sg.unwrap().group_id().unwrap().to_string();
         rds.create_db_subnet_group()
             .db_subnet_group_name(&group)
             .db_subnet_group_description("deleting")
@@ -616,7 +619,7 @@ fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_ide
             .send()
             .await
             .unwrap();
-        let create = || a_small_postgres(&rds, &db).db_subnet_group_name(&group).send();
+        let create = || a_small_postgres(&rds, &db).db_subnet_group_name(&group).vpc_security_group_ids(&sg).send();
         create().await.unwrap();
         let status = || async {
             match rds.describe_db_instances().db_instance_identifier(&db).send().await {
@@ -645,6 +648,9 @@ fn a_deleted_database_is_deleting_for_minutes_and_keeps_its_subnet_group_and_ide
         }
         assert_eq!(status().await, "DBInstanceNotFound", "gone after its simulated five minutes");
         rds.delete_db_subnet_group().db_subnet_group_name(&group).send().await.expect("free once the instance is gone");
+        // Its network interfaces outlive it a while, and hold its security group.
+        released(|| async { ec2.delete_security_group().group_id(&sg).send().await.err().and_then(|e| code(&e)) })
+            .await;
     });
 }
 
@@ -720,7 +726,7 @@ fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_th
         let group = group.unwrap().group_id().unwrap().to_string();
         let network = aws_sdk_ecs::types::AwsVpcConfiguration::builder()
             .set_subnets(Some(subnets.clone()))
-            .security_groups(group)
+            .security_groups(&group)
             .build()
             .unwrap();
         let balancer = aws_sdk_ecs::types::LoadBalancer::builder()
@@ -794,6 +800,9 @@ fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_th
         assert_eq!(drained, ["draining", ""], "its target drains for the group's delay, then leaves");
         let stopped = states(service, |s| s.starts_with("INACTIVE")).await;
         assert!(stopped[0].starts_with("DRAINING"), "DRAINING until its tasks stopped: {stopped:?}");
+        // The stopped tasks' network interfaces linger, and hold their security group.
+        released(|| async { ec2.delete_security_group().group_id(&group).send().await.err().and_then(|e| code(&e)) })
+            .await;
         ecs.delete_cluster().cluster(&name).send().await.expect("deletable once its service is inactive");
     });
 }
