@@ -33,7 +33,7 @@ fn plan_says_create_then_adopt_then_update_for_exactly_what_changed_and_never_wr
 
     let fresh = plan(&env, &stack, &proxy.url, &[]);
     let fresh = actions(&fresh);
-    assert_eq!(fresh.len(), 55, "every step that makes a resource");
+    assert_eq!(fresh.len(), 56, "every step that makes a resource");
     assert!(fresh.iter().all(|(_, a)| a == "create"), "a fresh stack: all create: {fresh:?}");
 
     deploy(&env, &stack, None, &[]).expect_success();

@@ -185,6 +185,20 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     let task = before.get_mut("keycloak-task").unwrap();
     task["needs"] = serde_json::json!(["keycloak-admin", "keycloak-db", "keycloak-execution-role", "keycloak-logs"]);
     task["with"]["execution_role_arn"] = "${{ steps.keycloak-execution-role.outputs.arn }}".into();
+    // - each service waits for the listener or rule that routes to its target
+    //   group: with no database to wait for, the agents' services could reach
+    //   ECS first, which refuses a target group no listener uses.
+    for (service, route) in [
+        ("orchestrator", "http"),
+        ("extractor", "extract-rule"),
+        ("validator", "validate-rule"),
+        ("archivist", "archive-rule"),
+        ("keycloak", "auth-rule"),
+    ] {
+        let needs = before.get_mut(service).unwrap()["needs"].as_array_mut().unwrap();
+        needs.push(route.into());
+        needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    }
     // - target groups make a new task serve after 2 passed checks and drain a
     //   leaving one in 30 s (AWS: 5 and 300 s), the stack's inputs
     //   (aws_deploy::the_full_stack_is_deployed_exactly_...).
