@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::http::{Protocol, Request, error_answer, with_answer_body};
+use crate::http::{Request, error_answer, with_answer_body};
 
 /// What to do to the calls of one AWS action (`CreateVpc`, or `*` for all).
 #[derive(Clone, Debug)]
@@ -101,7 +101,7 @@ impl Faults {
             }
             Some((_, Fault::Answer { body })) => {
                 self.log(format!("{label}!answered"));
-                Before::Answered(json_body(protocol, &body))
+                Before::Answered(json_body(&body))
             }
             other => Before::Then(other, label),
         }
@@ -165,7 +165,7 @@ fn used(rule: &mut Rule) {
 }
 
 /// A 200 answer with this body, in the JSON protocol (the only one `Answer` stands in for).
-fn json_body(_protocol: Protocol, body: &str) -> Vec<u8> {
+fn json_body(body: &str) -> Vec<u8> {
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: fault-answer\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()

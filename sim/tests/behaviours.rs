@@ -157,6 +157,13 @@ async fn an_attached_internet_gateway(ec2: &aws_sdk_ec2::Client, vpc: &str) -> S
     igw
 }
 
+/// A NAT gateway made through the layer in `subnet`, with an Elastic IP of its own: CreateNatGateway's answer.
+async fn a_nat_gateway(ec2: &aws_sdk_ec2::Client, subnet: &str) -> aws_sdk_ec2::types::NatGateway {
+    let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+    let made = ec2.create_nat_gateway().subnet_id(subnet).allocation_id(eip.allocation_id().unwrap()).send().await;
+    made.unwrap().nat_gateway().unwrap().clone()
+}
+
 /// CreateDBInstance of a db.t3.micro PostgreSQL `id` (a fake password: moto's, not AWS's).
 fn a_small_postgres(
     rds: &aws_sdk_rds::Client,
@@ -422,10 +429,7 @@ fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let (vpc, subnets) = network(&ec2).await;
         an_attached_internet_gateway(&ec2, &vpc).await;
-        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
-        let made =
-            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
-        let nat = made.unwrap().nat_gateway().unwrap().clone();
+        let nat = a_nat_gateway(&ec2, &subnets[0]).await;
         let id = nat.nat_gateway_id().unwrap().to_string();
         let rds = aws_sdk_rds::Client::new(&config);
         let created = a_small_postgres(&rds, &db).send().await.unwrap();
@@ -577,10 +581,7 @@ fn a_deleted_nat_gateway_is_deleting_for_a_minute_and_holds_its_subnet_and_the_g
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let (vpc, subnets) = network(&ec2).await;
         let igw = an_attached_internet_gateway(&ec2, &vpc).await;
-        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
-        let made =
-            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
-        let nat = made.unwrap().nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+        let nat = a_nat_gateway(&ec2, &subnets[0]).await.nat_gateway_id().unwrap().to_string();
         let state = || async {
             let n = ec2.describe_nat_gateways().nat_gateway_ids(&nat).send().await.unwrap();
             n.nat_gateways()[0].state().unwrap().as_str().to_string()
@@ -862,10 +863,7 @@ fn a_nat_gateway_in_a_vpc_without_an_internet_gateway_fails_with_aws_s_reason() 
     block_on(async {
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let (vpc, subnets) = network(&ec2).await;
-        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
-        let made =
-            ec2.create_nat_gateway().subnet_id(&subnets[0]).allocation_id(eip.allocation_id().unwrap()).send().await;
-        let made = made.unwrap().nat_gateway().unwrap().clone();
+        let made = a_nat_gateway(&ec2, &subnets[0]).await;
         assert_eq!(made.state().map(|s| s.as_str()), Some("pending"), "accepted first, as AWS does");
         let found = ec2.describe_nat_gateways().nat_gateway_ids(made.nat_gateway_id().unwrap()).send().await.unwrap();
         let nat = &found.nat_gateways()[0];
