@@ -17,6 +17,19 @@ scripts/ensure-image-tools.sh
 # every AWS test talks to the layer, the layer to moto.
 eval "$(scripts/start-moto.sh)"
 export CA_A2A_FLOW_MOTO_URL="$AWS_ENDPOINT_URL"
+# The suite's account has used ECS before: ECS's service-linked role exists.
+# (On an account new to ECS the first cluster makes it, and ECS cannot use it
+# for a moment; the layer simulates that, and its own test uses another account.)
+# moto's own venv has boto3.
+"${CA_A2A_FLOW_MOTO_VENV:-$PWD/.venv-moto}/bin/python" - "$CA_A2A_FLOW_MOTO_URL" <<'PY'
+import json, sys, boto3
+iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="testing", aws_secret_access_key="testing")
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+         "Principal": {"Service": "ecs.amazonaws.com"}}]}
+iam.create_role(RoleName="AWSServiceRoleForECS", Path="/aws-service-role/ecs.amazonaws.com/",
+                AssumeRolePolicyDocument=json.dumps(trust))
+PY
 
 log="$(mktemp)"
 sim_out="$(mktemp)"

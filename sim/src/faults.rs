@@ -44,6 +44,10 @@ pub enum Fault {
     /// Replace `from` with `to` in the answer when the answer contains
     /// `contains` (a service while it runs a given revision).
     RewriteAnswer { contains: String, from: &'static str, to: &'static str },
+    /// Edit the JSON answer with `edit` when the answer contains `contains`,
+    /// whatever its layout (moto's, or the layer's once it changed the answer);
+    /// `edit` says whether it changed anything. For tests: a file cannot name a function.
+    EditAnswer { contains: String, edit: fn(&mut Value) -> bool },
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +121,10 @@ impl Faults {
             Some((_, Fault::RewriteAnswer { contains, from, to })) if text.contains(contains.as_str()) => {
                 rewrite(&answer, from, to)
             }
+            Some((_, Fault::EditAnswer { contains, edit })) if text.contains(contains.as_str()) => {
+                let mut doc: Value = serde_json::from_slice(crate::http::body_of(&answer)).unwrap_or_default();
+                edit(&mut doc).then(|| with_answer_body(&answer, doc.to_string().as_bytes()))
+            }
             Some((_, Fault::HangAfterForwarding(hold))) => {
                 self.log(format!("{label}!hung"));
                 std::thread::sleep(*hold);
@@ -151,7 +159,7 @@ impl Faults {
                 return None;
             }
         }
-        if !matches!(rule.fault, Fault::Rewrite { .. } | Fault::RewriteAnswer { .. }) {
+        if !matches!(rule.fault, Fault::Rewrite { .. } | Fault::RewriteAnswer { .. } | Fault::EditAnswer { .. }) {
             used(rule);
         }
         Some((i, rule.fault.clone()))

@@ -61,6 +61,12 @@ impl Request {
         scope.and_then(|c| c.split('/').nth(3)).unwrap_or("?").to_string()
     }
 
+    /// The access key the request is signed with (moto's account follows from it).
+    pub fn access_key(&self) -> String {
+        let scope = self.header("authorization").and_then(|a| a.split("Credential=").nth(1));
+        scope.and_then(|c| c.split('/').next()).unwrap_or("testing").to_string()
+    }
+
     /// The region the request is signed for.
     pub fn region(&self) -> String {
         let scope = self.header("authorization").and_then(|a| a.split("Credential=").nth(1));

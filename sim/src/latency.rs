@@ -6,7 +6,12 @@
 //! describes it. Figures (README's `aws-sim` table):
 //! - NAT gateway pending -> available: 1m30s to 2m06s in public Terraform apply logs;
 //! - RDS PostgreSQL db.t3.micro creating -> available: 5m57s and 6m08s in public
-//!   Terraform apply logs; Multi-AZ 15 to 20 min (terraform #498);
+//!   Terraform apply logs; Multi-AZ 15 to 20 min (terraform #498). The last
+//!   minute to minute and a half of it is `backing-up`, the first automated
+//!   backup of an instance that keeps backups (`BackupRetentionPeriod` above 0,
+//!   the API's default 1): RDS user guide, "Viewing Amazon RDS DB instance
+//!   status"; terraform-provider-aws waits through `backing-up` on create. The
+//!   split is the layer's choice;
 //! - ALB provisioning -> active: 2m19s typical (steampipe-plugin-aws #792).
 
 use std::sync::Mutex;
@@ -26,6 +31,9 @@ struct Slow {
     waiting: &'static str,
     /// Simulated seconds until usable: (least, most), from the request's body.
     seconds: fn(&str) -> (f64, f64),
+    /// The state shown for the last part of that time, and for how long (least,
+    /// most), from the request's body; `None` when there is no such part.
+    last: fn(&str) -> Option<(&'static str, f64, f64)>,
 }
 
 const SLOW: &[Slow] = &[
@@ -38,6 +46,7 @@ const SLOW: &[Slow] = &[
         ready: "<state>available</state>",
         waiting: "<state>pending</state>",
         seconds: |_| (90.0, 126.0),
+        last: |_| None,
     },
     Slow {
         kind: "db_instance",
@@ -48,6 +57,10 @@ const SLOW: &[Slow] = &[
         ready: "<DBInstanceStatus>available</DBInstanceStatus>",
         waiting: "<DBInstanceStatus>creating</DBInstanceStatus>",
         seconds: |body| if body.contains("MultiAZ=true") { (900.0, 1200.0) } else { (357.0, 368.0) },
+        last: |body| {
+            let backups = !body.contains("BackupRetentionPeriod=0&") && !body.ends_with("BackupRetentionPeriod=0");
+            backups.then_some(("<DBInstanceStatus>backing-up</DBInstanceStatus>", 60.0, 90.0))
+        },
     },
     Slow {
         kind: "load_balancer",
@@ -58,6 +71,7 @@ const SLOW: &[Slow] = &[
         ready: "<Code>active</Code>",
         waiting: "<Code>provisioning</Code>",
         seconds: |_| (130.0, 150.0),
+        last: |_| None,
     },
 ];
 
@@ -79,11 +93,19 @@ pub struct Latency {
     created: Mutex<Vec<Created>>,
     /// NAT gateways made in a VPC without an internet gateway: they fail, with AWS's message.
     failed: Mutex<Vec<(String, String)>>,
+    /// Resources in the last part of their creation: id, from when, the state shown then.
+    last: Mutex<Vec<(String, f64, &'static str)>>,
 }
 
 impl Latency {
     pub fn new(time_scale: f64) -> Self {
-        Self { start: Instant::now(), time_scale, created: Mutex::new(Vec::new()), failed: Mutex::default() }
+        Self {
+            start: Instant::now(),
+            time_scale,
+            created: Mutex::new(Vec::new()),
+            failed: Mutex::default(),
+            last: Mutex::default(),
+        }
     }
 
     /// Simulated seconds since the layer started.
@@ -125,13 +147,20 @@ impl Latency {
                 } else {
                     let (least, most) = (slow.seconds)(&req.body_text());
                     let usable_at = now + least + fastrand::f64() * (most - least);
+                    if let Some((state, least, most)) = (slow.last)(&req.body_text()) {
+                        let from = usable_at - least - fastrand::f64() * (most - least);
+                        self.last.lock().unwrap().push((id.clone(), from, state));
+                    }
                     created.push(Created { kind: slow.kind, id, created_at: now, usable_at });
                 }
             }
         }
+        let last = self.last.lock().unwrap();
         for c in created.iter().filter(|c| c.kind == slow.kind && c.usable_at > now) {
-            changed |= hold(&mut body, slow.id_tag, &c.id, slow.ready, slow.waiting);
+            let late = last.iter().find(|(id, from, _)| *id == c.id && now >= *from).map(|(_, _, state)| *state);
+            changed |= hold(&mut body, slow.id_tag, &c.id, slow.ready, late.unwrap_or(slow.waiting));
         }
+        drop(last);
         if action == "DescribeNatGateways" {
             for (id, message) in self.failed.lock().unwrap().iter() {
                 let failed = format!(

@@ -13,7 +13,8 @@
 //! tasks that start, register, pass their health checks and drain ([`tasks`]);
 //! a new bucket or instance profile not usable at once ([`propagation`]);
 //! client tokens honoured as AWS honours
-//! them ([`tokens`]); and, on demand, the faults of [`faults`] (errors,
+//! them ([`tokens`]); what moto's API leaves out (a bucket's tags given at its
+//! creation, [`missing`]); and, on demand, the faults of [`faults`] (errors,
 //! hangs, rewritten answers), on top of all of that.
 //! Every request is counted for the report written on SIGTERM.
 
@@ -23,6 +24,7 @@ pub mod faults;
 pub mod http;
 pub mod interfaces;
 pub mod latency;
+pub mod missing;
 pub mod paging;
 pub mod propagation;
 pub mod rules;
@@ -193,15 +195,22 @@ impl Sim {
             None if self.config.timing => {
                 let held = self.interfaces.before_delete(req, &self.config.upstream);
                 let answer = self.forwarded(req);
+                missing::complete(req, &answer, &self.config.upstream);
                 let now = self.latency.now();
                 self.interfaces.after_delete(held, &answer, now);
                 let answer = self.deleting.shown(req, answer, now, &self.config.upstream, &self.interfaces);
-                let answer = self.tasks.shown(req, answer, now, &self.config.upstream, &self.interfaces);
-                self.propagation.made(req, &answer, now);
+                let upstream = &self.config.upstream;
+                let roles = |task_definition: &str| self.propagation.roles_usable_at(req, upstream, task_definition);
+                let answer = self.tasks.shown(req, answer, now, upstream, &self.interfaces, &roles);
+                self.propagation.made(req, &answer, now, &self.config.upstream);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 self.latency.shown(req, answer, &self.config.upstream)
             }
-            None => self.forwarded(req),
+            None => {
+                let answer = self.forwarded(req);
+                missing::complete(req, &answer, &self.config.upstream);
+                answer
+            }
         };
         self.tokens.answered(req, &answer);
         answer

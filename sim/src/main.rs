@@ -101,7 +101,7 @@ fn main() {
     println!("listening on http://{}", listener.local_addr().expect("bound"));
     let _ = std::io::stdout().flush();
     eprintln!(
-        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses, NAT gateways and RDS instances that take time to be deleted, ECS tasks that start, pass health checks and drain, new buckets and instance profiles not usable at once, a NAT gateway that fails without an internet gateway, a force-deleted secret's name held for seconds, the interfaces of deleted databases and stopped tasks; not simulated yet: rollouts of an existing service, IAM roles and ECS's linked role not usable at once, the other ordering rules and deletion dependencies{}",
+        "aws-sim: simulating EC2 DryRun{}{}{}, an internet-facing load balancer's need of an internet gateway, and an internet gateway held by mapped public addresses, NAT gateways and RDS instances that take time to be deleted, ECS tasks that start, pass health checks, roll out and drain, new buckets, instance profiles, roles and ECS's service-linked role not usable at once, a database's first backup, a NAT gateway that fails without an internet gateway, a force-deleted secret's name held for seconds, the interfaces of deleted databases and stopped tasks, a bucket's tags given at its creation; not simulated yet: task definitions not visible at once, a deployment that fails on its own, the other ordering rules and deletion dependencies{}",
         page_size
             .map(|n| format!(", pages of {n} items where AWS pages (FilterLogEvents's first one empty)"))
             .unwrap_or_default(),

@@ -10,19 +10,38 @@
 //!   (IAM user guide, "changes are eventually consistent"; terraform-provider-aws
 //!   retries RunInstances on that message for two minutes).
 //!
-//! The durations are the layer's choices within "a few seconds". Not simulated:
-//! ECS's service-linked role missing on first use (its refusal is classified as
-//! momentary, `classify::momentary`), which a shared emulator cannot show
-//! without failing whichever test makes the first cluster.
+//! - a new IAM role, for ECS: a service's tasks whose task definition names
+//!   a role made less than 10 s ago cannot start until ECS can assume it
+//!   (ECS: "ECS was unable to assume the role"; the scheduler launches them
+//!   again), so they run a task start after that (IAM user guide, "changes
+//!   are eventually consistent");
+//! - ECS's service-linked role on an account new to ECS: the first
+//!   CreateCluster creates `AWSServiceRoleForECS` (on moto, where the layer
+//!   keeps it, so every layer in front of the same moto agrees), and for 10 s
+//!   CreateService is refused, `InvalidParameterException` "Unable to assume
+//!   the service linked role. Please verify that the ECS service linked role
+//!   exists." (ECS developer guide, "Using service-linked roles for Amazon
+//!   ECS": the role is created with the first cluster; terraform-provider-aws
+//!   retries CreateService on that message).
+//!
+//! The durations are the layer's choices within "a few seconds".
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::http::{Protocol, Request, error_answer, status_of};
-use crate::rules::form_values;
+use crate::interfaces::encode;
+use crate::rules::{ask_as, ask_json, form_values};
 
 /// Simulated seconds a new instance profile is unknown to EC2.
 pub const INSTANCE_PROFILE: f64 = 10.0;
+/// Simulated seconds a new IAM role cannot be assumed by ECS.
+pub const ROLE: f64 = 10.0;
+/// Simulated seconds ECS cannot use the service-linked role it has just created.
+pub const SERVICE_LINKED_ROLE: f64 = 10.0;
+/// ECS's service-linked role, and the path IAM gives service-linked roles.
+const ECS_ROLE: &str = "AWSServiceRoleForECS";
+const ECS_ROLE_PATH: &str = "/aws-service-role/ecs.amazonaws.com/";
 
 #[derive(Default)]
 pub struct Propagation {
@@ -30,6 +49,10 @@ pub struct Propagation {
     buckets: Mutex<BTreeMap<String, f64>>,
     /// Instance profile name -> when EC2 can use it.
     profiles: Mutex<BTreeMap<String, f64>>,
+    /// Access key (its account) -> when ECS can use the service-linked role it just made.
+    ecs_role: Mutex<BTreeMap<String, f64>>,
+    /// Role name -> when ECS can assume it.
+    roles: Mutex<BTreeMap<String, f64>>,
 }
 
 /// The bucket a path-style S3 request names, and whether it creates it.
@@ -69,12 +92,19 @@ impl Propagation {
                     ("not_propagated", error_answer(Protocol::Ec2, 400, "InvalidParameterValue", &message))
                 })
             }
+            ("ecs", "CreateService") => {
+                let until = *self.ecs_role.lock().unwrap().get(&req.access_key())?;
+                (now < until).then(|| {
+                    let message = "Unable to assume the service linked role. Please verify that the ECS service linked role exists.";
+                    ("service_linked_role", error_answer(Protocol::Json, 400, "InvalidParameterException", message))
+                })
+            }
             _ => None,
         }
     }
 
     /// Notes what `req` made, once moto's `answer` says it was made.
-    pub fn made(&self, req: &Request, answer: &[u8], now: f64) {
+    pub fn made(&self, req: &Request, answer: &[u8], now: f64, upstream: &str) {
         if status_of(answer) != 200 {
             return;
         }
@@ -84,6 +114,27 @@ impl Propagation {
                     self.buckets.lock().unwrap().insert(bucket, now + 0.5 + fastrand::f64() * 1.5);
                 }
             }
+            ("ecs", "CreateCluster") => {
+                // The account's first cluster makes ECS's role, which IAM then propagates.
+                let (key, region) = (req.access_key(), req.region());
+                let asked = format!("Action=GetRole&Version=2010-05-08&RoleName={ECS_ROLE}");
+                let known = ask_as(upstream, &key, &region, "iam", &asked).is_some_and(|xml| xml.contains("<RoleId>"));
+                if !known {
+                    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+                    let made = format!(
+                        "Action=CreateRole&Version=2010-05-08&RoleName={ECS_ROLE}&Path={}&AssumeRolePolicyDocument={}",
+                        encode(ECS_ROLE_PATH),
+                        encode(trust)
+                    );
+                    let _ = ask_as(upstream, &key, &region, "iam", &made);
+                    self.ecs_role.lock().unwrap().insert(key, now + SERVICE_LINKED_ROLE);
+                }
+            }
+            ("iam", "CreateRole") => {
+                if let Some(name) = form_values(&req.body_text(), "RoleName").into_iter().next() {
+                    self.roles.lock().unwrap().insert(name, now + ROLE);
+                }
+            }
             ("iam", "CreateInstanceProfile") => {
                 if let Some(name) = form_values(&req.body_text(), "InstanceProfileName").into_iter().next() {
                     self.profiles.lock().unwrap().insert(name, now + INSTANCE_PROFILE);
@@ -91,6 +142,28 @@ impl Propagation {
             }
             _ => {}
         }
+    }
+}
+
+impl Propagation {
+    /// When ECS can assume every role the task definition `arn` (of `req`'s
+    /// account and region) names; 0 when none of them is new.
+    pub fn roles_usable_at(&self, req: &Request, upstream: &str, arn: &str) -> f64 {
+        let roles = self.roles.lock().unwrap().clone();
+        if roles.is_empty() {
+            return 0.0;
+        }
+        let target = "AmazonEC2ContainerServiceV20141113.DescribeTaskDefinition";
+        let body = serde_json::json!({ "taskDefinition": arn }).to_string();
+        let Some(answer) = ask_json(upstream, &req.access_key(), &req.region(), "ecs", target, &body) else {
+            return 0.0;
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&answer) else { return 0.0 };
+        ["executionRoleArn", "taskRoleArn"]
+            .iter()
+            .filter_map(|key| doc["taskDefinition"][key].as_str())
+            .filter_map(|role| roles.get(role.rsplit('/').next().unwrap_or(role)))
+            .fold(0.0, |a, b| a.max(*b))
     }
 }
 

@@ -62,6 +62,11 @@ pub(crate) fn all_tags(xml: &str, tag: &str) -> Vec<String> {
 
 /// A call of the layer's own to moto, signed (as moto reads it) for `service` in `region`.
 pub(crate) fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Option<String> {
+    ask_as(upstream, "testing", region, service, body)
+}
+
+/// [`ask`], as the account of the access key `key` (moto tells accounts apart by their keys).
+pub(crate) fn ask_as(upstream: &str, key: &str, region: &str, service: &str, body: &str) -> Option<String> {
     let req = Request {
         head: "POST / HTTP/1.1".into(),
         headers: vec![
@@ -70,7 +75,38 @@ pub(crate) fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Op
             (
                 "Authorization".into(),
                 format!(
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+                    "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+                ),
+            ),
+            ("Content-Length".into(), body.len().to_string()),
+        ],
+        body: body.as_bytes().to_vec(),
+    };
+    let answer = req.forward(upstream).ok()?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// A JSON-protocol call of the layer's own to moto (`target` like
+/// `AmazonEC2ContainerServiceV20141113.DescribeTaskDefinition`), as the account of `key`.
+pub(crate) fn ask_json(
+    upstream: &str,
+    key: &str,
+    region: &str,
+    service: &str,
+    target: &str,
+    body: &str,
+) -> Option<String> {
+    let req = Request {
+        head: "POST / HTTP/1.1".into(),
+        headers: vec![
+            ("Host".into(), upstream.into()),
+            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+            ("X-Amz-Target".into(), target.into()),
+            (
+                "Authorization".into(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
                 ),
             ),
             ("Content-Length".into(), body.len().to_string()),

@@ -6,6 +6,13 @@
 //! - once they run, each registers in the service's target groups, `initial`
 //!   until the group's health check has passed `HealthyThresholdCount` times
 //!   (interval × threshold), then `healthy`;
+//! - an UpdateService to another revision (or `forceNewDeployment`) is a
+//!   rollout: a second deployment, PRIMARY and `IN_PROGRESS`, whose tasks
+//!   start and register as a new service's do, while the old deployment
+//!   (ACTIVE) keeps running; once the new targets are healthy the old ones
+//!   drain and its tasks stop, and only then is the deployment `COMPLETED`
+//!   with one deployment left (moto switches the revision at once and keeps
+//!   its first deployment, revision included);
 //! - once the service is deleted, its targets are `draining` for the group's
 //!   deregistration delay (`deregistration_delay.timeout_seconds`, 300 by
 //!   default), then its tasks stop ([`TASK_STOP`]): until then it is
@@ -48,12 +55,79 @@ struct Service {
     cluster: String,
     desired: i64,
     groups: Vec<Group>,
+    created_at: f64,
     running_at: f64,
     /// When DeleteService was answered.
     deleted_at: Option<f64>,
+    /// The revision it was last moved to.
+    task_definition: String,
+    rollout: Option<Rollout>,
 }
 
+/// A deployment replacing another, from UpdateService.
+#[derive(Debug, Clone)]
+struct Rollout {
+    from: String,
+    at: f64,
+    id: String,
+}
+
+/// Where a target set stands in a group, with ELB's reason code and description.
+type TargetState = (&'static str, &'static str, &'static str);
+const INITIAL: TargetState = ("initial", "Elb.RegistrationInProgress", "Target registration is in progress");
+const HEALTHY: TargetState = ("healthy", "", "");
+const DRAINING: TargetState = ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress");
+
 impl Service {
+    fn to_healthy(&self) -> f64 {
+        self.groups.iter().map(|g| g.to_healthy).fold(0.0, f64::max)
+    }
+
+    fn drain(&self) -> f64 {
+        self.groups.iter().map(|g| g.drain).fold(0.0, f64::max)
+    }
+
+    /// When the rollout's new tasks run, pass their checks, the old targets
+    /// have drained, and the old tasks have stopped (the rollout completed).
+    fn rollout_times(&self, r: &Rollout) -> (f64, f64, f64, f64) {
+        let running = r.at + TASK_START;
+        let healthy = running + self.to_healthy();
+        let drained = healthy + self.drain();
+        (running, healthy, drained, drained + TASK_STOP)
+    }
+
+    /// The rollout under way at `now`, if one is.
+    fn rolling(&self, now: f64) -> Option<&Rollout> {
+        self.rollout.as_ref().filter(|r| now < self.rollout_times(r).3)
+    }
+
+    /// Each set of its targets in `group` at `now`, by the octet that tells the sets apart.
+    fn targets(&self, group: &Group, now: f64) -> Vec<(u32, TargetState)> {
+        if let Some(drained) = self.drained_at() {
+            return if now < drained { vec![(10, DRAINING)] } else { Vec::new() };
+        }
+        if now < self.running_at {
+            return Vec::new();
+        }
+        let mut sets = Vec::new();
+        let first = if now < self.running_at + group.to_healthy { INITIAL } else { HEALTHY };
+        match &self.rollout {
+            None => sets.push((10, first)),
+            Some(r) => {
+                let (running, healthy, drained, _) = self.rollout_times(r);
+                if now < healthy {
+                    sets.push((10, first));
+                } else if now < drained {
+                    sets.push((10, DRAINING));
+                }
+                if now >= running {
+                    sets.push((100, if now < running + group.to_healthy { INITIAL } else { HEALTHY }));
+                }
+            }
+        }
+        sets
+    }
+
     fn drained_at(&self) -> Option<f64> {
         let drain = self.groups.iter().map(|g| g.drain).fold(0.0, f64::max);
         self.deleted_at.map(|at| at + drain)
@@ -87,7 +161,7 @@ impl Tasks {
             .iter()
             .map(|s| Life {
                 service: s.arn.clone(),
-                created_at: s.running_at - TASK_START,
+                created_at: s.created_at,
                 running_at: s.running_at,
                 healthy_at: s.groups.iter().map(|g| (g.arn.clone(), s.running_at + g.to_healthy)).collect(),
             })
@@ -109,31 +183,22 @@ impl Tasks {
                 let mut members = String::new();
                 for (n, s) in using.iter().enumerate() {
                     let group = s.groups.iter().find(|g| g.arn == arn)?;
-                    let state = match s.drained_at() {
-                        Some(drained) if now >= drained => continue,
-                        Some(_) => {
-                            ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress")
-                        }
-                        None if now < s.running_at => continue,
-                        None if now < s.running_at + group.to_healthy => {
-                            ("initial", "Elb.RegistrationInProgress", "Target registration is in progress")
-                        }
-                        None => ("healthy", "", ""),
-                    };
-                    for t in 0..s.desired {
-                        let reason = if state.1.is_empty() {
-                            String::new()
-                        } else {
-                            format!("<Reason>{}</Reason><Description>{}</Description>", state.1, state.2)
-                        };
-                        members.push_str(&format!(
+                    for (set, state) in s.targets(group, now) {
+                        for t in 0..s.desired {
+                            let reason = if state.1.is_empty() {
+                                String::new()
+                            } else {
+                                format!("<Reason>{}</Reason><Description>{}</Description>", state.1, state.2)
+                            };
+                            members.push_str(&format!(
                             "<member><Target><Id>10.1.{}.{}</Id><Port>{}</Port></Target><HealthCheckPort>{}</HealthCheckPort><TargetHealth><State>{}</State>{reason}</TargetHealth></member>",
-                            10 + n,
+                            set as usize + n,
                             10 + t,
                             group.port,
                             group.port,
                             state.0
                         ));
+                        }
                     }
                 }
                 Some(("target_health", target_health(&members)))
@@ -156,7 +221,16 @@ impl Tasks {
 
     /// moto's `answer` to `req`, with each service's tasks shown as they are at
     /// `now`; a create or delete is noted first.
-    pub fn shown(&self, req: &Request, answer: Vec<u8>, now: f64, upstream: &str, interfaces: &Interfaces) -> Vec<u8> {
+    /// `roles` says when ECS can assume the roles of a task definition (0 if at once).
+    pub fn shown(
+        &self,
+        req: &Request,
+        answer: Vec<u8>,
+        now: f64,
+        upstream: &str,
+        interfaces: &Interfaces,
+        roles: &dyn Fn(&str) -> f64,
+    ) -> Vec<u8> {
         if status_of(&answer) != 200 || req.service() != "ecs" {
             return answer;
         }
@@ -183,8 +257,12 @@ impl Tasks {
                         cluster: cluster.into(),
                         desired: s["desiredCount"].as_i64().unwrap_or(1),
                         groups,
-                        running_at: now + TASK_START,
+                        created_at: now,
+                        // Its tasks launch once ECS can assume their roles.
+                        running_at: now.max(roles(s["taskDefinition"].as_str().unwrap_or_default())) + TASK_START,
                         deleted_at: None,
+                        task_definition: s["taskDefinition"].as_str().unwrap_or_default().into(),
+                        rollout: None,
                     });
                 }
                 drop(services);
@@ -217,6 +295,23 @@ impl Tasks {
                 }
                 self.show(&mut doc["service"], now);
             }
+            "UpdateService" => {
+                let asked = serde_json::from_str::<Value>(&req.body_text()).unwrap_or_default();
+                let forced = asked["forceNewDeployment"].as_bool() == Some(true);
+                let now_on = doc["service"]["taskDefinition"].as_str().unwrap_or_default().to_string();
+                let mut services = self.services.lock().unwrap();
+                let arn = doc["service"]["serviceArn"].as_str().unwrap_or_default();
+                if let Some(known) = services.iter_mut().find(|k| k.arn == arn && k.deleted_at.is_none()) {
+                    if forced || known.task_definition != now_on {
+                        let at = now.max(roles(&now_on));
+                        let from = std::mem::replace(&mut known.task_definition, now_on);
+                        let id = format!("ecs-svc/{:016}", fastrand::u64(..10_000_000_000_000_000));
+                        known.rollout = Some(Rollout { from, at, id });
+                    }
+                }
+                drop(services);
+                self.show(&mut doc["service"], now);
+            }
             "DescribeServices" => {
                 for s in doc["services"].as_array_mut().into_iter().flatten() {
                     self.show(s, now);
@@ -247,6 +342,40 @@ impl Tasks {
                 d["rolloutState"] = "IN_PROGRESS".into();
             }
         }
+        let Some(first) = s["deployments"].as_array().and_then(|d| d.first()).cloned() else { return };
+        let Some(r) = known.rolling(now) else {
+            if let Some(r) = &known.rollout {
+                // Completed: one deployment, of the revision the service runs.
+                let mut only = first;
+                only["taskDefinition"] = s["taskDefinition"].clone();
+                only["id"] = r.id.clone().into();
+                only["rolloutState"] = "COMPLETED".into();
+                only["rolloutStateReason"] = format!("ECS deployment {} completed.", r.id).into();
+                s["deployments"] = Value::Array(vec![only]);
+            }
+            return;
+        };
+        let (running_at, ..) = known.rollout_times(r);
+        let new_running = if now >= running_at { known.desired } else { 0 };
+        let mut primary = first.clone();
+        primary["id"] = r.id.clone().into();
+        primary["status"] = "PRIMARY".into();
+        primary["taskDefinition"] = s["taskDefinition"].clone();
+        primary["runningCount"] = new_running.into();
+        primary["pendingCount"] = (known.desired - new_running).into();
+        primary["rolloutState"] = "IN_PROGRESS".into();
+        primary["rolloutStateReason"] = format!("ECS deployment {} in progress.", r.id).into();
+        let mut active = first;
+        active["status"] = "ACTIVE".into();
+        active["taskDefinition"] = r.from.clone().into();
+        active["runningCount"] = known.desired.into();
+        active["pendingCount"] = 0.into();
+        active["rolloutState"] = "COMPLETED".into();
+        s["deployments"] = Value::Array(vec![primary, active]);
+        // The old deployment's tasks run until the rollout completes.
+        let old_running = if now < known.running_at { 0 } else { known.desired };
+        s["runningCount"] = (old_running + new_running).into();
+        s["pendingCount"] = (known.desired - new_running).into();
     }
 }
 

@@ -419,7 +419,8 @@ fn load_balancing_throttles_in_its_own_protocol_and_the_sdk_reads_throttling() {
 }
 
 #[test]
-fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_says_when() {
+fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_the_database_backed_up_last_and_the_report_says_when()
+{
     // 120 simulated seconds pass in one real second: a NAT gateway is usable within about one.
     let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-latency")));
     let layer = Layer::start(&["--time-scale", "120", "--report", report.to_str().unwrap()]);
@@ -459,6 +460,8 @@ fn a_nat_gateway_and_a_database_take_aws_s_time_to_become_usable_and_the_report_
     assert_eq!(nat_seen.last().map(String::as_str), Some("available"), "then it becomes usable: {nat_seen:?}");
     assert_eq!(db_seen.first().map(String::as_str), Some("creating"), "{db_seen:?}");
     assert_eq!(db_seen.last().map(String::as_str), Some("available"), "{db_seen:?}");
+    db_seen.dedup();
+    assert_eq!(db_seen, ["creating", "backing-up", "available"], "its first backup comes last");
 
     let doc = layer.stop(&report);
     let _ = std::fs::remove_file(&report);
@@ -676,9 +679,9 @@ where
 }
 
 #[test]
-fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_their_checks_and_drain() {
+fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_their_checks_roll_out_and_drain() {
     // 60 simulated seconds a second: tasks start in 1 s, pass 3 checks 10 s apart in 0.5 s,
-    // drain 20 s (0.33 s) and stop in 30 s (0.5 s).
+    // drain 60 s (1 s) and stop in 30 s (0.5 s).
     let layer = Layer::start(&["--time-scale", "60", "--throttle", "off"]);
     let config = layer.sdk();
     let name = unique("tasks");
@@ -702,7 +705,7 @@ fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_th
         let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
         let delay = aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
             .key("deregistration_delay.timeout_seconds")
-            .value("20")
+            .value("60")
             .build();
         elb.modify_target_group_attributes().target_group_arn(&tg).attributes(delay).send().await.unwrap();
         ecs.create_cluster().cluster_name(&name).send().await.unwrap();
@@ -711,18 +714,21 @@ fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_th
             .image("app:1")
             .port_mappings(aws_sdk_ecs::types::PortMapping::builder().container_port(8000).build())
             .build();
-        let task = ecs
-            .register_task_definition()
-            .family(&name)
-            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-            .cpu("256")
-            .memory("512")
-            .container_definitions(container)
-            .send()
-            .await
-            .unwrap();
-        let task = task.task_definition().unwrap().task_definition_arn().unwrap().to_string();
+        let register = || async {
+            let task = ecs
+                .register_task_definition()
+                .family(&name)
+                .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+                .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+                .cpu("256")
+                .memory("512")
+                .container_definitions(container.clone())
+                .send()
+                .await
+                .unwrap();
+            task.task_definition().unwrap().task_definition_arn().unwrap().to_string()
+        };
+        let task = register().await;
         let group = ec2.create_security_group().group_name(&name).description("tasks").vpc_id(&vpc).send().await;
         let group = group.unwrap().group_id().unwrap().to_string();
         let network = aws_sdk_ecs::types::AwsVpcConfiguration::builder()
@@ -792,6 +798,31 @@ fn a_service_needs_a_listener_on_its_group_then_its_tasks_start_register_pass_th
         let checked = states(health, |s| s == "healthy").await;
         assert_eq!(checked.last().map(String::as_str), Some("healthy"), "{checked:?}");
         assert!(checked.iter().any(|s| s == "initial"), "registered, then healthy after 3 checks: {checked:?}");
+
+        // A new revision: a second deployment runs beside the first until its targets are healthy,
+        // then the old targets drain and the old tasks stop; only then is the rollout complete.
+        let second = register().await;
+        ecs.update_service().cluster(&name).service(&name).task_definition(&second).send().await.unwrap();
+        let rollout = || async {
+            let d = ecs.describe_services().cluster(&name).services(&name).send().await.unwrap();
+            let s = &d.services()[0];
+            let primary = s.deployments().iter().find(|d| d.status() == Some("PRIMARY")).unwrap();
+            let revision = primary.task_definition().unwrap_or_default().rsplit(':').next().unwrap_or_default();
+            let state = primary.rollout_state().map(|r| r.as_str().to_string()).unwrap_or_default();
+            format!("{} deployments, revision {revision} {state} | {}", s.deployments().len(), health().await)
+        };
+        let rolled = states(rollout, |s| s.starts_with("1 deployments")).await;
+        assert_eq!(
+            rolled,
+            [
+                "2 deployments, revision 2 IN_PROGRESS | healthy",
+                "2 deployments, revision 2 IN_PROGRESS | healthy,initial",
+                "2 deployments, revision 2 IN_PROGRESS | draining,healthy",
+                "2 deployments, revision 2 IN_PROGRESS | healthy",
+                "1 deployments, revision 2 COMPLETED | healthy",
+            ],
+            "moto switches at once and keeps one deployment of the first revision"
+        );
 
         ecs.delete_service().cluster(&name).service(&name).force(true).send().await.unwrap();
         let refused = ecs.delete_cluster().cluster(&name).send().await.expect_err("a service is draining");
@@ -893,4 +924,128 @@ fn a_secret_deleted_without_recovery_keeps_its_name_for_a_few_seconds() {
         create().await.expect("free once the deletion is done");
         sm.delete_secret().secret_id(&name).force_delete_without_recovery(true).send().await.unwrap();
     });
+}
+
+#[test]
+fn a_bucket_created_with_tags_in_its_configuration_has_them_at_once() {
+    let layer = Layer::start(&["--profile", "instant"]);
+    let config = layer.sdk();
+    let name = unique("tagged");
+    block_on(async {
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        let tag = aws_sdk_s3::types::Tag::builder().key("ca-a2a-flow:stack").value("tagged").build().unwrap();
+        s3.create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest3)
+                    .tags(tag)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let tags = s3.get_bucket_tagging().bucket(&name).send().await.expect("moto alone has no tag set here");
+        let tags: Vec<(&str, &str)> = tags.tag_set().iter().map(|t| (t.key(), t.value())).collect();
+        assert_eq!(tags, [("ca-a2a-flow:stack", "tagged")]);
+        s3.delete_bucket().bucket(&name).send().await.unwrap();
+    });
+}
+
+/// The layer's SDK config, as another account of moto's: an assumed role's keys name it.
+fn another_account(layer: &Layer) -> aws_config::SdkConfig {
+    let account = format!("{:012}", fastrand::u64(100_000_000_000..999_999_999_999));
+    let sts = aws_sdk_sts::Client::new(&layer.sdk());
+    let role = format!("arn:aws:iam::{account}:role/behaviours");
+    let assumed = block_on(sts.assume_role().role_arn(role).role_session_name("behaviours").send()).unwrap();
+    let keys = assumed.credentials().unwrap();
+    let credentials = aws_sdk_ecs::config::Credentials::new(
+        keys.access_key_id(),
+        keys.secret_access_key(),
+        Some(keys.session_token().to_string()),
+        None,
+        "another-account",
+    );
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&layer.url);
+    block_on(loader.credentials_provider(credentials).load())
+}
+
+#[test]
+fn on_an_account_new_to_ecs_a_service_waits_for_the_role_its_first_cluster_made() {
+    // 5 simulated seconds a second: ECS can use its new role 2 s after the first cluster.
+    let layer = Layer::start(&["--time-scale", "5", "--throttle", "off"]);
+    let config = another_account(&layer);
+    let name = unique("first-cluster");
+    block_on(async {
+        let iam = aws_sdk_iam::Client::new(&config);
+        assert!(iam.get_role().role_name("AWSServiceRoleForECS").send().await.is_err(), "a new account has no role");
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        ecs.create_cluster().cluster_name(&name).send().await.unwrap();
+        let role = iam.get_role().role_name("AWSServiceRoleForECS").send().await.expect("its first cluster made it");
+        assert_eq!(role.role().unwrap().path(), "/aws-service-role/ecs.amazonaws.com/");
+        let container =
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("app:1").memory(512).build();
+        let task = ecs.register_task_definition().family(&name).container_definitions(container).send().await;
+        let task = task.unwrap().task_definition().unwrap().task_definition_arn().unwrap().to_string();
+        let create =
+            || ecs.create_service().cluster(&name).service_name(&name).task_definition(&task).desired_count(0).send();
+        let refused = create().await.expect_err("ECS cannot use its new role yet");
+        let refused_code = refused.as_service_error().and_then(|e| aws_sdk_ecs::error::ProvideErrorMetadata::code(e));
+        assert_eq!(refused_code, Some("InvalidParameterException"), "{refused:?}");
+        assert!(format!("{refused:?}").contains("Unable to assume the service linked role"), "{refused:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        create().await.expect("usable once propagated");
+        ecs.delete_service().cluster(&name).service(&name).send().await.unwrap();
+    });
+}
+
+#[test]
+fn tasks_whose_role_was_just_made_start_once_ecs_can_assume_it() {
+    // 2 simulated seconds a second: ECS can assume the new role 5 s after it was made. The report
+    // says when each service's tasks run, as soon as the service is made.
+    let report = std::env::temp_dir().join(format!("{}.json", unique("aws-sim-roles")));
+    let layer = Layer::start(&["--time-scale", "2", "--throttle", "off", "--report", report.to_str().unwrap()]);
+    let config = layer.sdk();
+    let name = unique("new-role");
+    block_on(async {
+        let iam = aws_sdk_iam::Client::new(&config);
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        let role = iam.create_role().role_name(&name).assume_role_policy_document(trust).send().await.unwrap();
+        let role = role.role().unwrap().arn().to_string();
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        ecs.create_cluster().cluster_name(&name).send().await.unwrap();
+        for (service, execution_role) in [("with-new-role", Some(role)), ("without-role", None)] {
+            let container =
+                aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("app:1").memory(512).build();
+            let task = ecs
+                .register_task_definition()
+                .family(format!("{name}-{service}"))
+                .set_execution_role_arn(execution_role)
+                .container_definitions(container)
+                .send()
+                .await
+                .unwrap();
+            let task = task.task_definition().unwrap().task_definition_arn().unwrap().to_string();
+            ecs.create_service()
+                .cluster(&name)
+                .service_name(service)
+                .task_definition(&task)
+                .desired_count(1)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let doc = layer.stop(&report);
+    let _ = std::fs::remove_file(&report);
+    let took = |service: &str| {
+        let r = doc["resources"].as_array().unwrap().iter().find(|r| {
+            r["kind"] == "ecs_service" && r["id"].as_str().is_some_and(|id| id.ends_with(&format!("/{service}")))
+        });
+        let r = r.unwrap_or_else(|| panic!("no {service} in {doc}"));
+        r["usable_at_s"].as_f64().unwrap() - r["created_at_s"].as_f64().unwrap()
+    };
+    assert!(took("with-new-role") > 61.0, "a task start after the role propagated: {doc}");
+    assert!((took("without-role") - 60.0).abs() < 1e-6, "a task start after its creation: {doc}");
 }

@@ -473,3 +473,77 @@ fn a_role_whose_statements_are_taken_away_loses_the_inline_policy_they_made() {
     env.run(&["run", wf.to_str().unwrap(), "--input", &input]).expect_success();
     assert_eq!(inline(), Vec::<String>::new(), "no statement declared, no inline policy left");
 }
+
+#[test]
+fn on_an_account_new_to_ecs_the_service_waits_until_ecs_can_use_the_role_its_first_cluster_made() {
+    // 5 simulated seconds a second: ECS can use its new role 2 s after the first cluster.
+    let aws = crate::support::aws::OwnLayer::start(&["--time-scale", "5", "--throttle", "off"]);
+    let account = format!("{:012}", fastrand::u64(100_000_000_000..999_999_999_999));
+    let sts = aws_sdk_sts::Client::new(&block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&aws.url).load(),
+    ));
+    let role = format!("arn:aws:iam::{account}:role/first-cluster");
+    let assumed = block_on(sts.assume_role().role_arn(role).role_session_name("suite").send()).unwrap();
+    let keys = assumed.credentials().unwrap();
+    // The new account's default network, which moto makes with the account.
+    let credentials = aws_sdk_ec2::config::Credentials::new(
+        keys.access_key_id(),
+        keys.secret_access_key(),
+        Some(keys.session_token().to_string()),
+        None,
+        "new-account",
+    );
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&aws.url);
+    let ec2 = aws_sdk_ec2::Client::new(&block_on(loader.credentials_provider(credentials).load()));
+    let default = aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build();
+    let subnets = block_on(ec2.describe_subnets().filters(default).send()).unwrap();
+    let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
+    let named_default = aws_sdk_ec2::types::Filter::builder().name("group-name").values("default").build();
+    let groups = block_on(ec2.describe_security_groups().filters(named_default).send()).unwrap();
+    let group = groups.security_groups()[0].group_id().unwrap().to_string();
+    let env = Env::sqlite();
+    let stack = unique_stack("newaccount");
+    let wf = env.write(
+        "first-cluster.yaml",
+        &r#"name: first-cluster
+inputs: { stack: {} }
+defaults:
+  retry: { max_attempts: 5, initial_delay: 1s, max_delay: 4s }
+  with: { stack: "${{ inputs.stack }}", region: eu-west-3 }
+steps:
+  - id: cluster
+    uses: aws.ecs.cluster
+  - id: task
+    uses: aws.ecs.task_definition
+    with:
+      cpu: 256
+      memory: 512
+      execution_role_arn: "arn:aws:iam::000000000000:role/none"
+      containers: [{ name: app, image: "app:1" }]
+  - id: app
+    uses: aws.ecs.service
+    with:
+      cluster: "${{ steps.cluster.outputs.name }}"
+      task_definition_arn: "${{ steps.task.outputs.arn }}"
+      subnet_ids: [SUBNET]
+      security_group_ids: [GROUP]
+      desired_count: 0
+"#
+        .replace("SUBNET", &subnet)
+        .replace("GROUP", &group),
+    );
+    let vars = [
+        ("AWS_ENDPOINT_URL", aws.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", keys.access_key_id()),
+        ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key()),
+        ("AWS_SESSION_TOKEN", keys.session_token()),
+    ];
+    let out = env.run_with(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")], &vars);
+    out.expect_success();
+    let run = env.only_run().id;
+    let app = env.step(&run, "app");
+    assert!(app.attempt > 1, "the first CreateService was refused: ECS could not use its role yet");
+    assert_eq!(app.outputs.unwrap()["action"], "created");
+    let logs = env.run(&["logs", &run, "--step", "app"]);
+    assert!(logs.stdout.contains("Unable to assume the service linked role"), "the retry says why: {}", logs.stdout);
+}

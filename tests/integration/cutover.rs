@@ -117,16 +117,43 @@ fn cutover(env: &Env, endpoint: &str, stack: &str, extra: &[&str]) -> Out {
     env.run_with(&args, &[("AWS_ENDPOINT_URL", endpoint), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])
 }
 
-/// A fault proxy before moto: while the service is on the new revision, its task never starts.
+/// No task of the answer's services runs: each is pending, its deployments in progress.
+fn nothing_runs(doc: &mut serde_json::Value) -> bool {
+    for s in doc["services"].as_array_mut().into_iter().flatten() {
+        let desired = s["desiredCount"].clone();
+        s["runningCount"] = 0.into();
+        s["pendingCount"] = desired.clone();
+        for d in s["deployments"].as_array_mut().into_iter().flatten() {
+            d["runningCount"] = 0.into();
+            d["pendingCount"] = desired.clone();
+            d["rolloutState"] = "IN_PROGRESS".into();
+        }
+    }
+    true
+}
+
+/// The service's PRIMARY deployment failed, as ECS's circuit breaker says it.
+fn the_deployment_failed(doc: &mut serde_json::Value) -> bool {
+    let mut failed = false;
+    for s in doc["services"].as_array_mut().into_iter().flatten() {
+        for d in s["deployments"].as_array_mut().into_iter().flatten().filter(|d| d["status"] == "PRIMARY") {
+            d["rolloutState"] = "FAILED".into();
+            d["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start.".into();
+            failed = true;
+        }
+    }
+    failed
+}
+
+/// A fault proxy before the suite's layer: while the service is on the new revision, its task never starts.
 fn the_new_revision_never_runs(stack: &str) -> FaultProxy {
     FaultProxy::start(
         &std::env::var("AWS_ENDPOINT_URL").unwrap(),
         vec![Rule {
             action: "DescribeServices",
-            fault: Fault::RewriteAnswer {
+            fault: Fault::EditAnswer {
                 contains: format!("task-definition/{stack}-keycloak-rds-task:"),
-                from: "\"runningCount\": 1, \"pendingCount\": 0",
-                to: "\"runningCount\": 0, \"pendingCount\": 1",
+                edit: nothing_runs,
             },
             times: None,
         }],
@@ -197,11 +224,9 @@ fn a_new_revision_whose_deployment_fails_is_rolled_back_and_the_run_fails_with_t
         vec![
             Rule {
                 action: "DescribeServices",
-                fault: Fault::RewriteAnswer {
+                fault: Fault::EditAnswer {
                     contains: format!("task-definition/{stack}-keycloak-rds-task:"),
-                    // moto's deployments carry no rollout state: the failed one is given one.
-                    from: "\"status\": \"PRIMARY\"",
-                    to: "\"status\": \"PRIMARY\", \"rolloutState\": \"FAILED\", \"rolloutStateReason\": \"ECS deployment circuit breaker: tasks failed to start.\"",
+                    edit: the_deployment_failed,
                 },
                 times: None,
             },
@@ -262,7 +287,7 @@ fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
     assert_eq!(service_revision(&ecs, &stack), dev, "the service is back on the H2 revision");
     assert!(
         out.stderr.contains(&format!(
-            "{stack}-keycloak-rds-task:1 did not become healthy (service {stack}-keycloak on {stack}-keycloak-rds-task:1 still deployment starting, 0/1 running, 1 deployments after "
+            "{stack}-keycloak-rds-task:1 did not become healthy (service {stack}-keycloak on {stack}-keycloak-rds-task:1 still deployment in_progress, 0/1 running, 1 deployments after "
         )),
         "{}",
         out.stderr

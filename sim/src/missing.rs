@@ -1,0 +1,66 @@
+//! What AWS's API does that moto leaves out, in every profile:
+//! - tags given in CreateBucket's `CreateBucketConfiguration` are the new
+//!   bucket's tags (S3 API reference, CreateBucket, "Tags": general purpose
+//!   buckets take tags at creation; moto reads only the location constraint).
+//!   The layer tags the bucket on moto, with a call of its own, before it
+//!   answers: as on AWS, no caller ever sees the bucket without them.
+
+use crate::http::{Request, status_of};
+use crate::rules::all_tags;
+
+/// Does, on moto, what AWS did with `req` and moto left out; `answer` is moto's.
+pub fn complete(req: &Request, answer: &[u8], upstream: &str) {
+    if status_of(answer) != 200 || req.service() != "s3" {
+        return;
+    }
+    if let Some((bucket, tags)) = tags_at_creation(req) {
+        let namespace = "http://s3.amazonaws.com/doc/2006-03-01/";
+        let body = format!("<Tagging xmlns=\"{namespace}\"><TagSet>{tags}</TagSet></Tagging>");
+        let mut headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| ["host", "authorization", "x-amz-date"].iter().any(|h| k.eq_ignore_ascii_case(h)))
+            .cloned()
+            .collect();
+        headers.push(("Content-Type".into(), "application/xml".into()));
+        headers.push(("Content-Length".into(), body.len().to_string()));
+        let tagging = Request { head: format!("PUT /{bucket}?tagging HTTP/1.1"), headers, body: body.into_bytes() };
+        let _ = tagging.forward(upstream);
+    }
+}
+
+/// The bucket a path-style CreateBucket names, and the `<Tag>` elements of its configuration.
+fn tags_at_creation(req: &Request) -> Option<(String, String)> {
+    let mut parts = req.head.split(' ');
+    let (method, target) = (parts.next()?, parts.next()?);
+    let bucket = target.trim_start_matches('/').trim_end_matches('/');
+    if method != "PUT" || bucket.is_empty() || bucket.contains(['/', '?']) {
+        return None;
+    }
+    let body = req.body_text();
+    let configuration = all_tags(&body, "Tags").into_iter().next()?;
+    configuration.contains("<Tag>").then(|| (bucket.to_string(), configuration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(head: &str, body: &str) -> Request {
+        Request { head: head.into(), headers: vec![], body: body.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn only_a_bucket_creation_with_tags_in_its_configuration_is_completed() {
+        let tagged = "<CreateBucketConfiguration><LocationConstraint>eu-west-3</LocationConstraint><Tags><Tag><Key>a</Key><Value>1</Value></Tag></Tags></CreateBucketConfiguration>";
+        assert_eq!(
+            tags_at_creation(&create("PUT /docs HTTP/1.1", tagged)),
+            Some(("docs".into(), "<Tag><Key>a</Key><Value>1</Value></Tag>".into()))
+        );
+        let plain =
+            "<CreateBucketConfiguration><LocationConstraint>eu-west-3</LocationConstraint></CreateBucketConfiguration>";
+        assert_eq!(tags_at_creation(&create("PUT /docs HTTP/1.1", plain)), None);
+        assert_eq!(tags_at_creation(&create("PUT /docs?tagging HTTP/1.1", tagged)), None);
+        assert_eq!(tags_at_creation(&create("PUT /docs/key HTTP/1.1", tagged)), None);
+    }
+}
