@@ -220,3 +220,69 @@ fn a_service_another_tool_made_is_refused_and_never_destroyed() {
     let left = block_on(ecs.describe_services().cluster(&cluster).services(&name).send()).unwrap();
     assert_eq!(left.services()[0].status(), Some("ACTIVE"), "destroy leaves a service the stack did not make");
 }
+
+/// An S3 client of the test's endpoint, addressing buckets by path.
+fn s3() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk()).force_path_style(true).build())
+}
+
+/// The bucket's tags; `None` once it is gone.
+fn bucket_tags(name: &str) -> Option<Vec<(String, String)>> {
+    let s3 = s3();
+    block_on(s3.head_bucket().bucket(name).send()).ok()?;
+    let tags = block_on(s3.get_bucket_tagging().bucket(name).send()).map(|t| t.tag_set().to_vec()).unwrap_or_default();
+    Some(tags.iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+}
+
+#[test]
+fn a_bucket_another_tool_made_is_a_conflict_in_plan_refused_in_run_and_never_destroyed_even_with_its_data() {
+    behind_aws_sim();
+    let stack = unique_stack("oldbucket");
+    let name = format!("{stack}-documents");
+    let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest3)
+        .build();
+    block_on(s3().create_bucket().bucket(&name).create_bucket_configuration(location).send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "documents", "aws.s3.bucket", &[("name", &name)]);
+
+    let plan = env.run(&["plan", wf.to_str().unwrap(), "--input", &format!("stack={stack}"), "--output", "json"]);
+    plan.expect_success();
+    let step = plan.json()["steps"].as_array().unwrap().iter().find(|s| s["id"] == "documents").unwrap().clone();
+    assert_eq!(step["action"], "conflict", "{step}");
+
+    refused_then_destroyed_around(&env, &wf, &stack, "bucket", &name, &["--delete-data"]);
+    assert_eq!(bucket_tags(&name), Some(Vec::new()), "run and destroy --delete-data left it as it was, untagged");
+}
+
+#[test]
+fn a_bucket_the_stack_creates_carries_its_tags_from_its_creation_and_a_taken_over_one_keeps_its_own() {
+    behind_aws_sim();
+    let stack = unique_stack("newbucket");
+    let name = format!("{stack}-documents");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "documents", "aws.s3.bucket", &[("name", &name)]);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    let created = env.only_run().id;
+    assert_eq!(env.step(&created, "documents").outputs.unwrap()["action"], "created");
+    let tags = bucket_tags(&name).unwrap();
+    assert!(tags.contains(&("ca-a2a-flow:stack".into(), stack.clone())), "{tags:?}");
+    destroy(&env, &created, &["--delete-data"], &[]).expect_success();
+    assert_eq!(bucket_tags(&name), None, "the stack's: destroyed with --delete-data");
+
+    let other = format!("{stack}-reports");
+    let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest3)
+        .build();
+    block_on(s3().create_bucket().bucket(&other).create_bucket_configuration(location).send()).unwrap();
+    let team = aws_sdk_s3::types::Tag::builder().key("team").value("docs").build().unwrap();
+    let tagging = aws_sdk_s3::types::Tagging::builder().tag_set(team).build().unwrap();
+    block_on(s3().put_bucket_tagging().bucket(&other).tagging(tagging).send()).unwrap();
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "reports", "aws.s3.bucket", &[("name", &other), ("take_over", "true")]);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    assert_eq!(env.step(&env.only_run().id, "reports").outputs.unwrap()["action"], "taken-over");
+    let tags = bucket_tags(&other).unwrap();
+    assert!(tags.contains(&("ca-a2a-flow:stack".into(), stack.clone())), "{tags:?}");
+    assert!(tags.contains(&("team".into(), "docs".into())), "its own tags are kept: {tags:?}");
+}

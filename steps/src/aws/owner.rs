@@ -2,7 +2,7 @@
 //! Every resource a step creates carries these tags from its creation on
 //! (TagSpecifications), so a later attempt finds it instead of creating another.
 
-use ca_a2a_flow_engine::{ParamProblem, StepContext, StepError};
+use ca_a2a_flow_engine::{ParamProblem, Plan, StepContext, StepError};
 
 pub const TAG_STACK: &str = "ca-a2a-flow:stack";
 pub const TAG_STEP: &str = "ca-a2a-flow:step";
@@ -154,6 +154,22 @@ pub fn claim(owner: &Owner, what: &str, name: &str, holder: &Holder, take_over: 
         Holder::Ours => Ok(Claim::Adopt),
         Holder::Nobody if take_over => Ok(Claim::TakeOver),
         _ => Err(owner.refuse(what, name, holder)),
+    }
+}
+
+/// [`claim`] as `plan` says it: the change a take-over makes (none to adopt),
+/// or the conflict that `run` would refuse.
+pub fn planned_claim(
+    owner: &Owner,
+    what: &str,
+    name: &str,
+    holder: &Holder,
+    take_over: bool,
+) -> Result<Vec<String>, Plan> {
+    match claim(owner, what, name, holder, take_over) {
+        Ok(Claim::Adopt) => Ok(Vec::new()),
+        Ok(Claim::TakeOver) => Ok(vec![format!("take over {what} {name} (tag it as this stack's)")]),
+        Err(refused) => Err(Plan::conflict(refused.message)),
     }
 }
 

@@ -13,7 +13,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner, built};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -29,6 +29,9 @@ pub struct Params {
     /// days before replaced versions expire (default 30)
     #[serde(default = "thirty")]
     pub noncurrent_days: i32,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 fn thirty() -> i32 {
@@ -36,18 +39,17 @@ fn thirty() -> i32 {
 }
 
 impl Step for Bucket {
-    async fn plan(&self, _ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let config = super::config(p.region.as_deref()).await;
-        let s3_config =
-            aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
-        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
-        Ok(match s3.head_bucket().bucket(&p.name).send().await {
-            Ok(_) => Plan::adopt(),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Plan::create(),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
-                Plan::conflict(format!("bucket {} belongs to another account", p.name))
-            }
-            Err(e) => return Err(super::classify(&super::failure("s3:HeadBucket", &e))),
+    async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
+        let owner = Owner::new(&p.stack, ctx);
+        let s3 = client(p.region.as_deref()).await;
+        Ok(match found(&s3, &owner, &p.name).await {
+            Ok(None) => Plan::create(),
+            Ok(Some((holder, _))) => match planned_claim(&owner, "bucket", &p.name, &holder, p.take_over) {
+                Ok(changes) => Plan::changes(changes),
+                Err(conflict) => conflict,
+            },
+            Err(Elsewhere) => Plan::conflict(format!("bucket {} belongs to another account", p.name)),
+            Err(Failed(e)) => return Err(e),
         })
     }
 
@@ -61,11 +63,18 @@ impl Step for Bucket {
         if !o.delete_data {
             return Ok(super::kept(ctx, &format!("bucket {} and its data", p.name), "--delete-data"));
         }
-        let config = super::config(p.region.as_deref()).await;
-        let s3_config =
-            aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
-        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        let owner = Owner::new(&p.stack, ctx);
+        let s3 = client(p.region.as_deref()).await;
         let name = &p.name;
+        match found(&s3, &owner, name).await {
+            Ok(None) | Err(Elsewhere) => return Ok(super::removed(ctx, "bucket", &[])),
+            Ok(Some((Holder::Ours, _))) => {}
+            Ok(Some((holder, _))) => {
+                ctx.log(format!("left alone: {}", owner.not_ours("bucket", name, &holder)));
+                return Ok(super::removed(ctx, "bucket", &[]));
+            }
+            Err(Failed(e)) => return Err(e),
+        }
         let mut removed = 0usize;
         loop {
             let listed = match s3.list_object_versions().bucket(name).send().await {
@@ -104,8 +113,12 @@ impl Step for Bucket {
     }
 
     const DOC: KindDoc = KindDoc {
-        summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired.",
-        outputs: &[("name", "the bucket"), ("arn", "its ARN"), ("action", "`created` or `adopted`")],
+        summary: "A private S3 bucket: AES-256 encryption, versioning, public access blocked, old versions expired; tagged as the stack's when it is created, and adopted only with those tags (one without them is refused unless `take_over`).",
+        outputs: &[
+            ("name", "the bucket"),
+            ("arn", "its ARN"),
+            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
+        ],
         example: "- id: documents\n  uses: aws.s3.bucket\n  with: { stack: \"${{ inputs.stack }}\", name: \"${{ inputs.stack }}-documents-${{ steps.execution-role.outputs.account_id }}\" }\n",
     };
 
@@ -132,30 +145,51 @@ impl Step for Bucket {
             aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
         let name = &p.name;
-        let head = s3.head_bucket().bucket(name).send().await;
-        let action = match head {
-            Ok(_) => "adopted",
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
+        let mut tags = Vec::new();
+        for (k, v) in owner.tags() {
+            tags.push(built("tag", aws_sdk_s3::types::Tag::builder().key(k).value(v).build())?);
+        }
+        let action = match found(&s3, &owner, name).await {
+            Err(Elsewhere) => {
                 return Err(StepError::fatal(format!("bucket {name} exists and belongs to another account"))
                     .with_hint("bucket names are global: choose another name (the workflow adds the account id)"));
             }
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                ctx.progress(format!("creating bucket {name}"));
-                let mut create = s3.create_bucket().bucket(name);
-                if region != "us-east-1" {
-                    let location = BucketLocationConstraint::from(region.as_str());
-                    create = create.create_bucket_configuration(
-                        CreateBucketConfiguration::builder().location_constraint(location).build(),
-                    );
+            Err(Failed(e)) => return Err(e),
+            Ok(Some((holder, this_run))) => match claim(&owner, "bucket", name, &holder, p.take_over)? {
+                // Made by an earlier attempt of this run: still this run's creation.
+                Claim::Adopt if this_run => "created",
+                Claim::Adopt => "adopted",
+                Claim::TakeOver => {
+                    ctx.progress(format!("taking over bucket {name}: tagging it as stack {}'s", p.stack));
+                    // PutBucketTagging replaces the whole set: the bucket's own tags are kept beside ours.
+                    let had = s3.get_bucket_tagging().bucket(name).send().await;
+                    let theirs = had.map(|t| t.tag_set().to_vec()).unwrap_or_default();
+                    let kept = theirs.into_iter().filter(|t| !tags.iter().any(|o| o.key() == t.key()));
+                    let all: Vec<_> = tags.iter().cloned().chain(kept).collect();
+                    s3.put_bucket_tagging()
+                        .bucket(name)
+                        .tagging(built("tagging", Tagging::builder().set_tag_set(Some(all)).build())?)
+                        .send()
+                        .await
+                        .or_step_error("s3:PutBucketTagging")?;
+                    "taken-over"
                 }
+            },
+            Ok(None) => {
+                ctx.progress(format!("creating bucket {name}"));
+                // Tagged in the creation itself: no instant sees the bucket without its owner.
+                let mut configuration = CreateBucketConfiguration::builder().set_tags(Some(tags.clone()));
+                if region != "us-east-1" {
+                    configuration = configuration.location_constraint(BucketLocationConstraint::from(region.as_str()));
+                }
+                let create = s3.create_bucket().bucket(name).create_bucket_configuration(configuration.build());
                 match create.send().await {
                     Ok(_) => "created",
-                    // Ours already (a lost answer to an earlier create): carry on converging it.
+                    // Ours already (a lost answer to an earlier create, which tagged it): carry on converging it.
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => "adopted",
                     Err(e) => return Err(super::classify(&super::failure("s3:CreateBucket", &e))),
                 }
             }
-            Err(e) => return Err(super::classify(&super::failure("s3:HeadBucket", &e))),
         };
         let fresh = action == "created";
         let encryption = built(
@@ -220,19 +254,51 @@ impl Step for Bucket {
             .send()
             .await
             .or_step_error_created("s3:PutBucketLifecycleConfiguration", fresh)?;
-        let mut tags = Vec::new();
-        for (k, v) in owner.tags() {
-            tags.push(built("tag", aws_sdk_s3::types::Tag::builder().key(k).value(v).build())?);
-        }
-        s3.put_bucket_tagging()
-            .bucket(name)
-            .tagging(built("tagging", Tagging::builder().set_tag_set(Some(tags)).build())?)
-            .send()
-            .await
-            .or_step_error_created("s3:PutBucketTagging", fresh)?;
         ctx.log(format!("{action} bucket {name}: AES256, versioning, public access blocked"));
         let partition = super::partition(&config).await?;
         Ok(outputs! { name, arn: format!("arn:{partition}:s3:::{name}"), action })
+    }
+}
+
+/// Why a bucket's holder is not known.
+enum Unfound {
+    /// The name is taken by another account (HeadBucket answers 403).
+    Elsewhere,
+    Failed(StepError),
+}
+use Unfound::{Elsewhere, Failed};
+
+/// An S3 client; an emulator endpoint has no per-bucket DNS names, so buckets are addressed by path there.
+async fn client(region: Option<&str>) -> aws_sdk_s3::Client {
+    let config = super::config(region).await;
+    let s3_config =
+        aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+/// Whose the bucket `name` is, by its tags, if it exists in this account, and
+/// whether this very run made it (an earlier attempt, before a retry or a kill).
+async fn found(s3: &aws_sdk_s3::Client, owner: &Owner, name: &str) -> Result<Option<(Holder, bool)>, Unfound> {
+    match s3.head_bucket().bucket(name).send().await {
+        Ok(_) => {}
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => return Err(Elsewhere),
+        Err(e) => return Err(Failed(super::classify(&super::failure("s3:HeadBucket", &e)))),
+    }
+    match s3.get_bucket_tagging().bucket(name).send().await {
+        Ok(t) => {
+            let tags = || t.tag_set().iter().map(|t| (t.key(), t.value()));
+            let this_run = tags().any(|(k, v)| k == super::owner::TAG_RUN && v == owner.run);
+            let holder = owner.holder(tags());
+            Ok(Some((holder.clone(), holder == Holder::Ours && this_run)))
+        }
+        // A bucket without any tag answers NoSuchTagSet (S3 API reference, GetBucketTagging).
+        Err(e)
+            if e.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code) == Some("NoSuchTagSet") =>
+        {
+            Ok(Some((Holder::Nobody, false)))
+        }
+        Err(e) => Err(Failed(super::classify(&super::failure("s3:GetBucketTagging", &e)))),
     }
 }
 
