@@ -6,7 +6,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::{Claim, Holder, Stack, claim, name_problems};
+use super::owner::{Claim, Holder, Stack, claim, name_problems, planned_claim};
 use super::{AwsResult, Owner, built};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -30,10 +30,9 @@ impl Step for Repository {
         let ecr = aws_sdk_ecr::Client::new(&super::config(p.region.as_deref()).await);
         Ok(match found(&ecr, &owner, &p.name).await? {
             None => Plan::create(),
-            Some((_, holder)) => match claim(&owner, "repository", &p.name, &holder, p.take_over) {
-                Ok(Claim::Adopt) => Plan::adopt(),
-                Ok(Claim::TakeOver) => Plan::changes(vec![format!("take over repository {} (tag it)", p.name)]),
-                Err(refused) => Plan::conflict(refused.message),
+            Some((_, holder)) => match planned_claim(&owner, "repository", &p.name, &holder, p.take_over) {
+                Ok(changes) => Plan::changes(changes),
+                Err(conflict) => conflict,
             },
         })
     }

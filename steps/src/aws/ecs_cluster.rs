@@ -4,7 +4,7 @@ use aws_sdk_ecs::types::ClusterSetting;
 use ca_a2a_flow_engine::{DestroyOptions, KindDoc, Outputs, Parameters, Plan, Step, StepContext, StepError, outputs};
 use serde::Deserialize;
 
-use super::owner::{Claim, Holder, Stack, claim};
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -49,12 +49,9 @@ impl Step for Cluster {
         let ecs = super::ecs(p.region.as_deref()).await;
         Ok(match active(&ecs, &owner, &name).await? {
             None => Plan::create(),
-            Some((_, holder)) => match claim(&owner, "cluster", &name, &holder, p.take_over) {
-                Ok(Claim::Adopt) => Plan::adopt(),
-                Ok(Claim::TakeOver) => {
-                    Plan::changes(vec![format!("take over cluster {name} (tag it as this stack's)")])
-                }
-                Err(refused) => Plan::conflict(refused.message),
+            Some((_, holder)) => match planned_claim(&owner, "cluster", &name, &holder, p.take_over) {
+                Ok(changes) => Plan::changes(changes),
+                Err(conflict) => conflict,
             },
         })
     }

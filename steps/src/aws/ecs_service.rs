@@ -17,7 +17,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::{Claim, Holder, Stack, claim};
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
@@ -79,12 +79,10 @@ impl Step for EcsService {
         Ok(match found.filter(|s| s.status() == Some("ACTIVE")) {
             None => Plan::create(),
             Some(s) => {
-                let mut changes = Vec::new();
-                match claim(&owner, "service", &name, &holder(&owner, &s), p.take_over) {
-                    Ok(Claim::Adopt) => {}
-                    Ok(Claim::TakeOver) => changes.push(format!("take over service {name} (tag it)")),
-                    Err(refused) => return Ok(Plan::conflict(refused.message)),
-                }
+                let mut changes = match planned_claim(&owner, "service", &name, &holder(&owner, &s), p.take_over) {
+                    Ok(changes) => changes,
+                    Err(conflict) => return Ok(conflict),
+                };
                 if s.task_definition() != Some(p.task_definition_arn.as_str()) {
                     changes.push(format!(
                         "task definition: {} -> {}",

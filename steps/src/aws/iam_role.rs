@@ -8,7 +8,7 @@ use ca_a2a_flow_engine::{
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::owner::{Claim, Holder, Stack, claim};
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner, built};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -65,10 +65,9 @@ impl Step for Role {
         let Some((_, holder)) = found(&iam, &owner, &name).await? else {
             return Ok(Plan::create());
         };
-        let mut changes = match claim(&owner, "role", &name, &holder, p.take_over) {
-            Ok(Claim::Adopt) => Vec::new(),
-            Ok(Claim::TakeOver) => vec![format!("take over role {name} (tag it as this stack's)")],
-            Err(refused) => return Ok(Plan::conflict(refused.message)),
+        let mut changes = match planned_claim(&owner, "role", &name, &holder, p.take_over) {
+            Ok(changes) => changes,
+            Err(conflict) => return Ok(conflict),
         };
         let attached = attached_policies(&iam, &name, false).await?;
         let missing = p.managed_policy_arns.iter().filter(|a| !attached.contains(a));

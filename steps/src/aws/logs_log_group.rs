@@ -5,7 +5,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::{Claim, Holder, Stack, claim};
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -39,12 +39,10 @@ impl Step for LogGroup {
         let logs = aws_sdk_cloudwatchlogs::Client::new(&super::config(p.region.as_deref()).await);
         let found = find(&logs, &p.name).await?;
         if found.is_some() {
-            match claim(&owner, "log group", &p.name, &holder(&logs, &owner, &p.name).await?, p.take_over) {
-                Ok(Claim::Adopt) => {}
-                Ok(Claim::TakeOver) => {
-                    return Ok(Plan::changes(vec![format!("take over log group {} (tag it as this stack's)", p.name)]));
-                }
-                Err(refused) => return Ok(Plan::conflict(refused.message)),
+            match planned_claim(&owner, "log group", &p.name, &holder(&logs, &owner, &p.name).await?, p.take_over) {
+                Ok(changes) if !changes.is_empty() => return Ok(Plan::changes(changes)),
+                Ok(_) => {}
+                Err(conflict) => return Ok(conflict),
             }
         }
         Ok(match found {

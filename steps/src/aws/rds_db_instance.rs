@@ -13,7 +13,7 @@ use ca_a2a_flow_engine::{
 };
 use serde::Deserialize;
 
-use super::owner::{Claim, Holder, Stack, claim};
+use super::owner::{Holder, Stack, claim, planned_claim};
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
 
@@ -94,12 +94,10 @@ impl Step for DbInstance {
         Ok(match found.and_then(|f| f.db_instances().first().cloned()) {
             None => Plan::create(),
             Some(db) => {
-                let mut changes = Vec::new();
-                match claim(&owner, "DB instance", &id, &holder(&owner, &db), p.take_over) {
-                    Ok(Claim::Adopt) => {}
-                    Ok(Claim::TakeOver) => changes.push(format!("take over DB instance {id} (tag it)")),
-                    Err(refused) => return Ok(Plan::conflict(refused.message)),
-                }
+                let mut changes = match planned_claim(&owner, "DB instance", &id, &holder(&owner, &db), p.take_over) {
+                    Ok(changes) => changes,
+                    Err(conflict) => return Ok(conflict),
+                };
                 if db.db_instance_class() != Some(p.instance_class.as_str()) {
                     changes.push(format!(
                         "instance_class: {} -> {} (not applied by a run)",
