@@ -17,6 +17,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "CA_A2A_FLOW_LEASE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub lease_ttl: std::time::Duration,
 
+    /// Show the libraries' own logs too (the AWS SDK's retries and credential
+    /// lookups): `-v` their warnings, `-vv` their debug logs. `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -29,8 +34,8 @@ pub enum Command {
         /// An input value, `name=value` (repeatable).
         #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
         inputs: Vec<(String, String)>,
-        /// Go on although this preflight check fails (repeatable): region,
-        /// vpc-quota, eip-quota, permissions, disk, builder.
+        /// Go on although this preflight check fails (repeatable): credentials,
+        /// region, vpc-quota, eip-quota, permissions, disk, builder.
         #[arg(long = "skip-preflight", value_name = "NAME", env = "CA_A2A_FLOW_SKIP_PREFLIGHT", value_delimiter = ',')]
         skip_preflight: Vec<String>,
         /// How many independent steps may run at once.

@@ -53,7 +53,7 @@ use status::*;
 use steps::*;
 
 pub fn main(cli: Cli) -> i32 {
-    init_tracing();
+    init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,9 +67,17 @@ pub fn main(cli: Cli) -> i32 {
     }
 }
 
-fn init_tracing() {
+/// ca-a2a-flow's own warnings; the libraries' (the AWS SDK's retries, its
+/// credential chain's attempts, as Debug structs) only with `-v` or `RUST_LOG`:
+/// what went wrong is said once, by the step or the preflight, with its fix.
+fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let default = match verbose {
+        0 => "off,ca_a2a_flow=warn,ca_a2a_flow_engine=warn,ca_a2a_flow_steps=warn",
+        1 => "warn",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -97,11 +105,11 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             } else {
                 let store = open_store(state.as_deref()).await.ok();
                 let plans = plan_steps(&wf, &inputs, &registry, store.as_ref()).await;
-                let known = match &store {
-                    Some(s) => known_stacks(s).await,
+                let (known, recorded) = match &store {
+                    Some(s) => (known_stacks(s).await, recorded_account(s, &inputs).await),
                     None => Default::default(),
                 };
-                let checks = preflight::checks(&wf, &inputs, &plans, &[], &known).await;
+                let checks = preflight::checks(&wf, &inputs, &plans, &[], &known, &recorded).await;
                 (plans, checks)
             };
             out!("{}", render_plan(&wf, &plans, &checks, format).trim_end());
@@ -138,7 +146,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 let plans =
                     if quotas { plan_steps(&wf, &inputs, &registry, Some(&store)).await } else { BTreeMap::new() };
                 let known = known_stacks(&store).await;
-                let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known).await;
+                let recorded = recorded_account(&store, &inputs).await;
+                let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known, &recorded).await;
                 let failed: Vec<(String, String)> = checks
                     .iter()
                     .filter(|c| c.status == preflight::Status::Fail)

@@ -9,6 +9,27 @@ pub(super) async fn known_stacks(store: &AnyStore) -> std::collections::BTreeSet
     runs.iter().filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from)).collect()
 }
 
+/// The account the newest run of this stack recorded (any step's `account_id`
+/// output), with that run's id: a run with other credentials is stopped at preflight.
+pub(super) async fn recorded_account(
+    store: &AnyStore,
+    inputs: &BTreeMap<String, serde_json::Value>,
+) -> ca_a2a_flow_steps::aws::preflight::Recorded {
+    let stack = inputs.get("stack")?;
+    let runs = store.list_runs(i64::MAX).await.ok()?;
+    for run in runs.iter().filter(|r| r.inputs.get("stack") == Some(stack)) {
+        let steps = store.steps(&run.id).await.ok()?;
+        let account = steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .find_map(|s| s.outputs.as_ref()?.get("account_id")?.as_str().map(String::from));
+        if let Some(account) = account.filter(|a| !a.is_empty()) {
+            return Some((account, run.id.clone()));
+        }
+    }
+    None
+}
+
 /// Outputs of the newest run of this workflow for the same stack: with them,
 /// steps whose parameters use earlier steps' outputs can be checked too.
 pub(super) async fn last_outputs(

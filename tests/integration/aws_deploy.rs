@@ -478,23 +478,9 @@ fn a_role_whose_statements_are_taken_away_loses_the_inline_policy_they_made() {
 fn on_an_account_new_to_ecs_the_service_waits_until_ecs_can_use_the_role_its_first_cluster_made() {
     // 5 simulated seconds a second: ECS can use its new role 2 s after the first cluster.
     let aws = crate::support::aws::OwnLayer::start(&["--time-scale", "5", "--throttle", "off"]);
-    let account = format!("{:012}", fastrand::u64(100_000_000_000..999_999_999_999));
-    let sts = aws_sdk_sts::Client::new(&block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&aws.url).load(),
-    ));
-    let role = format!("arn:aws:iam::{account}:role/first-cluster");
-    let assumed = block_on(sts.assume_role().role_arn(role).role_session_name("suite").send()).unwrap();
-    let keys = assumed.credentials().unwrap();
+    let account = crate::support::aws::AnotherAccount::new(&aws.url);
     // The new account's default network, which moto makes with the account.
-    let credentials = aws_sdk_ec2::config::Credentials::new(
-        keys.access_key_id(),
-        keys.secret_access_key(),
-        Some(keys.session_token().to_string()),
-        None,
-        "new-account",
-    );
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(&aws.url);
-    let ec2 = aws_sdk_ec2::Client::new(&block_on(loader.credentials_provider(credentials).load()));
+    let ec2 = aws_sdk_ec2::Client::new(&account.sdk(&aws.url));
     let default = aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build();
     let subnets = block_on(ec2.describe_subnets().filters(default).send()).unwrap();
     let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
@@ -532,12 +518,8 @@ steps:
         .replace("SUBNET", &subnet)
         .replace("GROUP", &group),
     );
-    let vars = [
-        ("AWS_ENDPOINT_URL", aws.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", keys.access_key_id()),
-        ("AWS_SECRET_ACCESS_KEY", keys.secret_access_key()),
-        ("AWS_SESSION_TOKEN", keys.session_token()),
-    ];
+    let mut vars = vec![("AWS_ENDPOINT_URL", aws.url.as_str())];
+    vars.extend(account.vars());
     let out = env.run_with(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")], &vars);
     out.expect_success();
     let run = env.only_run().id;

@@ -34,7 +34,13 @@ pub struct Check {
 }
 
 /// The checks there are, for `--skip-preflight`.
-pub const NAMES: &[&str] = &["region", "vpc-quota", "eip-quota", "permissions", "disk", "builder"];
+pub const NAMES: &[&str] = &["credentials", "region", "vpc-quota", "eip-quota", "permissions", "disk", "builder"];
+
+/// The checks that call AWS: with no usable credentials they are not tried (each would say the same).
+const ASK_AWS: &[&str] = &["region", "vpc-quota", "eip-quota", "permissions", "builder"];
+
+/// The account the stack was deployed in, as an earlier run recorded it: (account, run id).
+pub type Recorded = Option<(String, String)>;
 
 /// Whether `wf` has an AWS step, so that the checks apply to it.
 pub fn applies(wf: &Workflow) -> bool {
@@ -49,6 +55,7 @@ pub async fn checks(
     plans: &BTreeMap<String, Plan>,
     skip: &[String],
     known_stacks: &BTreeSet<String>,
+    recorded: &Recorded,
 ) -> Vec<Check> {
     let outputs = BTreeMap::new();
     let (secret, env) = (|_: &str, _: &str| false, |n: &str| std::env::var(n).ok());
@@ -72,8 +79,34 @@ pub async fn checks(
     let region = config.region().map(|r| r.to_string()).unwrap_or_default();
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let mut out = Vec::new();
+    let mut skip = skip.to_vec();
+
+    // Who the credentials are, before anything else asks AWS: a session that
+    // expired, or credentials of another account than the one meant, are said
+    // here, in seconds, and the checks that would call AWS are not tried.
+    let expected: Vec<(String, String)> = steps
+        .iter()
+        .filter_map(|(id, _, w)| w.get("expect_account").and_then(Json::as_str).map(|a| (a, *id)))
+        .filter(|(a, _)| !a.contains("${{"))
+        .map(|(a, id)| (a.to_string(), format!("step `{id}`'s expect_account")))
+        .chain(recorded.iter().map(|(a, run)| (a.clone(), format!("run {run} of this stack"))))
+        .collect();
+    let unusable = if skip.iter().any(|s| s == "credentials") {
+        out.push(Check { name: "credentials", status: Status::Skipped, message: "skipped (--skip-preflight)".into() });
+        false
+    } else {
+        let (status, message) = credentials(&config, &expected).await;
+        out.push(Check { name: "credentials", status, message });
+        status == Status::Fail
+    };
+    if unusable {
+        skip.extend(ASK_AWS.iter().map(|s| s.to_string()));
+    }
     let mut add = |name: &'static str, check: Option<Result<(Status, String), String>>| {
         let (status, message) = match check {
+            None if unusable && ASK_AWS.contains(&name) => {
+                (Status::Skipped, "not checked: no usable AWS credentials".to_string())
+            }
             None => (Status::Skipped, "skipped (--skip-preflight)".to_string()),
             Some(Ok(c)) => c,
             Some(Err(e)) => (Status::Warn, format!("could not check: {e}")),
@@ -186,6 +219,111 @@ async fn builder(
         }
     }
     Ok((Status::Pass, said.join("; ")))
+}
+
+/// How long the credential chain and STS get before the check says they did not answer.
+const CREDENTIALS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the SDK's default chain looks for credentials, in its order.
+const CHAIN: &str = "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), the profile in ~/.aws/config and ~/.aws/credentials (keys, SSO, a role to assume), a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE), an ECS container role, the EC2 instance role";
+
+/// What to do about credentials the SDK could not find or AWS refused.
+const FIX: &str = "`aws configure` (access keys), or `aws sso login --profile NAME` then `export AWS_PROFILE=NAME` (IAM Identity Center), or run where a role applies (CloudShell, the EC2 builder)";
+
+/// Whether the SDK finds credentials, they have not expired, AWS accepts
+/// them (STS GetCallerIdentity), and they are of the account the workflow or
+/// an earlier run of the stack expects. Each failure says what was tried and
+/// the fix; the whole check takes seconds, not a run's retries.
+async fn credentials(config: &aws_config::SdkConfig, expected: &[(String, String)]) -> (Status, String) {
+    use aws_credential_types::provider::ProvideCredentials;
+    use aws_credential_types::provider::error::CredentialsError;
+    let profile = std::env::var("AWS_PROFILE").map(|p| format!(" (AWS_PROFILE={p})")).unwrap_or_default();
+    let Some(provider) = config.credentials_provider() else {
+        return (Status::Fail, format!("the SDK has no credential provider; fix: {FIX}"));
+    };
+    let loaded = match tokio::time::timeout(CREDENTIALS_WAIT, provider.provide_credentials()).await {
+        Err(_) => {
+            return (
+                Status::Fail,
+                format!(
+                    "the SDK's credential chain gave no answer in {}s{profile} (a profile's SSO or role provider, or an instance metadata service, that does not answer); it looks in {CHAIN}; fix: {FIX}",
+                    CREDENTIALS_WAIT.as_secs()
+                ),
+            );
+        }
+        Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => {
+            return (Status::Fail, format!("no AWS credentials found{profile}: the SDK looked in {CHAIN}; fix: {FIX}"));
+        }
+        Ok(Err(e)) => {
+            let why = aws_smithy_types::error::display::DisplayErrorContext(&e);
+            let expired = why.to_string().to_lowercase().contains("expired");
+            let fix = if expired {
+                "`aws sso login --profile NAME` (an SSO session lasts hours), or new temporary credentials"
+            } else {
+                FIX
+            };
+            return (Status::Fail, format!("the SDK could not load credentials{profile}: {why}; fix: {fix}"));
+        }
+        Ok(Ok(c)) => c,
+    };
+    let key = loaded.access_key_id();
+    let key = format!("…{}", &key[key.len().saturating_sub(4)..]);
+    if loaded.expiry().is_some_and(|at| at <= std::time::SystemTime::now()) {
+        return (
+            Status::Fail,
+            format!(
+                "the credentials (access key {key}{profile}) have expired; fix: `aws sso login --profile NAME`, or new temporary credentials"
+            ),
+        );
+    }
+    let sts = aws_sdk_sts::Client::new(config);
+    let asked = tokio::time::timeout(CREDENTIALS_WAIT, sts.get_caller_identity().send()).await;
+    let me = match asked {
+        Err(_) => {
+            return (
+                Status::Fail,
+                format!(
+                    "STS did not answer in {}s: check the network, the region and AWS_ENDPOINT_URL",
+                    CREDENTIALS_WAIT.as_secs()
+                ),
+            );
+        }
+        Ok(Err(e)) => {
+            let code = e.as_service_error().and_then(aws_sdk_sts::error::ProvideErrorMetadata::code).unwrap_or("");
+            let message = match code {
+                "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => format!(
+                    "AWS says the session of access key {key}{profile} has expired; fix: `aws sso login --profile NAME`, or new temporary credentials (AWS_SESSION_TOKEN)"
+                ),
+                "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException" | "AuthFailure" => {
+                    format!(
+                        "AWS does not accept access key {key}{profile} ({code}: a deleted or mistyped key, or a secret that does not match it); fix: {FIX}"
+                    )
+                }
+                "" => format!(
+                    "STS could not be reached ({}): check the network, the region and AWS_ENDPOINT_URL",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ),
+                other => {
+                    // Throttled, or AWS failing for a moment: no verdict on the credentials.
+                    let why = aws_smithy_types::error::display::DisplayErrorContext(&e);
+                    return (Status::Warn, format!("could not check: sts:GetCallerIdentity answered {other}: {why}"));
+                }
+            };
+            return (Status::Fail, message);
+        }
+        Ok(Ok(me)) => me,
+    };
+    let account = me.account().unwrap_or_default();
+    let arn = me.arn().unwrap_or_default();
+    if let Some((want, said)) = expected.iter().find(|(want, _)| want != account) {
+        return (
+            Status::Fail,
+            format!(
+                "these credentials are of account {account} ({arn}), but {said} says {want}: switch profile (AWS_PROFILE) or SSO session, or give the stack another name"
+            ),
+        );
+    }
+    (Status::Pass, format!("account {account} as {arn}"))
 }
 
 async fn region_check(

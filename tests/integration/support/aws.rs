@@ -657,3 +657,51 @@ where
     }
     panic!("still not visible after 4 s");
 }
+
+/// Keys of another account of moto's, through `endpoint`: moto tells accounts
+/// apart by the keys of an assumed role, whose ARN names the account.
+pub(crate) struct AnotherAccount {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub token: String,
+}
+
+impl AnotherAccount {
+    pub(crate) fn new(endpoint: &str) -> Self {
+        let id = format!("{:012}", fastrand::u64(100_000_000_000..999_999_999_999));
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
+        let sts = aws_sdk_sts::Client::new(&block_on(loader.load()));
+        let role = format!("arn:aws:iam::{id}:role/suite");
+        let assumed = block_on(sts.assume_role().role_arn(role).role_session_name("suite").send()).unwrap();
+        let keys = assumed.credentials().unwrap();
+        Self {
+            id,
+            key: keys.access_key_id().into(),
+            secret: keys.secret_access_key().into(),
+            token: keys.session_token().into(),
+        }
+    }
+
+    /// The environment that gives the binary these keys.
+    pub(crate) fn vars(&self) -> [(&str, &str); 3] {
+        [
+            ("AWS_ACCESS_KEY_ID", self.key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret.as_str()),
+            ("AWS_SESSION_TOKEN", self.token.as_str()),
+        ]
+    }
+
+    /// An SDK configuration with these keys, on `endpoint`.
+    pub(crate) fn sdk(&self, endpoint: &str) -> aws_config::SdkConfig {
+        let credentials = aws_sdk_ec2::config::Credentials::new(
+            &self.key,
+            &self.secret,
+            Some(self.token.clone()),
+            None,
+            "another-account",
+        );
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(endpoint);
+        block_on(loader.credentials_provider(credentials).load())
+    }
+}

@@ -127,7 +127,21 @@ impl Env {
     /// killed and fails the test, saying so (a hang is a bug, not a slow test).
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let mut cmd = self.command(args);
-        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.envs(env.iter().copied());
+        Self::finish(cmd, args)
+    }
+
+    /// [`Env::run`] without the variables `unset` (the AWS credentials, say).
+    pub fn run_without(&self, args: &[&str], unset: &[&str]) -> Out {
+        let mut cmd = self.command(args);
+        for name in unset {
+            cmd.env_remove(name);
+        }
+        Self::finish(cmd, args)
+    }
+
+    fn finish(mut cmd: Command, args: &[&str]) -> Out {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().expect("run ca-a2a-flow");
         let pid = child.id() as i32;
         let (ended, watch) = std::sync::mpsc::channel::<()>();
