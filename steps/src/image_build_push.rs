@@ -39,10 +39,9 @@ fn default_min_free_disk() -> String {
     "10GiB".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Builder {
-    #[default]
     Podman,
     Buildah,
     Docker,
@@ -87,10 +86,9 @@ pub struct Params {
     pub build_args: BTreeMap<String, String>,
     /// like linux/amd64 (part of the source hash)
     pub platform: Option<String>,
-    /// podman (default), buildah or docker
+    /// podman, buildah or docker (default: podman here, docker on the EC2 builder, whose Amazon Linux 2023 has no podman)
     #[param(ty = "string")]
-    #[serde(default)]
-    pub builder: Builder,
+    pub builder: Option<Builder>,
     /// podman/buildah --isolation (default chroot)
     pub isolation: Option<String>,
     /// push there instead of the ECR host: http://host:port or host:port
@@ -114,6 +112,17 @@ pub struct Params {
 
 fn default_tail() -> usize {
     30
+}
+
+impl Params {
+    /// The container builder: the step's, else podman here and docker on the
+    /// EC2 builder (Amazon Linux 2023's repositories have docker, not podman).
+    pub fn builder(&self) -> Builder {
+        self.builder.unwrap_or(match self.runs_on {
+            RunsOn::Builder => Builder::Docker,
+            RunsOn::Local => Builder::Podman,
+        })
+    }
 }
 
 impl Step for BuildPush {
@@ -304,20 +313,20 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
 
     ctx.log(format!("disk: {}", free_disk(p).await?));
 
-    let session = Session::new(ctx, p.builder)?;
+    let session = Session::new(ctx, p.builder())?;
     let password = target.password(ctx).await?;
-    let login = session.command(p.builder, &["login", "--username", "AWS", "--password-stdin"]);
-    let mut login = with_tls(login, p.builder, target.insecure);
+    let login = session.command(p.builder(), &["login", "--username", "AWS", "--password-stdin"]);
+    let mut login = with_tls(login, p.builder(), target.insecure);
     login.arg(target.host());
     session.run(ctx, "login", login, Some(password.as_bytes()), p.tail_lines).await?;
 
-    ctx.progress(format!("building {reference} with {}", p.builder.program()));
-    let mut build = Command::new(p.builder.program());
-    build.arg(match p.builder {
+    ctx.progress(format!("building {reference} with {}", p.builder().program()));
+    let mut build = Command::new(p.builder().program());
+    build.arg(match p.builder() {
         Builder::Buildah => "bud",
         _ => "build",
     });
-    if p.builder != Builder::Docker {
+    if p.builder() != Builder::Docker {
         build.arg(format!("--isolation={}", p.isolation.as_deref().unwrap_or("chroot"))).args(["--format", "oci"]);
     }
     build.arg("-f").arg(context.join(&p.dockerfile)).arg("-t").arg(&reference);
@@ -329,11 +338,11 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
         build.arg("--platform").arg(platform);
     }
     build.arg(&context);
-    let built = process::run(ctx, &format!("{} build", p.builder.program()), build, None, p.tail_lines).await?;
+    let built = process::run(ctx, &format!("{} build", p.builder().program()), build, None, p.tail_lines).await?;
     if built.code != Some(0) {
         return Err(StepError::retryable(format!(
             "{} build of {reference} failed ({}); last output:\n{}",
-            p.builder.program(),
+            p.builder().program(),
             exit(built.code),
             built.shown()
         ))
@@ -345,24 +354,24 @@ async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Ou
 
     ctx.progress(format!("pushing {reference}"));
     let digest_file = session.dir.join("digest");
-    let push = match p.builder {
-        Builder::Docker => session.command(p.builder, &["push"]),
+    let push = match p.builder() {
+        Builder::Docker => session.command(p.builder(), &["push"]),
         _ => {
-            let mut c = session.command(p.builder, &["push"]);
+            let mut c = session.command(p.builder(), &["push"]);
             c.arg("--digestfile").arg(&digest_file);
             c
         }
     };
-    let mut push = with_tls(push, p.builder, target.insecure);
+    let mut push = with_tls(push, p.builder(), target.insecure);
     push.arg(&reference);
     let pushed = session.run(ctx, "push", push, None, p.tail_lines).await?;
-    let digest = match p.builder {
+    let digest = match p.builder() {
         Builder::Docker => pushed.tail.iter().find_map(|l| digest_in(l)),
         _ => std::fs::read_to_string(&digest_file).ok().map(|d| d.trim().to_string()),
     }
     .filter(|d| d.starts_with("sha256:"))
     .ok_or_else(|| {
-        StepError::retryable(format!("{} push of {reference} did not report a digest", p.builder.program()))
+        StepError::retryable(format!("{} push of {reference} did not report a digest", p.builder().program()))
     })?;
     ctx.log(format!("pushed {reference} as {digest}"));
     Ok(outputs(target, &reference, &tag, &hash, &digest, "built"))
@@ -461,7 +470,7 @@ impl Drop for Session {
 pub async fn free_disk(p: &Params) -> Result<String, StepError> {
     let storage = match &p.storage {
         Some(s) => PathBuf::from(s),
-        None => storage(p.builder).await,
+        None => storage(p.builder()).await,
     };
     let required = parse_size(&p.min_free_disk).map_err(StepError::fatal)?;
     enough_free_disk(&storage, required)
@@ -667,7 +676,7 @@ async fn build_on_builder(ctx: &StepContext, p: &Params, target: &Target) -> Res
 /// The shell script the builder runs: hash the context, adopt the tag if the
 /// repository has it, else check the disk, log in, build and push.
 fn builder_script(p: &Params, target: &Target) -> String {
-    let program = p.builder.program();
+    let program = p.builder().program();
     let q = shell_quote;
     let mut args = String::new();
     for (k, v) in &p.build_args {
@@ -676,7 +685,7 @@ fn builder_script(p: &Params, target: &Target) -> String {
     if let Some(platform) = &p.platform {
         args.push_str(&format!(" --platform {}", q(platform)));
     }
-    let isolation = match p.builder {
+    let isolation = match p.builder() {
         Builder::Docker => String::new(),
         _ => format!(" --isolation={} --format oci", q(p.isolation.as_deref().unwrap_or("chroot"))),
     };
@@ -712,14 +721,14 @@ echo "ca-a2a-flow:action=built"
         uri = q(&target.uri),
         repo = q(&target.repository),
         host = q(target.host()),
-        store_fmt = match p.builder {
+        store_fmt = match p.builder() {
             Builder::Docker => "{{.DockerRootDir}}",
             Builder::Buildah => "{{.store.GraphRoot}}",
             Builder::Podman => "{{.Store.GraphRoot}}",
         },
-        build_verb = if p.builder == Builder::Buildah { "bud" } else { "build" },
+        build_verb = if p.builder() == Builder::Buildah { "bud" } else { "build" },
         required_mib = required / 1024,
-        push = match p.builder {
+        push = match p.builder() {
             Builder::Docker => format!(
                 "digest=$({program} push \"$ref\" | sed -n 's/.*digest: \\(sha256:[0-9a-f]*\\).*/\\1/p' | tail -n1)"
             ),
@@ -816,16 +825,29 @@ mod tests {
     }
 
     #[test]
-    fn the_builder_script_adopts_before_it_builds_and_never_holds_the_password() {
+    fn the_builder_script_adopts_before_it_builds_with_docker_and_never_holds_the_password() {
         let p = params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/srv/src/orch"}));
         let target = ecr_target("s/orchestrator", "1.dkr.ecr.eu-west-3.amazonaws.com/s/orchestrator");
         let script = builder_script(&p, &target);
         let describe = script.find("aws ecr describe-images").unwrap();
-        let build = script.find("podman build --isolation='chroot'").unwrap();
+        // Amazon Linux 2023, the builder's image, has docker in its repositories, not podman.
+        let build = script.find("docker build -f").unwrap();
         assert!(describe < build, "{script}");
         assert!(script.contains("cd '/srv/src/orch'"));
-        assert!(script.contains("get-login-password | podman login --username AWS --password-stdin"));
-        assert!(script.contains("push --digestfile"));
+        assert!(script.contains("get-login-password | docker login --username AWS --password-stdin"));
+        assert!(script.contains("docker push \"$ref\""));
+        assert!(!script.contains("podman"), "{script}");
+    }
+
+    #[test]
+    fn podman_builds_here_by_default_and_a_step_may_name_its_builder() {
+        assert_eq!(params(json!({"context": "."})).builder(), Builder::Podman);
+        assert_eq!(
+            params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/s"})).builder(),
+            Builder::Docker
+        );
+        let named = params(json!({"runs_on": "builder", "instance_id": "i-1", "context": "/s", "builder": "podman"}));
+        assert_eq!(named.builder(), Builder::Podman);
     }
 
     /// Runs the builder script with `sh` as the builder would, with stand-ins
@@ -857,7 +879,7 @@ mod tests {
             ),
         );
         let p = params(json!({
-            "runs_on": "builder", "instance_id": "i-1", "min_free_disk": "0",
+            "runs_on": "builder", "instance_id": "i-1", "min_free_disk": "0", "builder": "podman",
             "context": context.display().to_string(),
             "tag": format!("v1{}", hostile(1)),
             "dockerfile": format!("Dockerfile{}", hostile(2)),

@@ -258,7 +258,7 @@ fn the_full_stack_builds_its_mcp_server_on_the_builder_and_serves_it_behind_the_
     let script = &ours[0].parameters().unwrap()["commands"][0];
     assert!(script.contains("cd '/opt/ca-a2a/mcp-server'"), "{script}");
     assert!(script.contains(&format!("--repository-name '{stack}/mcp-server'")), "adopts a pushed tag first: {script}");
-    assert!(script.contains("podman build --isolation='chroot'"), "{script}");
+    assert!(script.contains("docker build -f"), "the builder's Amazon Linux 2023 has docker, not podman: {script}");
 
     let image = env.step(&run.id, "mcp-image").outputs.unwrap();
     assert_eq!(image["action"], "built");
@@ -369,4 +369,40 @@ fn a_builder_that_never_comes_online_in_ssm_fails_at_its_deadline_saying_what_it
     assert!(out.stderr.contains("in SSM still not registered yet (the agent starts at boot; the role needs AmazonSSMManagedInstanceCore) after 1"), "{}", out.stderr);
     let logs = env.run(&["logs", &env.only_run().id, "--step", "builder"]).stdout;
     assert!(logs.contains("progress builder"), "the wait showed its progress:\n{logs}");
+}
+
+/// Packages of Amazon Linux 2023's own repositories that a builder may install
+/// (AL2023 package list, docs.aws.amazon.com/linux/al2023/release-notes/all-packages-AL2023.html;
+/// podman and buildah are not there: amazonlinux/amazon-linux-2023#67).
+const AL2023_PACKAGES: &[&str] = &["docker", "git", "postgresql15", "tar", "gzip", "awscli-2", "amazon-ssm-agent"];
+
+#[test]
+fn the_builder_installs_only_what_amazon_linux_2023_has_and_proves_each_tool_answers() {
+    let (_proxy, env, _stack) = a_builder_run("bootstrap");
+    let run = env.only_run();
+    let workflow = std::fs::read_to_string(BUILDER).unwrap();
+    let installs: Vec<&str> = workflow
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("dnf install -y "))
+        .flat_map(|packages| packages.split_whitespace())
+        .collect();
+    assert!(!installs.is_empty(), "the bootstrap installs with dnf");
+    for package in &installs {
+        assert!(AL2023_PACKAGES.contains(package), "{package} is not in Amazon Linux 2023's repositories");
+    }
+    assert!(workflow.contains("systemctl enable --now docker"), "the docker daemon is started");
+
+    let instance = env.step(&run.id, "builder").outputs.unwrap()["instance_id"].as_str().unwrap().to_string();
+    let ssm = aws_sdk_ssm::Client::new(&sdk());
+    let sent = block_on(ssm.list_commands().instance_id(&instance).send()).unwrap();
+    let ready = sent
+        .commands()
+        .iter()
+        .find(|c| c.comment().is_some_and(|t| t.starts_with(&format!("ca-a2a-flow {} builder-ready ", run.id))))
+        .expect("builder-ready sent its command");
+    let script = &ready.parameters().unwrap()["commands"][0];
+    for tool in ["docker info", "git --version", "psql --version", "aws --version"] {
+        assert!(script.contains(tool), "builder-ready asks `{tool}`: {script}");
+    }
+    assert!(!script.contains("podman"), "{script}");
 }
