@@ -32,6 +32,7 @@ fn kinds() -> Kinds {
         .aws(aws::ecs_cluster::Cluster)
         .aws(aws::ecs_rollout::Rollout)
         .aws(aws::ecs_service::EcsService)
+        .aws(aws::ecs_service_network::ServiceNetwork)
         .aws(aws::ecs_task_definition::TaskDefinition)
         .aws(aws::elbv2_listener::Listener)
         .aws(aws::elbv2_listener_rule::ListenerRule)

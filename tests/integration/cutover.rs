@@ -161,7 +161,7 @@ fn the_new_revision_never_runs(stack: &str) -> FaultProxy {
 }
 
 #[test]
-fn the_cutover_registers_a_production_revision_on_rds_and_the_service_runs_it() {
+fn the_cutover_puts_the_database_in_the_services_own_vpc_registers_a_production_revision_and_the_service_runs_it() {
     let config = sdk();
     let (ecs, rds) = (aws_sdk_ecs::Client::new(&config), aws_sdk_rds::Client::new(&config));
     let env = Env::sqlite();
@@ -189,6 +189,30 @@ fn the_cutover_registers_a_production_revision_on_rds_and_the_service_runs_it() 
         block_on(rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send()).unwrap();
     let db = &db.db_instances()[0];
     let endpoint = db.endpoint().unwrap();
+
+    // The service runs in the default VPC (the bash deployment's, not one of the stack's): the database is
+    // there, reachable from the service's security group only, and the stack made no network of its own.
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let service = block_on(
+        ecs.describe_services().cluster(format!("{stack}-legacy")).services(format!("{stack}-keycloak")).send(),
+    )
+    .unwrap();
+    let network = service.services()[0].network_configuration().unwrap().awsvpc_configuration().unwrap().clone();
+    let subnet = block_on(ec2.describe_subnets().subnet_ids(&network.subnets()[0]).send()).unwrap();
+    let vpc = subnet.subnets()[0].vpc_id().unwrap().to_string();
+    assert_eq!(db.db_subnet_group().unwrap().vpc_id(), Some(vpc.as_str()), "the database is in the service's VPC");
+    let rds_sg = db.vpc_security_groups()[0].vpc_security_group_id().unwrap().to_string();
+    let sg = block_on(ec2.describe_security_groups().group_ids(&rds_sg).send()).unwrap();
+    let sg = &sg.security_groups()[0];
+    assert_eq!(sg.vpc_id(), Some(vpc.as_str()));
+    let rules = sg.ip_permissions();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].from_port(), Some(5432));
+    let from: Vec<&str> = rules[0].user_id_group_pairs().iter().filter_map(|p| p.group_id()).collect();
+    assert_eq!(from, [network.security_groups()[0].as_str()], "5432 from the service's group only");
+    let tagged = aws_sdk_ec2::types::Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
+    assert!(block_on(ec2.describe_vpcs().filters(tagged).send()).unwrap().vpcs().is_empty(), "no VPC of the stack");
+
     assert_eq!(env_vars["KC_DB"], "postgres");
     assert_eq!(
         env_vars["KC_DB_URL"],

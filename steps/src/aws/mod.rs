@@ -227,6 +227,7 @@ pub mod ecr_repository;
 pub mod ecs_cluster;
 pub mod ecs_rollout;
 pub mod ecs_service;
+pub mod ecs_service_network;
 pub mod ecs_task_definition;
 pub mod elbv2_listener;
 pub mod elbv2_listener_rule;
