@@ -187,6 +187,8 @@ impl Sim {
 
     /// The profile's answer to `req`: throttled, simulated, or moto's shown as AWS would show it.
     fn usual(&self, req: &Request) -> Vec<u8> {
+        let completed = missing::asked(req);
+        let req = completed.as_ref().unwrap_or(req);
         let answer = match self.throttled(req).or_else(|| self.simulate(req)) {
             Some((what, answer)) => {
                 self.count(|r| *r.simulated.entry(what.to_string()).or_default() += 1);

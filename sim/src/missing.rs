@@ -4,9 +4,27 @@
 //!   buckets take tags at creation; moto reads only the location constraint).
 //!   The layer tags the bucket on moto, with a call of its own, before it
 //!   answers: as on AWS, no caller ever sees the bucket without them.
+//! - GetSecretValue without a version answers the version labelled
+//!   `AWSCURRENT` (Secrets Manager API reference, GetSecretValue: "defaults to
+//!   AWSCURRENT"); moto answers the version it last made current itself, not
+//!   one UpdateSecretVersionStage moved the label to (a staged rotation). The
+//!   layer asks moto for `AWSCURRENT` by name.
 
 use crate::http::{Request, status_of};
 use crate::rules::all_tags;
+
+/// `req` as moto must be asked it to answer as AWS does, when it differs.
+pub fn asked(req: &Request) -> Option<Request> {
+    if req.service() != "secretsmanager" || req.action() != "GetSecretValue" {
+        return None;
+    }
+    let mut body: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    if body.get("VersionId").is_some() || body.get("VersionStage").is_some() {
+        return None;
+    }
+    body["VersionStage"] = "AWSCURRENT".into();
+    Some(req.with_body(body.to_string().into_bytes()))
+}
 
 /// Does, on moto, what AWS did with `req` and moto left out; `answer` is moto's.
 pub fn complete(req: &Request, answer: &[u8], upstream: &str) {

@@ -1051,3 +1051,35 @@ fn tasks_whose_role_was_just_made_start_once_ecs_can_assume_it() {
     assert!(took("with-new-role") > 61.0, "a task start after the role propagated: {doc}");
     assert!((took("without-role") - 60.0).abs() < 1e-6, "a task start after its creation: {doc}");
 }
+
+#[test]
+fn a_secret_read_without_a_version_answers_the_one_labelled_current_after_a_staged_rotation() {
+    let layer = Layer::start(&["--profile", "instant"]);
+    let sm = aws_sdk_secretsmanager::Client::new(&layer.sdk());
+    let name = unique("staged");
+    block_on(async {
+        sm.create_secret().name(&name).secret_string("old").send().await.unwrap();
+        let pending = sm.put_secret_value().secret_id(&name).secret_string("new").version_stages("AWSPENDING").send();
+        let pending = pending.await.unwrap().version_id().unwrap().to_string();
+        assert_eq!(sm.get_secret_value().secret_id(&name).send().await.unwrap().secret_string(), Some("old"));
+        let described = sm.describe_secret().secret_id(&name).send().await.unwrap();
+        let current = described
+            .version_ids_to_stages()
+            .unwrap()
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+            .map(|(v, _)| v.clone())
+            .unwrap();
+        sm.update_secret_version_stage()
+            .secret_id(&name)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(&pending)
+            .remove_from_version_id(current)
+            .send()
+            .await
+            .unwrap();
+        let read = sm.get_secret_value().secret_id(&name).send().await.unwrap();
+        assert_eq!(read.secret_string(), Some("new"), "moto alone still answers the old value");
+        assert_eq!(read.version_id(), Some(pending.as_str()));
+    });
+}
