@@ -318,8 +318,23 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let region = region.as_deref();
             let deployed = deployed_services(&store, &run_id).await.unwrap_or_default();
             let services = services::readers_of_secret(&run.definition, &step, deployed);
-            let version = services::rotate_secret(region, &name, length, &services).await.map_err(CliError::Cloud)?;
+            // Databases whose master password it is: the value is set on them before anything reads it.
+            let steps = store.steps(&run_id).await?;
+            let databases: Vec<services::Database> = services::databases_of_secret(&run.definition, &step)
+                .into_iter()
+                .filter_map(|db| {
+                    let outputs = steps.iter().find(|s| s.step_id == db)?.outputs.as_ref()?;
+                    let identifier = outputs.get("identifier")?.as_str()?.to_string();
+                    let region = params.get(db).and_then(|(_, p)| p.get("region")?.as_str().map(String::from));
+                    Some(services::Database { identifier, region })
+                })
+                .collect();
+            let version =
+                services::rotate_secret(region, &name, length, &databases, &services).await.map_err(CliError::Cloud)?;
             eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
+            for db in &databases {
+                eprintln!("database {}: its master password is the new value", db.identifier);
+            }
             for s in &services {
                 eprintln!("{}: new deployment started, its tasks read the new value", s.name);
             }

@@ -173,6 +173,80 @@ fn rotating_the_keycloak_admin_password_makes_a_new_value_inside_aws_and_redeplo
 }
 
 #[test]
+fn rotating_keycloaks_database_password_sets_it_on_the_database_before_it_is_current_and_keycloak_restarts_on_it() {
+    let env = Env::sqlite();
+    let stack = unique_stack("rotatedb");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let run = env.only_run().id;
+    let config = sdk();
+    let (sm, rds, ecs) = (
+        aws_sdk_secretsmanager::Client::new(&config),
+        aws_sdk_rds::Client::new(&config),
+        aws_sdk_ecs::Client::new(&config),
+    );
+    let secret = format!("{stack}/keycloak-db-credentials");
+    let db =
+        block_on(rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send()).unwrap();
+    assert!(
+        db.db_instances()[0].master_user_secret().is_none(),
+        "not RDS's own secret, which RDS rotates every 7 days"
+    );
+    let before = block_on(sm.get_secret_value().secret_id(&secret).send()).unwrap();
+
+    let proxy = crate::support::faults::FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap(), vec![]);
+    let out = env.run_with(&["rotate-secret", &run, "keycloak-db-credentials"], &[("AWS_ENDPOINT_URL", &proxy.url)]);
+    out.expect_success();
+    assert!(
+        out.stderr.contains(&format!("database {stack}-keycloak-db: its master password is the new value")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&format!("{stack}-keycloak: new deployment started")), "{}", out.stderr);
+    let order: Vec<String> = proxy
+        .actions()
+        .into_iter()
+        .filter(|a| {
+            ["PutSecretValue", "ModifyDBInstance", "UpdateSecretVersionStage", "UpdateService"].contains(&a.as_str())
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["PutSecretValue", "ModifyDBInstance", "UpdateSecretVersionStage", "UpdateService"],
+        "staged, set on the database, made current, then Keycloak restarted"
+    );
+    let after = block_on(sm.get_secret_value().secret_id(&secret).send()).unwrap();
+    assert_ne!(after.version_id(), before.version_id(), "the current version is the new one");
+    let value = |v: &aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput| {
+        serde_json::from_str::<serde_json::Value>(v.secret_string().unwrap()).unwrap()
+    };
+    assert_eq!(value(&after)["username"], "keycloak");
+    assert_ne!(value(&after)["password"], value(&before)["password"]);
+    for v in [&before, &after] {
+        let password = value(v)["password"].as_str().unwrap().to_string();
+        assert!(!out.stdout.contains(&password) && !out.stderr.contains(&password), "no password is printed");
+        assert!(!env.everything_stored().contains(&password), "no password is stored");
+    }
+
+    // Keycloak ends on tasks started after the new value became current: they read it.
+    let made_current = block_on(sm.describe_secret().secret_id(&secret).send()).unwrap();
+    let since = made_current.last_changed_date().unwrap().secs();
+    let service = || {
+        let d = block_on(
+            ecs.describe_services().cluster(format!("{stack}-cluster")).services(format!("{stack}-keycloak")).send(),
+        )
+        .unwrap();
+        d.services()[0].clone()
+    };
+    env.wait_until("Keycloak's new deployment", std::time::Duration::from_secs(60), || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let s = service();
+        s.deployments().len() == 1 && s.running_count() == 1
+    });
+    let deployment = service().deployments()[0].clone();
+    assert!(deployment.created_at().unwrap().secs() >= since, "its tasks started after the rotation: {deployment:?}");
+}
+
+#[test]
 fn tail_prints_a_services_cloudwatch_logs() {
     let env = Env::sqlite();
     let stack = unique_stack("tail");

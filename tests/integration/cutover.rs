@@ -223,9 +223,16 @@ fn the_cutover_puts_the_database_in_the_services_own_vpc_registers_a_production_
     assert_eq!(env_vars["KC_HEALTH_ENABLED"], "true");
     assert!(!env_vars.keys().any(|k| k.contains("PASSWORD")), "no password in the environment: {env_vars:?}");
     let secrets: BTreeMap<&str, &str> = c.secrets().iter().map(|s| (s.name(), s.value_from())).collect();
-    let master = db.master_user_secret().unwrap().secret_arn().unwrap();
-    assert_eq!(secrets["KC_DB_USERNAME"], format!("{master}:username::"), "the RDS-managed secret");
-    assert_eq!(secrets["KC_DB_PASSWORD"], format!("{master}:password::"));
+    assert!(db.master_user_secret().is_none(), "not RDS's own secret, which RDS rotates every 7 days");
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    let own = block_on(sm.describe_secret().secret_id(format!("{stack}/keycloak-db-credentials")).send()).unwrap();
+    let own = own.arn().unwrap();
+    assert_eq!(
+        secrets["KC_DB_USERNAME"],
+        format!("{own}:username::"),
+        "the stack's own secret, rotated by rotate-secret"
+    );
+    assert_eq!(secrets["KC_DB_PASSWORD"], format!("{own}:password::"));
     assert!(secrets["KEYCLOAK_ADMIN_PASSWORD"].ends_with(":password::"));
     assert_eq!(c.port_mappings()[0].container_port(), Some(8080));
     assert!(td.execution_role_arn().unwrap().ends_with(&format!("role/{stack}-keycloak-execution-role")));

@@ -207,6 +207,34 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
         with["healthy_threshold"] = "${{ inputs.healthy_threshold }}".into();
         with["deregistration_delay"] = "${{ inputs.deregistration_delay }}".into();
     }
+    // - Keycloak's database password is a secret of the stack's own, which only
+    //   `rotate-secret` changes (then Keycloak restarts on it): RDS rotates its
+    //   own every 7 days, after which Keycloak could open no new connection
+    //   (aws_operations::rotating_keycloaks_database_password_...).
+    let mut credentials = before["keycloak-admin"].clone();
+    credentials["with"]["description"] = "Keycloak database credentials".into();
+    credentials["with"]["username"] = "keycloak".into();
+    before.insert("keycloak-db-credentials".into(), credentials);
+    let own = "${{ steps.keycloak-db-credentials.outputs.arn }}";
+    let db = before.get_mut("keycloak-db").unwrap();
+    let needs = db["needs"].as_array_mut().unwrap();
+    needs.push("keycloak-db-credentials".into());
+    needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    db["with"]["master_password_secret_arn"] = own.into();
+    let role = before.get_mut("keycloak-execution-role").unwrap();
+    role["needs"] = serde_json::json!(["identity", "keycloak-admin", "keycloak-db-credentials"]);
+    role["with"]["statements"][0]["resources"][1] = own.into();
+    let task = before.get_mut("keycloak-task").unwrap();
+    task["needs"] = serde_json::json!([
+        "keycloak-admin",
+        "keycloak-db",
+        "keycloak-db-credentials",
+        "keycloak-execution-role",
+        "keycloak-logs"
+    ]);
+    let secrets = &mut task["with"]["containers"][0]["secrets"];
+    secrets["KC_DB_USERNAME"] = format!("{own}:username::").into();
+    secrets["KC_DB_PASSWORD"] = format!("{own}:password::").into();
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

@@ -46,8 +46,14 @@ pub struct Params {
     pub backup_retention_days: i32,
     /// the database to create (required)
     pub db_name: String,
-    /// the master user (required; its password is managed by RDS)
+    /// the master user (required)
     pub master_username: String,
+    /// the ARN of a secret `{"username", "password"}` whose password is the master
+    /// password; it changes only through `rotate-secret`, which sets it on the
+    /// instance and then redeploys the services that read it. Empty: RDS manages
+    /// the password in a secret of its own, which it rotates every 7 days (a task
+    /// that read it at start cannot open connections after that)
+    pub master_password_secret_arn: Option<String>,
     /// deadline for `available` (default 40m)
     pub wait: Option<HumanDuration>,
     #[param(doc = super::owner::TAKE_OVER)]
@@ -111,6 +117,9 @@ impl Step for DbInstance {
                         db.multi_az().unwrap_or(false),
                         p.multi_az
                     ));
+                }
+                if let Some(secret) = own_secret(&p).filter(|_| db.master_user_secret().is_some()) {
+                    changes.push(format!("master password: RDS-managed secret -> {secret}"));
                 }
                 Plan::changes(changes)
             }
@@ -240,7 +249,24 @@ impl Step for DbInstance {
                     .or_step_error("rds:AddTagsToResource")?;
                 "taken-over"
             }
-            Some(_) => "adopted",
+            Some(db) => {
+                if let Some(secret) = own_secret(&p).filter(|_| db.master_user_secret().is_some()) {
+                    // Its password leaves the RDS-managed secret for the step's, which only `rotate-secret` changes.
+                    ctx.progress(format!("DB instance {id}: the master password moves to secret {secret}"));
+                    let password = password_of(p.region.as_deref(), secret).await?;
+                    rds.modify_db_instance()
+                        .db_instance_identifier(&id)
+                        .manage_master_user_password(false)
+                        .master_user_password(password)
+                        .apply_immediately(true)
+                        .send()
+                        .await
+                        .or_step_error("rds:ModifyDBInstance")?;
+                    "updated"
+                } else {
+                    "adopted"
+                }
+            }
             None => {
                 ctx.progress(format!("creating DB instance {id}"));
                 let tags =
@@ -260,7 +286,11 @@ impl Step for DbInstance {
                     .set_vpc_security_group_ids(Some(p.security_group_ids.clone()))
                     .db_name(&p.db_name)
                     .master_username(&p.master_username)
-                    .manage_master_user_password(true)
+                    .set_manage_master_user_password(own_secret(&p).is_none().then_some(true))
+                    .set_master_user_password(match own_secret(&p) {
+                        Some(secret) => Some(password_of(p.region.as_deref(), secret).await?),
+                        None => None,
+                    })
                     .copy_tags_to_snapshot(true)
                     .set_tags(Some(tags.collect()))
                     .send()
@@ -297,7 +327,8 @@ impl Step for DbInstance {
         .await?;
         let endpoint = db.endpoint().and_then(|e| e.address()).unwrap_or_default().to_string();
         let port = db.endpoint().and_then(|e| e.port()).unwrap_or(5432);
-        let secret = db.master_user_secret().and_then(|s| s.secret_arn()).unwrap_or_default().to_string();
+        let managed = db.master_user_secret().and_then(|s| s.secret_arn()).unwrap_or_default().to_string();
+        let secret = own_secret(&p).map(String::from).unwrap_or(managed);
         if secret.is_empty() {
             return Err(StepError::fatal(format!("{what} has no RDS-managed master secret"))
                 .with_hint("the instance was made without ManageMasterUserPassword: enable it (`aws rds modify-db-instance --manage-master-user-password`), then resume"));
@@ -307,6 +338,27 @@ impl Step for DbInstance {
             outputs! { identifier: id, arn: db.db_instance_arn().unwrap_or_default(), endpoint, port, master_secret_arn: secret, action },
         )
     }
+}
+
+/// The step's own master password secret, if it names one.
+fn own_secret(p: &Params) -> Option<&str> {
+    p.master_password_secret_arn.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// The `password` of the secret `arn` (`{"username", "password"}`, or the bare
+/// value): read to hand to RDS, never logged, printed or kept.
+pub(crate) async fn password_of(region: Option<&str>, arn: &str) -> Result<String, StepError> {
+    let sm = aws_sdk_secretsmanager::Client::new(&super::config(region).await);
+    let value = sm.get_secret_value().secret_id(arn).send().await.or_step_error("secretsmanager:GetSecretValue")?;
+    let text = value.secret_string().unwrap_or_default();
+    let password = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m.get("password").and_then(|v| v.as_str()).map(String::from),
+        _ => Some(text.to_string()),
+    };
+    password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        StepError::fatal(format!("secret {arn} holds no password"))
+            .with_hint("give the master password secret a `password` (an aws.secretsmanager.secret step makes one)")
+    })
 }
 
 /// The instance `id` (`None`: there is none).

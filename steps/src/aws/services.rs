@@ -186,14 +186,40 @@ pub async fn scale(list: &[Service], start: bool) -> Result<Vec<(String, i32, i3
     Ok(changed)
 }
 
+/// The steps of `definition` that are databases whose master password is the
+/// secret of step `secret` (their `master_password_secret_arn` uses its output).
+pub fn databases_of_secret<'a>(definition: &'a Workflow, secret: &str) -> Vec<&'a str> {
+    readers_of(definition, secret, Some(super::rds_db_instance::DbInstance::KIND))
+        .into_iter()
+        .filter(|id| {
+            definition
+                .step(id)
+                .and_then(|s| s.with.get("master_password_secret_arn"))
+                .is_some_and(|v| references_step(v, secret))
+        })
+        .collect()
+}
+
+/// A database whose master password a secret holds.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub identifier: String,
+    pub region: Option<String>,
+}
+
 /// A new random value for a secret a run made (the same shape: `{"username",
-/// "password"}` JSON keeps its username), generated inside AWS, then a new
-/// deployment of `services` so their tasks read it. Returns the new version id;
-/// the value itself never leaves AWS.
+/// "password"}` JSON keeps its username), generated inside AWS; set on
+/// `databases` as their master password; then a new deployment of `services`
+/// so their tasks read it. With databases, the value is staged first
+/// (`AWSPENDING`), set on each database, and only then made current, as
+/// Secrets Manager's own rotation does: a failure on the way leaves the current
+/// value in place. Returns the new version id; the value itself never leaves AWS
+/// but to RDS.
 pub async fn rotate_secret(
     region: Option<&str>,
     secret: &str,
     length: i64,
+    databases: &[Database],
     services: &[Service],
 ) -> Result<String, StepError> {
     let config = super::config(region).await;
@@ -211,18 +237,65 @@ pub async fn rotate_secret(
     let password = generated.random_password().unwrap_or_default().to_string();
     let value = match current.secret_string().and_then(|v| serde_json::from_str::<Json>(v).ok()) {
         Some(Json::Object(mut m)) if m.contains_key("password") => {
-            m.insert("password".into(), Json::String(password));
+            m.insert("password".into(), Json::String(password.clone()));
             Json::Object(m).to_string()
         }
-        _ => password,
+        _ => password.clone(),
     };
+    let staged = !databases.is_empty();
     let put = sm
         .put_secret_value()
         .secret_id(secret)
         .secret_string(value)
+        .set_version_stages(staged.then(|| vec!["AWSPENDING".to_string()]))
         .send()
         .await
         .or_step_error("secretsmanager:PutSecretValue")?;
+    let version = put.version_id().unwrap_or_default().to_string();
+    for db in databases {
+        let rds = aws_sdk_rds::Client::new(&super::config(db.region.as_deref().or(region)).await);
+        rds.modify_db_instance()
+            .db_instance_identifier(&db.identifier)
+            .master_user_password(&password)
+            .apply_immediately(true)
+            .send()
+            .await
+            .or_step_error("rds:ModifyDBInstance")?;
+        let what = format!("database {} taking its new master password", db.identifier);
+        let every = super::wait::interval(std::time::Duration::from_secs(15));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15 * 60);
+        loop {
+            let d = rds.describe_db_instances().db_instance_identifier(&db.identifier).send().await;
+            let status = d
+                .or_step_error("rds:DescribeDBInstances")?
+                .db_instances()
+                .first()
+                .and_then(|i| i.db_instance_status().map(String::from));
+            match status.as_deref() {
+                Some("available") => break,
+                _ if std::time::Instant::now() >= deadline => {
+                    return Err(StepError::fatal(format!("{what}: still `{}` after 15 minutes", status.unwrap_or_default()))
+                        .with_hint("the new value is staged (AWSPENDING), not current: the services still read the old one; look at the instance's events, then rotate again"));
+                }
+                _ => tokio::time::sleep(every).await,
+            }
+        }
+    }
+    if staged {
+        let current =
+            sm.describe_secret().secret_id(secret).send().await.or_step_error("secretsmanager:DescribeSecret")?;
+        let old = current.version_ids_to_stages().and_then(|m| {
+            m.iter().find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT")).map(|(v, _)| v.clone())
+        });
+        sm.update_secret_version_stage()
+            .secret_id(secret)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(&version)
+            .set_remove_from_version_id(old)
+            .send()
+            .await
+            .or_step_error("secretsmanager:UpdateSecretVersionStage")?;
+    }
     let ecs = aws_sdk_ecs::Client::new(&config);
     for s in services {
         ecs.update_service()
@@ -233,7 +306,7 @@ pub async fn rotate_secret(
             .await
             .or_step_error("ecs:UpdateService")?;
     }
-    Ok(put.version_id().unwrap_or_default().to_string())
+    Ok(version)
 }
 
 /// Log events of `group` since `since_ms`, oldest first: (timestamp ms, stream, message).

@@ -495,7 +495,10 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
         let sm = aws_sdk_secretsmanager::Client::new(&config);
         let admin = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await.unwrap();
         assert!(admin.deleted_date().is_none());
-        counts.insert("secret", 1);
+        let credentials = sm.describe_secret().secret_id(format!("{stack}/keycloak-db-credentials")).send().await;
+        let credentials = credentials.unwrap();
+        assert!(credentials.deleted_date().is_none());
+        counts.insert("secret", 2);
 
         // Database.
         let rds = aws_sdk_rds::Client::new(&config);
@@ -511,7 +514,9 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
         assert_eq!(db.storage_type(), Some("gp3"));
         assert_eq!(db.publicly_accessible(), Some(false), "not public");
         assert_eq!(db.backup_retention_period(), Some(7));
-        let master_secret = db.master_user_secret().and_then(|s| s.secret_arn()).expect("RDS manages the password");
+        // The master password is the stack's own secret: RDS's would rotate every 7 days under Keycloak.
+        assert!(db.master_user_secret().is_none(), "not an RDS-managed password");
+        let master_secret = credentials.arn().unwrap();
         counts.insert("db_instance", 1);
 
         // Keycloak in production mode, on the RDS endpoint, no plaintext password.
@@ -545,11 +550,8 @@ pub(crate) fn secret_values(stack: &str) -> Vec<String> {
     let config = sdk();
     block_on(async {
         let sm = aws_sdk_secretsmanager::Client::new(&config);
-        let rds = aws_sdk_rds::Client::new(&config);
-        let db = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
-        let master = db.unwrap().db_instances()[0].master_user_secret().unwrap().secret_arn().unwrap().to_string();
         let mut values = Vec::new();
-        for id in [format!("{stack}/keycloak-admin"), master] {
+        for id in [format!("{stack}/keycloak-admin"), format!("{stack}/keycloak-db-credentials")] {
             let v = sm.get_secret_value().secret_id(id).send().await.unwrap();
             let parsed: serde_json::Value = serde_json::from_str(v.secret_string().unwrap()).unwrap();
             values.push(parsed["password"].as_str().unwrap().to_string());
