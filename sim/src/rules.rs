@@ -67,24 +67,8 @@ pub(crate) fn ask(upstream: &str, region: &str, service: &str, body: &str) -> Op
 
 /// [`ask`], as the account of the access key `key` (moto tells accounts apart by their keys).
 pub(crate) fn ask_as(upstream: &str, key: &str, region: &str, service: &str, body: &str) -> Option<String> {
-    let req = Request {
-        head: "POST / HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), upstream.into()),
-            ("Content-Type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),
-            (
-                "Authorization".into(),
-                format!(
-                    "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-                ),
-            ),
-            ("Content-Length".into(), body.len().to_string()),
-        ],
-        body: body.as_bytes().to_vec(),
-    };
-    let answer = req.forward(upstream).ok()?;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let form = ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8");
+    call(upstream, key, region, service, &[form], body)
 }
 
 /// A JSON-protocol call of the layer's own to moto (`target` like
@@ -97,22 +81,28 @@ pub(crate) fn ask_json(
     target: &str,
     body: &str,
 ) -> Option<String> {
-    let req = Request {
-        head: "POST / HTTP/1.1".into(),
-        headers: vec![
-            ("Host".into(), upstream.into()),
-            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
-            ("X-Amz-Target".into(), target.into()),
-            (
-                "Authorization".into(),
-                format!(
-                    "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-                ),
-            ),
-            ("Content-Length".into(), body.len().to_string()),
-        ],
-        body: body.as_bytes().to_vec(),
-    };
+    let json = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", target)];
+    call(upstream, key, region, service, &json, body)
+}
+
+/// A POST of `body` to moto with `headers`, signed for `service` in `region`
+/// as the account of `key`; the answer's body.
+fn call(
+    upstream: &str,
+    key: &str,
+    region: &str,
+    service: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<String> {
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let mut all = vec![("Host".to_string(), upstream.to_string())];
+    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all.push(("Authorization".into(), authorization));
+    all.push(("Content-Length".into(), body.len().to_string()));
+    let req = Request { head: "POST / HTTP/1.1".into(), headers: all, body: body.as_bytes().to_vec() };
     let answer = req.forward(upstream).ok()?;
     let text = String::from_utf8_lossy(&answer).into_owned();
     Some(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
