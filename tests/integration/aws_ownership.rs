@@ -286,3 +286,50 @@ fn a_bucket_the_stack_creates_carries_its_tags_from_its_creation_and_a_taken_ove
     assert!(tags.contains(&("ca-a2a-flow:stack".into(), stack.clone())), "{tags:?}");
     assert!(tags.contains(&("team".into(), "docs".into())), "its own tags are kept: {tags:?}");
 }
+
+#[test]
+fn a_secret_another_tool_made_is_refused_and_never_deleted_even_when_forced() {
+    behind_aws_sim();
+    let stack = unique_stack("oldsecret");
+    let name = format!("{stack}/keycloak-admin");
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk());
+    block_on(sm.create_secret().name(&name).secret_string("made by hand").send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "keycloak-admin", "aws.secretsmanager.secret", &[("username", "admin")]);
+    refused_then_destroyed_around(&env, &wf, &stack, "secret", &name, &["--force-delete-secrets"]);
+    let left = block_on(sm.describe_secret().secret_id(&name).send()).expect("still there");
+    assert!(left.deleted_date().is_none(), "not even scheduled for deletion");
+    let value = block_on(sm.get_secret_value().secret_id(&name).send()).unwrap();
+    assert_eq!(value.secret_string(), Some("made by hand"), "its value untouched");
+}
+
+#[test]
+fn a_db_subnet_group_another_tool_made_is_refused_and_never_deleted() {
+    behind_aws_sim();
+    let stack = unique_stack("oldgroup");
+    let name = format!("{stack}-db-subnets");
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let default = aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build();
+    let found = block_on(ec2.describe_subnets().filters(default).send()).unwrap();
+    let mut by_zone: Vec<(String, String)> = found
+        .subnets()
+        .iter()
+        .map(|s| (s.availability_zone().unwrap().to_string(), s.subnet_id().unwrap().to_string()))
+        .collect();
+    by_zone.sort();
+    by_zone.dedup_by(|a, b| a.0 == b.0);
+    let subnets: Vec<String> = by_zone.into_iter().take(2).map(|(_, id)| id).collect();
+    let rds = aws_sdk_rds::Client::new(&sdk());
+    let made = rds
+        .create_db_subnet_group()
+        .db_subnet_group_name(&name)
+        .db_subnet_group_description("made by hand")
+        .set_subnet_ids(Some(subnets.clone()));
+    block_on(made.send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let list = format!("[{}]", subnets.join(", "));
+    let wf = one_aws_step(&env, "db-subnets", "aws.rds.db_subnet_group", &[("subnet_ids", &list)]);
+    refused_then_destroyed_around(&env, &wf, &stack, "DB subnet group", &name, &[]);
+    let left = block_on(rds.describe_db_subnet_groups().db_subnet_group_name(&name).send());
+    assert!(left.is_ok(), "destroy leaves what the stack did not make");
+}

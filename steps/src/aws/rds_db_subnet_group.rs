@@ -10,7 +10,7 @@ use ca_a2a_flow_engine::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -25,14 +25,23 @@ pub struct Params {
     pub subnet_ids: Vec<String>,
     /// free text
     pub description: Option<String>,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 impl Step for DbSubnetGroup {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
-        let name = Owner::new(&p.stack, ctx).name();
+        let owner = Owner::new(&p.stack, ctx);
+        let name = owner.name();
         let config = super::config(p.region.as_deref()).await;
         let rds = aws_sdk_rds::Client::new(&config);
         let Some(g) = find(&rds, &name).await? else { return Ok(Plan::create()) };
+        let changes =
+            match planned_claim(&owner, "DB subnet group", &name, &holder(&rds, &owner, &g).await?, p.take_over) {
+                Ok(changes) => changes,
+                Err(conflict) => return Ok(conflict),
+            };
         if p.subnet_ids.iter().any(|s| s.contains("${{")) {
             return Ok(Plan::conflict(format!(
                 "DB subnet group {name} already exists (in {}) while the stack's subnets do not: it was left by an earlier deployment",
@@ -43,7 +52,7 @@ impl Step for DbSubnetGroup {
         let subnets = subnets(&ec2, &p.subnet_ids).await?;
         let vpc = subnets.first().and_then(|s| s.vpc_id()).unwrap_or_default();
         Ok(if g.vpc_id() == Some(vpc) {
-            Plan::adopt()
+            Plan::changes(changes)
         } else {
             Plan::conflict(format!("DB subnet group {name} is in {}, the subnets in {vpc}", g.vpc_id().unwrap_or("?")))
         })
@@ -55,6 +64,13 @@ impl Step for DbSubnetGroup {
         let owner = Owner::new(&p.stack, ctx);
         let name = owner.name();
         let rds = aws_sdk_rds::Client::new(&super::config(p.region.as_deref()).await);
+        if let Some(g) = find(&rds, &name).await? {
+            let whose = holder(&rds, &owner, &g).await?;
+            if whose != Holder::Ours {
+                ctx.log(format!("left alone: {}", owner.not_ours("DB subnet group", &name, &whose)));
+                return Ok(super::removed(ctx, "DB subnet group", &[]));
+            }
+        }
         let gone = rds
             .delete_db_subnet_group()
             .db_subnet_group_name(&name)
@@ -65,7 +81,7 @@ impl Step for DbSubnetGroup {
     }
 
     const DOC: KindDoc = KindDoc {
-        summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix.",
+        summary: "A DB subnet group `<stack>-<step>`; one found in another VPC is a fatal error with the fix; adopted only with the stack's tags (one without them is refused unless `take_over`).",
         outputs: &[
             ("name", "the group's name"),
             ("vpc_id", "its VPC"),
@@ -101,7 +117,22 @@ impl Step for DbSubnetGroup {
         }
         let vpc = vpcs.into_iter().next().unwrap_or_default().to_string();
         let description = p.description.clone().unwrap_or_else(|| format!("ca-a2a-flow stack {}", owner.stack));
-        let action = match find(&rds, &name).await? {
+        let found = find(&rds, &name).await?;
+        if let Some(g) = &found {
+            if claim(&owner, "DB subnet group", &name, &holder(&rds, &owner, g).await?, p.take_over)? == Claim::TakeOver
+            {
+                ctx.progress(format!("taking over DB subnet group {name}: tagging it as stack {}'s", p.stack));
+                let tags =
+                    owner.tags().into_iter().map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build());
+                rds.add_tags_to_resource()
+                    .resource_name(g.db_subnet_group_arn().unwrap_or_default())
+                    .set_tags(Some(tags.collect()))
+                    .send()
+                    .await
+                    .or_step_error("rds:AddTagsToResource")?;
+            }
+        }
+        let action = match found {
             Some(g) if g.vpc_id() != Some(vpc.as_str()) => {
                 let old = g.vpc_id().unwrap_or("?");
                 return Err(StepError::fatal(format!(
@@ -148,6 +179,18 @@ impl Step for DbSubnetGroup {
 }
 
 use super::facts::{Facts, Leftover, Sweep};
+
+/// Whose the group `g`, found by its name, is (DescribeDBSubnetGroups shows no tags).
+async fn holder(
+    rds: &aws_sdk_rds::Client,
+    owner: &Owner,
+    g: &aws_sdk_rds::types::DbSubnetGroup,
+) -> Result<Holder, StepError> {
+    let arn = g.db_subnet_group_arn().unwrap_or_default();
+    let listed =
+        rds.list_tags_for_resource().resource_name(arn).send().await.or_step_error("rds:ListTagsForResource")?;
+    Ok(owner.holder(listed.tag_list().iter().filter_map(|t| Some((t.key()?, t.value()?)))))
+}
 
 /// The DB subnet group `name`, if it exists.
 async fn find(rds: &aws_sdk_rds::Client, name: &str) -> Result<Option<aws_sdk_rds::types::DbSubnetGroup>, StepError> {

@@ -10,7 +10,7 @@ use ca_a2a_flow_engine::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::owner::Stack;
+use super::owner::{Claim, Holder, Stack, claim, planned_claim};
 use super::{AwsResult, Owner};
 
 #[derive(Debug, Deserialize, Parameters)]
@@ -31,6 +31,14 @@ pub struct Params {
     /// default true
     #[serde(default = "yes")]
     pub exclude_punctuation: bool,
+    #[param(doc = super::owner::TAKE_OVER)]
+    #[serde(default)]
+    pub take_over: bool,
+}
+
+/// Whose the secret `s`, found by its name, is.
+fn holder(owner: &Owner, s: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput) -> Holder {
+    owner.holder(s.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))))
 }
 
 fn default_length() -> i64 {
@@ -51,13 +59,15 @@ impl Step for Secret {
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
         let found = describe(&sm, &name).await?;
-        Ok(match found {
-            None => Plan::create(),
-            Some(s) if s.deleted_date().is_some() => {
-                Plan::changes(vec![format!("restore {name} (scheduled for deletion)")])
-            }
-            Some(_) => Plan::adopt(),
-        })
+        let Some(s) = found else { return Ok(Plan::create()) };
+        let mut changes = match planned_claim(&owner, "secret", &name, &holder(&owner, &s), p.take_over) {
+            Ok(changes) => changes,
+            Err(conflict) => return Ok(conflict),
+        };
+        if s.deleted_date().is_some() {
+            changes.push(format!("restore {name} (scheduled for deletion)"));
+        }
+        Ok(Plan::changes(changes))
     }
 
     const DESTROYS: bool = true;
@@ -73,6 +83,11 @@ impl Step for Secret {
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
         let found = describe(&sm, &name).await?;
         let Some(found) = found else { return Ok(super::removed(ctx, "secret", &[])) };
+        let whose = holder(&owner, &found);
+        if whose != Holder::Ours {
+            ctx.log(format!("left alone: {}", owner.not_ours("secret", &name, &whose)));
+            return Ok(super::removed(ctx, "secret", &[]));
+        }
         if found.deleted_date().is_some() && !o.force_delete_secrets {
             ctx.log(format!("secret {name} is already scheduled for deletion"));
             return Ok(super::removed(ctx, "secret", &[name]));
@@ -91,7 +106,7 @@ impl Step for Secret {
     }
 
     const DOC: KindDoc = KindDoc {
-        summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; only its ARN leaves AWS.",
+        summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; adopted only with the stack's tags (one without them is refused unless `take_over`); only its ARN leaves AWS.",
         outputs: &[("arn", "the secret's ARN"), ("name", "its name"), ("action", "`created`, `adopted` or `restored`")],
         example: "- id: keycloak-admin\n  uses: aws.secretsmanager.secret\n  with: { stack: \"${{ inputs.stack }}\", username: admin, description: Keycloak admin }\n",
     };
@@ -109,6 +124,17 @@ impl Step for Secret {
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
         let found = describe(&sm, &name).await?;
+        if let Some(s) = &found {
+            if claim(&owner, "secret", &name, &holder(&owner, s), p.take_over)? == Claim::TakeOver {
+                ctx.progress(format!("taking over secret {name}: tagging it as stack {}'s", p.stack));
+                let tags = owner
+                    .tags()
+                    .into_iter()
+                    .map(|(k, v)| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(v).build());
+                let tag = sm.tag_resource().secret_id(&name).set_tags(Some(tags.collect()));
+                tag.send().await.or_step_error("secretsmanager:TagResource")?;
+            }
+        }
         let (arn, action) = match found {
             Some(s) if s.deleted_date().is_some() => {
                 ctx.progress(format!("restoring secret {name} (it was scheduled for deletion)"));
