@@ -274,7 +274,7 @@ fn a_db_subnet_group_left_in_another_vpc_is_a_fatal_error_with_the_fix_and_no_da
     let stack = unique_stack("oldgroup");
     let config = sdk();
     block_on(async {
-        // What an earlier attempt left: the same name, in another VPC.
+        // What an earlier attempt of the stack left (with its tags): the same name, in another VPC.
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
         let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
@@ -289,6 +289,7 @@ fn a_db_subnet_group_left_in_another_vpc_is_a_fatal_error_with_the_fix_and_no_da
             .db_subnet_group_name(format!("{stack}-db-subnets"))
             .db_subnet_group_description("left behind")
             .set_subnet_ids(Some(subnets))
+            .tags(aws_sdk_rds::types::Tag::builder().key("ca-a2a-flow:stack").value(&stack).build())
             .send()
             .await
             .unwrap();
