@@ -42,6 +42,7 @@ fn step(i: usize, need: Option<usize>, uses: &str) -> StepDef {
         secret_outputs: vec![],
         approve: None,
         when: None,
+        otherwise: None,
         source: "bench".into(),
         loc: Default::default(),
     }

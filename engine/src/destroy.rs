@@ -108,6 +108,7 @@ pub fn plan(
             secret_outputs: Vec::new(),
             approve: None,
             when: None,
+            otherwise: None,
             source: format!("destroy of run {} ({})", run.id, s.source),
             loc: Default::default(),
         });

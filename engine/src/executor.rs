@@ -1041,7 +1041,7 @@ async fn run_attempt<S: Store>(
         Err(e) => Ran::Done(Err(StepError::fatal(format!("cannot resolve parameters: {e}")))),
         Ok(_) if skipped.is_some() => {
             (shared.sink)(&step.id, Report::Log(format!("skipped: {}", skipped.unwrap_or_default())));
-            Ran::Done(Ok(BTreeMap::from([(SKIPPED.to_string(), Json::Bool(true))])))
+            Ran::Done(Ok(skipped_outputs(step)))
         }
         Ok(_) if budget.is_zero() => Ran::TimedOut,
         Ok(params) => {
@@ -1265,9 +1265,28 @@ fn resolve_params(scope: &Scope<'_>, with: &Json, scripts: &[&str]) -> Result<(J
 /// The output a skipped step records (and nothing else): its dependents are skipped too.
 pub const SKIPPED: &str = "skipped";
 
+/// The output a skipped step with `otherwise` records beside its `otherwise`
+/// values: its dependents run.
+pub const STANDS_IN: &str = "stands_in";
+
 /// Whether a step's outputs say it was skipped.
 pub fn was_skipped(outputs: &BTreeMap<String, Json>) -> bool {
     outputs.get(SKIPPED) == Some(&Json::Bool(true))
+}
+
+/// Whether a skipped step's dependents are skipped too: unless it stood in with `otherwise`.
+fn skips_dependents(outputs: &BTreeMap<String, Json>) -> bool {
+    was_skipped(outputs) && outputs.get(STANDS_IN) != Some(&Json::Bool(true))
+}
+
+/// What a skipped step records: `skipped`, and its `otherwise` values if it has them.
+fn skipped_outputs(step: &StepDef) -> BTreeMap<String, Json> {
+    let mut out = BTreeMap::from([(SKIPPED.to_string(), Json::Bool(true))]);
+    if let Some(values) = &step.otherwise {
+        out.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.insert(STANDS_IN.to_string(), Json::Bool(true));
+    }
+    out
 }
 
 /// Why `step` does not run: a step it needs was skipped, or its `when` is false.
@@ -1276,7 +1295,7 @@ fn skip_reason(
     deps: &BTreeMap<String, BTreeMap<String, Json>>,
     scope: &Scope<'_>,
 ) -> Result<Option<String>, String> {
-    if let Some((dep, _)) = deps.iter().find(|(_, o)| was_skipped(o)) {
+    if let Some((dep, _)) = deps.iter().find(|(_, o)| skips_dependents(o)) {
         return Ok(Some(format!("it needs `{dep}`, which was skipped")));
     }
     let Some(when) = &step.when else { return Ok(None) };
@@ -1286,18 +1305,23 @@ fn skip_reason(
 
 /// The steps a run with these inputs skips, as far as the inputs tell: a
 /// `when` false on inputs alone, and every step that needs a skipped one
-/// (`plan`, `cost` and preflight leave them out).
+/// without `otherwise` (`plan`, `cost` and preflight leave them out).
 pub fn skipped_by_inputs(wf: &Workflow, inputs: &BTreeMap<String, Json>) -> std::collections::BTreeSet<String> {
     let outputs = BTreeMap::new();
     let (secret, env) = (|_: &str, _: &str| false, |n: &str| std::env::var(n).ok());
     let scope = Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
     let mut skipped = std::collections::BTreeSet::new();
+    // Skipped steps whose dependents are skipped too (those without `otherwise`).
+    let mut propagating = std::collections::BTreeSet::new();
     for wave in wf.waves() {
         for s in wave {
             let off =
                 s.when.as_ref().and_then(|w| scope.resolve(&Json::String(w.clone())).ok()).is_some_and(|v| !truthy(&v));
-            if off || s.needs.iter().any(|n| skipped.contains(n)) {
+            if off || s.needs.iter().any(|n| propagating.contains(n)) {
                 skipped.insert(s.id.clone());
+                if s.otherwise.is_none() {
+                    propagating.insert(s.id.clone());
+                }
             }
         }
     }

@@ -285,6 +285,13 @@ pub trait Step: Kind + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Files or directories on this machine that a step reads, relative to the
+    /// workflow file, as `(parameter, path)`: each must exist before anything
+    /// runs, so `run` and `plan` refuse a missing one, naming it.
+    fn local_paths(&self, _params: &Self::Params) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
     fn run(&self, ctx: &StepContext, params: Self::Params) -> impl Future<Output = Result<Outputs, StepError>> + Send;
 
     /// What a run would do, found with read-only calls only (`ca-a2a-flow plan`).
@@ -409,6 +416,8 @@ pub trait ErasedKind: Send + Sync {
     fn outputs(&self, params: &Json) -> OutputSpec;
     /// Type-checks parameters that may still contain templates.
     fn validate(&self, params: &Json) -> Vec<ParamProblem>;
+    /// [`Step::local_paths`] of parameters that fit the kind (none otherwise).
+    fn local_paths(&self, params: &Json) -> Vec<(&'static str, String)>;
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>>;
     fn destroys(&self) -> bool;
     fn deadline(&self) -> Option<Deadline>;
@@ -450,6 +459,9 @@ impl<S: Step> ErasedKind for S {
                 vec![ParamProblem { path, message }]
             }
         }
+    }
+    fn local_paths(&self, params: &Json) -> Vec<(&'static str, String)> {
+        serde_json::from_value::<S::Params>(params.clone()).map(|p| Step::local_paths(self, &p)).unwrap_or_default()
     }
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {
         Box::pin(async move {
@@ -526,6 +538,9 @@ impl ErasedKind for Undo {
         OutputSpec::Fixed(Vec::new())
     }
     fn validate(&self, _params: &Json) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+    fn local_paths(&self, _params: &Json) -> Vec<(&'static str, String)> {
         Vec::new()
     }
     fn execute<'a>(&'a self, ctx: &'a StepContext, params: Json) -> BoxFuture<'a, Result<Outputs, StepError>> {

@@ -29,6 +29,7 @@ const STEP_KEYS: &[&str] = &[
     "description",
     "approve",
     "when",
+    "otherwise",
     "for_each",
 ];
 const DEFAULT_KEYS: &[&str] = &["timeout", "attempt_timeout", "retry", "with"];
@@ -541,6 +542,33 @@ impl Loader<'_> {
             Value::Bool(b) => Some(b.to_string()),
             _ => self.string(file, n, "`when`"),
         });
+        let otherwise = match node.get("otherwise") {
+            None => None,
+            Some(n) if when.is_none() => {
+                self.err_hint(
+                    file,
+                    n.loc,
+                    "`otherwise` without `when`",
+                    "`otherwise` gives the outputs of a step that `when:` skips; add the `when`",
+                );
+                None
+            }
+            Some(n) => match n.to_json() {
+                Json::Object(map)
+                    if map.values().all(|v| !v.as_str().is_some_and(crate::template::contains_template)) =>
+                {
+                    Some(map.into_iter().collect())
+                }
+                _ => {
+                    self.err(
+                        file,
+                        n.loc,
+                        "`otherwise` must be a mapping of output names to plain values (no templates)",
+                    );
+                    None
+                }
+            },
+        };
         let (Some(id), Some(uses)) = (id, uses) else {
             return;
         };
@@ -560,6 +588,7 @@ impl Loader<'_> {
                 secret_outputs,
                 approve,
                 when,
+                otherwise,
                 source: format!("{}:{}", file.display(), node.loc),
                 loc: node.loc,
             },
@@ -1023,7 +1052,7 @@ pub fn problems_with_inputs(workflow: &Workflow, inputs: &BTreeMap<String, Json>
     let (secret, env) = (|_: &str, _: &str| false, |_: &str| None);
     let scope =
         crate::template::Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
-    let mut found = Vec::new();
+    let mut found = missing_local_paths(workflow, &scope, inputs, registry);
     for step in &workflow.steps {
         if !crate::template::contains_template(&step.with.to_string()) {
             continue; // held to its kind's rules by `validate` already
@@ -1035,6 +1064,35 @@ pub fn problems_with_inputs(workflow: &Workflow, inputs: &BTreeMap<String, Json>
                 step.id,
                 p.path.join("."),
                 p.message,
+                step.source
+            ));
+        }
+    }
+    found
+}
+
+/// The local paths steps read ([`crate::Step::local_paths`]) that do not
+/// exist, relative to the workflow file; steps that `when:` turns off are not asked.
+fn missing_local_paths(
+    workflow: &Workflow,
+    scope: &crate::template::Scope,
+    inputs: &BTreeMap<String, Json>,
+    registry: &Registry,
+) -> Vec<String> {
+    let dir = Path::new(&workflow.file).parent().unwrap_or(Path::new("."));
+    let off = crate::executor::skipped_by_inputs(workflow, inputs);
+    let mut found = Vec::new();
+    for step in workflow.steps.iter().filter(|s| !off.contains(&s.id)) {
+        let Some(kind) = registry.get(&step.uses) else { continue };
+        for (param, path) in kind.local_paths(&scope.resolve_partial(&step.with)) {
+            if crate::template::contains_template(&path) || dir.join(&path).exists() {
+                continue;
+            }
+            found.push(format!(
+                "step `{}`, parameter `{param}`: `{}` does not exist (`{path}`, relative to {}) ({})",
+                step.id,
+                dir.join(&path).display(),
+                workflow.file,
                 step.source
             ));
         }

@@ -58,6 +58,10 @@ pub struct StepDef {
     /// otherwise it, and every step that needs it, is skipped.
     #[serde(default)]
     pub when: Option<String>,
+    /// With `when`: the outputs a skipped step stands in with, so that the
+    /// steps that need it run, reading these, instead of being skipped too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<BTreeMap<String, serde_json::Value>>,
     /// Where the step is defined: `file:line:col`.
     pub source: String,
     #[serde(skip)]

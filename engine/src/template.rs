@@ -1,4 +1,6 @@
-//! `${{ ... }}` templates: `inputs.x`, `steps.id.outputs.key`, `env.NAME`, `run.id`.
+//! `${{ ... }}` templates: `inputs.x`, `steps.id.outputs.key`, `env.NAME`, `run.id`,
+//! and a reference compared with a literal, `inputs.build_on == 'builder'` (or
+//! `!=`), which is `true` or `false` (for `when:`).
 //!
 //! A string that is exactly one expression keeps the referenced value's JSON type;
 //! otherwise expressions are interpolated as text.
@@ -19,7 +21,32 @@ pub enum Ref {
 #[derive(Debug, Clone, PartialEq)]
 enum Segment {
     Text(String),
-    Expr(Ref),
+    Expr(Expr),
+}
+
+/// One `${{ … }}`: a reference, maybe compared with a literal.
+#[derive(Debug, Clone, PartialEq)]
+struct Expr {
+    r: Ref,
+    /// `Some((equal, literal))` for `== literal` (`true`) or `!= literal` (`false`).
+    compared: Option<(bool, String)>,
+}
+
+/// `REF`, `REF == LITERAL` or `REF != LITERAL`; a literal is quoted ('…' or
+/// "…") or a bare word (`true`, `3`).
+fn parse_expr(expr: &str) -> Result<Expr, String> {
+    let Some((at, equal)) = expr.find("==").map(|i| (i, true)).or_else(|| expr.find("!=").map(|i| (i, false))) else {
+        return Ok(Expr { r: parse_ref(expr)?, compared: None });
+    };
+    let (left, right) = (expr[..at].trim(), expr[at + 2..].trim());
+    let literal = match right.as_bytes() {
+        [q @ (b'\'' | b'"'), .., last] if last == q && right.len() >= 2 => right[1..right.len() - 1].to_string(),
+        _ if !right.is_empty() && right.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+            right.to_string()
+        }
+        _ => return Err(format!("`{expr}`: compare a reference with a quoted text ('builder') or a bare word")),
+    };
+    Ok(Expr { r: parse_ref(left)?, compared: Some((equal, literal)) })
 }
 
 /// Splits a string into text and references; `Err` explains a malformed template.
@@ -32,7 +59,7 @@ fn segments(s: &str) -> Result<Vec<Segment>, String> {
         }
         let after = &rest[start + 3..];
         let end = after.find("}}").ok_or_else(|| format!("unclosed `${{{{` in `{s}` (close it with `}}}}`)"))?;
-        out.push(Segment::Expr(parse_ref(after[..end].trim())?));
+        out.push(Segment::Expr(parse_expr(after[..end].trim())?));
         rest = &after[end + 2..];
     }
     if !rest.is_empty() {
@@ -79,7 +106,7 @@ pub fn references(s: &str) -> Result<Vec<Ref>, String> {
     Ok(segments(s)?
         .into_iter()
         .filter_map(|seg| match seg {
-            Segment::Expr(r) => Some(r),
+            Segment::Expr(e) => Some(e.r),
             Segment::Text(_) => None,
         })
         .collect())
@@ -112,6 +139,21 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// An expression's value: the reference's, or whether it compares as written.
+    fn value(&self, e: &Expr) -> Result<Json, String> {
+        let value = self.lookup(&e.r)?;
+        Ok(match &e.compared {
+            None => value,
+            Some((equal, literal)) => {
+                let text = match &value {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Json::Bool((text == *literal) == *equal)
+            }
+        })
+    }
+
     fn lookup(&self, r: &Ref) -> Result<Json, String> {
         match r {
             Ref::Input(name) => self.inputs.get(name).cloned().ok_or_else(|| format!("input `{name}` has no value")),
@@ -163,17 +205,19 @@ impl Scope<'_> {
         match value {
             Json::String(s) if contains_template(s) => {
                 let segs = segments(s)?;
-                if let [Segment::Expr(r)] = segs.as_slice() {
-                    if !(keep_env && matches!(r, Ref::Env(_))) {
-                        return self.lookup(r);
+                if let [Segment::Expr(e)] = segs.as_slice() {
+                    if !(keep_env && matches!(e.r, Ref::Env(_))) {
+                        return self.value(e);
                     }
                 }
                 let mut out = String::new();
                 for seg in segs {
                     match seg {
                         Segment::Text(t) => out.push_str(&t),
-                        Segment::Expr(Ref::Env(name)) if keep_env => out.push_str(&format!("${{{{ env.{name} }}}}")),
-                        Segment::Expr(r) => match self.lookup(&r)? {
+                        Segment::Expr(Expr { r: Ref::Env(name), compared: None }) if keep_env => {
+                            out.push_str(&format!("${{{{ env.{name} }}}}"))
+                        }
+                        Segment::Expr(e) => match self.value(&e)? {
                             Json::String(s) => out.push_str(&s),
                             other => out.push_str(&other.to_string()),
                         },
@@ -219,8 +263,8 @@ impl Scope<'_> {
                     shell.feed(&t);
                     out.push_str(&t);
                 }
-                Segment::Expr(r) => {
-                    let value = match self.lookup(&r)? {
+                Segment::Expr(e) => {
+                    let value = match self.value(&e)? {
                         Json::String(s) => s,
                         other => other.to_string(),
                     };
@@ -409,6 +453,26 @@ mod tests {
             outputs,
             secret: &|step, key| step == "db" && key == "password",
             env: &|name| (name == "HOME").then(|| "/root".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_reference_compared_with_a_literal_is_true_or_false_and_still_a_dependency() {
+        let inputs = BTreeMap::from([("build_on".to_string(), json!("builder")), ("count".to_string(), json!(3))]);
+        let outputs = BTreeMap::new();
+        let scope = scope_with(&inputs, &outputs);
+        let is = |t: &str| scope.resolve(&json!(t)).unwrap();
+        assert_eq!(is("${{ inputs.build_on == 'builder' }}"), json!(true));
+        assert_eq!(is("${{ inputs.build_on == \"local\" }}"), json!(false));
+        assert_eq!(is("${{ inputs.build_on != 'local' }}"), json!(true));
+        assert_eq!(is("${{ inputs.count == 3 }}"), json!(true), "a number compares by its text");
+        assert_eq!(is("on the builder: ${{ inputs.build_on == builder }}"), json!("on the builder: true"));
+        assert_eq!(
+            references("${{ steps.b.outputs.x != 'y' }}").unwrap(),
+            [Ref::StepOutput { step: "b".into(), output: "x".into() }]
+        );
+        for bad in ["${{ inputs.a == }}", "${{ inputs.a == 'x }}", "${{ inputs.a == a b }}", "${{ 'x' == inputs.a }}"] {
+            assert!(references(bad).is_err(), "{bad} is refused");
         }
     }
 

@@ -88,6 +88,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Validate { file } => {
             let wf = load_file(&file, &registry)?;
+            // With its defaults, when every input has one: what they give is held to each kind's rules too.
+            if resolve_inputs(&wf, &[]).is_ok() {
+                inputs_of(&wf, &[], &registry)?;
+            }
             eprintln!("{}: valid ({} steps, {} inputs)", file.display(), wf.steps.len(), wf.inputs.len());
             Ok(())
         }

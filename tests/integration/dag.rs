@@ -163,6 +163,31 @@ both!(a_step_whose_when_is_false_is_skipped_with_every_step_that_needs_it, |env:
     assert_eq!(ran, ["always", "build", "deploy-img-1"], "on by default: all of them ran");
 });
 
+both!(a_skipped_step_with_otherwise_stands_in_with_its_values_and_what_needs_it_runs, |env: &Env| {
+    let switch = SWITCH
+        .replace(
+            "when: \"${{ inputs.on }}\"",
+            "when: \"${{ inputs.on == 'yes' }}\"\n    otherwise: { image: prebuilt }",
+        )
+        .replace("on: { default: true }", "on: { default: \"yes\" }");
+    let wf = env.write("switch.yaml", &switch);
+    env.run(&["run", wf.to_str().unwrap(), "--input", "on=no"]).expect_success();
+    let mut ran = lines(&env.path("ran.log"));
+    ran.sort();
+    assert_eq!(ran, ["always", "deploy-prebuilt"], "build skipped; deploy ran on its stand-in value");
+    let run = env.only_run();
+    let build = env.step(&run.id, "build").outputs.unwrap();
+    assert_eq!((&build["skipped"], &build["image"]), (&serde_json::json!(true), &serde_json::json!("prebuilt")));
+    let status = env.run(&["status", &run.id]).stdout;
+    assert!(status.lines().any(|l| l.starts_with("build ") && l.contains(" skipped ")), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("deploy ") && !l.contains(" skipped ")), "{status}");
+
+    let alone = env.write("alone.yaml", &switch.replace("    when: \"${{ inputs.on == 'yes' }}\"\n", ""));
+    let refused = env.run(&["validate", alone.to_str().unwrap()]);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("`otherwise` without `when`"), "{}", refused.stderr);
+});
+
 #[test]
 fn a_when_naming_an_undeclared_input_is_refused_at_its_line() {
     let env = Env::sqlite();

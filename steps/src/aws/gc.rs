@@ -136,6 +136,7 @@ pub fn workflow(
             secret_outputs: Vec::new(),
             approve: None,
             when: None,
+            otherwise: None,
             source: format!("gc of stack {stack}"),
             loc: Default::default(),
         });
