@@ -2,8 +2,9 @@
 //! deployed, re-run and destroyed through aws-sim's realistic profile, in front
 //! of moto: AWS's timings (NAT gateway, RDS instance, load balancer, Fargate
 //! tasks, target health, draining, deletions), its throttling, its eventual
-//! consistency and its pages. The deploy waits for one healthy target per
-//! service, as on AWS.
+//! consistency and its pages. The deploy builds the four agents' images here
+//! (the sample services of examples/agents, with podman, pushed to a registry on
+//! loopback) and waits for one healthy target per service, as on AWS.
 //!
 //!   cargo bench --bench deploy_through_sim [-- --time-scale 20 --runs 3]
 //!
@@ -38,37 +39,72 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ca-a2a-flow");
 
-struct Moto {
+/// A server a script of `scripts/` started: the environment it printed, its pid.
+struct Server {
     env: Vec<(String, String)>,
     pid: Option<i32>,
 }
 
-impl Moto {
-    /// moto on a free loopback port, and the environment that points the SDK at it.
-    fn start(root: &Path) -> Self {
-        let out = Command::new("bash").arg(root.join("scripts/start-moto.sh")).output().expect("run start-moto.sh");
-        assert!(out.status.success(), "start-moto.sh: {}", String::from_utf8_lossy(&out.stderr));
+impl Server {
+    /// Runs `scripts/<script> <args>` and reads the `export K=V` lines it prints.
+    fn start(root: &Path, script: &str, args: &[&str], pid_key: &str) -> Self {
+        let out = Command::new("bash").arg(root.join("scripts").join(script)).args(args).output().expect(script);
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
         let env: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let pid = env.iter().find(|(k, _)| k == "MOTO_PID").and_then(|(_, v)| v.parse().ok());
+        let pid = env.iter().find(|(k, _)| k == pid_key).and_then(|(_, v)| v.parse().ok());
         Self { env, pid }
     }
 
-    fn url(&self) -> &str {
-        &self.env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").expect("moto's URL").1
+    fn var(&self, key: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{key} from its script")).1
     }
 }
 
-impl Drop for Moto {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(pid) = self.pid {
             // SAFETY: a plain kill(2) of the server this bench started.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
+    }
+}
+
+/// moto, and where the deploys push the stack's images: a registry on loopback,
+/// the sample services (examples/agents) built here on a base image made of
+/// this machine's busybox.
+struct Upstreams {
+    moto: Server,
+    _registry: Server,
+    _registry_dir: tempfile::TempDir,
+    image_inputs: Vec<String>,
+}
+
+impl Upstreams {
+    fn start(root: &Path) -> Self {
+        let moto = Server::start(root, "start-moto.sh", &[], "MOTO_PID");
+        let out = Command::new("bash").arg(root.join("scripts/ensure-image-tools.sh")).output().expect("image tools");
+        assert!(out.status.success(), "ensure-image-tools.sh: {}", String::from_utf8_lossy(&out.stderr));
+        let registry_dir = tempfile::tempdir().expect("registry dir");
+        let registry =
+            Server::start(root, "start-registry.sh", &[registry_dir.path().to_str().unwrap()], "REGISTRY_PID");
+        let base = Command::new("bash").arg(root.join("scripts/busybox-base-image.sh")).output().expect("base image");
+        assert!(base.status.success(), "busybox-base-image.sh: {}", String::from_utf8_lossy(&base.stderr));
+        let image_inputs = vec![
+            "build_on=local".to_string(),
+            format!("registry=http://{}", registry.var("REGISTRY_HOST")),
+            format!("base_image={}", String::from_utf8_lossy(&base.stdout).trim()),
+            "min_free_disk=1MiB".to_string(),
+        ];
+        Self { moto, _registry: registry, _registry_dir: registry_dir, image_inputs }
+    }
+
+    fn url(&self) -> &str {
+        self.moto.var("AWS_ENDPOINT_URL")
     }
 }
 
@@ -94,7 +130,7 @@ struct Sample {
 }
 
 struct Runner<'a> {
-    moto: &'a Moto,
+    moto: &'a Upstreams,
     sim: Sim,
     url: String,
     dir: tempfile::TempDir,
@@ -107,7 +143,7 @@ impl Runner<'_> {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(self.dir.path())
             .args(args)
-            .envs(self.moto.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.moto.moto.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AWS_ENDPOINT_URL", &self.url)
             .env("CI", "true")
             // Each wait polls at its own interval (10 to 20 s on AWS), in the layer's clock.
@@ -123,7 +159,7 @@ impl Runner<'_> {
     fn phase(&self, args: &[&str]) -> (Phase, String) {
         let before = self.sim.report();
         let start = Instant::now();
-        let out = self.command(args).output().expect("run ca-a2a-flow");
+        let out = measured(self.command(args));
         let seconds = start.elapsed().as_secs_f64();
         let after = self.sim.report();
         assert!(
@@ -141,7 +177,7 @@ impl Runner<'_> {
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let out = self.command(args).output().expect("run ca-a2a-flow");
+        let out = measured(self.command(args));
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("json")
     }
@@ -188,7 +224,7 @@ fn critical_path(needs: &BTreeMap<String, Vec<String>>, weight: &BTreeMap<String
     (end.0, path)
 }
 
-fn sample(moto: &Moto, root: &Path, time_scale: f64, n: usize, inputs: &[&str]) -> Sample {
+fn sample(moto: &Upstreams, root: &Path, time_scale: f64, n: usize, inputs: &[&str]) -> Sample {
     let upstream = moto.url().trim_start_matches("http://").to_string();
     let sim =
         Sim::new(Config { upstream, page_size: Some(5), throttle: true, time_scale, timing: true, faults: vec![] });
@@ -203,7 +239,7 @@ fn sample(moto: &Moto, root: &Path, time_scale: f64, n: usize, inputs: &[&str]) 
     let stack = format!("bench{n}-{}", fastrand::u32(..) % 100_000);
     let stack_input = format!("stack={stack}");
     let mut given = vec!["--input", &stack_input, "--input", "mcp=false"];
-    for input in inputs {
+    for input in inputs.iter().copied().chain(moto.image_inputs.iter().map(String::as_str)) {
         given.extend(["--input", input]);
     }
     let deploy_args: Vec<&str> = ["run", full].into_iter().chain(given.iter().copied()).collect();
@@ -273,21 +309,41 @@ const VARIANTS: [(&str, &[&str]); 2] = [
 ];
 
 /// The largest peak RSS of the processes this one started and waited for, in MiB.
-fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    usage.ru_maxrss as f64 / 1024.0
+/// The largest peak RSS (VmHWM) of a ca-a2a-flow process so far, in KiB.
+static PEAK_RSS_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs a ca-a2a-flow command to its end, sampling its own peak RSS (not its
+/// children's: a deploy runs podman to build the images) until it exits.
+fn measured(mut cmd: Command) -> std::process::Output {
+    let child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("run ca-a2a-flow");
+    let status = format!("/proc/{}/status", child.id());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = done.clone();
+    let sampler = std::thread::spawn(move || {
+        while !sampling.load(std::sync::atomic::Ordering::Relaxed) {
+            let hwm = std::fs::read_to_string(&status).ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            });
+            if let Some(kib) = hwm {
+                PEAK_RSS_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    let out = child.wait_with_output().expect("wait for ca-a2a-flow");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().expect("the RSS sampler");
+    out
 }
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let time_scale = arg("--time-scale", 20.0);
     let runs = arg("--runs", 3.0) as usize;
-    let moto = Moto::start(&root);
+    let moto = Upstreams::start(&root);
     println!("time scale {time_scale} (1 real second = {time_scale} simulated seconds); median of {runs} runs");
     for (variant, inputs) in VARIANTS {
         eprintln!(
@@ -309,10 +365,10 @@ fn main() {
         }
         table(variant, &samples, time_scale);
     }
-    // start-moto.sh is a small shell script; every other child is a ca-a2a-flow run, plan, status or destroy.
+    // Sampled every 20 ms from /proc: the process's own high-water mark, podman's builds not included.
     println!(
         "\npeak RSS of a ca-a2a-flow process (deploy, re-run, destroy, plan, status): {:.1} MiB",
-        children_peak_rss_mib()
+        PEAK_RSS_KIB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     );
 }
 

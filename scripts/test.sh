@@ -35,7 +35,17 @@ log="$(mktemp)"
 sim_out="$(mktemp)"
 sim_report="$(mktemp)"
 SIM_PID=""
-trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log" "$sim_out" "$sim_report"' EXIT
+REGISTRY_PID=""
+registry_dir="$(mktemp -d)"
+trap 'for pid in "$SIM_PID" "$REGISTRY_PID"; do if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; done; kill "$MOTO_PID" 2>/dev/null || true; rm -rf "$log" "$sim_out" "$sim_report" "$registry_dir"' EXIT
+
+# Full deploys build the stack's five images (examples/agents) with podman and
+# push them to one registry on loopback (the image tests start their own). The
+# sample services' base is an image made of this machine's static busybox:
+# nothing is downloaded.
+eval "$(scripts/start-registry.sh "$registry_dir")"
+export CA_A2A_FLOW_TEST_REGISTRY="$REGISTRY_HOST"
+export CA_A2A_FLOW_TEST_BASE_IMAGE="$(scripts/busybox-base-image.sh)"
 
 # Everything is built first: the layer's binary starts before the tests run.
 cargo test --workspace --locked --lib --bins --tests --no-run "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # See ca-a2a-flow deploy the whole CA-A2A stack without an AWS account: starts
 # the moto AWS emulator on loopback, deploys workflows/full.yaml against it with
-# live progress, prints the run's status, then runs it again to show that every
-# step adopts what it owns. The emulator (and all it holds) stops when this
+# live progress (the five images built here from examples/agents with podman),
+# prints the run's status, then runs it again to show that every step adopts
+# what it owns. The emulator (and all it holds) stops when this
 # script ends. The same workflow runs unchanged against real AWS with your
 # credentials: ca-a2a-flow run workflows/full.yaml --input region=eu-west-3
 #
@@ -25,7 +26,13 @@ fi
 
 eval "$(scripts/start-moto.sh)"
 SIM_PID=""
-trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "$MOTO_PID" 2>/dev/null || true' EXIT
+registry_dir="$(mktemp -d)"
+trap 'if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi; kill "$MOTO_PID" "${REGISTRY_PID:-}" 2>/dev/null || true; rm -rf "$registry_dir"' EXIT
+# The five images (examples/agents) are built here with podman and pushed to a
+# registry on loopback, on a base image made of this machine's static busybox.
+scripts/ensure-image-tools.sh >&2
+eval "$(scripts/start-registry.sh "$registry_dir")"
+base_image="$(scripts/busybox-base-image.sh)"
 if [ -n "$realistic" ]; then
   cargo build -q -p aws-sim
   sim_out="$(mktemp)"
@@ -51,7 +58,8 @@ latest() { flow list --output json | python3 -c 'import json, sys; print(json.lo
 # the tasks and passes their health checks, so behind it the deploy waits for
 # them. A short poll interval because moto makes everything available at once
 # (behind aws-sim, the steps poll as they would on AWS, in its clock).
-inputs=(--input stack=try-local --input mcp=false)
+inputs=(--input stack=try-local --input build_on=local --input "registry=http://$REGISTRY_HOST"
+        --input "base_image=$base_image" --input min_free_disk=1GiB)
 if [ -z "$realistic" ]; then
   export CA_A2A_FLOW_POLL_INTERVAL=200ms
   inputs+=(--input healthy_targets=0)

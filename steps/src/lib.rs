@@ -192,7 +192,9 @@ steps:
             &super::registry(),
         )
         .expect("full.yaml is valid");
-        for (id, total, attempt) in [("keycloak-db", 50, 45), ("nat", 15, 12), ("mcp-image", 45, 40)] {
+        for (id, total, attempt) in
+            [("keycloak-db", 50, 45), ("nat", 15, 12), ("mcp-server-image", 45, 40), ("orchestrator-image", 45, 40)]
+        {
             let s = full.step(id).unwrap();
             assert_eq!((s.timeout, s.attempt_timeout), (minutes(total), minutes(attempt)), "{id}");
         }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use ca_a2a_flow_engine::RunStatus;
 
-use crate::support::aws::{FULL, deploy, destroy, expect_exactly_the_stack, moto, sdk, secret_values, unique_stack};
+use crate::support::aws::{
+    FULL, deploy, destroy, expect_exactly_the_stack, local_images, moto, sdk, secret_values, unique_stack,
+};
 use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, block_on};
 
@@ -102,10 +104,12 @@ fn killed_while_waiting_for(
     let env = Env::sqlite();
     let stack = unique_stack("wait");
     let stack_input = format!("stack={stack}");
-    let child = env.spawn(
-        &["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0", "--input", "mcp=false"],
-        &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
-    );
+    let args = [
+        &["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0", "--input", "mcp=false"][..],
+        &local_images(),
+    ]
+    .concat();
+    let child = env.spawn(&args, &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]);
     env.wait_until(&format!("{step} to wait"), Duration::from_secs(60), || {
         proxy.actions().iter().filter(|a| a.as_str() == format!("{action}!rewritten")).count() >= 3
     });

@@ -4,7 +4,8 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{
-    FULL, OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, one_aws_step, sdk, unique_stack,
+    FULL, OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, local_images, one_aws_step,
+    sdk, unique_stack,
 };
 use crate::support::{Env, block_on};
 
@@ -376,7 +377,11 @@ fn thirty_kills_at_random_instants_across_deploy_and_destroy_leave_exactly_the_s
     let stack = unique_stack("soak");
     let input = format!("stack={stack}");
     let vars = [("AWS_ENDPOINT_URL", aws.url.as_str())];
-    let deploy_args = ["run", FULL, "--input", &input, "--input", "healthy_targets=0", "--input", "mcp=false"];
+    let deploy_args = [
+        &["run", FULL, "--input", &input, "--input", "healthy_targets=0", "--input", "mcp=false"][..],
+        &local_images(),
+    ]
+    .concat();
     let (deployed, deploy_kills) = killed_and_resumed(&env, &deploy_args, &vars, (20, 50..1000), &stack, &mut rng);
     assert_eq!(env.run_record(&deployed).status, ca_a2a_flow_engine::RunStatus::Succeeded, "seed {seed}");
     expect_exactly_the_stack(&stack);

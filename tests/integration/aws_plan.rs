@@ -87,8 +87,9 @@ fn plan_as_mermaid_has_a_node_per_step_and_an_edge_per_dependency() {
     assert_eq!(lines[0], "flowchart TD");
     assert_eq!(lines.iter().filter(|l| l.contains("[\"")).count(), steps.len(), "one node per step");
     assert_eq!(lines.iter().filter(|l| l.contains(" --> ")).count(), edges, "one edge per dependency");
-    // 8 since Keycloak's roles read its own database secret, not RDS's: they no longer wait for the database.
-    assert_eq!(json.json()["waves"].as_array().unwrap().len(), 8, "the full stack runs in 8 waves");
+    // 9 since the images wait for the builder's steps (made with build_on=builder, skipped here
+    // with stand-in outputs): identity, its bucket, role, instance, readiness, then the images.
+    assert_eq!(json.json()["waves"].as_array().unwrap().len(), 9, "the full stack runs in 9 waves");
 }
 
 #[test]

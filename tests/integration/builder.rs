@@ -6,7 +6,7 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use crate::support::aws::{moto, sdk, unique_stack};
+use crate::support::aws::{FULL, moto, sdk, unique_stack};
 use crate::support::block_on;
 use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, Out};
@@ -207,106 +207,170 @@ fn a_run_killed_after_sending_follows_the_same_command_on_resume() {
     assert!(logs.stdout.contains("sent by an earlier attempt"), "{}", logs.stdout);
 }
 
-/// A moto instance standing in for the builder.
-fn builder_instance() -> String {
-    let ec2 = aws_sdk_ec2::Client::new(&sdk());
-    let image =
-        block_on(ec2.describe_images().owners("amazon").send()).unwrap().images()[0].image_id().unwrap().to_string();
-    let launched = block_on(ec2.run_instances().image_id(image).min_count(1).max_count(1).send()).unwrap();
-    launched.instances()[0].instance_id().unwrap().to_string()
-}
-
 const DIGEST: &str = "sha256:4f0c3b1d9e8a7f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291807f6e";
 
-#[test]
-fn the_full_stack_builds_its_mcp_server_on_the_builder_and_serves_it_behind_the_alb() {
-    let instance = builder_instance();
-    // What the build script prints last, as the builder would (moto runs no script).
-    let printed = format!(
-        "STEP 1/6: FROM python:3.12-slim\n...\nca-a2a-flow:source_hash={}\nca-a2a-flow:tag=mcp-0a1b2c3d4e5f\nca-a2a-flow:digest={DIGEST}\nca-a2a-flow:action=built\n",
-        "ab".repeat(32)
-    );
-    let proxy = FaultProxy::start(&moto(), vec![agent_online(), invocation("Success", 0, &printed)]);
-    let env = Env::sqlite();
-    let stack = unique_stack("mcp");
-    env.run_with(
-        &[
-            "run",
-            crate::support::aws::FULL,
-            "--input",
-            &format!("stack={stack}"),
-            "--input",
-            "healthy_targets=0",
-            "--input",
-            &format!("mcp_builder_instance={instance}"),
-        ],
-        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
-    )
-    .expect_success();
-    let run = env.only_run();
+const AGENTS: [&str; 5] = ["orchestrator", "extractor", "validator", "archivist", "mcp-server"];
 
-    let config = sdk();
-    let ssm = aws_sdk_ssm::Client::new(&config);
-    let sent = block_on(ssm.list_commands().instance_id(&instance).send()).unwrap();
-    let ours: Vec<_> = sent
-        .commands()
-        .iter()
-        .filter(|c| c.comment().is_some_and(|t| t.starts_with(&format!("ca-a2a-flow {} mcp-image ", run.id))))
-        .collect();
-    assert_eq!(ours.len(), 1, "one build sent to the builder");
-    assert_eq!(proxy.actions().iter().filter(|a| *a == "SendCommand").count(), 1);
-    let script = &ours[0].parameters().unwrap()["commands"][0];
-    assert!(script.contains("cd '/opt/ca-a2a/mcp-server'"), "{script}");
-    assert!(script.contains(&format!("--repository-name '{stack}/mcp-server'")), "adopts a pushed tag first: {script}");
-    assert!(script.contains("docker build -f"), "the builder's Amazon Linux 2023 has docker, not podman: {script}");
-
-    let image = env.step(&run.id, "mcp-image").outputs.unwrap();
-    assert_eq!(image["action"], "built");
-    let repo = env.step(&run.id, "mcp-server-repo").outputs.unwrap();
-    let want = format!("{}@{DIGEST}", repo["uri"].as_str().unwrap());
-    assert_eq!(image["image"], want.as_str());
-
-    let ecs = aws_sdk_ecs::Client::new(&config);
-    let task = env.step(&run.id, "mcp-task").outputs.unwrap();
-    let td = block_on(ecs.describe_task_definition().task_definition(task["arn"].as_str().unwrap()).send()).unwrap();
-    let container = &td.task_definition().unwrap().container_definitions()[0];
-    assert_eq!(container.image(), Some(want.as_str()), "the task runs the pushed digest");
-    assert_eq!(container.port_mappings()[0].container_port(), Some(8004));
-    let cluster = env.step(&run.id, "cluster").outputs.unwrap();
-    let service = env.step(&run.id, "mcp-server").outputs.unwrap();
-    let found = block_on(
-        ecs.describe_services()
-            .cluster(cluster["name"].as_str().unwrap())
-            .services(service["name"].as_str().unwrap())
-            .send(),
-    )
-    .unwrap();
-    let tg = env.step(&run.id, "mcp-tg").outputs.unwrap();
-    assert_eq!(found.services()[0].load_balancers()[0].target_group_arn(), tg["arn"].as_str());
-
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
-    let listener = env.step(&run.id, "http").outputs.unwrap();
-    let rules = block_on(elb.describe_rules().listener_arn(listener["arn"].as_str().unwrap()).send()).unwrap();
-    let rule = rules.rules().iter().find(|r| r.priority() == Some("50")).expect("the /mcp* rule");
-    assert_eq!(rule.actions()[0].target_group_arn(), tg["arn"].as_str());
+/// The commands this run sent to `instance` for `step`.
+fn sent_by(run: &str, step: &str, instance: &str) -> Vec<aws_sdk_ssm::types::Command> {
+    let ssm = aws_sdk_ssm::Client::new(&sdk());
+    let prefix = format!("ca-a2a-flow {run} {step} ");
+    let (mut ours, mut token) = (Vec::new(), None);
+    loop {
+        let page = block_on(ssm.list_commands().instance_id(instance).set_next_token(token).send()).unwrap();
+        ours.extend(page.commands().iter().filter(|c| c.comment().is_some_and(|t| t.starts_with(&prefix))).cloned());
+        token = page.next_token().map(String::from);
+        if token.is_none() {
+            return ours;
+        }
+    }
 }
 
 #[test]
-fn the_full_stack_with_its_mcp_server_but_no_builder_is_refused_before_anything_is_made() {
+fn the_full_stack_makes_its_builder_and_builds_the_five_images_there_from_contexts_sent_through_s3() {
+    // What each build script prints last, as the builder would (moto runs no script).
+    let printed = format!("Step 1/4 : ARG BASE\n...\nca-a2a-flow:digest={DIGEST}\nca-a2a-flow:action=built\n");
+    let proxy = FaultProxy::start(&moto(), vec![agent_online(), invocation("Success", 0, &printed)]);
+    let env = Env::sqlite();
+    let stack = unique_stack("onbuilder");
+    let stack_input = format!("stack={stack}");
+    let args = ["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0", "--input", "build_on=builder"];
+    let vars = [("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+
+    // Killed once orchestrator's context is uploaded and its build has run, before its checkpoint.
+    let killed =
+        env.run_with(&args, &[&vars[..], &[("CA_A2A_FLOW_FAILPOINT", "before_commit:orchestrator-image")]].concat());
+    assert_eq!(killed.code, None, "killed: {}", killed.stderr);
+    let run = env.only_run();
+    env.run_with(&["resume", &run.id], &vars).expect_success();
+
+    // The run made the builder: no instance id was given.
+    let builder = env.step(&run.id, "builder").outputs.unwrap();
+    let instance = builder["instance_id"].as_str().unwrap().to_string();
+    assert!(instance.starts_with("i-"), "{builder:?}");
+    let account = env.step(&run.id, "identity").outputs.unwrap()["account_id"].as_str().unwrap().to_string();
+    let bucket = format!("{stack}-build-contexts-{account}");
+    let s3 = aws_sdk_s3::Client::new(&sdk());
+    let objects = block_on(s3.list_objects_v2().bucket(&bucket).send()).unwrap();
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys.len(), 5, "one context per image, content-addressed: {keys:?}");
+
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    for agent in AGENTS {
+        let step = format!("{agent}-image");
+        let image = env.step(&run.id, &step).outputs.unwrap();
+        let hash = image["source_hash"].as_str().unwrap();
+        let key = format!("contexts/{stack}/{agent}/{hash}.tar.gz");
+        assert!(keys.contains(&key.as_str()), "{agent}'s context at {key}: {keys:?}");
+        let sent = sent_by(&run.id, &step, &instance);
+        assert_eq!(sent.len(), 1, "{agent} was built once, the kill notwithstanding");
+        assert!(sent[0].instance_ids().contains(&instance), "on the builder the run made");
+        let script = &sent[0].parameters().unwrap()["commands"][0];
+        assert!(
+            script.contains(&format!("aws s3 cp --region 'eu-west-3' 's3://{bucket}/{key}' - | tar -xzf -")),
+            "{script}"
+        );
+        assert!(script.contains("docker build -f"), "the builder's Amazon Linux 2023 has docker, not podman: {script}");
+        assert!(script.contains("--build-arg 'BASE=public.ecr.aws/docker/library/busybox:1.36'"), "{script}");
+        assert!(!script.contains("/opt/"), "no clone on the builder: {script}");
+
+        let repo = env.step(&run.id, &format!("{agent}-repo")).outputs.unwrap();
+        let want = format!("{}@{DIGEST}", repo["uri"].as_str().unwrap());
+        assert_eq!(image["image"], want.as_str(), "{agent}");
+        let task = if agent == "mcp-server" { "mcp-task".to_string() } else { format!("{agent}-task") };
+        let arn = env.step(&run.id, &task).outputs.unwrap()["arn"].as_str().unwrap().to_string();
+        let td = block_on(ecs.describe_task_definition().task_definition(arn).send()).unwrap();
+        let container = &td.task_definition().unwrap().container_definitions()[0];
+        assert_eq!(container.image(), Some(want.as_str()), "{agent}'s task runs the pushed digest");
+    }
+    let logs = env.run(&["logs", &run.id, "--step", "orchestrator-image"]).stdout;
+    assert!(logs.contains("is there already, not uploaded"), "the resumed attempt found its context:\n{logs}");
+    assert!(logs.contains("sent by an earlier attempt"), "and followed the build it had sent:\n{logs}");
+
+    // The same sources again, while ECR still lacks the tags (say the builds failed): nothing is uploaded.
+    env.run_with(&args, &vars).expect_success();
+    let second = env.runs().into_iter().find(|r| r.id != run.id).unwrap();
+    for agent in AGENTS {
+        let logs = env.run(&["logs", &second.id, "--step", &format!("{agent}-image")]).stdout;
+        assert!(logs.contains("is there already, not uploaded"), "{agent}:\n{logs}");
+    }
+    assert_eq!(block_on(s3.list_objects_v2().bucket(&bucket).send()).unwrap().contents().len(), 5);
+
+    // Once the images are in ECR, a run neither uploads nor builds: it adopts each.
+    let ecr = aws_sdk_ecr::Client::new(&sdk());
+    for agent in AGENTS {
+        let tag = env.step(&run.id, &format!("{agent}-image")).outputs.unwrap()["tag"].as_str().unwrap().to_string();
+        let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": DIGEST}, "layers": []});
+        block_on(
+            ecr.put_image()
+                .repository_name(format!("{stack}/{agent}"))
+                .image_tag(tag)
+                .image_manifest(manifest.to_string())
+                .send(),
+        )
+        .unwrap();
+    }
+    let sends = proxy.actions().iter().filter(|a| *a == "SendCommand").count();
+    env.run_with(&args, &vars).expect_success();
+    let third = env.runs().into_iter().find(|r| r.id != run.id && r.id != second.id).unwrap();
+    for agent in AGENTS {
+        let image = env.step(&third.id, &format!("{agent}-image")).outputs.unwrap();
+        assert_eq!(image["action"], "adopted", "{agent}");
+        let logs = env.run(&["logs", &third.id, "--step", &format!("{agent}-image")]).stdout;
+        assert!(!logs.contains("upload") && !logs.contains("context"), "{agent} never touched its context:\n{logs}");
+    }
+    let builds = proxy.actions().iter().filter(|a| *a == "SendCommand").count() - sends;
+    assert_eq!(builds, 1, "only builder-ready's command: no build was sent");
+
+    // Destroyed with the stack: the builder goes; its bucket follows the data rule (here: deleted).
+    env.run_with(&["destroy", &run.id, "--yes", "--delete-data", "--delete-images"], &vars).expect_success();
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let state = block_on(ec2.describe_instances().instance_ids(&instance).send()).unwrap().reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert_eq!(state.as_deref(), Some("terminated"), "the builder is terminated");
+    assert!(block_on(s3.head_bucket().bucket(&bucket).send()).is_err(), "its contexts bucket is deleted");
+}
+
+#[test]
+fn a_build_on_the_builder_that_names_no_instance_is_refused_before_anything_is_made() {
     let proxy = FaultProxy::start(&moto(), vec![]);
     let env = Env::sqlite();
-    let out = env.run_with(
-        &["run", crate::support::aws::FULL, "--input", &format!("stack={}", unique_stack("nobuilder"))],
-        &[("AWS_ENDPOINT_URL", &proxy.url)],
+    std::fs::create_dir_all(env.path("app")).unwrap();
+    env.write("app/Dockerfile", "FROM scratch\n");
+    let wf = env.write(
+        "image.yaml",
+        r#"name: image
+inputs:
+  instance: { default: "" }
+steps:
+  - id: repo
+    uses: aws.ecr.repository
+    with: { stack: nobuilder, region: eu-west-3, name: nobuilder/app }
+  - id: app-image
+    uses: image.build_push
+    needs: [repo]
+    with:
+      region: eu-west-3
+      repository: nobuilder/app
+      context: app
+      runs_on: builder
+      instance_id: "${{ inputs.instance }}"
+      context_bucket: contexts
+"#,
     );
+    let out = env.run_with(&["run", wf.to_str().unwrap()], &[("AWS_ENDPOINT_URL", &proxy.url)]);
     out.expect_code(2);
     assert!(
         out.stderr
-            .contains("preflight `builder` failed: step `mcp-image` builds on the EC2 builder but names no instance"),
+            .contains("preflight `builder` failed: step `app-image` builds on the EC2 builder but names no instance"),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("run workflows/builder.yaml"), "{}", out.stderr);
+    assert!(out.stderr.contains("workflows/builder.yaml"), "{}", out.stderr);
     let writes: Vec<String> = proxy
         .actions()
         .into_iter()
@@ -361,6 +425,8 @@ fn a_builder_that_never_comes_online_in_ssm_fails_at_its_deadline_saying_what_it
         "builder.yaml",
         &std::fs::read_to_string(BUILDER).unwrap().replace("retry: { max_attempts: 5,", "retry: { max_attempts: 1,"),
     );
+    let stack_files = std::path::Path::new(BUILDER).parent().unwrap().join("stack");
+    std::os::unix::fs::symlink(stack_files, wf.parent().unwrap().join("stack")).unwrap();
     let out = env.run_with(
         &["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}"), "--input", "ssm_online_within=1s"],
         &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],

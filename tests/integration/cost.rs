@@ -83,9 +83,14 @@ fn the_builder_costs_its_instance_hours_and_its_volume() {
         "--input",
         "region=eu-west-3",
         "--input",
-        "instance_type=t3.xlarge",
+        "builder_instance_type=t3.xlarge",
         "--output",
         "json",
     ]);
     assert!(line(&bigger.json(), "builder") > line(&e, "builder"));
+
+    // The full stack prices the builder only when its images build there.
+    let steps_of = |e: &serde_json::Value| e["lines"].as_array().unwrap().iter().any(|l| l["step"] == "builder");
+    assert!(!steps_of(&estimate(&env, &[])), "built here: no builder");
+    assert!(steps_of(&estimate(&env, &["--input", "build_on=builder"])), "built on the builder: priced");
 }

@@ -235,6 +235,51 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     let secrets = &mut task["with"]["containers"][0]["secrets"];
     secrets["KC_DB_USERNAME"] = format!("{own}:username::").into();
     secrets["KC_DB_PASSWORD"] = format!("{own}:password::").into();
+    // - the five images are built from `sources` (the sample services of
+    //   examples/agents by default), here or on the builder, and every task runs
+    //   its image by digest: the agents' tasks pointed at `<repo>:latest`, which
+    //   nothing pushed (image::the_full_stack_builds_its_five_images_...).
+    //   The builder is made by the same run with build_on=builder (its steps
+    //   are skipped otherwise, standing in with empty outputs), and each
+    //   context travels to it through its bucket (builder::the_full_stack_makes_...).
+    for id in ["build-contexts", "builder", "builder-ready", "builder-role", "builder-sg", "builder-subnet"] {
+        before.insert(id.into(), now[id].clone());
+    }
+    let image = |agent: &str, tag: &str| {
+        let mut needs =
+            vec!["build-contexts".to_string(), "builder".into(), "builder-ready".into(), format!("{agent}-repo")];
+        needs.sort();
+        serde_json::json!({
+            "kind": "image.build_push",
+            "needs": needs,
+            "with": {
+                "build_args": { "BASE": "${{ inputs.base_image }}" },
+                "context": format!("${{{{ inputs.sources }}}}/{agent}"),
+                "context_bucket": "${{ steps.build-contexts.outputs.name }}",
+                "instance_id": "${{ steps.builder.outputs.instance_id }}",
+                "min_free_disk": "${{ inputs.min_free_disk }}",
+                "region": "${{ inputs.region }}",
+                "registry": "${{ inputs.registry }}",
+                "repository": format!("${{{{ inputs.stack }}}}/{agent}"),
+                "runs_on": "${{ inputs.build_on }}",
+                "tag": tag
+            }
+        })
+    };
+    for agent in ["orchestrator", "extractor", "validator", "archivist"] {
+        before.insert(format!("{agent}-image"), image(agent, agent));
+        let task = before.get_mut(&format!("{agent}-task")).unwrap();
+        let needs = task["needs"].as_array_mut().unwrap();
+        let repo = needs.iter().position(|n| *n == format!("{agent}-repo").as_str()).unwrap();
+        needs[repo] = format!("{agent}-image").into();
+        needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        task["with"]["containers"][0]["image"] = format!("${{{{ steps.{agent}-image.outputs.image }}}}").into();
+    }
+    before.remove("mcp-image");
+    before.insert("mcp-server-image".into(), image("mcp-server", "mcp-server"));
+    let task = before.get_mut("mcp-task").unwrap();
+    task["needs"] = serde_json::json!(["documents", "execution-role", "mcp-logs", "mcp-server-image", "task-role"]);
+    task["with"]["containers"][0]["image"] = "${{ steps.mcp-server-image.outputs.image }}".into();
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

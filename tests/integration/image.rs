@@ -4,8 +4,6 @@
 //! GetAuthorizationToken answered by moto (the registry host is overridden; moto
 //! stores no image). The registry's access log counts the pushes.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::aws::{ec2, unique_stack};
 use crate::support::faults::FaultProxy;
-use crate::support::{Env, signal};
+use crate::support::{Env, block_on, registry_get, signal};
 
 /// A `docker-registry serve` of the test's own: its port, its storage, its log.
 pub(crate) struct Registry {
@@ -59,19 +57,7 @@ impl Registry {
 
     /// A GET on the registry: status, Docker-Content-Digest, body.
     pub fn get(&self, path: &str, accept: &str) -> Option<(u16, Option<String>, Vec<u8>)> {
-        let mut conn = TcpStream::connect(&self.host).ok()?;
-        write!(conn, "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: {accept}\r\n\r\n", self.host).ok()?;
-        let mut raw = Vec::new();
-        conn.read_to_end(&mut raw).ok()?;
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        let digest = head.lines().find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
-                .map(|(_, v)| v.trim().to_string())
-        });
-        Some((status, digest, raw[split + 4..].to_vec()))
+        registry_get(&self.host, path, accept)
     }
 
     /// The manifest of `repo:tag` pulled back: its digest as the registry says
@@ -409,4 +395,83 @@ fn a_build_arg_with_shell_syntax_reaches_the_build_as_literal_text_and_runs_noth
     assert!(!ran.exists(), "the build argument ran as code on this machine");
     let logs = env.run(&["logs", &env.runs()[0].id, "--step", "app-image"]).stdout.clone();
     assert!(logs.contains(&format!("arg=[{value}]")), "the RUN step saw the value as it was given:\n{logs}");
+}
+
+const AGENTS: [&str; 5] = ["orchestrator", "extractor", "validator", "archivist", "mcp-server"];
+
+#[test]
+fn the_full_stack_builds_its_five_images_from_the_sample_agents_runs_them_by_digest_and_a_second_run_builds_none() {
+    use crate::support::aws::{FULL, local_images, sdk};
+    let env = Env::sqlite();
+    let stack = unique_stack("five");
+    let stack_input = format!("stack={stack}");
+    // Through the suite's realistic layer: the tasks start and pass their health checks.
+    let args = [&["run", FULL, "--input", &stack_input, "--input", "healthy_targets=1"][..], &local_images()].concat();
+    let vars = [("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    env.run_with(&args, &vars).expect_success();
+    let first = env.only_run();
+
+    let registry = std::env::var("CA_A2A_FLOW_TEST_REGISTRY").unwrap();
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let manifest = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    let mut digests = Vec::new();
+    for agent in AGENTS {
+        let image = env.step(&first.id, &format!("{agent}-image")).outputs.unwrap();
+        assert_eq!(image["action"], "built", "{agent}: {image:?}");
+        let tag = image["tag"].as_str().unwrap();
+        let repo = format!("{stack}/{agent}");
+        let (status, said, _) = registry_get(&registry, &format!("/v2/{repo}/manifests/{tag}"), manifest).unwrap();
+        assert_eq!(status, 200, "{repo}:{tag} was pushed");
+        let by_digest = format!("{registry}/{repo}@{}", said.unwrap());
+        assert_eq!(image["image"], by_digest.as_str(), "{agent}");
+
+        let task = if agent == "mcp-server" { "mcp-task".to_string() } else { format!("{agent}-task") };
+        let arn = env.step(&first.id, &task).outputs.unwrap()["arn"].as_str().unwrap().to_string();
+        let td = block_on(ecs.describe_task_definition().task_definition(arn).send()).unwrap();
+        let container = &td.task_definition().unwrap().container_definitions()[0];
+        assert_eq!(container.image(), Some(by_digest.as_str()), "{agent}'s task runs its image by digest");
+        digests.push(by_digest);
+    }
+    let logs = env.run(&["logs", &first.id, "--step", "extractor-image"]);
+    assert!(logs.stdout.contains("COPY www /www"), "built from examples/agents/extractor:\n{}", logs.stdout);
+
+    env.run_with(&args, &vars).expect_success();
+    let second = env.runs().into_iter().find(|r| r.id != first.id).unwrap();
+    for (agent, digest) in AGENTS.iter().zip(&digests) {
+        let image = env.step(&second.id, &format!("{agent}-image")).outputs.unwrap();
+        assert_eq!(image["action"], "adopted", "{agent} is not built again");
+        assert_eq!(image["image"], digest.as_str());
+        let logs = env.run(&["logs", &second.id, "--step", &format!("{agent}-image")]);
+        assert!(!logs.stdout.contains("STEP 1/"), "nothing built:\n{}", logs.stdout);
+    }
+}
+
+#[test]
+fn a_missing_source_directory_is_refused_before_anything_runs_naming_its_path() {
+    use crate::support::aws::{FULL, local_images};
+    let env = Env::sqlite();
+    let stack_input = format!("stack={}", unique_stack("nosrc"));
+    let args =
+        [&["run", FULL, "--input", &stack_input][..], &local_images(), &["--input", "sources=../no-such-agents"]]
+            .concat();
+    let out = env.run(&args);
+    out.expect_code(2);
+    let path = format!("{}/../no-such-agents/orchestrator", FULL.trim_end_matches("/full.yaml"));
+    assert!(
+        out.stderr.contains(&format!("step `orchestrator-image`, parameter `context`: `{path}` does not exist")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("mcp-server"), "every missing folder is named: {}", out.stderr);
+    assert!(env.runs().is_empty(), "no run recorded");
+
+    // `validate` says the same with the workflow's defaults; without the MCP server its folder is not asked for.
+    let wf = env.write("agents.yaml", &std::fs::read_to_string(FULL).unwrap().replace("../examples/agents", "gone"));
+    let include = wf.parent().unwrap().join("stack");
+    std::os::unix::fs::symlink(std::path::Path::new(FULL).parent().unwrap().join("stack"), &include).unwrap();
+    let validated = env.run(&["validate", wf.to_str().unwrap()]);
+    validated.expect_code(2);
+    assert!(validated.stderr.contains("gone/archivist` does not exist"), "{}", validated.stderr);
+    let without_mcp = env.run(&["plan", wf.to_str().unwrap(), "--offline", "--input", "mcp=false"]);
+    assert!(!without_mcp.stderr.contains("mcp-server` does not exist"), "{}", without_mcp.stderr);
 }

@@ -174,7 +174,8 @@ async fn disk(builds: &[(&str, &image::Params)], unread: &[String]) -> (Status, 
     (status, said.join("; "))
 }
 
-/// Each build on the EC2 builder names an instance that is online in SSM.
+/// Each build on the EC2 builder names an instance that is online in SSM, or
+/// one the run makes.
 async fn builder(
     config: &aws_config::SdkConfig,
     builds: &[(&str, &image::Params)],
@@ -186,11 +187,15 @@ async fn builder(
     let mut said = Vec::new();
     for (id, p) in builds {
         let instance = p.instance_id.as_deref().unwrap_or_default();
-        if instance.is_empty() || instance.contains("${{") {
+        if instance.contains("${{") {
+            said.push(format!("`{id}`: on the builder this run makes or adopts"));
+            continue;
+        }
+        if instance.is_empty() {
             return Ok((
                 Status::Fail,
                 format!(
-                    "step `{id}` builds on the EC2 builder but names no instance: run workflows/builder.yaml, then pass its instance id (the `builder` step's `instance_id` output) as the input that feeds `instance_id`; or turn the step off"
+                    "step `{id}` builds on the EC2 builder but names no instance: include workflows/builder.yaml and feed `instance_id` from its `builder` step (full.yaml does, with --input build_on=builder), or run it and pass the instance id; or build with runs_on: local"
                 ),
             ));
         }

@@ -208,8 +208,36 @@ pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&
     };
     vars.extend_from_slice(extra);
     let stack = format!("stack={stack}");
-    // The MCP server is built on an EC2 builder: `builder::the_full_stack_with_its_mcp_server_...` deploys it.
-    env.run_with(&["run", FULL, "--input", &stack, "--input", healthy, "--input", "mcp=false"], &vars)
+    // The MCP server is left out here: `builder::the_full_stack_builds_...` deploys it.
+    let args =
+        [&["run", FULL, "--input", &stack, "--input", healthy, "--input", "mcp=false"][..], &local_images()].concat();
+    env.run_with(&args, &vars)
+}
+
+/// The inputs that build the stack's images here from the sample services
+/// (examples/agents) and push them to the suite's registry on loopback, on a
+/// base image made of this machine's busybox (scripts/test.sh starts and makes
+/// both): nothing is downloaded.
+pub(crate) fn local_images() -> Vec<&'static str> {
+    static INPUTS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    INPUTS
+        .get_or_init(|| {
+            let var = |name: &str| {
+                std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests with scripts/test.sh"))
+            };
+            let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+            vec![
+                "--input",
+                "build_on=local",
+                "--input",
+                leak(format!("registry=http://{}", var("CA_A2A_FLOW_TEST_REGISTRY"))),
+                "--input",
+                leak(format!("base_image={}", var("CA_A2A_FLOW_TEST_BASE_IMAGE"))),
+                "--input",
+                "min_free_disk=1MiB",
+            ]
+        })
+        .clone()
 }
 
 pub(crate) fn has_tag(tags: &[aws_sdk_ec2::types::Tag], key: &str, value: &str) -> bool {
@@ -437,7 +465,8 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
                 format!("/ecs/{stack}/{name}")
             );
             if name != "keycloak" {
-                assert!(c.image().unwrap().contains(&format!("/{stack}/{name}:latest")), "{name}: its ECR image");
+                let image = c.image().unwrap();
+                assert!(image.contains(&format!("/{stack}/{name}@sha256:")), "{name}: its image by digest: {image}");
             }
             // Only Keycloak's tasks may read its secrets: the agents run on a role without them.
             let role = if name == "keycloak" { "keycloak-execution-role" } else { "execution-role" };

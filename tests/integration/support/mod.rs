@@ -424,6 +424,25 @@ impl TcpProxy {
 }
 
 /// The host:port of a postgres:// URL.
+/// A GET on an OCI registry (`host` is host:port, plain HTTP): status,
+/// Docker-Content-Digest, body; `None` when it does not answer.
+pub fn registry_get(host: &str, path: &str, accept: &str) -> Option<(u16, Option<String>, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(host).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: {accept}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).ok()?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let digest = head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    Some((status, digest, raw[split + 4..].to_vec()))
+}
+
 pub fn host_port(url: &str) -> String {
     let rest = url.split_once("://").expect("a URL").1;
     let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
