@@ -199,9 +199,18 @@ impl Step for BuildPush {
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let target = Target::find(&p).await?;
+        let context = ctx.workflow_dir.join(&p.context);
+        let hash = off_the_runtime(|| source_hash(&context, &p))?;
+        let tag = format!("{}-{}", p.tag, &hash[..12]);
+        let reference = format!("{}:{tag}", target.uri);
+        if let Some(digest) = target.existing(&tag).await? {
+            ctx.log(format!("adopted {reference}: already in the registry as {digest} (same source), not rebuilt"));
+            return Ok(outputs(&target, &reference, &tag, &hash, &digest, "adopted"));
+        }
+        let source = Source { context, hash, tag, reference };
         match p.runs_on {
-            RunsOn::Local => build_here(ctx, &p, &target).await,
-            RunsOn::Builder => build_on_builder(ctx, &p, &target).await,
+            RunsOn::Local => build_here(ctx, &p, &target, source).await,
+            RunsOn::Builder => build_on_builder(ctx, &p, &target, source).await,
         }
     }
 }
@@ -326,16 +335,16 @@ async fn manifest_digest(base: &str, repository: &str, tag: &str) -> Result<Opti
     }
 }
 
-async fn build_here(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
-    let context = ctx.workflow_dir.join(&p.context);
-    let hash = off_the_runtime(|| source_hash(&context, p))?;
-    let tag = format!("{}-{}", p.tag, &hash[..12]);
-    let reference = format!("{}:{tag}", target.uri);
-    if let Some(digest) = target.existing(&tag).await? {
-        ctx.log(format!("adopted {reference}: already in the registry as {digest} (same source), not rebuilt"));
-        return Ok(outputs(target, &reference, &tag, &hash, &digest, "adopted"));
-    }
+/// What a build is of: the context here, its source hash, the tag and reference it is pushed as.
+struct Source {
+    context: PathBuf,
+    hash: String,
+    tag: String,
+    reference: String,
+}
 
+async fn build_here(ctx: &StepContext, p: &Params, target: &Target, source: Source) -> Result<Outputs, StepError> {
+    let Source { context, hash, tag, reference } = source;
     ctx.log(format!("disk: {}", free_disk(p).await?));
 
     let session = Session::new(ctx, p.builder())?;
@@ -659,7 +668,12 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) -> Result<(), StepErro
 
 /// Builds on the EC2 builder through SSM Run Command: the same steps as a local
 /// build, as one script; its last lines say what it did.
-async fn build_on_builder(ctx: &StepContext, p: &Params, target: &Target) -> Result<Outputs, StepError> {
+async fn build_on_builder(
+    ctx: &StepContext,
+    p: &Params,
+    target: &Target,
+    source: Source,
+) -> Result<Outputs, StepError> {
     let instance = p.instance_id.as_deref().unwrap_or_default().trim();
     if instance.is_empty() {
         return Err(StepError::fatal("runs_on: builder, but `instance_id` is empty").with_hint(
@@ -672,14 +686,7 @@ async fn build_on_builder(ctx: &StepContext, p: &Params, target: &Target) -> Res
             "the context travels to the builder through S3: pass workflows/builder.yaml's `build-contexts` bucket name",
         ));
     }
-    let context = ctx.workflow_dir.join(&p.context);
-    let hash = off_the_runtime(|| source_hash(&context, p))?;
-    let tag = format!("{}-{}", p.tag, &hash[..12]);
-    let reference = format!("{}:{tag}", target.uri);
-    if let Some(digest) = target.existing(&tag).await? {
-        ctx.log(format!("adopted {reference}: already in the registry as {digest} (same source), not rebuilt"));
-        return Ok(outputs(target, &reference, &tag, &hash, &digest, "adopted"));
-    }
+    let Source { context, hash, tag, .. } = source;
     let upload =
         Upload { bucket: bucket.to_string(), key: format!("contexts/{}/{hash}.tar.gz", p.repository), hash, tag };
     upload_context(ctx, p, &context, &upload).await?;

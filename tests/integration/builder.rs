@@ -6,7 +6,7 @@
 
 use aws_sdk_ec2::types::Filter;
 
-use crate::support::aws::{FULL, moto, sdk, unique_stack};
+use crate::support::aws::{AGENTS, FULL, moto, sdk, task_image, unique_stack};
 use crate::support::block_on;
 use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, Out};
@@ -209,8 +209,6 @@ fn a_run_killed_after_sending_follows_the_same_command_on_resume() {
 
 const DIGEST: &str = "sha256:4f0c3b1d9e8a7f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291807f6e";
 
-const AGENTS: [&str; 5] = ["orchestrator", "extractor", "validator", "archivist", "mcp-server"];
-
 /// The commands this run sent to `instance` for `step`.
 fn sent_by(run: &str, step: &str, instance: &str) -> Vec<aws_sdk_ssm::types::Command> {
     let ssm = aws_sdk_ssm::Client::new(&sdk());
@@ -255,7 +253,6 @@ fn the_full_stack_makes_its_builder_and_builds_the_five_images_there_from_contex
     let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys.len(), 5, "one context per image, content-addressed: {keys:?}");
 
-    let ecs = aws_sdk_ecs::Client::new(&sdk());
     for agent in AGENTS {
         let step = format!("{agent}-image");
         let image = env.step(&run.id, &step).outputs.unwrap();
@@ -277,11 +274,7 @@ fn the_full_stack_makes_its_builder_and_builds_the_five_images_there_from_contex
         let repo = env.step(&run.id, &format!("{agent}-repo")).outputs.unwrap();
         let want = format!("{}@{DIGEST}", repo["uri"].as_str().unwrap());
         assert_eq!(image["image"], want.as_str(), "{agent}");
-        let task = if agent == "mcp-server" { "mcp-task".to_string() } else { format!("{agent}-task") };
-        let arn = env.step(&run.id, &task).outputs.unwrap()["arn"].as_str().unwrap().to_string();
-        let td = block_on(ecs.describe_task_definition().task_definition(arn).send()).unwrap();
-        let container = &td.task_definition().unwrap().container_definitions()[0];
-        assert_eq!(container.image(), Some(want.as_str()), "{agent}'s task runs the pushed digest");
+        assert_eq!(task_image(&env, &run.id, agent), want, "{agent}'s task runs the pushed digest");
     }
     let logs = env.run(&["logs", &run.id, "--step", "orchestrator-image"]).stdout;
     assert!(logs.contains("is there already, not uploaded"), "the resumed attempt found its context:\n{logs}");
@@ -333,6 +326,39 @@ fn the_full_stack_makes_its_builder_and_builds_the_five_images_there_from_contex
         .map(|n| n.as_str().to_string());
     assert_eq!(state.as_deref(), Some("terminated"), "the builder is terminated");
     assert!(block_on(s3.head_bucket().bucket(&bucket).send()).is_err(), "its contexts bucket is deleted");
+}
+
+#[test]
+fn a_run_killed_while_its_images_build_on_the_builder_resumes_following_each_build_it_sent() {
+    // The builder answers its readiness check, then every build stays in progress.
+    let ready = Rule { times: Some(1), ..invocation("Success", 0, "docker 25.0\n") };
+    let building = FaultProxy::start(&moto(), vec![agent_online(), ready, invocation("InProgress", -1, "")]);
+    let env = Env::sqlite();
+    let stack = unique_stack("killedbuild");
+    let stack_input = format!("stack={stack}");
+    let args = ["run", FULL, "--input", &stack_input, "--input", "healthy_targets=0", "--input", "build_on=builder"];
+    let child = env.spawn(&args, &[("AWS_ENDPOINT_URL", &building.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]);
+    env.wait_until("the five builds to be sent", std::time::Duration::from_secs(120), || {
+        building.actions().iter().filter(|a| *a == "SendCommand").count() >= 6
+    });
+    crate::support::signal(&child, libc::SIGKILL);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), None, "killed");
+    let run = env.only_run();
+    let instance = env.step(&run.id, "builder").outputs.unwrap()["instance_id"].as_str().unwrap().to_string();
+
+    // Now the builds end; the resumed run follows each one it sent and sends none again.
+    let printed = format!("ca-a2a-flow:digest={DIGEST}\nca-a2a-flow:action=built\n");
+    let done = FaultProxy::start(&moto(), vec![agent_online(), invocation("Success", 0, &printed)]);
+    let vars = [("AWS_ENDPOINT_URL", done.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    env.run_with(&["resume", &run.id], &vars).expect_success();
+    assert_eq!(done.actions().iter().filter(|a| *a == "SendCommand").count(), 0, "no build was sent again");
+    for agent in AGENTS {
+        let step = format!("{agent}-image");
+        assert_eq!(sent_by(&run.id, &step, &instance).len(), 1, "{agent} was built once");
+        assert_eq!(env.step(&run.id, &step).outputs.unwrap()["action"], "built");
+        let logs = env.run(&["logs", &run.id, "--step", &step]).stdout;
+        assert!(logs.contains("sent by an earlier attempt"), "{agent} followed its build:\n{logs}");
+    }
 }
 
 #[test]

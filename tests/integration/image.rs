@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::aws::{ec2, unique_stack};
 use crate::support::faults::FaultProxy;
-use crate::support::{Env, block_on, registry_get, signal};
+use crate::support::{Env, registry_get, signal};
 
 /// A `docker-registry serve` of the test's own: its port, its storage, its log.
 pub(crate) struct Registry {
@@ -397,11 +397,9 @@ fn a_build_arg_with_shell_syntax_reaches_the_build_as_literal_text_and_runs_noth
     assert!(logs.contains(&format!("arg=[{value}]")), "the RUN step saw the value as it was given:\n{logs}");
 }
 
-const AGENTS: [&str; 5] = ["orchestrator", "extractor", "validator", "archivist", "mcp-server"];
-
 #[test]
 fn the_full_stack_builds_its_five_images_from_the_sample_agents_runs_them_by_digest_and_a_second_run_builds_none() {
-    use crate::support::aws::{FULL, local_images, sdk};
+    use crate::support::aws::{AGENTS, FULL, local_images, task_image};
     let env = Env::sqlite();
     let stack = unique_stack("five");
     let stack_input = format!("stack={stack}");
@@ -412,7 +410,6 @@ fn the_full_stack_builds_its_five_images_from_the_sample_agents_runs_them_by_dig
     let first = env.only_run();
 
     let registry = std::env::var("CA_A2A_FLOW_TEST_REGISTRY").unwrap();
-    let ecs = aws_sdk_ecs::Client::new(&sdk());
     let manifest = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
     let mut digests = Vec::new();
     for agent in AGENTS {
@@ -425,11 +422,7 @@ fn the_full_stack_builds_its_five_images_from_the_sample_agents_runs_them_by_dig
         let by_digest = format!("{registry}/{repo}@{}", said.unwrap());
         assert_eq!(image["image"], by_digest.as_str(), "{agent}");
 
-        let task = if agent == "mcp-server" { "mcp-task".to_string() } else { format!("{agent}-task") };
-        let arn = env.step(&first.id, &task).outputs.unwrap()["arn"].as_str().unwrap().to_string();
-        let td = block_on(ecs.describe_task_definition().task_definition(arn).send()).unwrap();
-        let container = &td.task_definition().unwrap().container_definitions()[0];
-        assert_eq!(container.image(), Some(by_digest.as_str()), "{agent}'s task runs its image by digest");
+        assert_eq!(task_image(&env, &first.id, agent), by_digest, "{agent}'s task runs its image by digest");
         digests.push(by_digest);
     }
     let logs = env.run(&["logs", &first.id, "--step", "extractor-image"]);

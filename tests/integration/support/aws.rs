@@ -214,6 +214,18 @@ pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&
     env.run_with(&args, &vars)
 }
 
+/// The five services whose images full.yaml builds.
+pub(crate) const AGENTS: [&str; 5] = ["orchestrator", "extractor", "validator", "archivist", "mcp-server"];
+
+/// The image the task definition of `agent` runs, in `run` (read from ECS).
+pub(crate) fn task_image(env: &Env, run: &str, agent: &str) -> String {
+    let task = if agent == "mcp-server" { "mcp-task".to_string() } else { format!("{agent}-task") };
+    let arn = env.step(run, &task).outputs.unwrap()["arn"].as_str().unwrap().to_string();
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let td = block_on(ecs.describe_task_definition().task_definition(arn).send()).unwrap();
+    td.task_definition().unwrap().container_definitions()[0].image().unwrap().to_string()
+}
+
 /// The inputs that build the stack's images here from the sample services
 /// (examples/agents) and push them to the suite's registry on loopback, on a
 /// base image made of this machine's busybox (scripts/test.sh starts and makes
