@@ -304,6 +304,21 @@ fn a_secret_another_tool_made_is_refused_and_never_deleted_even_when_forced() {
 }
 
 #[test]
+fn a_secret_taken_over_says_so_and_keeps_its_value() {
+    behind_aws_sim();
+    let stack = unique_stack("takesecret");
+    let name = format!("{stack}/keycloak-admin");
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk());
+    block_on(sm.create_secret().name(&name).secret_string("made by hand").send()).expect("moto makes it");
+    let env = Env::sqlite();
+    let wf = one_aws_step(&env, "keycloak-admin", "aws.secretsmanager.secret", &[("take_over", "true")]);
+    env.run(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]).expect_success();
+    assert_eq!(env.step(&env.only_run().id, "keycloak-admin").outputs.unwrap()["action"], "taken-over");
+    let value = block_on(sm.get_secret_value().secret_id(&name).send()).unwrap();
+    assert_eq!(value.secret_string(), Some("made by hand"), "its value untouched");
+}
+
+#[test]
 fn a_db_subnet_group_another_tool_made_is_refused_and_never_deleted() {
     behind_aws_sim();
     let stack = unique_stack("oldgroup");

@@ -107,7 +107,11 @@ impl Step for Secret {
 
     const DOC: KindDoc = KindDoc {
         summary: "A Secrets Manager secret holding a password generated inside AWS; restored if scheduled for deletion; adopted only with the stack's tags (one without them is refused unless `take_over`); only its ARN leaves AWS.",
-        outputs: &[("arn", "the secret's ARN"), ("name", "its name"), ("action", "`created`, `adopted` or `restored`")],
+        outputs: &[
+            ("arn", "the secret's ARN"),
+            ("name", "its name"),
+            ("action", "`created`, `adopted`, `taken-over` (`take_over`) or `restored`"),
+        ],
         example: "- id: keycloak-admin\n  uses: aws.secretsmanager.secret\n  with: { stack: \"${{ inputs.stack }}\", username: admin, description: Keycloak admin }\n",
     };
 
@@ -124,8 +128,10 @@ impl Step for Secret {
         let name = format!("{}/{}", owner.stack, owner.step);
         let sm = aws_sdk_secretsmanager::Client::new(&super::config(p.region.as_deref()).await);
         let found = describe(&sm, &name).await?;
+        let mut taken = false;
         if let Some(s) = &found {
             if claim(&owner, "secret", &name, &holder(&owner, s), p.take_over)? == Claim::TakeOver {
+                taken = true;
                 ctx.progress(format!("taking over secret {name}: tagging it as stack {}'s", p.stack));
                 let tags = owner
                     .tags()
@@ -142,7 +148,7 @@ impl Step for Secret {
                 ctx.log(format!("secret {name} was scheduled for deletion: restored it, with its value"));
                 (s.arn().unwrap_or_default().to_string(), "restored")
             }
-            Some(s) => (s.arn().unwrap_or_default().to_string(), "adopted"),
+            Some(s) => (s.arn().unwrap_or_default().to_string(), if taken { "taken-over" } else { "adopted" }),
             None => {
                 let generated = sm
                     .get_random_password()
