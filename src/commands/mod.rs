@@ -334,7 +334,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 })
                 .collect();
             let version =
-                services::rotate_secret(region, &name, length, &databases, &services).await.map_err(CliError::Cloud)?;
+                services::rotate_secret(region, &name, length, &databases, &services, &|line| eprintln!("{line}"))
+                    .await
+                    .map_err(CliError::Cloud)?;
             eprintln!("secret {name}: new version {version} (its value stays in Secrets Manager)");
             for db in &databases {
                 eprintln!("database {}: its master password is the new value", db.identifier);

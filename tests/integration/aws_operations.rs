@@ -202,6 +202,12 @@ fn rotating_keycloaks_database_password_sets_it_on_the_database_before_it_is_cur
         out.stderr
     );
     assert!(out.stderr.contains(&format!("{stack}-keycloak: new deployment started")), "{}", out.stderr);
+    let progress = format!("database {stack}-keycloak-db taking its new master password: ");
+    assert!(
+        out.stderr.contains(&progress) && out.stderr.contains(" / 15m"),
+        "the wait shows its progress: {}",
+        out.stderr
+    );
     let order: Vec<String> = proxy
         .actions()
         .into_iter()

@@ -213,14 +213,16 @@ pub struct Database {
 /// so their tasks read it. With databases, the value is staged first
 /// (`AWSPENDING`), set on each database, and only then made current, as
 /// Secrets Manager's own rotation does: a failure on the way leaves the current
-/// value in place. Returns the new version id; the value itself never leaves AWS
-/// but to RDS.
+/// value in place. Each look at a database's state goes to `progress`
+/// ("database d taking its new master password: modifying 40s / 15m"). Returns
+/// the new version id; the value itself never leaves AWS but to RDS.
 pub async fn rotate_secret(
     region: Option<&str>,
     secret: &str,
     length: i64,
     databases: &[Database],
     services: &[Service],
+    progress: &(dyn Fn(&str) + Sync),
 ) -> Result<String, StepError> {
     let config = super::config(region).await;
     let sm = aws_sdk_secretsmanager::Client::new(&config);
@@ -263,7 +265,9 @@ pub async fn rotate_secret(
             .or_step_error("rds:ModifyDBInstance")?;
         let what = format!("database {} taking its new master password", db.identifier);
         let every = super::wait::interval(std::time::Duration::from_secs(15));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15 * 60);
+        let limit = std::time::Duration::from_secs(15 * 60);
+        let (start, fmt) = (std::time::Instant::now(), ca_a2a_flow_engine::duration::format);
+        let deadline = start + limit;
         loop {
             let d = rds.describe_db_instances().db_instance_identifier(&db.identifier).send().await;
             let status = d
@@ -271,6 +275,8 @@ pub async fn rotate_secret(
                 .db_instances()
                 .first()
                 .and_then(|i| i.db_instance_status().map(String::from));
+            let state = status.as_deref().unwrap_or("not seen");
+            progress(&format!("{what}: {state} {} / {}", fmt(start.elapsed()), fmt(limit)));
             match status.as_deref() {
                 Some("available") => break,
                 _ if std::time::Instant::now() >= deadline => {
