@@ -615,8 +615,10 @@ impl<S: Store> Engine<S> {
             needs.iter().map(|n| n.iter().filter(|&&d| states[d].status != StepStatus::Succeeded).count()).collect();
         let runnable_status =
             |st: &StepState| matches!(st.status, StepStatus::Pending | StepStatus::Interrupted | StepStatus::RetryWait);
-        let mut ready: std::collections::BTreeSet<usize> =
-            (0..steps.len()).filter(|&i| waiting[i] == 0 && runnable_status(&states[i])).collect();
+        let mut ready = Ready::new(ranks(steps, &needs, &dependents));
+        for i in (0..steps.len()).filter(|&i| waiting[i] == 0 && runnable_status(&states[i])) {
+            ready.insert(i);
+        }
         let mut succeeded = states.iter().filter(|s| s.status == StepStatus::Succeeded).count();
         // (step to block, the step it needs that did not succeed)
         let mut to_block: Vec<(usize, usize)> = (0..steps.len())
@@ -636,11 +638,8 @@ impl<S: Store> Engine<S> {
 
         // Steps whose every attempt was cut by the engine's death: they fail
         // instead of killing it once more.
-        let exhausted: Vec<usize> = ready
-            .iter()
-            .copied()
-            .filter(|&i| states[i].crashed && states[i].attempt >= steps[i].retry.max_attempts)
-            .collect();
+        let exhausted: Vec<usize> =
+            ready.iter().filter(|&i| states[i].crashed && states[i].attempt >= steps[i].retry.max_attempts).collect();
         if !exhausted.is_empty() {
             let attempts = self.store.attempts(&run_id).await?;
             let now = crate::now_ms();
@@ -662,7 +661,7 @@ impl<S: Store> Engine<S> {
                     error: Some(error.clone()),
                 });
                 states[i].status = StepStatus::Failed;
-                ready.remove(&i);
+                ready.remove(i);
                 to_block.extend(dependents[i].iter().map(|&d| (d, i)));
                 (shared.observer)(Event::StepFailed {
                     step: steps[i].id.clone(),
@@ -720,7 +719,7 @@ impl<S: Store> Engine<S> {
                 shared.commit(writes).await?;
                 for (i, dep) in blocked {
                     states[i].status = StepStatus::Blocked;
-                    ready.remove(&i);
+                    ready.remove(i);
                     to_block.extend(dependents[i].iter().map(|&d| (d, i)));
                     (shared.observer)(Event::StepBlocked { step: steps[i].id.clone(), by: steps[dep].id.clone() });
                 }
@@ -731,7 +730,7 @@ impl<S: Store> Engine<S> {
             let mut next_wake: Option<i64> = None;
             let mut started = Vec::new();
             if stopped.is_none() && first_failure.is_none() && !lease_lost {
-                for &i in &ready {
+                for i in ready.iter() {
                     if in_flight >= self.config.parallelism.max(1) {
                         break;
                     }
@@ -776,7 +775,7 @@ impl<S: Store> Engine<S> {
             }
 
             for i in started {
-                ready.remove(&i);
+                ready.remove(i);
             }
 
             if inflight.is_empty() {
@@ -1260,6 +1259,52 @@ fn resolve_params(scope: &Scope<'_>, with: &Json, scripts: &[&str]) -> Result<(J
         out.insert(key.clone(), resolved);
     }
     Ok((Json::Object(out), bound))
+}
+
+/// The steps ready to start, the most urgent first: when more are ready than
+/// `parallelism` lets run, the ones heading the longest chain of deadlines
+/// start first (a database's subnets before a log group), whatever their
+/// order in the file.
+struct Ready {
+    order: std::collections::BTreeSet<(std::cmp::Reverse<u128>, usize)>,
+    rank: Vec<u128>,
+}
+
+impl Ready {
+    fn new(rank: Vec<u128>) -> Self {
+        Self { order: Default::default(), rank }
+    }
+    fn insert(&mut self, i: usize) {
+        self.order.insert((std::cmp::Reverse(self.rank[i]), i));
+    }
+    fn remove(&mut self, i: usize) {
+        self.order.remove(&(std::cmp::Reverse(self.rank[i]), i));
+    }
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.order.iter().map(|&(_, i)| i)
+    }
+}
+
+/// Each step's rank: its own timeout plus the largest rank among the steps
+/// that need it, i.e. the longest chain of deadlines from it to the end (the
+/// deadlines stand for how long each kind may take: a database's 50 minutes,
+/// a log group's few).
+fn ranks(steps: &[StepDef], needs: &[Vec<usize>], dependents: &[Vec<usize>]) -> Vec<u128> {
+    let mut unranked: Vec<usize> = dependents.iter().map(Vec::len).collect();
+    let mut below = vec![0u128; steps.len()];
+    let mut rank = vec![0u128; steps.len()];
+    let mut todo: Vec<usize> = (0..steps.len()).filter(|&i| unranked[i] == 0).collect();
+    while let Some(i) = todo.pop() {
+        rank[i] = steps[i].timeout.as_millis() + below[i];
+        for &n in &needs[i] {
+            below[n] = below[n].max(rank[i]);
+            unranked[n] -= 1;
+            if unranked[n] == 0 {
+                todo.push(n);
+            }
+        }
+    }
+    rank
 }
 
 /// The output a skipped step records (and nothing else): its dependents are skipped too.

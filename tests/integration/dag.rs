@@ -188,6 +188,31 @@ both!(a_skipped_step_with_otherwise_stands_in_with_its_values_and_what_needs_it_
     assert!(refused.stderr.contains("`otherwise` without `when`"), "{}", refused.stderr);
 });
 
+both!(when_fewer_may_run_than_are_ready_the_step_heading_the_longest_chain_of_deadlines_starts_first, |env: &Env| {
+    // `log` comes first in the file; `subnets` heads a chain to a 40-minute step.
+    let wf = env.write(
+        "ranked.yaml",
+        r#"name: ranked
+steps:
+  - id: log
+    uses: shell
+    timeout: 1m
+    with: { run: "echo log >> ran.log" }
+  - id: subnets
+    uses: shell
+    timeout: 1m
+    with: { run: "echo subnets >> ran.log" }
+  - id: database
+    uses: shell
+    needs: [subnets]
+    timeout: 40m
+    with: { run: "echo database >> ran.log" }
+"#,
+    );
+    env.run(&["run", wf.to_str().unwrap(), "--parallelism", "1"]).expect_success();
+    assert_eq!(lines(&env.path("ran.log")), ["subnets", "database", "log"], "the longest chain first, one at a time");
+});
+
 #[test]
 fn a_when_naming_an_undeclared_input_is_refused_at_its_line() {
     let env = Env::sqlite();
