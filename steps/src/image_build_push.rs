@@ -510,8 +510,16 @@ pub async fn free_disk(p: &Params) -> Result<String, StepError> {
     enough_free_disk(&storage, required)
 }
 
-/// Where the builder keeps images, as it says (30 s at most); its usual place if it cannot say.
+/// Where the builder keeps images, as it says (30 s at most); its usual place
+/// if it cannot say. Asked once per process and builder program: `podman info`
+/// takes a third of a second, and the preflight and every build step ask.
 async fn storage(builder: Builder) -> PathBuf {
+    static ASKED: [tokio::sync::OnceCell<PathBuf>; 3] =
+        [tokio::sync::OnceCell::const_new(), tokio::sync::OnceCell::const_new(), tokio::sync::OnceCell::const_new()];
+    ASKED[builder as usize].get_or_init(|| ask_storage(builder)).await.clone()
+}
+
+async fn ask_storage(builder: Builder) -> PathBuf {
     let (args, fallback): (&[&str], &str) = match builder {
         Builder::Buildah => (&["info", "--format", "{{.store.GraphRoot}}"], "/var/lib/containers/storage"),
         Builder::Docker => (&["info", "--format", "{{.DockerRootDir}}"], "/var/lib/docker"),

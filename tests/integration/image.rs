@@ -468,3 +468,36 @@ fn a_missing_source_directory_is_refused_before_anything_runs_naming_its_path() 
     let without_mcp = env.run(&["plan", wf.to_str().unwrap(), "--offline", "--input", "mcp=false"]);
     assert!(!without_mcp.stderr.contains("mcp-server` does not exist"), "{}", without_mcp.stderr);
 }
+
+#[test]
+fn the_disk_is_checked_after_asking_podman_once_where_it_keeps_images_however_many_images_are_built() {
+    let env = Env::sqlite();
+    let asked = env.path("podman.log");
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stub = bin.join("podman");
+    std::fs::write(&stub, format!("#!/bin/sh\necho \"$*\" >> '{}'\n[ \"$1\" = info ] && echo /tmp\n", asked.display()))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut steps = String::new();
+    for n in 1..=3 {
+        std::fs::create_dir_all(env.path(&format!("app{n}"))).unwrap();
+        env.write(&format!("app{n}/Dockerfile"), "FROM scratch\n");
+        steps.push_str(&format!(
+            "  - id: app{n}-image\n    uses: image.build_push\n    with: {{ region: eu-west-3, repository: once/app{n}, context: app{n}, min_free_disk: 1MiB }}\n"
+        ));
+    }
+    let repo =
+        "  - id: repo\n    uses: aws.ecr.repository\n    with: { stack: once, region: eu-west-3, name: once/app }\n";
+    let wf = env.write("three.yaml", &format!("name: three\nsteps:\n{repo}{steps}"));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = env.run_with(&["plan", wf.to_str().unwrap(), "--output", "json"], &[("PATH", path.as_str())]);
+    out.expect_success();
+    let plan = out.json();
+    let disk = plan["preflight"].as_array().unwrap().iter().find(|c| c["name"] == "disk").unwrap().clone();
+    let message = disk["message"].as_str().unwrap();
+    assert!(message.contains("`app3-image`: ") && message.contains("free at /tmp"), "each image's disk: {disk}");
+    let calls = std::fs::read_to_string(&asked).unwrap();
+    assert_eq!(calls.lines().filter(|l| l.starts_with("info")).count(), 1, "asked once: {calls}");
+}
