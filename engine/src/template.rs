@@ -35,7 +35,9 @@ struct Expr {
 /// `REF`, `REF == LITERAL` or `REF != LITERAL`; a literal is quoted ('…' or
 /// "…") or a bare word (`true`, `3`).
 fn parse_expr(expr: &str) -> Result<Expr, String> {
-    let Some((at, equal)) = expr.find("==").map(|i| (i, true)).or_else(|| expr.find("!=").map(|i| (i, false))) else {
+    // The first operator: one inside the literal after it is text.
+    let operators = [expr.find("==").map(|i| (i, true)), expr.find("!=").map(|i| (i, false))];
+    let Some((at, equal)) = operators.into_iter().flatten().min_by_key(|(i, _)| *i) else {
         return Ok(Expr { r: parse_ref(expr)?, compared: None });
     };
     let (left, right) = (expr[..at].trim(), expr[at + 2..].trim());
@@ -465,6 +467,7 @@ mod tests {
         assert_eq!(is("${{ inputs.build_on == 'builder' }}"), json!(true));
         assert_eq!(is("${{ inputs.build_on == \"local\" }}"), json!(false));
         assert_eq!(is("${{ inputs.build_on != 'local' }}"), json!(true));
+        assert_eq!(is("${{ inputs.build_on != 'a==b' }}"), json!(true), "an operator inside the literal is text");
         assert_eq!(is("${{ inputs.count == 3 }}"), json!(true), "a number compares by its text");
         assert_eq!(is("on the builder: ${{ inputs.build_on == builder }}"), json!("on the builder: true"));
         assert_eq!(
