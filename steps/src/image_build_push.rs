@@ -760,15 +760,27 @@ async fn upload_context(ctx: &StepContext, p: &Params, context: &Path, upload: &
     ctx.progress(format!("packing {} ({} files)", context.display(), files.len()));
     let archive = pack(context, &files).await?;
     ctx.progress(format!("uploading the context to {url} ({:.1} MiB)", archive.len() as f64 / 1_048_576.0));
+    // A call's usual deadline is for answers, not for carrying hundreds of MiB.
+    let limit = upload_deadline(archive.len()).min(ctx.remaining());
+    let timeouts =
+        aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(limit).operation_timeout(limit);
     s3.put_object()
         .bucket(&upload.bucket)
         .key(&upload.key)
         .body(aws_sdk_s3::primitives::ByteStream::from(archive))
+        .customize()
+        .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts.build()))
         .send()
         .await
         .or_step_error("s3:PutObject")?;
     ctx.log(format!("uploaded the context to {url}"));
     Ok(())
+}
+
+/// How long an upload of `bytes` may take: a call's deadline, plus a second
+/// per MiB (an uplink of 8 Mbit/s at least).
+fn upload_deadline(bytes: usize) -> Duration {
+    crate::aws::call_timeout() + Duration::from_secs(bytes.div_ceil(1_048_576) as u64)
 }
 
 /// A gzipped tar of `files` (relative to `context`), made by `tar`.
@@ -920,6 +932,13 @@ mod tests {
         assert_ne!(source_hash(&a, &p).unwrap(), source_hash(&c, &p).unwrap());
         let with_arg = params(json!({"build_args": {"VERSION": "2"}}));
         assert_ne!(source_hash(&a, &p).unwrap(), source_hash(&a, &with_arg).unwrap());
+    }
+
+    #[test]
+    fn an_upload_may_take_a_second_per_mib_beyond_a_calls_deadline() {
+        let call = crate::aws::call_timeout();
+        assert_eq!(upload_deadline(2_000), call + Duration::from_secs(1));
+        assert_eq!(upload_deadline(300 * 1_048_576), call + Duration::from_secs(300), "300 MiB: five more minutes");
     }
 
     #[test]
