@@ -256,6 +256,26 @@ fn a_bucket_another_tool_made_is_a_conflict_in_plan_refused_in_run_and_never_des
 }
 
 #[test]
+fn a_new_bucket_is_waited_for_until_s3_answers_for_it_and_is_set_up_in_one_attempt() {
+    // The layer at AWS's own pace: a new bucket answers NoSuchBucket for 0.5 to 2 s.
+    let proxy = crate::support::faults::FaultProxy::start(&crate::support::aws::moto(), vec![]);
+    let env = Env::sqlite();
+    let stack = unique_stack("newbucket");
+    let name = format!("{stack}-contexts");
+    let wf = one_aws_step(&env, "contexts", "aws.s3.bucket", &[("name", &name)]);
+    let once =
+        std::fs::read_to_string(&wf).unwrap().replace("steps:", "defaults: { retry: { max_attempts: 1 } }\nsteps:");
+    std::fs::write(&wf, once).unwrap();
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")],
+        &[("AWS_ENDPOINT_URL", &proxy.url), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    );
+    out.expect_success();
+    let versioning = block_on(s3().get_bucket_versioning().bucket(&name).send()).unwrap();
+    assert_eq!(versioning.status().map(|s| s.as_str()), Some("Enabled"), "set up once it answered");
+}
+
+#[test]
 fn a_bucket_the_stack_creates_carries_its_tags_from_its_creation_and_a_taken_over_one_keeps_its_own() {
     behind_aws_sim();
     let stack = unique_stack("newbucket");

@@ -192,6 +192,9 @@ impl Step for Bucket {
             }
         };
         let fresh = action == "created";
+        if fresh {
+            usable(ctx, &s3, name).await?;
+        }
         let encryption = built(
             "encryption",
             ServerSideEncryptionConfiguration::builder()
@@ -274,6 +277,24 @@ async fn client(region: Option<&str>) -> aws_sdk_s3::Client {
     let s3_config =
         aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build();
     aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+/// Waits until S3 answers for the bucket just created: for a moment every
+/// other call on it is `NoSuchBucket` (S3's bucket operations are eventually
+/// consistent), and its settings are applied only once it answers.
+async fn usable(ctx: &StepContext, s3: &aws_sdk_s3::Client, name: &str) -> Result<(), StepError> {
+    let every = super::wait::interval(std::time::Duration::from_secs(1));
+    let what = format!("new bucket {name}");
+    super::wait::until(ctx, &what, std::time::Duration::from_secs(120), every, || async {
+        Ok(match s3.head_bucket().bucket(name).send().await {
+            Ok(_) => super::wait::Poll::Ready(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                super::wait::Poll::Pending("not answering yet (NoSuchBucket)".into())
+            }
+            Err(e) => return Err(super::classify(&super::failure("s3:HeadBucket", &e))),
+        })
+    })
+    .await
 }
 
 /// Whose the bucket `name` is, by its tags, if it exists in this account, and
