@@ -130,6 +130,11 @@ pub struct Engine<S: Store> {
     observer: Observer,
 }
 
+/// The stack a run changes: its `stack` input, when it has one.
+pub fn stack_of(inputs: &BTreeMap<String, Json>) -> Option<&str> {
+    inputs.get("stack").and_then(Json::as_str).filter(|s| !s.is_empty())
+}
+
 /// A fresh run id: sortable by time, unique enough for one state store.
 pub fn new_run_id() -> String {
     let ms = crate::now_ms();
@@ -362,10 +367,23 @@ impl<S: Store> Engine<S> {
         self.observer.clone()
     }
 
-    /// Records a new run (its definition, inputs and per-step hashes); runs nothing.
+    /// Records a new run (its definition, inputs and per-step hashes) for this
+    /// process to drive; runs nothing. Its stack is its `stack` input.
     pub async fn create(&self, workflow: &Workflow, inputs: &BTreeMap<String, Json>) -> Result<String, EngineError> {
+        self.create_with(workflow, inputs, stack_of(inputs), false).await
+    }
+
+    /// Records a new run of `stack` (no two runs of one stack are driven at
+    /// once); `queued`: for a worker to drive ([`Store::claim`]).
+    pub async fn create_with(
+        &self,
+        workflow: &Workflow,
+        inputs: &BTreeMap<String, Json>,
+        stack: Option<&str>,
+        queued: bool,
+    ) -> Result<String, EngineError> {
         let id = new_run_id();
-        self.store.create_run(NewRun { id: &id, workflow, inputs, now: crate::now_ms() }).await?;
+        self.store.create_run(NewRun { id: &id, workflow, inputs, now: crate::now_ms(), stack, queued }).await?;
         Ok(id)
     }
 
@@ -385,6 +403,11 @@ impl<S: Store> Engine<S> {
             Err(StoreError::LeaseHeld { holder, .. }) if holder.holder_is_gone() => {
                 tracing::info!(owner = %holder.owner, "the previous holder's process is gone; taking the run over");
                 self.store.break_lease(run_id, &holder.owner).await?;
+                self.store.acquire(run_id, &self.config.holder, ttl_ms, now).await?
+            }
+            Err(StoreError::StackHeld { by, holder, .. }) if holder.holder_is_gone() => {
+                tracing::info!(run = %by, owner = %holder.owner, "the process that drove the stack's other run is gone");
+                self.store.break_lease(&by, &holder.owner).await?;
                 self.store.acquire(run_id, &self.config.holder, ttl_ms, now).await?
             }
             other => other?,

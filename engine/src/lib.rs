@@ -40,7 +40,8 @@ macro_rules! outputs {
 }
 pub use diag::{Diagnostic, Diagnostics};
 pub use executor::{
-    Engine, EngineConfig, EngineError, Event, Observer, Outcome, SKIPPED, Stop, skipped_by_inputs, truthy, was_skipped,
+    Engine, EngineConfig, EngineError, Event, Observer, Outcome, SKIPPED, Stop, skipped_by_inputs, stack_of, truthy,
+    was_skipped,
 };
 pub use kind::Deadline;
 pub use kind::{

@@ -14,7 +14,10 @@ async fn a_run_of_noops(env: &Env, id: &str, steps: &[&str]) -> AnyStore {
     let workflow = load(&wf_path, &ca_a2a_flow_steps::registry()).expect("valid");
     let store = AnyStore::open(&env.state).await.unwrap();
     let inputs = Default::default();
-    store.create_run(NewRun { id, workflow: &workflow, inputs: &inputs, now: now_ms() }).await.unwrap();
+    store
+        .create_run(NewRun { id, workflow: &workflow, inputs: &inputs, now: now_ms(), stack: None, queued: false })
+        .await
+        .unwrap();
     store
 }
 

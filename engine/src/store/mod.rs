@@ -27,6 +27,10 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("run `{run}` is held by {holder}")]
     LeaseHeld { run: String, holder: LeaseInfo },
+    /// Another run of the same stack is being driven: two runs of one stack
+    /// never run at the same time, whichever machines drive them.
+    #[error("stack `{stack}` is being changed by run `{by}`, driven by {holder}")]
+    StackHeld { run: String, stack: String, by: String, holder: LeaseInfo },
     #[error(
         "this process no longer owns run `{run}` (generation {generation} was superseded): another process took over"
     )]
@@ -214,6 +218,11 @@ pub struct NewRun<'a> {
     pub workflow: &'a Workflow,
     pub inputs: &'a BTreeMap<String, Json>,
     pub now: i64,
+    /// The stack the run changes: no two runs of one stack are driven at once.
+    pub stack: Option<&'a str>,
+    /// Recorded for a worker to drive (`submit`), instead of by the process
+    /// that made it.
+    pub queued: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -233,6 +242,10 @@ pub struct RunRecord {
     pub lease: Option<LeaseInfo>,
     pub heartbeat_at: Option<i64>,
     pub cancel_requested: bool,
+    /// The stack the run changes, if it names one.
+    pub stack: Option<String>,
+    /// When it was queued for a worker (`submit`); `None` for a run its own process drives.
+    pub queued_at: Option<i64>,
     /// Keyed fingerprints of the run's secret values ([`crate::redact`]).
     #[serde(skip)]
     pub masks: Option<String>,
@@ -275,6 +288,8 @@ impl RunRecord {
             lease: None,
             heartbeat_at: None,
             cancel_requested: false,
+            stack: None,
+            queued_at: None,
             masks: None,
         }
     }
@@ -443,6 +458,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
     fn list_runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    /// Takes the lease of the first queued run a worker may drive now, oldest
+    /// first: not ended, its lease free or expired, and no other run of its
+    /// stack driven now or queued before it. Concurrent claims never take the
+    /// same run, nor two runs of one stack.
+    fn claim(
+        &self,
+        holder: &Holder,
+        ttl_ms: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// The runs that have not ended and whose lease someone holds (live or expired).
+    fn held_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }
 
 /// A store chosen at run time from a URL: `sqlite://PATH` or `postgres://...`.
@@ -532,7 +559,54 @@ impl Store for AnyStore {
     async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         delegate!(self, "list_runs", s => s.list_runs(limit).await)
     }
+    async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+        delegate!(self, "claim", s => s.claim(holder, ttl_ms, now).await)
+    }
+    async fn held_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        delegate!(self, "held_runs", s => s.held_runs().await)
+    }
 }
+
+impl AnyStore {
+    /// What tells a worker that a run was queued or gave its lease back:
+    /// Postgres's LISTEN on its own connection; nothing on SQLite, where
+    /// workers poll.
+    pub async fn notices(&self) -> Result<Notices, StoreError> {
+        match self {
+            AnyStore::Sqlite(_) => Ok(Notices(None)),
+            AnyStore::Postgres(s) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&s.pool).await?;
+                listener.listen(QUEUE_CHANNEL).await?;
+                Ok(Notices(Some(listener)))
+            }
+        }
+    }
+}
+
+/// See [`AnyStore::notices`].
+pub struct Notices(Option<sqlx::postgres::PgListener>);
+
+impl Notices {
+    /// Whether notices come at all (or the store must be polled).
+    pub fn live(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The next notice; never, without any. After an error, none come again.
+    pub async fn next(&mut self) -> Result<(), StoreError> {
+        let result = match &mut self.0 {
+            Some(listener) => listener.recv().await.map(|_| ()),
+            None => return std::future::pending().await,
+        };
+        if result.is_err() {
+            self.0 = None;
+        }
+        Ok(result?)
+    }
+}
+
+/// The Postgres channel a run's queueing and its lease's release are told on.
+pub const QUEUE_CHANNEL: &str = "ca_a2a_flow_queue";
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))

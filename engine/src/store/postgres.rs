@@ -56,6 +56,67 @@ async fn database_clock(pool: &PgPool, _local: i64) -> Result<i64, StoreError> {
     Ok(row.try_get("now")?)
 }
 
+/// Workers pick queued runs with `FOR UPDATE SKIP LOCKED`, so two of them
+/// never wait on the same row; a run's stack is then looked at under the
+/// stack's advisory lock (tried, not waited for: a stack another claim or
+/// acquire is taking is skipped), so no two runs of one stack are taken.
+async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+    use sqlx::Row;
+    let mut tx = pool.begin().await?;
+    let candidates = sqlx::query(
+        "SELECT id, stack, queued_at FROM runs
+         WHERE queued_at IS NOT NULL AND status NOT IN ('succeeded', 'failed', 'cancelled')
+           AND (lease_owner IS NULL OR lease_expires_at < $1)
+         ORDER BY queued_at, id LIMIT 16 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in candidates {
+        let id: String = row.try_get("id")?;
+        let stack: Option<String> = row.try_get("stack")?;
+        let queued_at: i64 = row.try_get("queued_at")?;
+        if let Some(stack) = &stack {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+                .bind(stack)
+                .fetch_one(&mut *tx)
+                .await?;
+            let busy: bool = locked
+                && sqlx::query_scalar(concat!(
+                    "SELECT EXISTS (SELECT 1 FROM runs o WHERE ",
+                    super::sql::queued_before!("$1", "$2", "$3", "$4"),
+                    ")"
+                ))
+                .bind(stack)
+                .bind(&id)
+                .bind(queued_at)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !locked || busy {
+                continue;
+            }
+        }
+        sqlx::query(
+            "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
+                    lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
+             WHERE id = $6",
+        )
+        .bind(&holder.owner)
+        .bind(&holder.host)
+        .bind(holder.pid)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Some(id));
+    }
+    tx.commit().await?;
+    Ok(None)
+}
+
 super::sql::sql_store!(
     PgStore,
     sqlx::Postgres,
@@ -66,7 +127,9 @@ super::sql::sql_store!(
         AS r(j_step text, j_attempt bigint, j_started_at bigint, j_deadline_at bigint, j_at bigint, j_outputs text)",
     // Rows, as they come: on Postgres (one socket, no worker thread) they are
     // faster than building one JSON document of them.
-    None::<&'static str>
+    None::<&'static str>,
+    Some("SELECT pg_advisory_xact_lock(hashtext($1))"),
+    claim
 );
 
 #[cfg(test)]

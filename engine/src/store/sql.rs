@@ -5,8 +5,51 @@
 //! connection setup) lives in their migrations and their `open`; the one
 //! clause that differs, Postgres's `FOR SHARE` on the fence row, is a parameter.
 
+/// SQL, a condition on `runs o`: a run of stack `$stack` other than run `$run`
+/// that has not ended and whose lease is live at `$now`.
+macro_rules! stack_driven {
+    ($stack:literal, $run:literal, $now:literal) => {
+        concat!(
+            "o.stack = ",
+            $stack,
+            " AND o.id <> ",
+            $run,
+            " AND o.status NOT IN ('succeeded', 'failed', 'cancelled')",
+            " AND o.lease_owner IS NOT NULL AND o.lease_expires_at >= ",
+            $now
+        )
+    };
+}
+pub(crate) use stack_driven;
+
+/// SQL, a condition on `runs o`: what keeps queued run `$run` (of stack
+/// `$stack`, queued at `$queued_at`) waiting at `$now`: another run of its
+/// stack driven now, or one queued before it that has not ended.
+macro_rules! queued_before {
+    ($stack:literal, $run:literal, $queued_at:literal, $now:literal) => {
+        concat!(
+            "o.stack = ",
+            $stack,
+            " AND o.id <> ",
+            $run,
+            " AND o.status NOT IN ('succeeded', 'failed', 'cancelled')",
+            " AND ((o.lease_owner IS NOT NULL AND o.lease_expires_at >= ",
+            $now,
+            ")",
+            " OR (o.queued_at IS NOT NULL AND (o.queued_at < ",
+            $queued_at,
+            " OR (o.queued_at = ",
+            $queued_at,
+            " AND o.id < ",
+            $run,
+            "))))"
+        )
+    };
+}
+pub(crate) use queued_before;
+
 macro_rules! sql_store {
-    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path, $success_rows:literal, $steps_json:expr) => {
+    ($store:ident, $db:ty, $row:ty, $share_lock:literal, $clock:path, $success_rows:literal, $steps_json:expr, $stack_lock:expr, $claim:path) => {
         use sqlx::Row;
 
         use super::{
@@ -40,6 +83,8 @@ macro_rules! sql_store {
                 lease,
                 heartbeat_at: row.try_get("heartbeat_at")?,
                 cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+                stack: row.try_get("stack")?,
+                queued_at: row.try_get("queued_at")?,
                 masks: row.try_get("masks")?,
             })
         }
@@ -91,8 +136,9 @@ macro_rules! sql_store {
             async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO runs (id, workflow_name, workflow_file, definition, inputs, status, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+                    "INSERT INTO runs (id, workflow_name, workflow_file, definition, inputs, status, created_at, updated_at,
+                                       stack, queued_at)
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $8)",
                 )
                 .bind(run.id)
                 .bind(&run.workflow.name)
@@ -100,6 +146,8 @@ macro_rules! sql_store {
                 .bind(to_json(run.workflow))
                 .bind(to_json(run.inputs))
                 .bind(run.now)
+                .bind(run.stack)
+                .bind(run.queued.then_some(run.now))
                 .execute(&mut *tx)
                 .await?;
                 for (position, step) in run.workflow.steps.iter().enumerate() {
@@ -121,32 +169,80 @@ macro_rules! sql_store {
             async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
                 // Expiry is written and compared on the store's clock where it has one.
                 let now = $clock(&self.pool, now).await?;
-                let row = sqlx::query(
+                let stack: Option<String> = match sqlx::query_scalar("SELECT stack FROM runs WHERE id = $1")
+                    .bind(run)
+                    .fetch_optional(&self.pool)
+                    .await?
+                {
+                    Some(stack) => stack,
+                    None => return Err(StoreError::RunNotFound(run.to_string())),
+                };
+                let mut tx = self.pool.begin().await?;
+                // Where the database runs statements side by side (Postgres), the
+                // stack's runs are looked at and one of them taken under a lock of
+                // the stack; SQLite runs one writer at a time.
+                if let (Some(lock), Some(stack)) = ($stack_lock, stack.as_deref()) {
+                    sqlx::query(lock).bind(stack).execute(&mut *tx).await?;
+                }
+                let row = sqlx::query(concat!(
                     "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
                             lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
-                     WHERE id = $6 AND (lease_owner IS NULL OR lease_expires_at < $7 OR lease_owner = $8)
-                     RETURNING generation",
-                )
+                     WHERE id = $6 AND (lease_owner IS NULL OR lease_expires_at < $5 OR lease_owner = $7)
+                       AND (stack IS NULL OR NOT EXISTS (",
+                    "SELECT 1 FROM runs o WHERE ",
+                    super::sql::stack_driven!("runs.stack", "runs.id", "$5"),
+                    ")) RETURNING generation"
+                ))
                 .bind(&holder.owner)
                 .bind(&holder.host)
                 .bind(holder.pid)
                 .bind(now + ttl_ms)
                 .bind(now)
                 .bind(run)
-                .bind(now)
                 .bind(&holder.owner)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                match row {
-                    Some(row) => Ok(row.try_get("generation")?),
-                    None => {
-                        let record = self.run(run).await?;
-                        match record.lease {
-                            Some(holder) => Err(StoreError::LeaseHeld { run: run.to_string(), holder }),
-                            None => Err(StoreError::Corrupt(format!("run `{run}`: lease neither free nor held"))),
+                tx.commit().await?;
+                if let Some(row) = row {
+                    return Ok(row.try_get("generation")?);
+                }
+                let record = self.run(run).await?;
+                if let Some(lease) = record.lease.clone().filter(|l| l.expires_at >= now && l.owner != holder.owner) {
+                    return Err(StoreError::LeaseHeld { run: run.to_string(), holder: lease });
+                }
+                if let Some(stack) = stack {
+                    let other = sqlx::query(concat!("SELECT * FROM runs o WHERE ", super::sql::stack_driven!("$1", "$2", "$3"), " LIMIT 1"))
+                        .bind(&stack)
+                        .bind(run)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if let Some(other) = other {
+                        let other = run_record(&other)?;
+                        if let Some(lease) = other.lease {
+                            return Err(StoreError::StackHeld { run: run.to_string(), stack, by: other.id, holder: lease });
                         }
                     }
                 }
+                match record.lease {
+                    Some(holder) => Err(StoreError::LeaseHeld { run: run.to_string(), holder }),
+                    None => Err(StoreError::Corrupt(format!("run `{run}`: lease neither free nor held"))),
+                }
+            }
+
+            async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+                let now = $clock(&self.pool, now).await?;
+                $claim(&self.pool, holder, ttl_ms, now).await
+            }
+
+            async fn held_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT * FROM runs WHERE lease_owner IS NOT NULL AND status NOT IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY created_at, id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(run_record).collect()
             }
 
             async fn renew(&self, run: &str, generation: i64, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {

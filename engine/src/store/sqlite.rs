@@ -49,6 +49,30 @@ async fn local_clock(_: &SqlitePool, now: i64) -> Result<i64, StoreError> {
     Ok(now)
 }
 
+/// One statement picks and takes the run: SQLite runs one writer at a time,
+/// so no other claim or acquire sees the stack between the two.
+async fn claim(pool: &SqlitePool, holder: &super::Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+    let id: Option<String> = sqlx::query_scalar(concat!(
+        "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
+                lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
+         WHERE id = (SELECT r.id FROM runs r
+                     WHERE r.queued_at IS NOT NULL AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
+                       AND (r.lease_owner IS NULL OR r.lease_expires_at < $5)
+                       AND (r.stack IS NULL OR NOT EXISTS (SELECT 1 FROM runs o WHERE ",
+        super::sql::queued_before!("r.stack", "r.id", "r.queued_at", "$5"),
+        ")) ORDER BY r.queued_at, r.id LIMIT 1)
+         RETURNING id"
+    ))
+    .bind(&holder.owner)
+    .bind(&holder.host)
+    .bind(holder.pid)
+    .bind(now + ttl_ms)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    Ok(id)
+}
+
 super::sql::sql_store!(
     SqliteStore,
     sqlx::Sqlite,
@@ -60,7 +84,9 @@ super::sql::sql_store!(
              json_extract(value, '$.j_at') AS j_at, json_extract(value, '$.j_outputs') AS j_outputs
      FROM json_each($1)",
     Some("SELECT json_group_array(json_object('step_id', step_id, 'position', position, 'kind', kind, 'hash', hash, 'status', status, 'attempt', attempt, 'first_started_at', first_started_at, 'attempt_started_at', attempt_started_at, 'deadline_at', deadline_at, 'next_attempt_at', next_attempt_at, 'finished_at', finished_at, 'outputs', outputs, 'error', error))
-     FROM (SELECT * FROM steps WHERE run_id = $1 ORDER BY position)")
+     FROM (SELECT * FROM steps WHERE run_id = $1 ORDER BY position)"),
+    None::<&'static str>,
+    claim
 );
 
 #[cfg(test)]

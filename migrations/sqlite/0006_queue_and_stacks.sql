@@ -1,0 +1,6 @@
+-- Runs that a worker drives (`submit`), and the stack a run changes: two runs
+-- of one stack are never driven at the same time.
+ALTER TABLE runs ADD COLUMN stack TEXT;
+ALTER TABLE runs ADD COLUMN queued_at INTEGER;
+CREATE INDEX runs_queue ON runs (queued_at, id) WHERE queued_at IS NOT NULL;
+CREATE INDEX runs_stack ON runs (stack) WHERE stack IS NOT NULL;
