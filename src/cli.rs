@@ -150,6 +150,32 @@ pub enum Command {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         since: std::time::Duration,
     },
+    /// Validate a workflow and queue a run of it for a worker; prints the run's id at once.
+    Submit {
+        file: PathBuf,
+        /// An input value, `name=value` (repeatable).
+        #[arg(long = "input", short = 'i', value_parser = parse_key_value)]
+        inputs: Vec<(String, String)>,
+        /// Go on although this preflight check fails (repeatable), as with `run`.
+        #[arg(long = "skip-preflight", value_name = "NAME", env = "CA_A2A_FLOW_SKIP_PREFLIGHT", value_delimiter = ',')]
+        skip_preflight: Vec<String>,
+        /// Approve the steps marked `approve:` (irreversible) now: a worker cannot ask.
+        #[arg(long)]
+        yes: bool,
+        /// Follow the run's log until it ends, and exit as `run` would.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Drive queued runs (`submit`), and runs whose driver died, until SIGTERM;
+    /// then hand back the runs being driven and exit.
+    Worker {
+        /// How many runs this worker drives at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// How many independent steps of one run may run at once.
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
     /// What a run would do: the steps in waves and, with read-only calls, per step

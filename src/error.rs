@@ -151,6 +151,13 @@ fn report_store(e: &StoreError) -> i32 {
             );
             exit::HELD
         }
+        StoreError::StackHeld { run, stack, by, holder } => {
+            eprintln!("error: run {run} cannot start: run {by} is changing stack {stack} now ({holder})");
+            eprintln!(
+                "  = hint: two runs of one stack never run at once; wait for {by} (`ca-a2a-flow logs -f {by}`), then `ca-a2a-flow resume {run}`; or queue runs with `ca-a2a-flow submit` and a worker takes them in turn"
+            );
+            exit::HELD
+        }
         StoreError::RunNotFound(run) => {
             eprintln!("error: no run `{run}` in this state store");
             eprintln!("  = hint: `ca-a2a-flow list` shows the runs; pass --state if the run was recorded elsewhere");

@@ -103,7 +103,9 @@ pub(super) async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, fol
         }
         let now = store.run(run_id).await?;
         let still_driven = now.lease.as_ref().is_some_and(|l| l.expires_at > now_ms());
-        if now.status.is_terminal() || (now.status == RunStatus::Interrupted && !still_driven) {
+        // A queued run that a worker handed back is driven again by another.
+        let handed_back = now.status == RunStatus::Interrupted && !still_driven && now.queued_at.is_none();
+        if now.status.is_terminal() || handed_back {
             // One last look for lines written while we read.
             print(new_log_lines(store, &run, step, &mut after_event, &mut seen).await?);
             return Ok(());

@@ -40,6 +40,7 @@ mod destroy;
 mod graph;
 mod logs;
 mod plan;
+mod queue;
 mod status;
 mod steps;
 
@@ -49,6 +50,7 @@ use destroy::*;
 use graph::*;
 use logs::*;
 use plan::*;
+use queue::*;
 use status::*;
 use steps::*;
 
@@ -130,40 +132,14 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             print_cost(&estimate, output);
             Ok(())
         }
-        Command::Run { file, inputs, parallelism, mut skip_preflight, yes } => {
-            skip_preflight.retain(|n| !n.is_empty());
+        Command::Run { file, inputs, parallelism, skip_preflight, yes } => {
             let wf = load_file(&file, &registry)?;
             let inputs = inputs_of(&wf, &inputs, &registry)?;
             if !approved(&wf.steps.iter().collect::<Vec<_>>(), yes)? {
                 return Ok(());
             }
-            if let Some(unknown) = skip_preflight.iter().find(|n| !preflight::NAMES.contains(&n.as_str())) {
-                return Err(CliError::Usage(format!(
-                    "--skip-preflight {unknown}: the checks are {}",
-                    preflight::NAMES.join(", ")
-                )));
-            }
             let store = open_store(state.as_deref()).await?;
-            if preflight::applies(&wf) {
-                // The quota checks count what the run creates: only they need the plan's calls.
-                let quotas = ["vpc-quota", "eip-quota"].iter().any(|q| !skip_preflight.iter().any(|s| s == q));
-                let plans =
-                    if quotas { plan_steps(&wf, &inputs, &registry, Some(&store)).await } else { BTreeMap::new() };
-                let known = known_stacks(&store).await;
-                let recorded = recorded_account(&store, &inputs).await;
-                let checks = preflight::checks(&wf, &inputs, &plans, &skip_preflight, &known, &recorded).await;
-                let failed: Vec<(String, String)> = checks
-                    .iter()
-                    .filter(|c| c.status == preflight::Status::Fail)
-                    .map(|c| (c.name.to_string(), c.message.clone()))
-                    .collect();
-                for c in checks.iter().filter(|c| c.status == preflight::Status::Warn) {
-                    eprintln!("preflight `{}`: warning: {}", c.name, c.message);
-                }
-                if !failed.is_empty() {
-                    return Err(CliError::PreflightFailed { failed });
-                }
-            }
+            preflight_or_stop(&wf, &inputs, &registry, &store, skip_preflight).await?;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
@@ -223,8 +199,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let Some(wf) = destroy_plan(&store, &registry, &run_id, &options, yes).await? else {
                 return Ok(());
             };
+            // The destroy changes the deploy's stack: never both at once.
+            let stack = store.run(&run_id).await?.stack;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
-            let destroy_id = engine.create(&wf, &BTreeMap::new()).await?;
+            let destroy_id = engine.create_with(&wf, &BTreeMap::new(), stack.as_deref(), false).await?;
             eprintln!("destroy run {destroy_id} (of {run_id})");
             drive(engine, renderer, &destroy_id, None, state.as_deref()).await
         }
@@ -267,7 +245,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 let wf = ca_a2a_flow_steps::aws::gc::workflow(&s, &orphans, &DestroyOptions::default());
                 let store = open_store(state.as_deref()).await?;
                 let (engine, renderer) = engine(store, registry.clone(), 8, ttl);
-                let id = engine.create(&wf, &BTreeMap::new()).await?;
+                let id = engine.create_with(&wf, &BTreeMap::new(), Some(&s), false).await?;
                 eprintln!("gc run {id} removes the orphans of stack {s}");
                 drive(engine, renderer, &id, None, state.as_deref()).await?;
             }
@@ -368,11 +346,57 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Stop { run_id } => scale_services(state.as_deref(), &run_id, false).await,
         Command::Start { run_id } => scale_services(state.as_deref(), &run_id, true).await,
+        Command::Submit { file, inputs, skip_preflight, yes, wait } => {
+            let submission = Submission { file, inputs, skip_preflight, yes, wait };
+            submit(submission, state.as_deref(), &registry, ttl).await
+        }
+        Command::Worker { concurrency, parallelism } => {
+            worker(state.as_deref(), registry, concurrency, parallelism, ttl).await
+        }
         Command::Cancel { run_id } => {
             let store = open_store(state.as_deref()).await?;
             cancel(store, registry, &run_id, ttl).await
         }
     }
+}
+
+/// The preflight checks of a workflow that has any (AWS's): warnings are
+/// printed, a failed check stops the command before anything is recorded.
+async fn preflight_or_stop(
+    wf: &Workflow,
+    inputs: &BTreeMap<String, serde_json::Value>,
+    registry: &Registry,
+    store: &AnyStore,
+    mut skip_preflight: Vec<String>,
+) -> Result<(), CliError> {
+    skip_preflight.retain(|n| !n.is_empty());
+    if let Some(unknown) = skip_preflight.iter().find(|n| !preflight::NAMES.contains(&n.as_str())) {
+        return Err(CliError::Usage(format!(
+            "--skip-preflight {unknown}: the checks are {}",
+            preflight::NAMES.join(", ")
+        )));
+    }
+    if !preflight::applies(wf) {
+        return Ok(());
+    }
+    // The quota checks count what the run creates: only they need the plan's calls.
+    let quotas = ["vpc-quota", "eip-quota"].iter().any(|q| !skip_preflight.iter().any(|s| s == q));
+    let plans = if quotas { plan_steps(wf, inputs, registry, Some(store)).await } else { BTreeMap::new() };
+    let known = known_stacks(store).await;
+    let recorded = recorded_account(store, inputs).await;
+    let checks = preflight::checks(wf, inputs, &plans, &skip_preflight, &known, &recorded).await;
+    let failed: Vec<(String, String)> = checks
+        .iter()
+        .filter(|c| c.status == preflight::Status::Fail)
+        .map(|c| (c.name.to_string(), c.message.clone()))
+        .collect();
+    for c in checks.iter().filter(|c| c.status == preflight::Status::Warn) {
+        eprintln!("preflight `{}`: warning: {}", c.name, c.message);
+    }
+    if !failed.is_empty() {
+        return Err(CliError::PreflightFailed { failed });
+    }
+    Ok(())
 }
 
 /// Asks once, before anything runs, for the steps marked `approve:` among

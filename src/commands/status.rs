@@ -27,13 +27,17 @@ pub(super) async fn status(store: &AnyStore, run_id: &str, output: Output) -> Re
             progress.insert(s.step_id.as_str(), p);
         }
     }
+    let waiting = waiting_for(store, &run).await?;
     if output == Output::Json {
         let doc = json!({
             "run": {
                 "id": run.id,
                 "workflow": run.workflow_name,
                 "file": run.workflow_file,
-                "status": run.status,
+                "status": shown_status(&run),
+                "stack": run.stack,
+                "queued_at": run.queued_at,
+                "waiting_for": waiting,
                 "error": run.error,
                 "created_at": run.created_at,
                 "finished_at": run.finished_at,
@@ -70,12 +74,15 @@ pub(super) async fn status(store: &AnyStore, run_id: &str, output: Output) -> Re
     let took = run.finished_at.unwrap_or_else(now_ms) - run.created_at;
     out!("run      {}", run.id);
     out!("workflow {} ({})", run.workflow_name, run.workflow_file);
-    out!("status   {}", run.status);
+    out!("status   {}", shown_status(&run));
     out!("started  {} ({} ago, ran {})", format_timestamp(run.created_at), ago(run.created_at), fmt_ms(took));
     if let Some(l) = &run.lease {
         if l.expires_at > now_ms() && !run.status.is_terminal() {
             out!("driver   {l}");
         }
+    }
+    if let Some(w) = &waiting {
+        out!("waits    {w}");
     }
     if let Some(e) = &run.error {
         out!("error    {e}");
@@ -130,6 +137,14 @@ pub(super) async fn status(store: &AnyStore, run_id: &str, output: Output) -> Re
     Ok(())
 }
 
+/// A run's state as shown: `queued` for a submitted run no worker took yet.
+pub(super) fn shown_status(run: &RunRecord) -> &'static str {
+    match run.status {
+        RunStatus::Pending if run.queued_at.is_some() => "queued",
+        other => other.as_str(),
+    }
+}
+
 /// The last progress a step reported ("NAT gateway nat-0ab…: pending 1m02s / 10m").
 pub(super) async fn latest_progress(store: &AnyStore, run_id: &str, step: &str) -> Result<Option<String>, CliError> {
     let mut after = 0;
@@ -164,7 +179,8 @@ pub(super) async fn list(store: &AnyStore, output: Output, limit: i64) -> Result
                     "id": r.id,
                     "workflow": r.workflow_name,
                     "file": r.workflow_file,
-                    "status": r.status,
+                    "status": shown_status(r),
+                    "stack": r.stack,
                     "error": r.error,
                     "created_at": r.created_at,
                     "finished_at": r.finished_at,
@@ -185,7 +201,7 @@ pub(super) async fn list(store: &AnyStore, output: Output, limit: i64) -> Result
             "{:<26} {:<16} {:<12} {:<21} {:>9}  {}",
             r.id,
             r.workflow_name,
-            r.status.as_str(),
+            shown_status(&r),
             format_timestamp(r.created_at),
             fmt_ms(took),
             r.error.as_deref().map(first_line).unwrap_or("")

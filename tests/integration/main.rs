@@ -25,6 +25,7 @@ mod deadlines;
 mod for_each;
 mod guarantees;
 mod leases;
+mod queue;
 mod retries;
 mod signals;
 mod status;

@@ -180,6 +180,19 @@ impl Env {
         block_on(store.list_runs(1000)).expect("list runs")
     }
 
+    /// Every run, however many.
+    pub fn runs_all(&self) -> Vec<RunRecord> {
+        let store = self.store();
+        block_on(store.list_runs(i64::MAX)).expect("list runs")
+    }
+
+    /// The run's own log lines (not its steps'), oldest first.
+    pub fn events(&self, run: &str) -> Vec<String> {
+        let store = self.store();
+        let events = block_on(store.events(run, None, 0, i64::MAX)).expect("events");
+        events.into_iter().filter(|e| e.step_id.is_none()).map(|e| e.message).collect()
+    }
+
     pub fn only_run(&self) -> RunRecord {
         let runs = self.runs();
         assert_eq!(runs.len(), 1, "expected exactly one run, found {}", runs.len());
