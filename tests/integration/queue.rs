@@ -117,6 +117,31 @@ both!(two_runs_of_one_stack_never_run_at_once_and_the_second_says_what_it_waits_
     worker.wait_with_output().unwrap();
 });
 
+both!(
+    a_queued_run_waiting_for_its_stack_is_cancelled_from_another_process_without_disturbing_the_driver,
+    |env: &Env| {
+        let wf = held(env);
+        let first = submit(env, &wf, "blue");
+        let second = submit(env, &wf, "blue");
+        let worker = env.spawn(&["worker"], &[]);
+        let started = |run: &str| lines(&env.path("order.log")).contains(&format!("start {run}"));
+        env.wait_until("the first run to start", Duration::from_secs(60), || started(&first));
+
+        let cancelled = env.run(&["cancel", &second]);
+        cancelled.expect_success();
+        assert_eq!(env.run_record(&second).status, RunStatus::Cancelled, "{}", cancelled.stderr);
+        assert_eq!(env.run_record(&first).status, RunStatus::Running, "the stack's driver goes on");
+
+        std::fs::write(env.path(&format!("go-{first}")), "").unwrap();
+        env.wait_until("the first run to succeed", Duration::from_secs(60), || {
+            env.run_record(&first).status == RunStatus::Succeeded
+        });
+        assert!(!started(&second), "a cancelled run never starts");
+        signal(&worker, libc::SIGTERM);
+        worker.wait_with_output().unwrap();
+    }
+);
+
 /// Five steps in a chain. Each adds one to its run's counter, under the run's
 /// lock, in one append (a worker killed mid-step leaves the effect whole or
 /// absent): `step driver-pid counter time-ms` in `effects/RUN`.

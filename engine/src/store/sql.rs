@@ -178,6 +178,8 @@ macro_rules! sql_store {
                     None => return Err(StoreError::RunNotFound(run.to_string())),
                 };
                 let mut tx = self.pool.begin().await?;
+                // A run asked to cancel is taken only to record its end: it runs
+                // nothing, so its stack's driver does not hold it back.
                 // Where the database runs statements side by side (Postgres), the
                 // stack's runs are looked at and one of them taken under a lock of
                 // the stack; SQLite runs one writer at a time.
@@ -188,7 +190,7 @@ macro_rules! sql_store {
                     "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
                             lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
                      WHERE id = $6 AND (lease_owner IS NULL OR lease_expires_at < $5 OR lease_owner = $7)
-                       AND (stack IS NULL OR NOT EXISTS (",
+                       AND (stack IS NULL OR cancel_requested <> 0 OR NOT EXISTS (",
                     "SELECT 1 FROM runs o WHERE ",
                     super::sql::stack_driven!("runs.stack", "runs.id", "$5"),
                     ")) RETURNING generation"
