@@ -166,8 +166,8 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Drive queued runs (`submit`), and runs whose driver died, until SIGTERM;
-    /// then hand back the runs being driven and exit.
+    /// Drive queued runs (`submit`), those a dead worker left included, until
+    /// SIGTERM; then hand back the runs being driven and exit.
     Worker {
         /// How many runs this worker drives at once.
         #[arg(long, default_value_t = 4)]

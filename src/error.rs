@@ -152,9 +152,14 @@ fn report_store(e: &StoreError) -> i32 {
             exit::HELD
         }
         StoreError::StackHeld { run, stack, by, holder } => {
-            eprintln!("error: run {run} cannot start: run {by} is changing stack {stack} now ({holder})");
+            // An empty `run`: refused before it was recorded.
+            let (this, then) = match run.as_str() {
+                "" => ("this run".to_string(), "then try again".to_string()),
+                run => (format!("run {run}"), format!("then `ca-a2a-flow resume {run}`")),
+            };
+            eprintln!("error: {this} cannot start: run {by} is changing stack {stack} now ({holder})");
             eprintln!(
-                "  = hint: two runs of one stack never run at once; wait for {by} (`ca-a2a-flow logs -f {by}`), then `ca-a2a-flow resume {run}`; or queue runs with `ca-a2a-flow submit` and a worker takes them in turn"
+                "  = hint: two runs of one stack never run at once; wait for {by} (`ca-a2a-flow logs -f {by}`), {then}; or queue runs with `ca-a2a-flow submit` and a worker takes them in turn"
             );
             exit::HELD
         }

@@ -140,6 +140,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             }
             let store = open_store(state.as_deref()).await?;
             preflight_or_stop(&wf, &inputs, &registry, &store, skip_preflight).await?;
+            stack_free(&store, ca_a2a_flow_engine::stack_of(&inputs)).await?;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let run_id = engine.create(&wf, &inputs).await?;
             drive(engine, renderer, &run_id, None, state.as_deref()).await
@@ -201,6 +202,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             };
             // The destroy changes the deploy's stack: never both at once.
             let stack = store.run(&run_id).await?.stack;
+            stack_free(&store, stack.as_deref()).await?;
             let (engine, renderer) = engine(store, registry, parallelism, ttl);
             let destroy_id = engine.create_with(&wf, &BTreeMap::new(), stack.as_deref(), false).await?;
             eprintln!("destroy run {destroy_id} (of {run_id})");
@@ -399,6 +401,24 @@ async fn preflight_or_stop(
     Ok(())
 }
 
+/// Refuses, before a run is recorded, to start one on a stack another run
+/// drives now (the lease would refuse it anyway, leaving a run that never ran).
+async fn stack_free(store: &AnyStore, stack: Option<&str>) -> Result<(), CliError> {
+    let Some(stack) = stack else { return Ok(()) };
+    let held = store.held_runs().await?;
+    let live = |r: &&RunRecord| r.lease.as_ref().is_some_and(|l| l.expires_at > now_ms() && !l.holder_is_gone());
+    match held.iter().filter(|r| r.stack.as_deref() == Some(stack) && !r.cancel_requested).find(live) {
+        Some(other) => Err(ca_a2a_flow_engine::StoreError::StackHeld {
+            run: String::new(),
+            stack: stack.to_string(),
+            by: other.id.clone(),
+            holder: other.lease.clone().expect("a live lease"),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Asks once, before anything runs, for the steps marked `approve:` among
 /// `steps`: `--yes` approves them, a terminal is asked, anything else refuses.
 /// `Ok(false)`: declined, nothing was done.
@@ -579,8 +599,16 @@ async fn cancel(store: AnyStore, registry: Registry, run_id: &str, ttl: Duration
     let config = EngineConfig { parallelism: 1, lease_ttl: ttl, holder: Holder::this_process() };
     let engine = Engine::new(store, registry, config, observer);
     let (_tx, rx) = watch::channel(Some(Stop::Cancel));
-    engine.drive(run_id, None, rx).await?;
-    eprintln!("run {run_id} cancelled");
+    match engine.drive(run_id, None, rx).await {
+        // A worker took the run since: it sees the request and stops it.
+        Err(ca_a2a_flow_engine::EngineError::Store(ca_a2a_flow_engine::StoreError::LeaseHeld { holder, .. })) => {
+            eprintln!("cancel requested; the process that took run {run_id} ({holder}) stops it within a few seconds");
+        }
+        other => {
+            other?;
+            eprintln!("run {run_id} cancelled");
+        }
+    }
     Ok(())
 }
 

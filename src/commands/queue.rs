@@ -6,7 +6,7 @@ use super::*;
 
 use std::collections::HashMap;
 
-use ca_a2a_flow_engine::{Observer, stack_of};
+use ca_a2a_flow_engine::{EngineError, Observer, StoreError, stack_of};
 
 /// What `submit` was given.
 pub(super) struct Submission {
@@ -94,11 +94,28 @@ pub(super) async fn worker(
         if !draining {
             free_runs_of_gone_workers(&store).await;
             while driving.len() < concurrency.max(1) {
-                let Some(run_id) = store.claim(&holder, ttl_ms, now_ms()).await? else { break };
+                let run_id = match store.claim(&holder, ttl_ms, now_ms()).await {
+                    Ok(Some(run_id)) => run_id,
+                    Ok(None) => break,
+                    // The store failing for a moment stops no run this worker drives.
+                    Err(e) => {
+                        eprintln!(
+                            "worker: cannot look at the queue ({e}); trying again in {}",
+                            fmt_duration(POLL_NOTIFIED)
+                        );
+                        break;
+                    }
+                };
                 let engine = Engine::new(store.clone(), registry.clone(), config.clone(), observer.clone());
                 let stop = stop_rx.clone();
+                let (store, owner) = (store.clone(), holder.owner.clone());
                 driving.spawn(async move {
                     let outcome = engine.drive(&run_id, None, stop).await;
+                    // Another process took the stack between the claim and the drive
+                    // (a cancel): the claim's lease is given back, for a later claim.
+                    if let Err(EngineError::Store(StoreError::StackHeld { .. })) = &outcome {
+                        let _ = store.break_lease(&run_id, &owner).await;
+                    }
                     (run_id, outcome)
                 });
             }
@@ -110,8 +127,10 @@ pub(super) async fn worker(
         let poll = if notices.live() { POLL_NOTIFIED } else { POLL };
         tokio::select! {
             done = driving.join_next(), if !driving.is_empty() => {
-                if let Some(Ok((run_id, outcome))) = done {
-                    report_end(&run_id, outcome);
+                match done {
+                    Some(Ok((run_id, outcome))) => report_end(&run_id, outcome),
+                    Some(Err(e)) => eprintln!("worker: a run's driver stopped: {e}; its lease expires and the queue takes it back"),
+                    None => {}
                 }
             }
             notice = notices.next(), if !draining => {

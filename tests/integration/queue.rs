@@ -142,6 +142,32 @@ both!(
     }
 );
 
+both!(a_worker_drained_by_sigterm_hands_its_run_back_and_another_worker_finishes_it, |env: &Env| {
+    let wf = held(env);
+    let run = submit(env, &wf, "blue");
+    let first = env.spawn(&["worker"], &[]);
+    let started = || lines(&env.path("order.log")).iter().filter(|l| **l == format!("start {run}")).count();
+    env.wait_until("the first worker to start the run", Duration::from_secs(60), || started() == 1);
+
+    signal(&first, libc::SIGTERM);
+    let drained = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&drained.stderr);
+    assert_eq!(drained.status.code(), Some(0), "{stderr}");
+    let handed_back = env.run_record(&run);
+    assert_eq!(handed_back.status, RunStatus::Interrupted, "{stderr}");
+    assert!(handed_back.lease.is_none(), "its lease is given back at once, not left to expire");
+
+    std::fs::write(env.path(&format!("go-{run}")), "").unwrap();
+    let second = env.spawn(&["worker"], &[]);
+    env.wait_until("another worker to finish the run", Duration::from_secs(60), || {
+        env.run_record(&run).status == RunStatus::Succeeded
+    });
+    let outcomes: Vec<String> = env.attempts(&run, "a").into_iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, ["interrupted", "succeeded"], "the cut attempt, then the other worker's");
+    signal(&second, libc::SIGTERM);
+    second.wait_with_output().unwrap();
+});
+
 /// Five steps in a chain. Each adds one to its run's counter, under the run's
 /// lock, in one append (a worker killed mid-step leaves the effect whole or
 /// absent): `step driver-pid counter time-ms` in `effects/RUN`.

@@ -57,18 +57,23 @@ async fn database_clock(pool: &PgPool, _local: i64) -> Result<i64, StoreError> {
 }
 
 /// Workers pick queued runs with `FOR UPDATE SKIP LOCKED`, so two of them
-/// never wait on the same row; a run's stack is then looked at under the
-/// stack's advisory lock (tried, not waited for: a stack another claim or
-/// acquire is taking is skipped), so no two runs of one stack are taken.
+/// never wait on the same row, leaving out those whose stack is busy (so runs
+/// waiting for a busy stack never hide others). A run's stack is then looked at
+/// again under the stack's advisory lock (tried, not waited for: a stack
+/// another claim or acquire is taking is skipped), so no two runs of one stack
+/// are taken. The lock's first key, 3234, keeps ca-a2a-flow's stack locks apart
+/// from other users of advisory locks on the same database.
 async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
     use sqlx::Row;
     let mut tx = pool.begin().await?;
-    let candidates = sqlx::query(
-        "SELECT id, stack, queued_at FROM runs
-         WHERE queued_at IS NOT NULL AND status NOT IN ('succeeded', 'failed', 'cancelled')
-           AND (lease_owner IS NULL OR lease_expires_at < $1)
-         ORDER BY queued_at, id LIMIT 16 FOR UPDATE SKIP LOCKED",
-    )
+    let candidates = sqlx::query(concat!(
+        "SELECT r.id, r.stack, r.queued_at FROM runs r
+             WHERE r.queued_at IS NOT NULL AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
+               AND (r.lease_owner IS NULL OR r.lease_expires_at < $1)
+               AND (r.stack IS NULL OR NOT EXISTS (SELECT 1 FROM runs o WHERE ",
+        super::sql::queued_before!("r.stack", "r.id", "r.queued_at", "$1"),
+        ")) ORDER BY r.queued_at, r.id LIMIT 16 FOR UPDATE OF r SKIP LOCKED"
+    ))
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
@@ -77,7 +82,7 @@ async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> 
         let stack: Option<String> = row.try_get("stack")?;
         let queued_at: i64 = row.try_get("queued_at")?;
         if let Some(stack) = &stack {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(3234, hashtext($1))")
                 .bind(stack)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -128,7 +133,7 @@ super::sql::sql_store!(
     // Rows, as they come: on Postgres (one socket, no worker thread) they are
     // faster than building one JSON document of them.
     None::<&'static str>,
-    Some("SELECT pg_advisory_xact_lock(hashtext($1))"),
+    Some("SELECT pg_advisory_xact_lock(3234, hashtext($1))"),
     claim
 );
 

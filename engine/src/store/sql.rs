@@ -14,7 +14,7 @@ macro_rules! stack_driven {
             $stack,
             " AND o.id <> ",
             $run,
-            " AND o.status NOT IN ('succeeded', 'failed', 'cancelled')",
+            " AND o.status NOT IN ('succeeded', 'failed', 'cancelled') AND o.cancel_requested = 0",
             " AND o.lease_owner IS NOT NULL AND o.lease_expires_at >= ",
             $now
         )
@@ -132,43 +132,8 @@ macro_rules! sql_store {
             serde_json::to_string(value).expect("state values serialize")
         }
 
-        impl Store for $store {
-            async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO runs (id, workflow_name, workflow_file, definition, inputs, status, created_at, updated_at,
-                                       stack, queued_at)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $8)",
-                )
-                .bind(run.id)
-                .bind(&run.workflow.name)
-                .bind(&run.workflow.file)
-                .bind(to_json(run.workflow))
-                .bind(to_json(run.inputs))
-                .bind(run.now)
-                .bind(run.stack)
-                .bind(run.queued.then_some(run.now))
-                .execute(&mut *tx)
-                .await?;
-                for (position, step) in run.workflow.steps.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO steps (run_id, step_id, position, kind, hash, status) VALUES ($1, $2, $3, $4, $5, 'pending')",
-                    )
-                    .bind(run.id)
-                    .bind(&step.id)
-                    .bind(position as i64)
-                    .bind(&step.uses)
-                    .bind(step.hash())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
-                // Expiry is written and compared on the store's clock where it has one.
-                let now = $clock(&self.pool, now).await?;
+        impl $store {
+            async fn acquire_once(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
                 let stack: Option<String> = match sqlx::query_scalar("SELECT stack FROM runs WHERE id = $1")
                     .bind(run)
                     .fetch_optional(&self.pool)
@@ -186,6 +151,9 @@ macro_rules! sql_store {
                 if let (Some(lock), Some(stack)) = ($stack_lock, stack.as_deref()) {
                     sqlx::query(lock).bind(stack).execute(&mut *tx).await?;
                 }
+                // Expiry is written and compared on the store's clock where it has
+                // one, read once the stack's lock is ours.
+                let now = $clock(&self.pool, now).await?;
                 let row = sqlx::query(concat!(
                     "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
                             lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
@@ -229,6 +197,55 @@ macro_rules! sql_store {
                 match record.lease {
                     Some(holder) => Err(StoreError::LeaseHeld { run: run.to_string(), holder }),
                     None => Err(StoreError::Corrupt(format!("run `{run}`: lease neither free nor held"))),
+                }
+            }
+
+        }
+
+        impl Store for $store {
+            async fn create_run(&self, run: NewRun<'_>) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO runs (id, workflow_name, workflow_file, definition, inputs, status, created_at, updated_at,
+                                       stack, queued_at)
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6, $7, $8)",
+                )
+                .bind(run.id)
+                .bind(&run.workflow.name)
+                .bind(&run.workflow.file)
+                .bind(to_json(run.workflow))
+                .bind(to_json(run.inputs))
+                .bind(run.now)
+                .bind(run.stack)
+                .bind(run.queued.then_some(run.now))
+                .execute(&mut *tx)
+                .await?;
+                for (position, step) in run.workflow.steps.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO steps (run_id, step_id, position, kind, hash, status) VALUES ($1, $2, $3, $4, $5, 'pending')",
+                    )
+                    .bind(run.id)
+                    .bind(&step.id)
+                    .bind(position as i64)
+                    .bind(&step.uses)
+                    .bind(step.hash())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn acquire(&self, run: &str, holder: &Holder, ttl_ms: i64, now: i64) -> Result<i64, StoreError> {
+                // The other run of the stack may give it back between the refusal and
+                // the look at who holds it: the lease is then tried again.
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match self.acquire_once(run, holder, ttl_ms, now).await {
+                        Err(StoreError::Corrupt(_)) if tries < 3 => continue,
+                        other => return other,
+                    }
                 }
             }
 
