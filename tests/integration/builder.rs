@@ -498,3 +498,87 @@ fn the_builder_installs_only_what_amazon_linux_2023_has_and_proves_each_tool_ans
     }
     assert!(!script.contains("podman"), "{script}");
 }
+
+const WORKER_ON_BUILDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/worker-on-builder.yaml");
+
+#[test]
+fn a_worker_is_installed_on_the_builder_from_this_machines_binary_sent_through_s3_with_no_secret_in_any_command() {
+    use sha2::Digest;
+    let proxy = FaultProxy::start(&moto(), vec![agent_online()]);
+    let env = Env::sqlite();
+    let stack = unique_stack("worker");
+    // A stand-in for the release binary (the debug one is 150 MB): the same path through S3.
+    let binary = env.write("bin/ca-a2a-flow", &format!("#!/bin/sh\necho ca-a2a-flow {stack}\n"));
+    let hex = |bytes: &[u8]| sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let sha = hex(&std::fs::read(&binary).unwrap());
+    let (stack_input, binary_input) = (format!("stack={stack}"), format!("worker_binary={}", binary.display()));
+    let args = ["run", WORKER_ON_BUILDER, "--input", &stack_input, "--input", &binary_input];
+    let vars = [("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+
+    env.run_with(&args, &vars).expect_success();
+    let run = env.only_run();
+    let object = env.step(&run.id, "worker-binary").outputs.unwrap();
+    let account = env.step(&run.id, "identity").outputs.unwrap()["account_id"].as_str().unwrap().to_string();
+    let bucket = format!("{stack}-build-contexts-{account}");
+    let key = format!("bin/{}/ca-a2a-flow", &sha[..16]);
+    assert_eq!((object["key"].as_str(), object["action"].as_str()), (Some(key.as_str()), Some("uploaded")));
+    let s3 = aws_sdk_s3::Client::new(&sdk());
+    let got = block_on(s3.get_object().bucket(&bucket).key(&key).send()).unwrap();
+    let bytes = block_on(got.body.collect()).unwrap().into_bytes();
+    assert_eq!(hex(&bytes), sha, "the builder fetches exactly this machine's file");
+
+    let instance = env.step(&run.id, "builder").outputs.unwrap()["instance_id"].as_str().unwrap().to_string();
+    let sent = sent_by(&run.id, "worker-service", &instance);
+    assert_eq!(sent.len(), 1, "the service is installed by one command");
+    let script = &sent[0].parameters().unwrap()["commands"][0];
+    assert!(script.contains(&format!("s3://{bucket}/{key}")), "{script}");
+    assert!(script.contains("systemctl restart ca-a2a-flow-worker"), "{script}");
+    assert!(script.contains("exec /usr/local/bin/ca-a2a-flow worker --concurrency"), "{script}");
+    assert!(script.contains(&format!("='{stack}'")) && script.contains("/worker-state"), "{script}");
+    assert!(
+        script.contains(r#"aws ssm get-parameter --name "$FLOW_STATE_PARAMETER" --with-decryption"#),
+        "the URL is read from SSM at each start: {script}"
+    );
+    assert!(!script.contains("postgres://"), "no state store URL (with its password) in the command: {script}");
+
+    let role = format!("{stack}-builder-role");
+    let iam = aws_sdk_iam::Client::new(&sdk());
+    let policies = block_on(iam.list_role_policies().role_name(&role).send()).unwrap();
+    let mut granted = String::new();
+    for name in policies.policy_names() {
+        let doc = block_on(iam.get_role_policy().role_name(&role).policy_name(name).send()).unwrap();
+        granted.push_str(&urlencoding_decode(doc.policy_document()));
+    }
+    assert!(granted.contains(&format!("parameter/{stack}/worker-state")), "the role may read the URL: {granted}");
+    assert!(granted.contains("/bin/*"), "and the binary: {granted}");
+
+    // Again: the same file is adopted, not sent twice.
+    env.run_with(&args, &vars).expect_success();
+    let second = env.runs().into_iter().find(|r| r.id != run.id).unwrap();
+    assert_eq!(env.step(&second.id, "worker-binary").outputs.unwrap()["action"], "adopted");
+    let logs = env.run(&["logs", &second.id, "--step", "worker-binary"]).stdout;
+    assert!(!logs.contains("uploading"), "not uploaded again:\n{logs}");
+
+    env.run_with(&["destroy", &run.id, "--yes"], &vars).expect_success();
+    let left = block_on(s3.list_objects_v2().bucket(&bucket).prefix("bin/").send()).unwrap();
+    assert!(left.contents().is_empty(), "destroy deletes the binary it sent: {:?}", left.contents());
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -239,6 +239,7 @@ pub mod logs_log_group;
 pub mod rds_db_instance;
 pub mod rds_db_subnet_group;
 pub mod s3_bucket;
+pub mod s3_object;
 pub mod secretsmanager_secret;
 pub mod ssm_parameter;
 pub mod ssm_run_command;
