@@ -142,6 +142,21 @@ both!(
     }
 );
 
+both!(runs_waiting_for_a_busy_stack_never_hide_the_runs_of_another_stack_queued_after_them, |env: &Env| {
+    let wf = held(env);
+    let first = submit(env, &wf, "blue");
+    let worker = env.spawn(&["worker", "--concurrency", "4"], &[]);
+    let started = |run: &str| lines(&env.path("order.log")).contains(&format!("start {run}"));
+    env.wait_until("the first blue run to start", Duration::from_secs(60), || started(&first));
+    // More runs of blue than a claim looks at in one go, then one of green.
+    queue_runs_of(env, &wf, 40, Some("blue"));
+    let green = submit(env, &wf, "green");
+    env.wait_until("the green run to start while blue is busy", Duration::from_secs(60), || started(&green));
+    assert!(!lines(&env.path("order.log")).iter().any(|l| l.starts_with("start r-blue-")), "blue's queue waits");
+    signal(&worker, libc::SIGKILL);
+    worker.wait_with_output().unwrap();
+});
+
 both!(a_worker_drained_by_sigterm_hands_its_run_back_and_another_worker_finishes_it, |env: &Env| {
     let wf = held(env);
     let run = submit(env, &wf, "blue");
@@ -189,19 +204,23 @@ fn counting(env: &Env) -> String {
 
 /// Queues `n` runs of the workflow at `file` through the store, as `submit` does.
 fn queue_runs(env: &Env, file: &str, n: usize) -> Vec<String> {
+    queue_runs_of(env, file, n, None)
+}
+
+fn queue_runs_of(env: &Env, file: &str, n: usize, stack: Option<&str>) -> Vec<String> {
     block_on(async {
         let store = AnyStore::open(&env.state).await.unwrap();
         let workflow = ca_a2a_flow_engine::load(std::path::Path::new(file), &ca_a2a_flow_steps::registry()).unwrap();
         let inputs = BTreeMap::new();
         let mut ids = Vec::new();
         for i in 0..n {
-            let id = format!("r-soak-{i:04}");
+            let id = format!("r-{}-{i:04}", stack.unwrap_or("soak"));
             let run = NewRun {
                 id: &id,
                 workflow: &workflow,
                 inputs: &inputs,
                 now: ca_a2a_flow_engine::now_ms(),
-                stack: None,
+                stack,
                 queued: true,
             };
             store.create_run(run).await.unwrap();
