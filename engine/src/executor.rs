@@ -394,7 +394,7 @@ impl<S: Store> Engine<S> {
         &self,
         run_id: &str,
         redefine: Option<(Workflow, Vec<String>, Vec<String>)>,
-        mut stop: watch::Receiver<Option<Stop>>,
+        stop: watch::Receiver<Option<Stop>>,
     ) -> Result<Outcome, EngineError> {
         let before = self.store.run(run_id).await?;
         let ttl_ms = self.config.lease_ttl.as_millis() as i64;
@@ -412,6 +412,35 @@ impl<S: Store> Engine<S> {
             }
             other => other?,
         };
+        self.drive_held(run_id, generation, before, now, redefine, stop).await
+    }
+
+    /// Drives a run whose lease [`Store::claim`] took for this engine's holder
+    /// (a worker's): as [`Engine::drive`], without taking the lease again.
+    pub async fn drive_claimed(
+        &self,
+        run_id: &str,
+        generation: i64,
+        stop: watch::Receiver<Option<Stop>>,
+    ) -> Result<Outcome, EngineError> {
+        let now = crate::now_ms();
+        let before = self.store.run(run_id).await?;
+        if before.generation != generation {
+            return Err(EngineError::LeaseLost { run: run_id.into() });
+        }
+        self.drive_held(run_id, generation, before, now, None, stop).await
+    }
+
+    async fn drive_held(
+        &self,
+        run_id: &str,
+        generation: i64,
+        before: crate::store::RunRecord,
+        now: i64,
+        redefine: Option<(Workflow, Vec<String>, Vec<String>)>,
+        mut stop: watch::Receiver<Option<Stop>>,
+    ) -> Result<Outcome, EngineError> {
+        let ttl_ms = self.config.lease_ttl.as_millis() as i64;
         let lease = Arc::new(Lease::new(Instant::now(), self.config.lease_ttl));
         let resumed = before.status != RunStatus::Pending;
         let outage_ms = match (resumed, before.heartbeat_at) {

@@ -6,7 +6,7 @@ use super::*;
 
 use std::collections::HashMap;
 
-use ca_a2a_flow_engine::{EngineError, Observer, StoreError, stack_of};
+use ca_a2a_flow_engine::{Observer, stack_of};
 
 /// What `submit` was given.
 pub(super) struct Submission {
@@ -90,12 +90,21 @@ pub(super) async fn worker(
     );
     let ttl_ms = ttl.as_millis() as i64;
     let mut draining = false;
+    let mut last_sweep = std::time::Instant::now() - POLL_NOTIFIED;
     loop {
         if !draining {
-            free_runs_of_gone_workers(&store).await;
+            // Not at every wake-up: a claim waits for nothing but the store.
+            if last_sweep.elapsed() >= POLL_NOTIFIED {
+                free_runs_of_gone_workers(&store).await;
+                last_sweep = std::time::Instant::now();
+            }
             while driving.len() < concurrency.max(1) {
-                let run_id = match store.claim(&holder, ttl_ms, now_ms()).await {
-                    Ok(Some(run_id)) => run_id,
+                let asked = std::time::Instant::now();
+                let (run_id, generation) = match store.claim(&holder, ttl_ms, now_ms()).await {
+                    Ok(Some(claimed)) => {
+                        tracing::debug!(run = %claimed.0, took_ms = asked.elapsed().as_secs_f64() * 1e3, "claimed");
+                        claimed
+                    }
                     Ok(None) => break,
                     // The store failing for a moment stops no run this worker drives.
                     Err(e) => {
@@ -108,14 +117,10 @@ pub(super) async fn worker(
                 };
                 let engine = Engine::new(store.clone(), registry.clone(), config.clone(), observer.clone());
                 let stop = stop_rx.clone();
-                let (store, owner) = (store.clone(), holder.owner.clone());
                 driving.spawn(async move {
-                    let outcome = engine.drive(&run_id, None, stop).await;
-                    // Another process took the stack between the claim and the drive
-                    // (a cancel): the claim's lease is given back, for a later claim.
-                    if let Err(EngineError::Store(StoreError::StackHeld { .. })) = &outcome {
-                        let _ = store.break_lease(&run_id, &owner).await;
-                    }
+                    let outcome = engine.drive_claimed(&run_id, generation, stop).await;
+                    // A drive that could not start (this build lacks a kind the run
+                    // uses, say) leaves the lease to expire: another worker may take it.
                     (run_id, outcome)
                 });
             }
@@ -134,6 +139,7 @@ pub(super) async fn worker(
                 }
             }
             notice = notices.next(), if !draining => {
+                tracing::debug!(at = now_ms(), "notice");
                 if let Err(e) = notice {
                     eprintln!("worker: the store's notices stopped ({e}); looking at the queue every {}", fmt_duration(POLL));
                 }

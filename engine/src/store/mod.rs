@@ -461,13 +461,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Takes the lease of the first queued run a worker may drive now, oldest
     /// first: not ended, its lease free or expired, and no other run of its
     /// stack driven now or queued before it. Concurrent claims never take the
-    /// same run, nor two runs of one stack.
+    /// same run, nor two runs of one stack. Returns the run and its new
+    /// generation ([`crate::Engine::drive_claimed`]).
     fn claim(
         &self,
         holder: &Holder,
         ttl_ms: i64,
         now: i64,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, i64)>, StoreError>> + Send;
     /// The runs that have not ended and whose lease someone holds (live or expired).
     fn held_runs(&self) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 }
@@ -559,7 +560,7 @@ impl Store for AnyStore {
     async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
         delegate!(self, "list_runs", s => s.list_runs(limit).await)
     }
-    async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+    async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<(String, i64)>, StoreError> {
         delegate!(self, "claim", s => s.claim(holder, ttl_ms, now).await)
     }
     async fn held_runs(&self) -> Result<Vec<RunRecord>, StoreError> {

@@ -63,7 +63,12 @@ async fn database_clock(pool: &PgPool, _local: i64) -> Result<i64, StoreError> {
 /// another claim or acquire is taking is skipped), so no two runs of one stack
 /// are taken. The lock's first key, 3234, keeps ca-a2a-flow's stack locks apart
 /// from other users of advisory locks on the same database.
-async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+async fn claim(
+    pool: &PgPool,
+    holder: &super::Holder,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
     use sqlx::Row;
     let mut tx = pool.begin().await?;
     let candidates = sqlx::query(concat!(
@@ -102,10 +107,12 @@ async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> 
                 continue;
             }
         }
-        sqlx::query(
+        // The last heartbeat is left as it was: the driver learns from it how
+        // long nobody drove the run.
+        let generation: i64 = sqlx::query_scalar(
             "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
-                    lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
-             WHERE id = $6",
+                    lease_expires_at = $4, updated_at = $5
+             WHERE id = $6 RETURNING generation",
         )
         .bind(&holder.owner)
         .bind(&holder.host)
@@ -113,10 +120,10 @@ async fn claim(pool: &PgPool, holder: &super::Holder, ttl_ms: i64, now: i64) -> 
         .bind(now + ttl_ms)
         .bind(now)
         .bind(&id)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        return Ok(Some(id));
+        return Ok(Some((id, generation)));
     }
     tx.commit().await?;
     Ok(None)

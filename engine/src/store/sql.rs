@@ -249,7 +249,7 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
+            async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<(String, i64)>, StoreError> {
                 let now = $clock(&self.pool, now).await?;
                 $claim(&self.pool, holder, ttl_ms, now).await
             }

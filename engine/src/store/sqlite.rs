@@ -50,18 +50,25 @@ async fn local_clock(_: &SqlitePool, now: i64) -> Result<i64, StoreError> {
 }
 
 /// One statement picks and takes the run: SQLite runs one writer at a time,
-/// so no other claim or acquire sees the stack between the two.
-async fn claim(pool: &SqlitePool, holder: &super::Holder, ttl_ms: i64, now: i64) -> Result<Option<String>, StoreError> {
-    let id: Option<String> = sqlx::query_scalar(concat!(
+/// so no other claim or acquire sees the stack between the two. The last
+/// heartbeat is left as it was: the driver learns from it how long nobody
+/// drove the run.
+async fn claim(
+    pool: &SqlitePool,
+    holder: &super::Holder,
+    ttl_ms: i64,
+    now: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let claimed: Option<(String, i64)> = sqlx::query_as(concat!(
         "UPDATE runs SET generation = generation + 1, lease_owner = $1, lease_host = $2, lease_pid = $3,
-                lease_expires_at = $4, heartbeat_at = $5, updated_at = $5
+                lease_expires_at = $4, updated_at = $5
          WHERE id = (SELECT r.id FROM runs r
                      WHERE r.queued_at IS NOT NULL AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
                        AND (r.lease_owner IS NULL OR r.lease_expires_at < $5)
                        AND (r.stack IS NULL OR NOT EXISTS (SELECT 1 FROM runs o WHERE ",
         super::sql::queued_before!("r.stack", "r.id", "r.queued_at", "$5"),
         ")) ORDER BY r.queued_at, r.id LIMIT 1)
-         RETURNING id"
+         RETURNING id, generation"
     ))
     .bind(&holder.owner)
     .bind(&holder.host)
@@ -70,7 +77,7 @@ async fn claim(pool: &SqlitePool, holder: &super::Holder, ttl_ms: i64, now: i64)
     .bind(now)
     .fetch_optional(pool)
     .await?;
-    Ok(id)
+    Ok(claimed)
 }
 
 super::sql::sql_store!(
