@@ -47,6 +47,12 @@ both!(a_submitted_run_is_queued_at_once_and_a_worker_on_the_same_store_drives_it
     });
     assert_eq!(lines(&env.path("done.log")), ["a", "b"]);
 
+    // `--wait` follows a queued run to its end, as `run` would.
+    let waited = env.run(&["submit", &wf, "--wait"]);
+    waited.expect_success();
+    assert!(waited.stdout.contains("succeeded on attempt 1"), "its log, as it comes: {}", waited.stdout);
+    assert_eq!(lines(&env.path("done.log")), ["a", "b", "a", "b"]);
+
     signal(&worker, libc::SIGTERM);
     let stopped = worker.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&stopped.stderr);
