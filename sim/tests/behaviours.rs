@@ -870,12 +870,14 @@ fn a_new_bucket_and_a_new_instance_profile_are_not_usable_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         configure().await.expect("usable once propagated");
 
-        let iam = aws_sdk_iam::Client::new(&config);
-        iam.create_instance_profile().instance_profile_name(&name).send().await.unwrap();
+        // The image is looked up first: moto may take seconds to list its images
+        // the first time, and the profile's window is 2 s.
         let ec2 = aws_sdk_ec2::Client::new(&config);
-        let profile = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().name(&name).build();
         let images = ec2.describe_images().owners("amazon").send().await.unwrap();
         let image = images.images()[0].image_id().unwrap().to_string();
+        let iam = aws_sdk_iam::Client::new(&config);
+        iam.create_instance_profile().instance_profile_name(&name).send().await.unwrap();
+        let profile = aws_sdk_ec2::types::IamInstanceProfileSpecification::builder().name(&name).build();
         let launch = || {
             ec2.run_instances().image_id(&image).min_count(1).max_count(1).iam_instance_profile(profile.clone()).send()
         };
