@@ -123,3 +123,27 @@ both!(the_lookups_of_logs_step_status_and_progress_are_backed_by_indexes, |env: 
     assert!(newest.contains("USING INDEX") || newest.contains("Index Scan"), "{newest}");
     assert!(!newest.contains("Seq Scan"), "{newest}");
 });
+
+both!(processes_that_open_a_new_state_store_at_the_same_moment_all_open_it, |env: &Env| {
+    // `run` in one terminal, `status` or `ui` in another: each migrates the new store.
+    for round in 0..3 {
+        let state = if env.state.starts_with("postgres") {
+            env.state.clone()
+        } else {
+            env.path(&format!("new-{round}.db")).display().to_string()
+        };
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                env.command_on(&state, &["list"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+});

@@ -29,7 +29,21 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
         let pool = pool_options().connect_with(options).await?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        // SQLite has no lock for migrations: two processes opening a new file
+        // at once (a `run` and a `status`) may apply the same one. Each is
+        // applied in a transaction with its record, so the loser fails whole,
+        // and on its next try finds it applied.
+        let mut tries = 0u64;
+        loop {
+            match sqlx::migrate!("../migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(_) if tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * tries + fastrand::u64(..20))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(Self { pool, name: path.display().to_string() })
     }
 }
