@@ -319,6 +319,12 @@ use super::cost::{CostLine, Pricing};
 use super::facts::{Facts, Leftover, Sweep, ec2_tags};
 
 impl Facts for Ec2Instance {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let id = output(o, "instance_id")?;
+        console_in(r, &format!("ec2/home?region={r}#InstanceDetails:instanceId={}", url_part(id)))
+    }
+
     const GC_RANK: u8 = 0;
 
     fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {

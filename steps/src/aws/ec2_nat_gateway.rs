@@ -270,6 +270,12 @@ use super::cost::{CostLine, Pricing};
 use super::facts::{Facts, Leftover, Sweep, ec2_tags};
 
 impl Facts for NatGateway {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let id = output(o, "nat_gateway_id")?;
+        console_in(r, &format!("vpcconsole/home?region={r}#NatGatewayDetails:natGatewayId={}", url_part(id)))
+    }
+
     const GC_RANK: u8 = 0;
 
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {

@@ -180,6 +180,12 @@ impl Step for SecurityGroup {
 use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for SecurityGroup {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let id = output(o, "group_id")?;
+        console_in(r, &format!("ec2/home?region={r}#SecurityGroup:groupId={}", url_part(id)))
+    }
+
     const GC_RANK: u8 = 1;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {

@@ -135,6 +135,12 @@ impl Step for Subnet {
 use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for Subnet {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let id = output(o, "subnet_id")?;
+        console_in(r, &format!("vpcconsole/home?region={r}#SubnetDetails:subnetId={}", url_part(id)))
+    }
+
     const GC_RANK: u8 = 2;
 
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {

@@ -153,6 +153,12 @@ async fn vpc_limit(ec2: &aws_sdk_ec2::Client, f: &AwsFailure, region: Option<&st
 use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for Vpc {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let id = output(o, "vpc_id")?;
+        console_in(r, &format!("vpcconsole/home?region={r}#VpcDetails:VpcId={}", url_part(id)))
+    }
+
     async fn leftovers(at: &Sweep) -> Result<Vec<Leftover>, ca_a2a_flow_engine::StepError> {
         super::owned::leftovers(at, 0.0, |v: &aws_sdk_ec2::types::Vpc| json!({ "cidr": v.cidr_block() })).await
     }

@@ -166,6 +166,14 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for Repository {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        // arn:aws:ecr:REGION:ACCOUNT:repository/NAME
+        let name = output(o, "arn")?.split_once(":repository/")?.1;
+        let account = output(o, "registry_id")?;
+        console_in(r, &format!("ecr/repositories/private/{}/{}?region={r}", url_part(account), url_part(name)))
+    }
+
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (gb, price) = (at.assume.ecr_gb_per_repository, at.prices.ecr_gb_month);
         Ok(vec![CostLine::new(format!("{gb} GB stored x ${price}"), gb * price)])

@@ -129,4 +129,10 @@ impl Step for Cluster {
     }
 }
 
-impl super::facts::Facts for Cluster {}
+impl super::facts::Facts for Cluster {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let name = output(o, "name")?;
+        console_in(r, &format!("ecs/v2/clusters/{}/services?region={r}", url_part(name)))
+    }
+}

@@ -346,6 +346,16 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for EcsService {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        // arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE
+        let (cluster, service) = output(o, "arn")?.split_once(":service/")?.1.split_once('/')?;
+        console_in(
+            r,
+            &format!("ecs/v2/clusters/{}/services/{}/health?region={r}", url_part(cluster), url_part(service)),
+        )
+    }
+
     fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (h, prices, count) = (at.hours, at.prices, p.desired_count as f64);
         let task: Option<super::ecs_task_definition::Params> = at.referenced("task_definition_arn");

@@ -193,6 +193,12 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for LoadBalancer {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let arn = output(o, "arn")?;
+        console_in(r, &format!("ec2/home?region={r}#LoadBalancer:loadBalancerArn={}", url_part(arn)))
+    }
+
     fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (h, prices, a) = (at.hours, at.prices, at.assume);
         // One public address per subnet the load balancer is in.

@@ -285,4 +285,10 @@ async fn by_name(
     Ok(found.and_then(|f| f.target_groups().first().cloned()))
 }
 
-impl super::facts::Facts for TargetGroup {}
+impl super::facts::Facts for TargetGroup {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let arn = output(o, "arn")?;
+        console_in(r, &format!("ec2/home?region={r}#TargetGroup:targetGroupArn={}", url_part(arn)))
+    }
+}

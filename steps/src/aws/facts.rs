@@ -1,8 +1,10 @@
 //! What an AWS kind says about itself beyond running it, written in the kind's
 //! own file: what it costs a month (`cost`), where its leftovers are found and
-//! in which order `gc` removes them. `cost.rs` and `gc.rs` ask every kind
+//! in which order `gc` removes them, where the AWS console shows what it made
+//! (the `ui` page's links). `cost.rs` and `gc.rs` ask every kind
 //! through [`Facts`]; neither knows a kind by its name.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -23,6 +25,12 @@ pub trait Facts: Step {
     /// What one step of this kind costs a month, from its parameters.
     fn monthly(_p: &Self::Params, _at: &Pricing) -> Result<Vec<CostLine>, String> {
         Ok(Vec::new())
+    }
+
+    /// Where the AWS console shows what a step of this kind made, from its
+    /// outputs, in `region`.
+    fn console(_outputs: &BTreeMap<String, Json>, _region: &str) -> Option<String> {
+        None
     }
 
     /// What carries ca-a2a-flow's ownership tags in the sweep's region, every
@@ -78,6 +86,8 @@ pub trait KindFacts: Send + Sync {
     /// The cost lines of a step with these (partly resolved) parameters.
     fn monthly(&self, with: &Json, at: &Pricing) -> Result<Vec<CostLine>, String>;
     fn leftovers<'a>(&'a self, at: &'a Sweep) -> BoxFuture<'a, Result<Vec<Leftover>, StepError>>;
+    /// See [`Facts::console`].
+    fn console(&self, outputs: &BTreeMap<String, Json>, region: &str) -> Option<String>;
 }
 
 /// The facts of kind `K`.
@@ -106,4 +116,29 @@ impl<K: Facts> KindFacts for FactsOf<K> {
     fn leftovers<'a>(&'a self, at: &'a Sweep) -> BoxFuture<'a, Result<Vec<Leftover>, StepError>> {
         Box::pin(K::leftovers(at))
     }
+    fn console(&self, outputs: &BTreeMap<String, Json>, region: &str) -> Option<String> {
+        K::console(outputs, region)
+    }
+}
+
+/// A page of the AWS console in `region` (`path` after the host).
+pub fn console_in(region: &str, path: &str) -> Option<String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    (!region.is_empty() && region.chars().all(safe)).then(|| format!("https://{region}.console.aws.amazon.com/{path}"))
+}
+
+/// An output of a step as text.
+pub fn output<'a>(outputs: &'a BTreeMap<String, Json>, key: &str) -> Option<&'a str> {
+    outputs.get(key)?.as_str().filter(|v| !v.is_empty())
+}
+
+/// A value as a part of a console URL.
+pub fn url_part(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }

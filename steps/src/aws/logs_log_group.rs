@@ -171,6 +171,13 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for LogGroup {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        // The console writes the group's name percent-encoded twice.
+        let name = url_part(&url_part(output(o, "name")?));
+        console_in(r, &format!("cloudwatch/home?region={r}#logsV2:log-groups/log-group/{name}"))
+    }
+
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (gb, price) = (at.assume.log_ingest_gb_per_group, at.prices.logs_ingest_gb);
         Ok(vec![CostLine::new(format!("{gb} GB ingested x ${price}"), gb * price)])

@@ -377,6 +377,13 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for DbInstance {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        // arn:aws:rds:REGION:ACCOUNT:db:IDENTIFIER
+        let id = output(o, "arn")?.rsplit_once(":db:")?.1;
+        console_in(r, &format!("rds/home?region={r}#database:id={};is-cluster=false", url_part(id)))
+    }
+
     fn monthly(p: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (h, prices, class) = (at.hours, at.prices, &p.instance_class);
         let Some(hourly) = prices.rds_postgres_hour.get(class) else {

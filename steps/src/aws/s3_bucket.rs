@@ -327,6 +327,13 @@ use super::cost::{CostLine, Pricing};
 use super::facts::Facts;
 
 impl Facts for Bucket {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let name = output(o, "name")?;
+        // S3's console is global: the region is a parameter (checked by `console_in`).
+        console_in(r, "").map(|_| format!("https://s3.console.aws.amazon.com/s3/buckets/{}?region={r}", url_part(name)))
+    }
+
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
         let (gb, price) = (at.assume.s3_gb, at.prices.s3_standard_gb_month);
         Ok(vec![CostLine::new(format!("{gb} GB x ${price}"), gb * price)])

@@ -206,6 +206,12 @@ use super::cost::{CostLine, Pricing};
 use super::facts::{Facts, Leftover, Sweep};
 
 impl Facts for Secret {
+    fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
+        use super::facts::{console_in, output, url_part};
+        let name = output(o, "name")?;
+        console_in(r, &format!("secretsmanager/secret?name={}&region={r}", url_part(name)))
+    }
+
     const GC_RANK: u8 = 0;
 
     fn monthly(_: &Params, at: &Pricing) -> Result<Vec<CostLine>, String> {
