@@ -10,6 +10,8 @@ export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres
 scripts/ensure-postgres.sh
 # Image builds are tested with podman against a real registry on loopback.
 scripts/ensure-image-tools.sh
+# The `ui` page is tested in a real headless Chromium, through ChromeDriver.
+scripts/ensure-browser.sh
 
 # AWS steps are tested against moto on loopback, never against AWS, through
 # aws-sim (sim/), the layer that makes moto answer as AWS does where it is kinder

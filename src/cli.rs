@@ -178,6 +178,23 @@ pub enum Command {
     },
     /// Ask the process running a run to stop it (or mark an idle run cancelled).
     Cancel { run_id: String },
+    /// Serve a live web page of the state store's runs: each run's graph,
+    /// timeline, steps, waits and log, updated as they change.
+    Ui {
+        /// Where to listen. Any address but loopback needs a token.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+        /// The token every request must carry (open the page once as
+        /// `/?token=TOKEN`); needed to listen beyond loopback.
+        #[arg(long, env = "CA_A2A_FLOW_UI_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the token (kept out of the process list).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Let the page cancel and resume runs (each asks for confirmation).
+        #[arg(long)]
+        allow_actions: bool,
+    },
     /// What a run would do: the steps in waves and, with read-only calls, per step
     /// `create`, `adopt`, `update` (with old and new values) or `conflict`.
     Plan {

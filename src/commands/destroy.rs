@@ -7,7 +7,7 @@ use super::*;
 /// undid: their resources are not orphans.
 pub(super) async fn alive_stacks(store: &AnyStore) -> Result<std::collections::BTreeSet<String>, CliError> {
     // Every run, however many: a stack whose run was past a cut would be called an orphan.
-    Ok(ca_a2a_flow_engine::destroy::live_stacks(&store.list_runs(i64::MAX).await?))
+    Ok(ca_a2a_flow_engine::destroy::live_stacks(&store.list_runs(&RunsQuery::newest(i64::MAX)).await?))
 }
 
 /// The destroy workflow of a deploy run, after the user said yes; `None` when

@@ -123,7 +123,7 @@ pub(super) async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, fol
 #[derive(Default)]
 pub(super) struct EventCursor {
     /// Every id up to here was printed, or given up on.
-    watermark: i64,
+    pub(super) watermark: i64,
     /// Ids printed above the watermark.
     above: std::collections::BTreeSet<i64>,
     /// A hole just above the watermark, and since when it is there.
@@ -133,12 +133,17 @@ pub(super) struct EventCursor {
 impl EventCursor {
     const HOLE_PATIENCE: Duration = Duration::from_secs(10);
 
+    /// A cursor for a reader that has every id up to `watermark` already.
+    pub(super) fn starting_after(watermark: i64) -> Self {
+        Self { watermark: watermark.max(0), ..Self::default() }
+    }
+
     /// Whether `id` is new (and records it).
-    fn fresh(&mut self, id: i64) -> bool {
+    pub(super) fn fresh(&mut self, id: i64) -> bool {
         id > self.watermark && self.above.insert(id)
     }
 
-    fn advance(&mut self) {
+    pub(super) fn advance(&mut self) {
         loop {
             if self.above.remove(&(self.watermark + 1)) {
                 self.watermark += 1;

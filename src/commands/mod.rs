@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ca_a2a_flow_engine::duration::format as fmt_duration;
-use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, StepRecord};
+use ca_a2a_flow_engine::store::{AnyStore, EventRecord, Holder, RunRecord, RunsQuery, StepRecord};
 use ca_a2a_flow_engine::{
     DESTROY_PREFIX, DestroyOptions, Engine, EngineConfig, Event, Plan, Registry, RunStatus, StepDef, StepStatus, Stop,
     Store, Workflow, format_timestamp, load, now_ms, resolve_inputs,
@@ -43,6 +43,7 @@ mod plan;
 mod queue;
 mod status;
 mod steps;
+mod ui;
 
 use cost::*;
 use deployed::*;
@@ -358,6 +359,18 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Cancel { run_id } => {
             let store = open_store(state.as_deref()).await?;
             cancel(store, registry, &run_id, ttl).await
+        }
+        Command::Ui { listen, token, token_file, allow_actions } => {
+            let token =
+                match token_file {
+                    Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                        CliError::Usage(format!("ui: cannot read the token file {}: {e}", path.display()))
+                    })?),
+                    None => token,
+                };
+            let state_url = state.clone().unwrap_or_else(default_state);
+            let store = open_store(Some(&state_url)).await?;
+            ui::serve(store, ui::UiOptions { listen, token, allow_actions, state_url }).await
         }
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 
 /// The stacks this state store has runs of (their resources are not orphans).
 pub(super) async fn known_stacks(store: &AnyStore) -> std::collections::BTreeSet<String> {
-    let runs = store.list_runs(i64::MAX).await.unwrap_or_default();
+    let runs = store.list_runs(&RunsQuery::newest(i64::MAX)).await.unwrap_or_default();
     runs.iter().filter_map(|r| r.inputs.get("stack").and_then(|s| s.as_str()).map(String::from)).collect()
 }
 
@@ -16,7 +16,7 @@ pub(super) async fn recorded_account(
     inputs: &BTreeMap<String, serde_json::Value>,
 ) -> ca_a2a_flow_steps::aws::preflight::Recorded {
     let stack = inputs.get("stack")?;
-    let runs = store.list_runs(i64::MAX).await.ok()?;
+    let runs = store.list_runs(&RunsQuery::newest(i64::MAX)).await.ok()?;
     for run in runs.iter().filter(|r| r.inputs.get("stack") == Some(stack)) {
         let steps = store.steps(&run.id).await.ok()?;
         let account = steps
@@ -38,7 +38,7 @@ pub(super) async fn last_outputs(
     inputs: &BTreeMap<String, serde_json::Value>,
 ) -> BTreeMap<String, BTreeMap<String, serde_json::Value>> {
     let Some(store) = store else { return BTreeMap::new() };
-    let Ok(runs) = store.list_runs(i64::MAX).await else { return BTreeMap::new() };
+    let Ok(runs) = store.list_runs(&RunsQuery::newest(i64::MAX)).await else { return BTreeMap::new() };
     let same = runs.iter().find(|r| r.workflow_file == wf.file && r.inputs.get("stack") == inputs.get("stack"));
     let Some(run) = same else { return BTreeMap::new() };
     let Ok(steps) = store.steps(&run.id).await else { return BTreeMap::new() };

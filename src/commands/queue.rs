@@ -234,7 +234,7 @@ pub(super) async fn waiting_for(store: &AnyStore, run: &RunRecord) -> Result<Opt
             return Ok(Some(format!("run {} changes stack {stack} now ({by}); this run starts after it", other.id)));
         }
         let earlier: HashMap<String, i64> = store
-            .list_runs(i64::MAX)
+            .list_runs(&RunsQuery::newest(i64::MAX))
             .await?
             .into_iter()
             .filter(|o| o.id != run.id && o.stack.as_ref() == Some(stack) && !o.status.is_terminal())

@@ -164,7 +164,7 @@ pub(super) async fn latest_progress(store: &AnyStore, run_id: &str, step: &str) 
 }
 
 pub(super) async fn list(store: &AnyStore, output: Output, limit: i64) -> Result<(), CliError> {
-    let mut runs = store.list_runs(limit.saturating_add(1)).await?;
+    let mut runs = store.list_runs(&RunsQuery::newest(limit.saturating_add(1))).await?;
     // Never cut silently: say that older runs exist.
     let more = runs.len() as i64 > limit;
     runs.truncate(limit.max(0) as usize);

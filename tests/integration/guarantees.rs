@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ca_a2a_flow_engine::{RunStatus, StepStatus};
 
+use crate::support::web::UiServer;
 use crate::support::{Env, both, count, lines, signal};
 
 /// Waits until `file` (in the scratch dir) has a line, then SIGKILLs `child`.
@@ -109,6 +110,11 @@ steps:
         seen.push(o.stderr);
     }
     seen.push(env.everything_stored());
+    // Every page and stream of `ui`.
+    let ui = UiServer::start(env, &[]);
+    let served = ui.everything_served(&run.id);
+    assert!(served[4].contains("minted ***"), "the page's stream shows the masked line:\n{}", served[4]);
+    seen.extend(served);
     assert_secret_nowhere(&seen);
     assert!(seen[4].contains("minted ***"), "the masked line is still shown:\n{}", seen[4]);
 });

@@ -31,4 +31,5 @@ mod signals;
 mod status;
 mod store;
 mod store_faults;
+mod ui;
 mod validate;

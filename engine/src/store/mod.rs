@@ -317,6 +317,23 @@ impl StepRecord {
     }
 }
 
+/// Which runs [`Store::list_runs`] returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunsQuery {
+    pub status: Option<RunStatus>,
+    pub workflow: Option<String>,
+    /// Only runs older than this one (its `created_at` and id): the next page.
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+impl RunsQuery {
+    /// The newest `limit` runs.
+    pub fn newest(limit: i64) -> Self {
+        Self { limit, ..Self::default() }
+    }
+}
+
 /// An event to append to a run's log: its step (none for the run's own), what
 /// happened, the line, and when (ms since the epoch).
 pub type NewEvent = (Option<String>, &'static str, String, i64);
@@ -457,7 +474,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         after_id: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
-    fn list_runs(&self, limit: i64) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+    /// Runs newest first (by creation, then id), those the query keeps.
+    fn list_runs(&self, query: &RunsQuery) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
     /// Takes the lease of the first queued run a worker may drive now, oldest
     /// first: not ended, its lease free or expired, and no other run of its
     /// stack driven now or queued before it. Concurrent claims never take the
@@ -557,8 +575,8 @@ impl Store for AnyStore {
     ) -> Result<Vec<EventRecord>, StoreError> {
         delegate!(self, "events", s => s.events(run, step, after_id, limit).await)
     }
-    async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-        delegate!(self, "list_runs", s => s.list_runs(limit).await)
+    async fn list_runs(&self, query: &RunsQuery) -> Result<Vec<RunRecord>, StoreError> {
+        delegate!(self, "list_runs", s => s.list_runs(query).await)
     }
     async fn claim(&self, holder: &Holder, ttl_ms: i64, now: i64) -> Result<Option<(String, i64)>, StoreError> {
         delegate!(self, "claim", s => s.claim(holder, ttl_ms, now).await)

@@ -53,8 +53,8 @@ macro_rules! sql_store {
         use sqlx::Row;
 
         use super::{
-            AttemptRecord, EventRecord, Holder, LeaseInfo, NewEvent, NewRun, RunRecord, RunStatus, StepRecord, StepStatus, Store,
-            Write, parse_json,
+            AttemptRecord, EventRecord, Holder, LeaseInfo, NewEvent, NewRun, RunRecord, RunStatus, RunsQuery, StepRecord, StepStatus,
+            Store, Write, parse_json,
         };
 
         fn run_record(row: &$row) -> Result<RunRecord, StoreError> {
@@ -708,11 +708,25 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>, StoreError> {
-                let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
+            async fn list_runs(&self, query: &RunsQuery) -> Result<Vec<RunRecord>, StoreError> {
+                // Newest first from the `runs_created` index: a page starts
+                // where the previous one ended, however many runs there are.
+                // The first page starts after the end of time.
+                let (before_at, before_id) = query.before.clone().unwrap_or((i64::MAX, String::new()));
+                let rows = sqlx::query(
+                    "SELECT * FROM runs
+                     WHERE created_at <= $1 AND (created_at < $1 OR id < $2)
+                       AND (CAST($3 AS TEXT) IS NULL OR status = $3)
+                       AND (CAST($4 AS TEXT) IS NULL OR workflow_name = $4)
+                     ORDER BY created_at DESC, id DESC LIMIT $5",
+                )
+                .bind(before_at)
+                .bind(before_id)
+                .bind(query.status.map(RunStatus::as_str))
+                .bind(query.workflow.as_deref())
+                .bind(query.limit)
+                .fetch_all(&self.pool)
+                .await?;
                 rows.iter().map(run_record).collect()
             }
         }

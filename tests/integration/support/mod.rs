@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ca_a2a_flow_engine::store::{AnyStore, AttemptRecord, RunRecord, StepRecord, Store};
+use ca_a2a_flow_engine::store::{AnyStore, AttemptRecord, RunRecord, RunsQuery, StepRecord, Store};
 
 pub mod aws;
 pub mod faults;
+pub mod web;
 
 /// Runs the same test on SQLite and on Postgres: `both!(name, |env| { ... });`
 macro_rules! both {
@@ -177,13 +178,56 @@ impl Env {
 
     pub fn runs(&self) -> Vec<RunRecord> {
         let store = self.store();
-        block_on(store.list_runs(1000)).expect("list runs")
+        block_on(store.list_runs(&RunsQuery::newest(1000))).expect("list runs")
     }
 
     /// Every run, however many.
     pub fn runs_all(&self) -> Vec<RunRecord> {
         let store = self.store();
-        block_on(store.list_runs(i64::MAX)).expect("list runs")
+        block_on(store.list_runs(&RunsQuery::newest(i64::MAX))).expect("list runs")
+    }
+
+    /// The ids of every line of a run's event log.
+    pub fn event_ids(&self, run: &str) -> Vec<i64> {
+        let store = self.store();
+        block_on(store.events(run, None, 0, i64::MAX)).expect("events").into_iter().map(|e| e.id).collect()
+    }
+
+    /// Copies run `run` (SQLite) until the store holds `total` runs: a copy
+    /// every second back in time, three at a time sharing a start, one in seven
+    /// failed.
+    pub fn copy_run_until(&self, run: &str, total: usize) {
+        assert!(self.pg_database.is_none(), "copies are made on SQLite");
+        let state = self.state.clone();
+        let run = run.to_string();
+        block_on(async move {
+            use sqlx::{Connection, Row};
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{state}")).await.expect("connect");
+            let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('runs')")
+                .fetch_all(&mut conn)
+                .await
+                .expect("columns")
+                .iter()
+                .map(|r| r.get::<String, _>("name"))
+                .collect();
+            let values: Vec<String> = columns
+                .iter()
+                .map(|c| match c.as_str() {
+                    "id" => "runs.id || '-' || printf('%05d', n.i)".to_string(),
+                    "created_at" => "runs.created_at - (n.i / 3) * 1000".to_string(),
+                    "status" => "CASE WHEN n.i % 7 = 0 THEN 'failed' ELSE runs.status END".to_string(),
+                    other => format!("runs.{other}"),
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO runs ({}) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+                 SELECT {} FROM runs, n WHERE runs.id = $1",
+                columns.join(", "),
+                total - 1,
+                values.join(", ")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&run).execute(&mut conn).await.expect("copy runs");
+        });
     }
 
     /// The run's own log lines (not its steps'), oldest first.
