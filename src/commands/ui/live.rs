@@ -37,7 +37,11 @@ pub(super) async fn stream(State(ui): State<Ui>, UrlPath(id): UrlPath<String>, h
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
     tokio::spawn(feed(ui, id, after, tx));
     let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response()
+    let mut response =
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
+    // A proxy in front (nginx) passes each event on at once instead of buffering the stream.
+    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    response
 }
 
 /// What tells a step's change: its state, attempt, error and next attempt.

@@ -293,11 +293,7 @@ fn actions(view: &View, ui: &Ui) -> String {
     for a in actions.iter().filter(|a| a.run == run.id) {
         let text = std::fs::read_to_string(&a.output).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
-        let state = match a.exit {
-            None => "running".to_string(),
-            Some(0) => "ended (exit 0)".to_string(),
-            Some(code) => format!("ended (exit {code})"),
-        };
+        let state = a.exit.map_or_else(|| "running".to_string(), |code| format!("ended (exit {code})"));
         let _ = write!(
             out,
             "<div class=\"started\"><p><code>ca-a2a-flow {} {}</code> started from this page at {}: process {}, {}</p><pre>{}</pre></div>",
