@@ -92,6 +92,10 @@ pub fn plan(
                 continue;
             }
         };
+        if let Some(why) = registry.get(&s.uses).and_then(|k| k.destroy_refused(&params, options)) {
+            errors.push(format!("step `{}`: {why}", s.id));
+            continue;
+        }
         // Destroyed after everything that was built on it.
         let needs: Vec<String> = nearest[i].iter().map(|&d| def.steps[d].id.clone()).collect();
         let mut retry = s.retry.clone();

@@ -313,6 +313,13 @@ pub trait Step: Kind + Send + Sync + 'static {
         None
     }
 
+    /// Why `destroy` with these options must not start at all for a step with
+    /// these parameters (a database with deletion protection, without
+    /// `--delete-data`): said before anything is deleted.
+    fn destroy_refused(&self, _params: &Self::Params, _options: &DestroyOptions) -> Option<String> {
+        None
+    }
+
     /// Removes what this step owns. It finds it by its identity, as `run` does,
     /// not by recorded outputs: a run killed between a creation and its
     /// checkpoint recorded none. A resource already gone counts as removed.
@@ -423,6 +430,8 @@ pub trait ErasedKind: Send + Sync {
     fn deadline(&self) -> Option<Deadline>;
     /// [`Step::kept_on_destroy`].
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str>;
+    /// [`Step::destroy_refused`], for the parameters a deploy resolved.
+    fn destroy_refused(&self, params: &Json, options: &DestroyOptions) -> Option<String>;
     /// [`Step::SCRIPTS`].
     fn scripts(&self) -> &'static [&'static str];
     /// [`Step::SIDE_EFFECTS`].
@@ -486,6 +495,9 @@ impl<S: Step> ErasedKind for S {
     }
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
         Step::kept_on_destroy(self, options)
+    }
+    fn destroy_refused(&self, params: &Json, options: &DestroyOptions) -> Option<String> {
+        serde_json::from_value::<S::Params>(params.clone()).ok().and_then(|p| Step::destroy_refused(self, &p, options))
     }
     fn scripts(&self) -> &'static [&'static str] {
         S::SCRIPTS
@@ -554,6 +566,9 @@ impl ErasedKind for Undo {
     }
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
         self.inner.kept_on_destroy(options)
+    }
+    fn destroy_refused(&self, params: &Json, options: &DestroyOptions) -> Option<String> {
+        self.inner.destroy_refused(params, options)
     }
     fn scripts(&self) -> &'static [&'static str] {
         &[]

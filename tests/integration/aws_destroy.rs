@@ -4,8 +4,8 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{
-    FULL, OwnLayer, behind_aws_sim, deploy, destroy, expect_exactly_the_stack, has_tag, local_images, one_aws_step,
-    sdk, unique_stack,
+    FULL, OwnLayer, behind_aws_sim, deploy, deploy_with, destroy, expect_exactly_the_stack, has_tag, local_images,
+    one_aws_step, sdk, unique_stack,
 };
 use crate::support::{Env, block_on};
 
@@ -150,10 +150,46 @@ fn destroy_removes_the_whole_stack_in_dependency_order_and_a_second_destroy_find
 }
 
 #[test]
+fn a_database_with_deletion_protection_stops_destroy_before_anything_is_deleted_unless_delete_data() {
+    let env = Env::sqlite();
+    let stack = unique_stack("protected");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let rds = aws_sdk_rds::Client::new(&sdk());
+    let id = format!("{stack}-keycloak-db");
+    let db = block_on(rds.describe_db_instances().db_instance_identifier(&id).send()).unwrap();
+    assert_eq!(db.db_instances()[0].deletion_protection(), Some(true), "on by default");
+
+    let refused = destroy(&env, &env.only_run().id, &["--skip-final-snapshot"], &[]);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("keycloak-db") && refused.stderr.contains("--delete-data"), "{}", refused.stderr);
+    assert_eq!(env.runs().len(), 1, "no destroy run was made");
+    expect_exactly_the_stack(&stack);
+
+    // Turned off by hand: the plan says so, and the next run turns it on again.
+    block_on(
+        rds.modify_db_instance().db_instance_identifier(&id).deletion_protection(false).apply_immediately(true).send(),
+    )
+    .unwrap();
+    let input = format!("stack={stack}");
+    let plan = env.run(&["plan", FULL, "--input", &input, "--input", "mcp=false", "--output", "json"]);
+    let db_plan = plan.json()["steps"].as_array().unwrap().iter().find(|s| s["id"] == "keycloak-db").unwrap().clone();
+    assert!(db_plan.to_string().contains("deletion_protection: false -> true"), "{db_plan}");
+    deploy(&env, &stack, None, &[]).expect_success();
+    let again = env.runs()[0].id.clone();
+    assert_eq!(env.step(&again, "keycloak-db").outputs.unwrap()["action"], "updated");
+    let db = block_on(rds.describe_db_instances().db_instance_identifier(&id).send()).unwrap();
+    assert_eq!(db.db_instances()[0].deletion_protection(), Some(true), "converged");
+
+    destroy(&env, &again, &EVERYTHING, &[]).expect_success();
+    expect_nothing_left(&stack, false);
+}
+
+#[test]
 fn destroy_keeps_data_images_and_a_recovery_window_unless_asked() {
     let env = Env::sqlite();
     let stack = unique_stack("keep");
-    deploy(&env, &stack, None, &[]).expect_success();
+    // Without --delete-data a protected database stops the destroy: this one is not.
+    deploy_with(&env, &stack, None, &[], &["db_deletion_protection=false"]).expect_success();
     let out = destroy(&env, &env.only_run().id, &[], &[]);
     out.expect_success();
     assert!(out.stderr.contains("buckets are kept with their data (--delete-data deletes them)"), "{}", out.stderr);
@@ -165,7 +201,7 @@ fn destroy_asks_for_confirmation_and_refuses_without_a_terminal() {
     let env = Env::sqlite();
     let stack = unique_stack("confirm");
     deploy(&env, &stack, None, &[]).expect_success();
-    let out = env.run(&["destroy", &env.only_run().id]);
+    let out = env.run(&["destroy", &env.only_run().id, "--delete-data"]);
     out.expect_code(2);
     assert!(out.stderr.contains("pass --yes"), "{}", out.stderr);
     assert_eq!(env.runs().len(), 1, "no destroy run was made");

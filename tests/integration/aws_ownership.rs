@@ -178,7 +178,7 @@ fn a_database_another_tool_made_is_refused_and_never_destroyed() {
         ("master_username", "keycloak"),
     ];
     let wf = one_aws_step(&env, "keycloak-db", "aws.rds.db_instance", &with);
-    refused_then_destroyed_around(&env, &wf, &stack, "DB instance", &id, &["--skip-final-snapshot"]);
+    refused_then_destroyed_around(&env, &wf, &stack, "DB instance", &id, &["--skip-final-snapshot", "--delete-data"]);
     let left = block_on(rds.describe_db_instances().db_instance_identifier(&id).send()).unwrap();
     assert_eq!(left.db_instances().len(), 1, "destroy leaves a database the stack did not make");
     assert_ne!(left.db_instances()[0].db_instance_status(), Some("deleting"));

@@ -280,6 +280,10 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     let task = before.get_mut("mcp-task").unwrap();
     task["needs"] = serde_json::json!(["documents", "execution-role", "mcp-logs", "mcp-server-image", "task-role"]);
     task["with"]["containers"][0]["image"] = "${{ steps.mcp-server-image.outputs.image }}".into();
+    // - the database has deletion protection, an input of the stack; `destroy`
+    //   turns it off with --delete-data (aws_destroy::a_database_with_deletion_protection_...).
+    before.get_mut("keycloak-db").unwrap()["with"]["deletion_protection"] =
+        "${{ inputs.db_deletion_protection }}".into();
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

@@ -3,7 +3,9 @@
 //! Its master password is managed by RDS in Secrets Manager
 //! (`ManageMasterUserPassword`): no password exists in the workflow, and the
 //! secret does not depend on the endpoint, so there is no secret/endpoint cycle.
-//! Waits (deadline, progress with RDS's status) until `available`.
+//! Waits (deadline, progress with RDS's status) until `available`. Deletion
+//! protection is on by default: `destroy` refuses to start without
+//! `--delete-data`, and with it turns the protection off before deleting.
 
 use std::time::Duration;
 
@@ -56,6 +58,10 @@ pub struct Params {
     pub master_password_secret_arn: Option<String>,
     /// deadline for `available` (default 40m)
     pub wait: Option<HumanDuration>,
+    /// refuse every deletion, `destroy`'s included unless `--delete-data`
+    /// (default true)
+    #[serde(default = "yes")]
+    pub deletion_protection: bool,
     #[param(doc = super::owner::TAKE_OVER)]
     #[serde(default)]
     pub take_over: bool,
@@ -77,6 +83,9 @@ fn twenty() -> i32 {
 }
 fn seven() -> i32 {
     7
+}
+fn yes() -> bool {
+    true
 }
 
 const BROKEN: &[&str] = &[
@@ -121,6 +130,13 @@ impl Step for DbInstance {
                 if let Some(secret) = own_secret(&p).filter(|_| db.master_user_secret().is_some()) {
                     changes.push(format!("master password: RDS-managed secret -> {secret}"));
                 }
+                if db.deletion_protection() != Some(p.deletion_protection) {
+                    changes.push(format!(
+                        "deletion_protection: {} -> {}",
+                        db.deletion_protection().unwrap_or(false),
+                        p.deletion_protection
+                    ));
+                }
                 Plan::changes(changes)
             }
         })
@@ -130,6 +146,14 @@ impl Step for DbInstance {
 
     fn kept_on_destroy(&self, options: &DestroyOptions) -> Option<&'static str> {
         (!options.skip_final_snapshot).then_some("databases get a final snapshot (--skip-final-snapshot skips it)")
+    }
+
+    fn destroy_refused(&self, p: &Params, options: &DestroyOptions) -> Option<String> {
+        (p.deletion_protection && !options.delete_data).then(|| {
+            "its database has deletion protection: `destroy --delete-data` turns it off and deletes the database \
+             (after a final snapshot, unless --skip-final-snapshot); without it, nothing is destroyed"
+                .to_string()
+        })
     }
 
     async fn destroy(&self, ctx: &StepContext, p: Params, o: &DestroyOptions) -> Result<Outputs, StepError> {
@@ -145,6 +169,21 @@ impl Step for DbInstance {
         if whose != Holder::Ours {
             ctx.log(format!("left alone: {}", owner.not_ours("DB instance", &id, &whose)));
             return Ok(super::removed(ctx, "DB instance", &[]));
+        }
+        if db.db_instance_status() != Some("deleting") && db.deletion_protection() == Some(true) {
+            // Turned on since the deploy (by hand, or by a later run of it).
+            if !o.delete_data {
+                return Err(StepError::fatal(format!("DB instance {id} has deletion protection"))
+                    .with_hint("`destroy --delete-data` turns it off and deletes the database"));
+            }
+            ctx.progress(format!("DB instance {id}: turning deletion protection off (--delete-data)"));
+            rds.modify_db_instance()
+                .db_instance_identifier(&id)
+                .deletion_protection(false)
+                .apply_immediately(true)
+                .send()
+                .await
+                .or_step_error("rds:ModifyDBInstance")?;
         }
         if db.db_instance_status() != Some("deleting") {
             let mut delete = rds.delete_db_instance().db_instance_identifier(&id);
@@ -186,7 +225,10 @@ impl Step for DbInstance {
             ("endpoint", "its DNS address"),
             ("port", "its port"),
             ("master_secret_arn", "the RDS-managed secret holding username and password"),
-            ("action", "`created`, `adopted` or `taken-over` (`take_over`)"),
+            (
+                "action",
+                "`created`, `adopted`, `updated` (deletion protection or password converged) or `taken-over` (`take_over`)",
+            ),
         ],
         example: "- id: keycloak-db\n  uses: aws.rds.db_instance\n  with:\n    stack: \"${{ inputs.stack }}\"\n    db_subnet_group: \"${{ steps.db-subnets.outputs.name }}\"\n    security_group_ids: [\"${{ steps.rds-sg.outputs.group_id }}\"]\n    db_name: keycloak\n    master_username: keycloak\n",
     };
@@ -250,6 +292,18 @@ impl Step for DbInstance {
                 "taken-over"
             }
             Some(db) => {
+                let mut action = "adopted";
+                if db.deletion_protection() != Some(p.deletion_protection) {
+                    ctx.progress(format!("DB instance {id}: deletion protection -> {}", p.deletion_protection));
+                    rds.modify_db_instance()
+                        .db_instance_identifier(&id)
+                        .deletion_protection(p.deletion_protection)
+                        .apply_immediately(true)
+                        .send()
+                        .await
+                        .or_step_error("rds:ModifyDBInstance")?;
+                    action = "updated";
+                }
                 if let Some(secret) = own_secret(&p).filter(|_| db.master_user_secret().is_some()) {
                     // Its password leaves the RDS-managed secret for the step's, which only `rotate-secret` changes.
                     ctx.progress(format!("DB instance {id}: the master password moves to secret {secret}"));
@@ -262,10 +316,9 @@ impl Step for DbInstance {
                         .send()
                         .await
                         .or_step_error("rds:ModifyDBInstance")?;
-                    "updated"
-                } else {
-                    "adopted"
+                    action = "updated";
                 }
+                action
             }
             None => {
                 ctx.progress(format!("creating DB instance {id}"));
@@ -292,6 +345,7 @@ impl Step for DbInstance {
                         None => None,
                     })
                     .copy_tags_to_snapshot(true)
+                    .deletion_protection(p.deletion_protection)
                     .set_tags(Some(tags.collect()))
                     .send()
                     .await

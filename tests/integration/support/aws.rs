@@ -198,6 +198,17 @@ pub(crate) fn expect_exactly_the_network(ec2: &aws_sdk_ec2::Client, stack: &str)
 /// to be healthy; or, given an `endpoint` (fault rules on moto alone, whose ECS
 /// runs no task), with `healthy_targets=0`.
 pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&str, &str)]) -> Out {
+    deploy_with(env, stack, endpoint, extra, &[])
+}
+
+/// [`deploy`] with more inputs (`name=value`).
+pub(crate) fn deploy_with(
+    env: &Env,
+    stack: &str,
+    endpoint: Option<&str>,
+    extra: &[(&str, &str)],
+    inputs: &[&str],
+) -> Out {
     let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
     let healthy = match endpoint {
         Some(e) => {
@@ -209,8 +220,11 @@ pub(crate) fn deploy(env: &Env, stack: &str, endpoint: Option<&str>, extra: &[(&
     vars.extend_from_slice(extra);
     let stack = format!("stack={stack}");
     // The MCP server is left out here: `builder::the_full_stack_builds_...` deploys it.
-    let args =
+    let mut args =
         [&["run", FULL, "--input", &stack, "--input", healthy, "--input", "mcp=false"][..], &local_images()].concat();
+    for input in inputs {
+        args.extend(["--input", input]);
+    }
     env.run_with(&args, &vars)
 }
 
