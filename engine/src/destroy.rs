@@ -133,8 +133,7 @@ pub fn plan(
 /// The run a run's definition destroys, if it is a destroy run. Runs recorded
 /// before `destroy_of` existed said it only in their description.
 pub fn destroyed_run(run: &RunRecord) -> Option<&str> {
-    let def = &run.definition;
-    def.destroy_of.as_deref().or_else(|| def.description.as_deref()?.strip_prefix("destroy of run "))
+    run.definition.destroyed_run()
 }
 
 /// The stacks that have a run in this store which no successful destroy undid:

@@ -1070,6 +1070,7 @@ async fn run_attempt<S: Store>(
     let ctx = StepContext {
         run_id: run.to_string(),
         run_name: shared.run_name.clone(),
+        destroy_of: shared.workflow.destroyed_run().map(String::from),
         step_id: step.id.clone(),
         attempt,
         max_attempts: max,

@@ -146,6 +146,8 @@ pub struct LogBudget {
 pub struct StepContext {
     pub run_id: String,
     pub run_name: String,
+    /// In a destroy run: the deploy run whose resources it deletes.
+    pub destroy_of: Option<String>,
     pub step_id: String,
     pub attempt: u32,
     pub max_attempts: u32,
@@ -208,6 +210,7 @@ impl StepContext {
         Self {
             run_id: "detached".into(),
             run_name: "detached".into(),
+            destroy_of: None,
             step_id: step_id.into(),
             attempt: 1,
             max_attempts: 1,

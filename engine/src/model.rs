@@ -167,6 +167,12 @@ impl Redefinition {
 }
 
 impl Workflow {
+    /// The run this definition destroys, if it is a destroy run's. Runs
+    /// recorded before `destroy_of` existed said it only in their description.
+    pub fn destroyed_run(&self) -> Option<&str> {
+        self.destroy_of.as_deref().or_else(|| self.description.as_deref()?.strip_prefix("destroy of run "))
+    }
+
     /// How this definition differs from `stored`, step by step.
     pub fn redefinition_of(&self, stored: &Workflow) -> Redefinition {
         let mut diff = Redefinition::default();

@@ -42,6 +42,7 @@ fn kinds() -> Kinds {
         .aws(aws::iam_role::Role)
         .aws(aws::logs_log_group::LogGroup)
         .aws(aws::rds_db_instance::DbInstance)
+        .aws(aws::rds_db_snapshot::DbSnapshot)
         .aws(aws::rds_db_subnet_group::DbSubnetGroup)
         .aws(aws::s3_bucket::Bucket)
         .aws(aws::s3_object::S3Object)

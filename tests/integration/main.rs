@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aws_backup;
 mod aws_credentials;
 mod aws_deploy;
 mod aws_destroy;

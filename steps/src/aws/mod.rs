@@ -237,6 +237,7 @@ pub mod elbv2_wait_healthy;
 pub mod iam_role;
 pub mod logs_log_group;
 pub mod rds_db_instance;
+pub mod rds_db_snapshot;
 pub mod rds_db_subnet_group;
 pub mod s3_bucket;
 pub mod s3_object;
