@@ -114,20 +114,20 @@ pub(super) async fn logs(store: &AnyStore, run_id: &str, step: Option<&str>, fol
     }
 }
 
-/// Where `logs -f` reads the event log from. Event ids are handed out when a
-/// line is inserted but become visible when its transaction commits, so on
-/// Postgres a smaller id can appear after a larger one: the cursor re-reads
-/// from the highest id below which it has seen every line, and passes over a
-/// hole only once it has stayed empty for a while (an id given to a
-/// transaction that rolled back).
+/// Where `logs -f` (and the web page's stream) reads the event log from. Event
+/// ids are handed out when a line is inserted but become visible when its
+/// transaction commits, so on Postgres a smaller id can appear after a larger
+/// one: the cursor re-reads from the highest id below which it has seen every
+/// line. Ids are one sequence for every run, so most holes are other runs'
+/// lines; a hole is passed over once the id above it has been seen for a while
+/// (an id of another run, or of a transaction that rolled back), every such
+/// hole at once.
 #[derive(Default)]
 pub(super) struct EventCursor {
     /// Every id up to here was printed, or given up on.
     pub(super) watermark: i64,
-    /// Ids printed above the watermark.
-    above: std::collections::BTreeSet<i64>,
-    /// A hole just above the watermark, and since when it is there.
-    hole_since: Option<std::time::Instant>,
+    /// Ids printed above the watermark, and when each was first seen.
+    above: std::collections::BTreeMap<i64, std::time::Instant>,
 }
 
 impl EventCursor {
@@ -140,27 +140,25 @@ impl EventCursor {
 
     /// Whether `id` is new (and records it).
     pub(super) fn fresh(&mut self, id: i64) -> bool {
-        id > self.watermark && self.above.insert(id)
+        if id <= self.watermark || self.above.contains_key(&id) {
+            return false;
+        }
+        self.above.insert(id, std::time::Instant::now());
+        true
     }
 
     pub(super) fn advance(&mut self) {
-        loop {
-            if self.above.remove(&(self.watermark + 1)) {
-                self.watermark += 1;
-                self.hole_since = None;
-                continue;
-            }
-            let Some(&next) = self.above.iter().next() else {
-                self.hole_since = None;
-                return;
-            };
-            let since = *self.hole_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() < Self::HOLE_PATIENCE {
+        self.advance_at(std::time::Instant::now())
+    }
+
+    fn advance_at(&mut self, now: std::time::Instant) {
+        while let Some((&next, &seen)) = self.above.first_key_value() {
+            // The next id, or a hole below it that has stayed empty long enough.
+            if next != self.watermark + 1 && now.duration_since(seen) < Self::HOLE_PATIENCE {
                 return;
             }
-            // An id nobody committed: skip to the next printed one.
-            self.watermark = next - 1;
-            self.hole_since = None;
+            self.above.remove(&next);
+            self.watermark = next;
         }
     }
 }
@@ -168,6 +166,18 @@ impl EventCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_cursor_passes_every_hole_older_than_its_patience_at_once() {
+        // Event ids are one sequence for every run: 2 and 4 are another run's lines.
+        let start = std::time::Instant::now();
+        let mut cursor = EventCursor::default();
+        assert!(cursor.fresh(1) && cursor.fresh(3) && cursor.fresh(5));
+        cursor.advance_at(start);
+        assert_eq!(cursor.watermark, 1);
+        cursor.advance_at(start + EventCursor::HOLE_PATIENCE + Duration::from_secs(1));
+        assert_eq!(cursor.watermark, 5, "both holes were older than the patience");
+    }
 
     #[test]
     fn the_event_cursor_waits_for_a_smaller_id_committed_late() {
