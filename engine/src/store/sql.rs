@@ -709,8 +709,8 @@ macro_rules! sql_store {
             }
 
             async fn list_runs(&self, query: &RunsQuery) -> Result<Vec<RunRecord>, StoreError> {
-                // Newest first from the `runs_created` index: a page starts
-                // where the previous one ended, however many runs there are.
+                // Newest first from the `runs_newest` index, in its order: a
+                // page starts where the previous one ended, however many runs.
                 // The first page starts after the end of time.
                 let (before_at, before_id) = query.before.clone().unwrap_or((i64::MAX, String::new()));
                 let rows = sqlx::query(
