@@ -225,6 +225,12 @@ fn beyond_loopback_the_page_needs_a_token_and_answers_only_with_it() {
         .to_string();
     assert!(first.head.contains("HttpOnly") && first.head.contains("SameSite=Strict"), "{}", first.head);
     assert_eq!(http("GET", &ui.url("/"), &[("Cookie", &cookie)], None).status, 200);
+    // The redirect stays on this server.
+    let away = ui.get(&format!("//evil.example/?token={token}"));
+    assert!(away.head.lines().any(|l| l == "location: /"), "{}", away.head);
+    // A token a cookie cannot carry is refused at start.
+    let odd = env.run(&["ui", "--listen", "127.0.0.1:0", "--token", "sixteen chars; and more"]);
+    odd.expect_code(2);
 }
 
 #[test]
@@ -273,12 +279,13 @@ fn the_runs_page_goes_through_ten_thousand_runs_newest_first_fifty_at_a_time_fro
     assert!(only_failed.body.matches("<tr data-run=").count() == failed.min(50));
     assert!(!only_failed.body.contains(">succeeded</span>"), "only failed runs");
 
-    // Each page starts in the index where the last one ended: no scan, no sort.
+    // Each page starts in the index where the last one ended, read in its order: no sort.
     let plan = env.query_plan(
         "SELECT * FROM runs WHERE created_at <= 1 AND (created_at < 1 OR id < 'x') \
+         AND (CAST(NULL AS TEXT) IS NULL OR status = NULL) AND (CAST(NULL AS TEXT) IS NULL OR workflow_name = NULL) \
          ORDER BY created_at DESC, id DESC LIMIT 51",
     );
-    assert!(plan.contains("runs_created") && !plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+    assert!(plan.contains("runs_newest") && !plan.contains("TEMP B-TREE"), "{plan}");
 }
 
 both!(a_stream_picked_up_with_its_last_event_id_misses_no_line, |env: &Env| {

@@ -67,7 +67,7 @@
     if (!node) return;
     filter.value = node.dataset.step;
     filter.dispatchEvent(new Event("change"));
-    const details = document.getElementById("step-" + node.dataset.step.replace(/[^A-Za-z0-9_-]/g, "_"));
+    const details = [...document.querySelectorAll("details.step")].find((d) => d.dataset.step === node.dataset.step);
     if (details) details.open = true;
   });
 
@@ -76,15 +76,21 @@
       button.onclick = async () => {
         if (!window.confirm(button.dataset.confirm)) return;
         button.disabled = true;
-        const answer = await fetch(base + "/" + button.dataset.action, {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { "X-CA-A2A-Flow-Action": button.dataset.action },
-        });
-        const said = document.createElement("p");
-        said.className = answer.ok ? "note" : "error";
-        said.textContent = await answer.text();
-        document.getElementById("actions").append(said);
+        // Said outside the parts a refresh replaces, so that it stays readable.
+        const said = document.getElementById("action-said");
+        try {
+          const answer = await fetch(base + "/" + button.dataset.action, {
+            method: "POST",
+            credentials: "same-origin",
+            headers: { "X-CA-A2A-Flow-Action": button.dataset.action },
+          });
+          said.className = answer.ok ? "note" : "error";
+          said.textContent = await answer.text();
+        } catch (e) {
+          said.className = "error";
+          said.textContent = "the server did not answer: " + e;
+          button.disabled = false;
+        }
         refresh();
       };
     }

@@ -61,10 +61,17 @@ async fn feed(ui: Ui, id: String, after: i64, tx: tokio::sync::mpsc::Sender<SseE
     let mut sent: HashMap<String, String> = HashMap::new();
     let mut run_sent = String::new();
     loop {
-        let (Ok(run), Ok(steps)) = (ui.store.run(&id).await, ui.store.steps(&id).await) else {
-            // The store is unreachable for a moment: the page keeps what it has.
-            tokio::time::sleep(POLL_ENDED).await;
-            continue;
+        let (run, steps) = match (ui.store.run(&id).await, ui.store.steps(&id).await) {
+            (Ok(run), Ok(steps)) => (run, steps),
+            (Err(ca_a2a_flow_engine::StoreError::RunNotFound(_)), _) => return,
+            _ => {
+                // The store is unreachable for a moment: the page keeps what it has.
+                tokio::time::sleep(POLL_ENDED).await;
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
         };
         let mut changed = false;
         for s in &steps {
@@ -81,7 +88,9 @@ async fn feed(ui: Ui, id: String, after: i64, tx: tokio::sync::mpsc::Sender<SseE
             changed = true;
         }
         let state = shown_status(&run);
-        let run_sig = format!("{state}|{}|{:?}", run.cancel_requested, run.lease.as_ref().map(|l| &l.owner));
+        // Who drives it, and whether that lease still lives (a driver that died).
+        let driver = run.lease.as_ref().map(|l| (&l.owner, l.expires_at > now_ms()));
+        let run_sig = format!("{state}|{}|{driver:?}", run.cancel_requested);
         if run_sig != run_sent {
             let data = json!({"state": state, "icon": icon(state), "label": label(state)});
             if tx.send(SseEvent::default().event("run").data(data.to_string())).await.is_err() {

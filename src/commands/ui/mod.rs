@@ -52,6 +52,9 @@ pub(super) struct Ui {
     pub actions: Arc<Mutex<Vec<Action>>>,
     outputs: Arc<tempfile_dir::Dir>,
     loopback: bool,
+    /// The token's cookie: named after the port, since every server on a
+    /// host shares its cookies.
+    cookie: Arc<str>,
 }
 
 /// The cookie that carries the token once given.
@@ -68,8 +71,13 @@ pub(super) async fn serve(store: AnyStore, options: UiOptions) -> Result<(), Cli
             options.listen
         )));
     }
-    if options.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
-        return Err(CliError::Usage("ui: the token must have at least 16 characters".into()));
+    if let Some(token) = options.token.as_deref().map(str::trim) {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+        if token.len() < 16 || !token.chars().all(allowed) {
+            return Err(CliError::Usage(
+                "ui: the token must have at least 16 characters, each a letter, a digit or one of - . _ ~ + / = (`openssl rand -hex 24` makes one)".into(),
+            ));
+        }
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -83,6 +91,7 @@ pub(super) async fn serve(store: AnyStore, options: UiOptions) -> Result<(), Cli
         actions: Arc::default(),
         outputs: Arc::new(tempfile_dir::Dir::new().map_err(|e| CliError::Usage(format!("ui: {e}")))?),
         loopback,
+        cookie: Arc::from(format!("{COOKIE}_{}", bound.port())),
     };
     let app = Router::new()
         .route("/", get(runs_page))
@@ -133,13 +142,12 @@ async fn guard(State(ui): State<Ui>, request: Request, next: Next) -> Response {
                 return refuse(StatusCode::UNAUTHORIZED, "wrong token");
             }
             let rest: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("token=")).collect();
-            let to = if rest.is_empty() {
-                request.uri().path().to_string()
-            } else {
-                format!("{}?{}", request.uri().path(), rest.join("&"))
-            };
+            // Only to a path of this server (`//host` would leave it).
+            let path = request.uri().path();
+            let path = if path.starts_with("//") || path.starts_with("/\\") { "/" } else { path };
+            let to = if rest.is_empty() { path.to_string() } else { format!("{path}?{}", rest.join("&")) };
             let mut response = Redirect::to(&to).into_response();
-            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            let cookie = format!("{}={token}; Path=/; HttpOnly; SameSite=Strict", ui.cookie);
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
@@ -157,7 +165,7 @@ async fn guard(State(ui): State<Ui>, request: Request, next: Next) -> Response {
         .iter()
         .filter_map(|h| h.to_str().ok())
         .flat_map(|h| h.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(String::from))
+        .filter_map(|c| c.trim().strip_prefix(&format!("{}=", ui.cookie)).map(String::from))
         .any(|c| given(&c));
     if bearer || cookie {
         secured(next.run(request).await)
@@ -216,10 +224,6 @@ fn percent_decode(s: &str) -> String {
             (Some(v), _) => {
                 out.push(v);
                 i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
             }
             (None, other) => {
                 out.push(other);
@@ -341,7 +345,8 @@ fn start_action(ui: &Ui, run: &str, what: &'static str, extra: &[&str]) -> Respo
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot find this program: {e}")),
     };
-    let output = ui.outputs.path().join(format!("{what}-{run}-{}.log", now_ms()));
+    let file_name: String = run.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let output = ui.outputs.path().join(format!("{what}-{file_name}-{}.log", now_ms()));
     let file = match std::fs::File::create(&output) {
         Ok(f) => f,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot keep the output: {e}")),
@@ -351,10 +356,12 @@ fn start_action(ui: &Ui, run: &str, what: &'static str, extra: &[&str]) -> Respo
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot keep the output: {e}")),
     };
     let mut command = tokio::process::Command::new(program);
+    // The run id after `--`: never read as an option.
     command
         .arg(what)
-        .arg(run)
         .args(extra)
+        .arg("--")
+        .arg(run)
         .env("CA_A2A_FLOW_STATE", &*ui.state_url)
         .stdin(std::process::Stdio::null())
         .stdout(file)
@@ -389,7 +396,8 @@ mod tempfile_dir {
         pub fn new() -> std::io::Result<Self> {
             let path =
                 std::env::temp_dir().join(format!("ca-a2a-flow-ui-{}-{:08x}", std::process::id(), fastrand::u32(..)));
-            std::fs::create_dir_all(&path)?;
+            // Readable by this user only; made here, not found.
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&path)?;
             Ok(Self(path))
         }
         pub fn path(&self) -> &std::path::Path {
@@ -420,6 +428,6 @@ mod tests {
 
     #[test]
     fn a_token_in_the_address_is_percent_decoded() {
-        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b c%zz%4");
+        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b+c%zz%4", "a token's `+` stays a `+`");
     }
 }

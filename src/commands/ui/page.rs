@@ -206,6 +206,7 @@ pub(super) fn run(view: &View, ui: &Ui) -> String {
         ui.allow_actions,
         esc(&run.id)
     );
+    body.push_str("<p id=\"action-said\" role=\"status\"></p>");
     body.push_str(&parts(view, ui));
     body.push_str(&format!(
         "<section><h2>Graph</h2><div id=\"graph\" class=\"scroll\">{}</div></section>",
@@ -311,8 +312,8 @@ fn actions(view: &View, ui: &Ui) -> String {
 /// Each step's depth: the longest chain of needs above it.
 fn depths(wf: &Workflow) -> HashMap<&str, usize> {
     let mut depth: HashMap<&str, usize> = HashMap::new();
-    // Steps are in dependency order after load; loop until stable anyway.
-    loop {
+    // Steps are in dependency order after load; a pass per step at most.
+    for _ in 0..=wf.steps.len() {
         let mut changed = false;
         for s in &wf.steps {
             let d = s.needs.iter().filter_map(|n| depth.get(n.as_str())).map(|d| d + 1).max().unwrap_or(0);
@@ -321,10 +322,11 @@ fn depths(wf: &Workflow) -> HashMap<&str, usize> {
                 changed = true;
             }
         }
-        if !changed || depth.len() > wf.steps.len() * 4 {
-            return depth;
+        if !changed {
+            break;
         }
     }
+    depth
 }
 
 const NODE_W: f64 = 200.0;
