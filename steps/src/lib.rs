@@ -211,7 +211,13 @@ steps:
         };
         assert_eq!(
             keeping(&DestroyOptions::default()),
-            ["aws.ecr.repository", "aws.rds.db_instance", "aws.s3.bucket", "aws.secretsmanager.secret"]
+            [
+                "aws.ecr.repository",
+                "aws.rds.db_instance",
+                "aws.rds.db_snapshot",
+                "aws.s3.bucket",
+                "aws.secretsmanager.secret"
+            ]
         );
         let all = DestroyOptions {
             delete_data: true,
