@@ -44,6 +44,7 @@ fn kinds() -> Kinds {
         .aws(aws::rds_db_instance::DbInstance)
         .aws(aws::rds_db_snapshot::DbSnapshot)
         .aws(aws::rds_db_subnet_group::DbSubnetGroup)
+        .aws(aws::rds_restore_drill::RestoreDrill)
         .aws(aws::s3_bucket::Bucket)
         .aws(aws::s3_object::S3Object)
         .aws(aws::secretsmanager_secret::Secret)

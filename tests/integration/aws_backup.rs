@@ -1,7 +1,11 @@
 //! Backups of the stack's database: `aws.rds.db_snapshot`, one snapshot per
-//! run, found again by a resumed run, kept by `destroy` unless `--delete-data`.
+//! run, found again by a resumed run, kept by `destroy` unless `--delete-data`;
+//! `workflows/dr-drill.yaml`, which restores one and reports RTO and RPO.
 
-use crate::support::aws::{behind_aws_sim, destroy, one_aws_step, sdk, unique_stack};
+use std::time::Duration;
+
+use crate::support::aws::{behind_aws_sim, destroy, moto, one_aws_step, sdk, unique_stack};
+use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, block_on};
 
 /// The manual snapshots of DB instance `db`, by identifier.
@@ -66,4 +70,95 @@ fn a_snapshot_is_taken_once_per_run_found_again_by_a_resumed_run_and_deleted_onl
     let left = snapshots_of(&db);
     assert_eq!(left.len(), 1, "the first run's snapshot is deleted, the second run's kept: {left:?}");
     assert!(!left.contains(&id));
+}
+
+/// The stack's data (network, bucket, secrets, database) for a drill.
+fn a_stack_with_its_database(env: &Env, stack: &str) {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/stack/data.yaml");
+    let input = format!("stack={stack}");
+    env.run_with(
+        &["run", data.to_str().unwrap(), "--input", &input, "--input", "region=eu-west-3"],
+        &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    )
+    .expect_success();
+}
+
+fn drill(env: &Env, stack: &str, failpoint: Option<&str>) -> crate::support::Out {
+    let wf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/dr-drill.yaml");
+    let input = format!("stack={stack}");
+    let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    if let Some(point) = failpoint {
+        vars.push(("CA_A2A_FLOW_FAILPOINT", point));
+    }
+    env.run_with(&["run", wf.to_str().unwrap(), "--input", &input, "--input", "region=eu-west-3"], &vars)
+}
+
+/// Whether the drill's scratch instance exists.
+fn scratch_exists(stack: &str) -> bool {
+    let rds = aws_sdk_rds::Client::new(&sdk());
+    block_on(rds.describe_db_instances().db_instance_identifier(format!("{stack}-drill")).send())
+        .is_ok_and(|d| !d.db_instances().is_empty())
+}
+
+#[test]
+fn a_drill_restores_the_snapshot_checks_it_deletes_the_scratch_instance_and_reports_rto_and_rpo() {
+    let env = Env::sqlite();
+    let stack = unique_stack("drill");
+    a_stack_with_its_database(&env, &stack);
+    drill(&env, &stack, None).expect_success();
+    let run = env.runs()[0].id.clone();
+    let outputs = env.step(&run, "drill").outputs.unwrap();
+    assert_eq!(outputs["scratch"], format!("{stack}-drill").as_str());
+    assert_eq!(outputs["engine_version"], env.step(&run, "snapshot").outputs.unwrap()["engine_version"]);
+    assert!(outputs["rto_seconds"].as_i64().is_some() && outputs["rpo_seconds"].as_i64().is_some(), "{outputs:?}");
+    assert!(!scratch_exists(&stack), "the scratch instance is deleted");
+    let status = env.run(&["status", &run, "--output", "json"]);
+    assert!(status.stdout.contains("rto_seconds") && status.stdout.contains("rpo_seconds"), "in status");
+}
+
+#[test]
+fn a_drill_killed_before_and_after_its_restore_resumes_and_leaves_no_scratch_instance() {
+    for point in ["after_start:drill", "before_commit:drill"] {
+        let env = Env::sqlite();
+        let stack = unique_stack("drillkill");
+        a_stack_with_its_database(&env, &stack);
+        let killed = drill(&env, &stack, Some(point));
+        assert_eq!(killed.code, None, "killed at {point}: {}", killed.stderr);
+        let run = env.runs()[0].id.clone();
+        env.run_with(&["resume", &run], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
+        assert!(!scratch_exists(&stack), "{point}: no scratch instance left");
+    }
+}
+
+#[test]
+fn a_drill_killed_while_its_scratch_instance_is_restoring_resumes_on_it_and_deletes_it() {
+    let env = Env::sqlite();
+    let stack = unique_stack("drillwait");
+    a_stack_with_its_database(&env, &stack);
+    // Every instance shows `creating` through this proxy: the drill waits on its scratch instance.
+    let rule = Rule {
+        action: "DescribeDBInstances",
+        fault: Fault::Rewrite {
+            when: "DBInstanceIdentifier",
+            from: "<DBInstanceStatus>available</DBInstanceStatus>",
+            to: "<DBInstanceStatus>creating</DBInstanceStatus>".into(),
+        },
+        times: None,
+    };
+    let proxy = FaultProxy::start(&moto(), vec![rule]);
+    let wf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/dr-drill.yaml");
+    let input = format!("stack={stack}");
+    let args = ["run", wf.to_str().unwrap(), "--input", &input, "--input", "region=eu-west-3"];
+    let child = env.spawn(&args, &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]);
+    env.wait_until("the drill to wait on its scratch instance", Duration::from_secs(60), || {
+        proxy.actions().iter().filter(|a| a.as_str() == "DescribeDBInstances!rewritten").count() >= 4
+            && scratch_exists(&stack)
+    });
+    crate::support::signal(&child, libc::SIGKILL);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), None, "killed");
+    let run = env.runs()[0].id.clone();
+    env.run_with(&["resume", &run], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
+    assert!(!scratch_exists(&stack), "the resumed drill deleted its scratch instance");
+    let logs = env.run(&["logs", &run]).stdout;
+    assert_eq!(logs.matches("restoring ").count(), 1, "one restore, the resume went on with it:\n{logs}");
 }

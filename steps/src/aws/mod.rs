@@ -239,6 +239,7 @@ pub mod logs_log_group;
 pub mod rds_db_instance;
 pub mod rds_db_snapshot;
 pub mod rds_db_subnet_group;
+pub mod rds_restore_drill;
 pub mod s3_bucket;
 pub mod s3_object;
 pub mod secretsmanager_secret;
