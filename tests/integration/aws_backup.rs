@@ -156,6 +156,17 @@ fn a_drill_killed_while_its_scratch_instance_is_restoring_resumes_on_it_and_dele
     });
     crate::support::signal(&child, libc::SIGKILL);
     assert_eq!(child.wait_with_output().unwrap().status.code(), None, "killed");
+    // Had the state been lost, `gc` would find the scratch instance.
+    let elsewhere = Env::sqlite();
+    let listed = elsewhere.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    listed.expect_success();
+    let found = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["kind"] == "aws.rds.restore_drill" && o["id"] == format!("{stack}-drill").as_str());
+    assert!(found, "{}", listed.stdout);
     let run = env.runs()[0].id.clone();
     env.run_with(&["resume", &run], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")]).expect_success();
     assert!(!scratch_exists(&stack), "the resumed drill deleted its scratch instance");
