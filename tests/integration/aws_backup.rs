@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::aws::{behind_aws_sim, destroy, moto, one_aws_step, sdk, unique_stack};
+use crate::support::aws::{a_db_instance_made_by_hand, behind_aws_sim, destroy, moto, one_aws_step, sdk, unique_stack};
 use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, block_on};
 
@@ -24,17 +24,7 @@ fn a_snapshot_is_taken_once_per_run_found_again_by_a_resumed_run_and_deleted_onl
     let stack = unique_stack("snap");
     let db = format!("{stack}-db");
     let rds = aws_sdk_rds::Client::new(&sdk());
-    block_on(
-        rds.create_db_instance()
-            .db_instance_identifier(&db)
-            .engine("postgres")
-            .db_instance_class("db.t3.micro")
-            .allocated_storage(20)
-            .master_username("keycloak")
-            .master_user_password("a-password-for-moto")
-            .send(),
-    )
-    .expect("moto makes the instance");
+    a_db_instance_made_by_hand(&db);
     let env = Env::sqlite();
     let wf = one_aws_step(&env, "snap", "aws.rds.db_snapshot", &[("db_instance", &db)]);
     let (wf, input) = (wf.to_str().unwrap(), format!("stack={stack}"));

@@ -4,7 +4,7 @@
 //! error naming it in `run`, and left alone by `destroy`, unless the step says
 //! `take_over: true`.
 
-use crate::support::aws::{behind_aws_sim, destroy, one_aws_step, sdk, unique_stack};
+use crate::support::aws::{a_db_instance_made_by_hand, behind_aws_sim, destroy, one_aws_step, sdk, unique_stack};
 use crate::support::{Env, block_on};
 
 /// A cluster named as the stack's step `cluster` names its own, made without tags.
@@ -159,17 +159,7 @@ fn a_database_another_tool_made_is_refused_and_never_destroyed() {
     let stack = unique_stack("olddb");
     let id = format!("{stack}-keycloak-db");
     let rds = aws_sdk_rds::Client::new(&sdk());
-    block_on(
-        rds.create_db_instance()
-            .db_instance_identifier(&id)
-            .engine("postgres")
-            .db_instance_class("db.t3.micro")
-            .allocated_storage(20)
-            .master_username("keycloak")
-            .master_user_password("made-by-hand-1")
-            .send(),
-    )
-    .expect("moto makes it");
+    a_db_instance_made_by_hand(&id);
     let env = Env::sqlite();
     let with = [
         ("db_subnet_group", "default"),

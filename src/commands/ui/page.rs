@@ -94,14 +94,7 @@ pub(super) fn esc(s: &str) -> String {
 }
 
 /// A part of a URL's query.
-fn q(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use ca_a2a_flow_steps::aws::facts::url_part as q;
 
 fn layout(title: &str, body: &str) -> String {
     format!(

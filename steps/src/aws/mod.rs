@@ -126,6 +126,11 @@ pub async fn target_health(
 }
 
 /// What a `destroy` returns: what it deleted (or found already gone), logged.
+/// An AWS time as milliseconds since the epoch, as the engine counts time.
+pub fn epoch_ms(t: &aws_smithy_types::DateTime) -> i64 {
+    t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+}
+
 pub fn removed(ctx: &ca_a2a_flow_engine::StepContext, what: &str, ids: &[String]) -> ca_a2a_flow_engine::Outputs {
     if ids.is_empty() {
         ctx.log(format!("{what}: nothing to delete (already gone)"));

@@ -176,14 +176,7 @@ impl Step for DbInstance {
                 return Err(StepError::fatal(format!("DB instance {id} has deletion protection"))
                     .with_hint("`destroy --delete-data` turns it off and deletes the database"));
             }
-            ctx.progress(format!("DB instance {id}: turning deletion protection off (--delete-data)"));
-            rds.modify_db_instance()
-                .db_instance_identifier(&id)
-                .deletion_protection(false)
-                .apply_immediately(true)
-                .send()
-                .await
-                .or_step_error("rds:ModifyDBInstance")?;
+            unprotect(ctx, &rds, &db).await?;
         }
         if db.db_instance_status() != Some("deleting") {
             let mut delete = rds.delete_db_instance().db_instance_identifier(&id);
@@ -416,6 +409,35 @@ pub(crate) async fn password_of(region: Option<&str>, arn: &str) -> Result<Strin
 }
 
 /// The instance `id` (`None`: there is none).
+/// The DB instance `id`, if it exists.
+pub(crate) async fn instance(
+    rds: &aws_sdk_rds::Client,
+    id: &str,
+) -> Result<Option<aws_sdk_rds::types::DbInstance>, StepError> {
+    Ok(by_id(rds, id).await?.and_then(|f| f.db_instances().first().cloned()))
+}
+
+/// Turns deletion protection off on `db`, one of the stack's own, when it is on.
+pub(crate) async fn unprotect(
+    ctx: &StepContext,
+    rds: &aws_sdk_rds::Client,
+    db: &aws_sdk_rds::types::DbInstance,
+) -> Result<(), StepError> {
+    if db.deletion_protection() != Some(true) {
+        return Ok(());
+    }
+    let id = db.db_instance_identifier().unwrap_or_default();
+    ctx.progress(format!("DB instance {id}: turning deletion protection off"));
+    rds.modify_db_instance()
+        .db_instance_identifier(id)
+        .deletion_protection(false)
+        .apply_immediately(true)
+        .send()
+        .await
+        .or_step_error("rds:ModifyDBInstance")?;
+    Ok(())
+}
+
 async fn by_id(
     rds: &aws_sdk_rds::Client,
     id: &str,

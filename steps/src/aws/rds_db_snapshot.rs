@@ -183,10 +183,7 @@ impl Step for DbSnapshot {
             }
         })
         .await?;
-        let created_at = snapshot
-            .snapshot_create_time()
-            .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
-            .unwrap_or_default();
+        let created_at = snapshot.snapshot_create_time().map(super::epoch_ms).unwrap_or_default();
         ctx.log(format!("{action} {what} of {}", p.db_instance));
         Ok(outputs! {
             identifier: id,

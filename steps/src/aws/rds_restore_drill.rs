@@ -50,40 +50,19 @@ fn default_class() -> String {
 const STARTED: &str = "ca-a2a-flow:restore-started";
 const ABSENT: &[&str] = &["DBInstanceNotFound", "DBInstanceNotFoundFault"];
 
-async fn instance(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<aws_sdk_rds::types::DbInstance>, StepError> {
-    let found = rds
-        .describe_db_instances()
-        .db_instance_identifier(id)
-        .send()
-        .await
-        .or_absent("rds:DescribeDBInstances", ABSENT)?;
-    Ok(found.and_then(|f| f.db_instances().first().cloned()))
-}
+use super::rds_db_instance::instance;
 
 fn holder(owner: &Owner, db: &aws_sdk_rds::types::DbInstance) -> Holder {
     owner.holder(db.tag_list().iter().filter_map(|t| Some((t.key()?, t.value()?))))
 }
 
-fn ms(t: Option<&aws_smithy_types::DateTime>) -> Option<i64> {
-    t.map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000))
-}
-
 /// Deletes the scratch instance `id` (no final snapshot, no backups kept) and
 /// waits until it is gone.
 async fn delete(ctx: &StepContext, rds: &aws_sdk_rds::Client, id: &str, limit: Duration) -> Result<(), StepError> {
-    let found = instance(rds, id).await?;
-    if found.as_ref().is_some_and(|db| db.db_instance_status() != Some("deleting")) {
+    if let Some(db) = instance(rds, id).await?.filter(|db| db.db_instance_status() != Some("deleting")) {
         // Restored with protection off; one that has it (moto copies the
         // source's, or someone turned it on) is the drill's own: off again.
-        if found.as_ref().is_some_and(|db| db.deletion_protection() == Some(true)) {
-            rds.modify_db_instance()
-                .db_instance_identifier(id)
-                .deletion_protection(false)
-                .apply_immediately(true)
-                .send()
-                .await
-                .or_step_error("rds:ModifyDBInstance")?;
-        }
+        super::rds_db_instance::unprotect(ctx, rds, &db).await?;
         ctx.progress(format!("deleting scratch instance {id}"));
         rds.delete_db_instance()
             .db_instance_identifier(id)
@@ -173,7 +152,7 @@ impl Step for RestoreDrill {
         let Some(snapshot) = snapshots.db_snapshots().first().cloned() else {
             return Err(StepError::fatal(format!("snapshot {} does not exist", p.snapshot)));
         };
-        let taken_at = ms(snapshot.snapshot_create_time()).unwrap_or_default();
+        let taken_at = snapshot.snapshot_create_time().map(super::epoch_ms).unwrap_or_default();
         let started = match instance(&rds, &id).await? {
             Some(db) if holder(&owner, &db) != Holder::Ours => {
                 return Err(owner.refuse("DB instance", &id, &holder(&owner, &db)));
@@ -185,7 +164,9 @@ impl Step for RestoreDrill {
             }
             Some(db) => {
                 let tag = db.tag_list().iter().find(|t| t.key() == Some(STARTED)).and_then(|t| t.value());
-                tag.and_then(|v| v.parse().ok()).or(ms(db.instance_create_time())).unwrap_or_else(now_ms)
+                tag.and_then(|v| v.parse().ok())
+                    .or(db.instance_create_time().map(super::epoch_ms))
+                    .unwrap_or_else(now_ms)
             }
             None => restore(ctx, &rds, &owner, &id, &p, &snapshot).await?,
         };

@@ -654,6 +654,22 @@ pub(crate) fn one_aws_step(env: &Env, id: &str, uses: &str, with: &[(&str, &str)
     env.write(&format!("{id}.yaml"), &yaml)
 }
 
+/// A PostgreSQL instance `id` made as another tool would: no ownership tags.
+pub(crate) fn a_db_instance_made_by_hand(id: &str) {
+    let rds = aws_sdk_rds::Client::new(&sdk());
+    block_on(
+        rds.create_db_instance()
+            .db_instance_identifier(id)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("keycloak")
+            .master_user_password("made-by-hand-1")
+            .send(),
+    )
+    .expect("moto makes the DB instance");
+}
+
 pub(crate) fn behind_aws_sim() {
     let moto = std::env::var("CA_A2A_FLOW_MOTO_URL").unwrap_or_default();
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
