@@ -56,6 +56,11 @@ both!(a_step_that_finishes_is_shown_finished_within_a_second_without_a_reload, |
     browser.open(&ui.url(&format!("/runs/{run}")));
     let shown = browser.wait_for("the gate shown running", Duration::from_secs(10), &node_state_js("gate"));
     assert!(shown.as_str().unwrap().contains("s-running"), "{shown}");
+    // What the running step waits for, how long of how long, and its parameters as written.
+    let details = browser.script("return document.getElementById('step-gate').textContent;");
+    let details = details.as_str().unwrap();
+    assert!(details.contains("running") && details.contains(" of 5m"), "{details}");
+    assert!(details.contains("while [ ! -f go ]"), "{details}");
     browser.script("window.sameDocument = 'yes'; return true;");
 
     std::fs::write(env.path("go"), "").unwrap();

@@ -596,10 +596,7 @@ fn steps(view: &View) -> String {
             for a in attempts {
                 let error = a.error.as_ref();
                 let message = error.map(|e| e.message.as_str()).unwrap_or("");
-                let request = message
-                    .split_once("(request id ")
-                    .map(|(_, rest)| rest.split(')').next().unwrap_or(""))
-                    .unwrap_or("");
+                let request = request_id(message);
                 let _ = write!(
                     out,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
@@ -617,6 +614,12 @@ fn steps(view: &View) -> String {
         out.push_str("</div></details>");
     }
     out
+}
+
+/// The AWS request id an error message carries (the AWS kinds' classifier
+/// ends each message with `(request id …)`), or "".
+fn request_id(message: &str) -> &str {
+    message.rsplit_once("(request id ").map(|(_, rest)| rest.split(')').next().unwrap_or("")).unwrap_or("")
 }
 
 /// What a step does now, in a line: what a running step waits for and how
@@ -638,5 +641,22 @@ fn note(view: &View, def: &StepDef, s: &StepRecord) -> String {
         }
         _ if state_of(Some(s)) == "skipped" => "skipped: `when` is false, or a step it needs was skipped".into(),
         _ => s.error.as_ref().map(|e| first_line(&e.message).to_string()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_s_aws_request_id_is_read_from_its_error() {
+        let message = "ec2:CreateNatGateway failed: NatGatewayLimitExceeded: too many (request id 8f1c-22ab)";
+        assert_eq!(request_id(message), "8f1c-22ab");
+        assert_eq!(request_id("exit status 1"), "");
+    }
+
+    #[test]
+    fn markup_in_a_stored_value_is_shown_as_text() {
+        assert_eq!(esc("<img src=x onerror=\"a('b')\">&"), "&lt;img src=x onerror=&quot;a(&#39;b&#39;)&quot;&gt;&amp;");
     }
 }
