@@ -1053,7 +1053,9 @@ pub fn problems_with_inputs(workflow: &Workflow, inputs: &BTreeMap<String, Json>
     let scope =
         crate::template::Scope { run_id: "", run_name: "", inputs, outputs: &outputs, secret: &secret, env: &env };
     let mut found = missing_local_paths(workflow, &scope, inputs, registry);
-    for step in &workflow.steps {
+    // A step that `when:` turns off never runs: its parameters may be empty.
+    let off = crate::executor::skipped_by_inputs(workflow, inputs);
+    for step in workflow.steps.iter().filter(|s| !off.contains(&s.id)) {
         if !crate::template::contains_template(&step.with.to_string()) {
             continue; // held to its kind's rules by `validate` already
         }

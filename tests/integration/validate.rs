@@ -178,3 +178,30 @@ steps:
     assert!(out.stderr.contains("stack name `Bad--Name`"), "{}", out.stderr);
     assert!(env.runs().is_empty(), "no run recorded");
 }
+
+/// A step that `when:` turns off never runs: an input left empty for it
+/// (hardening's `domain` when HTTPS is not asked for) is not held to its rules.
+#[test]
+fn a_step_that_when_turns_off_is_not_held_to_its_kinds_rules() {
+    let env = Env::sqlite();
+    let wf = env.write(
+        "optional.yaml",
+        r#"name: optional
+inputs: { domain: { default: "" } }
+steps:
+  - id: certificate
+    uses: aws.acm.certificate
+    when: "${{ inputs.domain != '' }}"
+    otherwise: { arn: "" }
+    with: { stack: demo, region: eu-west-3, domain_name: "${{ inputs.domain }}" }
+  - id: after
+    uses: noop
+    needs: [certificate]
+"#,
+    );
+    let no_aws = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9")];
+    env.run_with(&["run", wf.to_str().unwrap()], &no_aws).expect_success();
+    let refused = env.run_with(&["run", wf.to_str().unwrap(), "--input", "domain=not a domain"], &no_aws);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("step `certificate`, parameter `domain_name`"), "{}", refused.stderr);
+}
