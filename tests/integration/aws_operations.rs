@@ -238,7 +238,11 @@ fn rotating_keycloaks_database_password_sets_it_on_the_database_before_it_is_cur
     let since = made_current.last_changed_date().unwrap().secs();
     let service = || {
         let d = block_on(
-            ecs.describe_services().cluster(format!("{stack}-cluster")).services(format!("{stack}-keycloak")).send(),
+            ecs.describe_services()
+                .cluster(format!("{stack}-cluster"))
+                .services(format!("{stack}-keycloak"))
+                .include(aws_sdk_ecs::types::ServiceField::Tags)
+                .send(),
         )
         .unwrap();
         d.services()[0].clone()

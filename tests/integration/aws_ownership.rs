@@ -207,7 +207,14 @@ fn a_service_another_tool_made_is_refused_and_never_destroyed() {
     ];
     let wf = one_aws_step(&env, "orchestrator", "aws.ecs.service", &with);
     refused_then_destroyed_around(&env, &wf, &stack, "service", &name, &[]);
-    let left = block_on(ecs.describe_services().cluster(&cluster).services(&name).send()).unwrap();
+    let left = block_on(
+        ecs.describe_services()
+            .cluster(&cluster)
+            .services(&name)
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send(),
+    )
+    .unwrap();
     assert_eq!(left.services()[0].status(), Some("ACTIVE"), "destroy leaves a service the stack did not make");
 }
 

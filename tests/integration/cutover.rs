@@ -89,7 +89,11 @@ fn keycloak_on_h2(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
 
 fn service_revision(ecs: &aws_sdk_ecs::Client, stack: &str) -> String {
     let found = block_on(
-        ecs.describe_services().cluster(format!("{stack}-legacy")).services(format!("{stack}-keycloak")).send(),
+        ecs.describe_services()
+            .cluster(format!("{stack}-legacy"))
+            .services(format!("{stack}-keycloak"))
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send(),
     )
     .unwrap();
     found.services()[0].task_definition().unwrap().to_string()
@@ -194,7 +198,11 @@ fn the_cutover_puts_the_database_in_the_services_own_vpc_registers_a_production_
     // there, reachable from the service's security group only, and the stack made no network of its own.
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let service = block_on(
-        ecs.describe_services().cluster(format!("{stack}-legacy")).services(format!("{stack}-keycloak")).send(),
+        ecs.describe_services()
+            .cluster(format!("{stack}-legacy"))
+            .services(format!("{stack}-keycloak"))
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send(),
     )
     .unwrap();
     let network = service.services()[0].network_configuration().unwrap().awsvpc_configuration().unwrap().clone();

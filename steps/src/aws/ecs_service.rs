@@ -248,6 +248,9 @@ impl Step for EcsService {
             async move {
                 let d = ecs
                     .describe_services()
+                    // Always with tags: moto decides per process, not per request, whether
+                    // answers show tags, so a call without them can hide another's.
+                    .include(aws_sdk_ecs::types::ServiceField::Tags)
                     .cluster(&cluster)
                     .services(&name)
                     .send()

@@ -44,6 +44,9 @@ impl Step for ServiceNetwork {
         let ecs = super::ecs(p.region.as_deref()).await;
         let found = ecs
             .describe_services()
+            // Always with tags: moto decides per process, not per request, whether
+            // answers show tags, so a call without them can hide another's.
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
             .cluster(&p.cluster)
             .services(&p.service)
             .send()
