@@ -19,6 +19,9 @@ use ca_a2a_flow_engine::{Registry, Step};
 /// Every step kind this build knows, one line each.
 fn kinds() -> Kinds {
     Kinds::default()
+        .aws(aws::acm_certificate::Certificate)
+        .aws(aws::appautoscaling_ecs_service::EcsScaling)
+        .aws(aws::cloudwatch_alarm::Alarm)
         .aws(aws::ec2_elastic_ip::ElasticIp)
         .aws(aws::ec2_instance::Ec2Instance)
         .aws(aws::ec2_internet_gateway::InternetGateway)
@@ -48,9 +51,11 @@ fn kinds() -> Kinds {
         .aws(aws::s3_bucket::Bucket)
         .aws(aws::s3_object::S3Object)
         .aws(aws::secretsmanager_secret::Secret)
+        .aws(aws::sns_topic::Topic)
         .aws(aws::ssm_parameter::SsmParameter)
         .aws(aws::ssm_run_command::RunCommand)
         .aws(aws::sts_caller_identity::CallerIdentity)
+        .aws(aws::wafv2_web_acl::WebAclStep)
         .other(image_build_push::BuildPush)
         .other(noop::Noop)
         .other(shell::Shell)

@@ -193,6 +193,8 @@ const DEPENDED_ON: &[&str] = &[
     "InvalidDBInstanceStateFault",
     "DeleteConflict",
     "InvalidIPAddress.InUse",
+    // WAF: a load balancer still associated with the web ACL.
+    "WAFAssociatedItemException",
 ];
 
 /// Refusals AWS gives for a moment only, read from their code and text (each as
@@ -214,6 +216,19 @@ fn momentary(code: &str, message: &str) -> Option<&'static str> {
         "InvalidRequestException" if says("scheduled for deletion") => Some(
             "a secret with this name is scheduled for deletion: a forced delete frees the name within seconds (the step tries again), a recovery window keeps it for days (restore it, or `destroy --force-delete-secrets`)",
         ),
+        // WAF: another writer used the lock token first; the next try reads a fresh one.
+        "WAFOptimisticLockException" => {
+            Some("the web ACL changed since its lock token was read; the step reads it again")
+        }
+        // WAF does not see a load balancer made a moment ago (the Terraform provider
+        // retries this for minutes on association).
+        "WAFUnavailableEntityException" => Some("WAF does not see the resource yet (it is new); the step tries again"),
+        // ACM fills in a new certificate's details a moment after the request.
+        "RequestInProgressException" => Some("ACM is still processing the certificate request; the step tries again"),
+        // Application Auto Scaling: another change to the same target is under way.
+        "ConcurrentUpdateException" => {
+            Some("another change to this scalable target is under way; the step tries again")
+        }
         _ => None,
     }
 }

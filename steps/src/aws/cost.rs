@@ -30,6 +30,8 @@ pub struct Assumptions {
     pub s3_gb: f64,
     pub log_ingest_gb_per_group: f64,
     pub ecr_gb_per_repository: f64,
+    /// Requests a month a web ACL inspects, in millions.
+    pub waf_million_requests: f64,
 }
 
 /// One region's prices, in dollars.
@@ -52,6 +54,11 @@ pub struct Prices {
     pub ec2_hour: BTreeMap<String, f64>,
     #[serde(default)]
     pub ebs_gp3_gb_month: f64,
+    /// A standard-resolution alarm, per metric it reads.
+    pub alarm_metric_month: f64,
+    pub waf_web_acl_month: f64,
+    pub waf_rule_month: f64,
+    pub waf_million_requests: f64,
 }
 
 /// A region's prices with the hours a month is billed for.

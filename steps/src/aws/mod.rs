@@ -219,6 +219,9 @@ pub fn elbv2_tags(owner: &Owner) -> Vec<aws_sdk_elasticloadbalancingv2::types::T
         .collect()
 }
 
+pub mod acm_certificate;
+pub mod appautoscaling_ecs_service;
+pub mod cloudwatch_alarm;
 pub mod ec2_elastic_ip;
 pub mod ec2_instance;
 pub mod ec2_internet_gateway;
@@ -248,9 +251,11 @@ pub mod rds_restore_drill;
 pub mod s3_bucket;
 pub mod s3_object;
 pub mod secretsmanager_secret;
+pub mod sns_topic;
 pub mod ssm_parameter;
 pub mod ssm_run_command;
 pub mod sts_caller_identity;
+pub mod wafv2_web_acl;
 
 /// How `stack` is documented on every kind whose resource a stack owns.
 pub const STACK: &str =
