@@ -263,7 +263,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             out!(
-                "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {}",
+                "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {:<14} {}",
                 "STEP",
                 "SERVICE",
                 "STATUS",
@@ -272,6 +272,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 "PENDING",
                 "DEPL",
                 "ROLLOUT",
+                "SCALING",
                 "TARGETS"
             );
             for s in &states {
@@ -280,7 +281,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     _ => "-".into(),
                 };
                 out!(
-                    "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {targets}",
+                    "{:<16} {:<28} {:<8} {:>7} {:>7} {:>7} {:>5}  {:<12} {:<14} {targets}",
                     s.step,
                     s.name,
                     s.status,
@@ -288,7 +289,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     s.running,
                     s.pending,
                     s.deployments,
-                    s.rollout.as_deref().unwrap_or("-")
+                    s.rollout.as_deref().unwrap_or("-"),
+                    s.scaling.as_deref().unwrap_or("-")
                 );
             }
             Ok(())

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use ca_a2a_flow_engine::template::{Ref, references};
 use ca_a2a_flow_engine::{Kind, StepError, Workflow};
 
+use super::appautoscaling_ecs_service;
 use super::ecs_service::{self, EcsService};
 use super::ecs_task_definition::{self, TaskDefinition};
 use super::owner::step_tag;
@@ -122,6 +123,19 @@ pub struct ServiceState {
     pub rollout: Option<String>,
     pub healthy_targets: Option<usize>,
     pub targets: Option<usize>,
+    /// Its autoscaling range (`1..5`), `suspended` while the stack is stopped.
+    pub scaling: Option<String>,
+}
+
+/// The service's scalable target, if Application Auto Scaling scales it.
+async fn scaling_target(
+    config: &aws_config::SdkConfig,
+    s: &Service,
+) -> Result<Option<aws_sdk_applicationautoscaling::types::ScalableTarget>, StepError> {
+    let aas = aws_sdk_applicationautoscaling::Client::new(config);
+    // The cluster as a step names it: its name, or its ARN (`…:cluster/NAME`).
+    let cluster = s.cluster.rsplit_once(":cluster/").map(|(_, n)| n).unwrap_or(&s.cluster);
+    appautoscaling_ecs_service::target(&aas, &appautoscaling_ecs_service::resource_id(cluster, &s.name)).await
 }
 
 /// Each service as ECS and its target group see it now.
@@ -132,6 +146,10 @@ pub async fn states(list: &[Service]) -> Result<Vec<ServiceState>, StepError> {
         let ecs = aws_sdk_ecs::Client::new(&config);
         let found = ecs_service::describe(&ecs, &s.cluster, &s.name, &[]).await?;
         let found = found.as_ref();
+        let scaling = scaling_target(&config, s).await?.map(|t| {
+            let range = format!("{}..{}", t.min_capacity(), t.max_capacity());
+            if appautoscaling_ecs_service::suspended(&t) { format!("{range} suspended") } else { range }
+        });
         let (healthy, targets) = match &s.target_group_arn {
             Some(tg) => {
                 let (ok, all, _) = super::target_health(s.region.as_deref(), tg).await?;
@@ -154,22 +172,31 @@ pub async fn states(list: &[Service]) -> Result<Vec<ServiceState>, StepError> {
                 .map(|r| r.as_str().to_string()),
             healthy_targets: healthy,
             targets,
+            scaling,
         });
     }
     Ok(out)
 }
 
 /// Sets each service's desired count: 0 to stop, the recorded count to start.
-/// Returns (service, desired before, desired now).
+/// A service that Application Auto Scaling scales has its scaling suspended
+/// before it is stopped (else the scaling would start its minimum again) and
+/// resumed once it is started. Returns (service, desired before, desired now).
 pub async fn scale(list: &[Service], start: bool) -> Result<Vec<(String, i32, i32)>, StepError> {
     let mut changed = Vec::new();
     for s in list {
-        let ecs = aws_sdk_ecs::Client::new(&super::config(s.region.as_deref()).await);
+        let config = super::config(s.region.as_deref()).await;
+        let ecs = aws_sdk_ecs::Client::new(&config);
         let found = ecs_service::describe(&ecs, &s.cluster, &s.name, &[]).await?;
         let Some(now) = found.filter(|x| x.status() == Some("ACTIVE")) else {
             return Err(StepError::fatal(format!("service {} does not exist (any more)", s.name))
                 .with_hint("deploy the stack again (`ca-a2a-flow run`), or check the run id"));
         };
+        let scaled = scaling_target(&config, s).await?;
+        let aas = aws_sdk_applicationautoscaling::Client::new(&config);
+        if let Some(t) = scaled.as_ref().filter(|_| !start) {
+            appautoscaling_ecs_service::register(&aas, t.resource_id(), None, Some(true), None).await?;
+        }
         let want = if start { s.desired } else { 0 };
         let before = now.desired_count();
         if before != want {
@@ -180,6 +207,9 @@ pub async fn scale(list: &[Service], start: bool) -> Result<Vec<(String, i32, i3
                 .send()
                 .await
                 .or_step_error("ecs:UpdateService")?;
+        }
+        if let Some(t) = scaled.as_ref().filter(|_| start) {
+            appautoscaling_ecs_service::register(&aas, t.resource_id(), None, Some(false), None).await?;
         }
         changed.push((s.name.clone(), before, want));
     }
