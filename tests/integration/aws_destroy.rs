@@ -4,89 +4,10 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{
-    FULL, OwnLayer, behind_aws_sim, deploy, deploy_with, destroy, expect_exactly_the_stack, has_tag, local_images,
-    one_aws_step, sdk, unique_stack,
+    EVERYTHING, FULL, OwnLayer, behind_aws_sim, deploy, deploy_with, destroy, expect_exactly_the_stack,
+    expect_nothing_left, local_images, one_aws_step, sdk, unique_stack,
 };
 use crate::support::{Env, block_on};
-
-/// Asserts that moto holds nothing of `stack` but what destroy keeps on purpose.
-fn expect_nothing_left(stack: &str, kept_data_and_images: bool) {
-    let config = sdk();
-    block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let by_stack = || Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
-        assert!(ec2.describe_vpcs().filters(by_stack()).send().await.unwrap().vpcs().is_empty(), "VPC");
-        assert!(ec2.describe_subnets().filters(by_stack()).send().await.unwrap().subnets().is_empty(), "subnets");
-        let igws = ec2.describe_internet_gateways().filters(by_stack()).send().await.unwrap();
-        assert!(igws.internet_gateways().is_empty(), "internet gateway");
-        assert!(ec2.describe_addresses().filters(by_stack()).send().await.unwrap().addresses().is_empty(), "EIPs");
-        let tables = ec2.describe_route_tables().filters(by_stack()).send().await.unwrap();
-        assert!(tables.route_tables().is_empty(), "route tables");
-        let groups = ec2.describe_security_groups().filters(by_stack()).send().await.unwrap();
-        assert!(groups.security_groups().is_empty(), "security groups");
-        let nats = ec2.describe_nat_gateways().send().await.unwrap();
-        let live: Vec<_> = nats
-            .nat_gateways()
-            .iter()
-            .filter(|n| has_tag(n.tags(), "ca-a2a-flow:stack", stack))
-            .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
-            .collect();
-        assert!(live.is_empty(), "NAT gateways: {live:?}");
-
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
-        assert!(elb.describe_load_balancers().names(format!("{stack}-alb")).send().await.is_err(), "load balancer");
-        let tgs = elb.describe_target_groups().send().await.unwrap();
-        let prefix = format!("{stack}-");
-        assert!(
-            !tgs.target_groups().iter().any(|t| t.target_group_name().is_some_and(|n| n.starts_with(&prefix))),
-            "target groups"
-        );
-
-        let ecs = aws_sdk_ecs::Client::new(&config);
-        let clusters = ecs.describe_clusters().clusters(format!("{stack}-cluster")).send().await.unwrap();
-        assert!(!clusters.clusters().iter().any(|c| c.status() == Some("ACTIVE")), "cluster");
-        let tds = ecs.list_task_definitions().family_prefix(&prefix).send().await.unwrap();
-        assert!(tds.task_definition_arns().is_empty(), "active task definitions: {:?}", tds.task_definition_arns());
-
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
-        let groups = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{stack}/")).send().await.unwrap();
-        assert!(groups.log_groups().is_empty(), "log groups");
-        let iam = aws_sdk_iam::Client::new(&config);
-        for role in ["execution-role", "keycloak-execution-role", "task-role"] {
-            assert!(iam.get_role().role_name(format!("{stack}-{role}")).send().await.is_err(), "{role}");
-        }
-        let rds = aws_sdk_rds::Client::new(&config);
-        let db = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
-        assert!(db.is_err(), "DB instance");
-        let group = rds.describe_db_subnet_groups().db_subnet_group_name(format!("{stack}-db-subnets")).send().await;
-        assert!(group.is_err(), "DB subnet group");
-
-        let sm = aws_sdk_secretsmanager::Client::new(&config);
-        let secret = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await;
-        if kept_data_and_images {
-            assert!(secret.unwrap().deleted_date().is_some(), "the secret is scheduled for deletion");
-        } else {
-            assert!(secret.is_err(), "the secret is deleted at once");
-        }
-        let ecr = aws_sdk_ecr::Client::new(&config);
-        let repos = ecr.describe_repositories().send().await.unwrap();
-        let ours = repos
-            .repositories()
-            .iter()
-            .filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&format!("{stack}/"))))
-            .count();
-        let s3 =
-            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
-        let bucket = s3.head_bucket().bucket(format!("{stack}-documents-123456789012")).send().await;
-        if kept_data_and_images {
-            assert_eq!(ours, 5, "repositories are kept without --delete-images");
-            assert!(bucket.is_ok(), "the bucket is kept without --delete-data");
-        } else {
-            assert_eq!(ours, 0, "repositories");
-            assert!(bucket.is_err(), "bucket");
-        }
-    });
-}
 
 /// IAM answers ListAttachedRolePolicies in pages (aws-sim cuts them at 5): a
 /// role holding more managed policies than a page is planned as it is, and
@@ -123,8 +44,6 @@ fn a_role_with_more_managed_policies_than_a_page_is_planned_and_destroyed_whole(
     let gone = block_on(iam.get_role().role_name(format!("{stack}-app-role")).send());
     assert!(gone.is_err(), "the role is deleted, its policies detached first");
 }
-
-const EVERYTHING: [&str; 4] = ["--delete-data", "--delete-images", "--force-delete-secrets", "--skip-final-snapshot"];
 
 #[test]
 fn destroy_removes_the_whole_stack_in_dependency_order_and_a_second_destroy_finds_it_gone() {

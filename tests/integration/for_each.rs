@@ -284,6 +284,15 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     //   turns it off with --delete-data (aws_destroy::a_database_with_deletion_protection_...).
     before.get_mut("keycloak-db").unwrap()["with"]["deletion_protection"] =
         "${{ inputs.db_deletion_protection }}".into();
+    // - HTTPS when a domain is given: a certificate step (skipped otherwise,
+    //   standing in with an empty ARN) whose ARN the listener takes
+    //   (aws_hardening::the_hardened_stack_serves_https_...).
+    before.insert("certificate".into(), now["certificate"].clone());
+    let http = before.get_mut("http").unwrap();
+    http["with"]["certificate_arn"] = "${{ steps.certificate.outputs.arn }}".into();
+    let needs = http["needs"].as_array_mut().unwrap();
+    needs.push("certificate".into());
+    needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

@@ -8,6 +8,7 @@ mod aws_credentials;
 mod aws_deploy;
 mod aws_destroy;
 mod aws_faults;
+mod aws_hardening;
 mod aws_network;
 mod aws_operations;
 mod aws_ownership;

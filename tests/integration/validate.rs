@@ -200,8 +200,8 @@ steps:
 "#,
     );
     let no_aws = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9")];
-    env.run_with(&["run", wf.to_str().unwrap()], &no_aws).expect_success();
-    let refused = env.run_with(&["run", wf.to_str().unwrap(), "--input", "domain=not a domain"], &no_aws);
+    env.run_with(&["plan", wf.to_str().unwrap(), "--offline"], &no_aws).expect_success();
+    let refused = env.run_with(&["plan", wf.to_str().unwrap(), "--offline", "--input", "domain=not a domain"], &no_aws);
     refused.expect_code(2);
     assert!(refused.stderr.contains("step `certificate`, parameter `domain_name`"), "{}", refused.stderr);
 }

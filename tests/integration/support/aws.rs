@@ -209,6 +209,18 @@ pub(crate) fn deploy_with(
     extra: &[(&str, &str)],
     inputs: &[&str],
 ) -> Out {
+    deploy_file(env, FULL, stack, endpoint, extra, inputs)
+}
+
+/// [`deploy_with`] of another workflow that includes full.yaml (hardening.yaml).
+pub(crate) fn deploy_file(
+    env: &Env,
+    file: &str,
+    stack: &str,
+    endpoint: Option<&str>,
+    extra: &[(&str, &str)],
+    inputs: &[&str],
+) -> Out {
     let mut vars = vec![("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
     let healthy = match endpoint {
         Some(e) => {
@@ -221,7 +233,7 @@ pub(crate) fn deploy_with(
     let stack = format!("stack={stack}");
     // The MCP server is left out here: `builder::the_full_stack_builds_...` deploys it.
     let mut args =
-        [&["run", FULL, "--input", &stack, "--input", healthy, "--input", "mcp=false"][..], &local_images()].concat();
+        [&["run", file, "--input", &stack, "--input", healthy, "--input", "mcp=false"][..], &local_images()].concat();
     for input in inputs {
         args.extend(["--input", input]);
     }
@@ -467,7 +479,14 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
         assert_eq!(listed.service_arns().len(), 5, "5 services");
         counts.insert("service", 5);
         for (name, port, cpu, memory) in SERVICES {
-            let d = ecs.describe_services().cluster(&cluster).services(format!("{stack}-{name}")).send().await.unwrap();
+            let d = ecs
+                .describe_services()
+                .cluster(&cluster)
+                .services(format!("{stack}-{name}"))
+                .include(aws_sdk_ecs::types::ServiceField::Tags)
+                .send()
+                .await
+                .unwrap();
             let s = &d.services()[0];
             assert_eq!(s.status(), Some("ACTIVE"));
             assert_eq!(s.launch_type().map(|l| l.as_str()), Some("FARGATE"));
@@ -575,7 +594,14 @@ pub(crate) fn expect_exactly_the_stack(stack: &str) -> BTreeMap<&'static str, us
         counts.insert("db_instance", 1);
 
         // Keycloak in production mode, on the RDS endpoint, no plaintext password.
-        let s = ecs.describe_services().cluster(&cluster).services(format!("{stack}-keycloak")).send().await.unwrap();
+        let s = ecs
+            .describe_services()
+            .cluster(&cluster)
+            .services(format!("{stack}-keycloak"))
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send()
+            .await
+            .unwrap();
         let td = ecs
             .describe_task_definition()
             .task_definition(s.services()[0].task_definition().unwrap())
@@ -616,6 +642,89 @@ pub(crate) fn secret_values(stack: &str) -> Vec<String> {
 }
 
 /// `destroy --yes` of `run` with `flags`.
+/// `destroy`'s flags that delete everything, data, images and secrets included.
+pub(crate) const EVERYTHING: [&str; 4] =
+    ["--delete-data", "--delete-images", "--force-delete-secrets", "--skip-final-snapshot"];
+
+/// Asserts that moto holds nothing of `stack` but what destroy keeps on purpose.
+pub(crate) fn expect_nothing_left(stack: &str, kept_data_and_images: bool) {
+    let config = sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let by_stack = || Filter::builder().name("tag:ca-a2a-flow:stack").values(stack).build();
+        assert!(ec2.describe_vpcs().filters(by_stack()).send().await.unwrap().vpcs().is_empty(), "VPC");
+        assert!(ec2.describe_subnets().filters(by_stack()).send().await.unwrap().subnets().is_empty(), "subnets");
+        let igws = ec2.describe_internet_gateways().filters(by_stack()).send().await.unwrap();
+        assert!(igws.internet_gateways().is_empty(), "internet gateway");
+        assert!(ec2.describe_addresses().filters(by_stack()).send().await.unwrap().addresses().is_empty(), "EIPs");
+        let tables = ec2.describe_route_tables().filters(by_stack()).send().await.unwrap();
+        assert!(tables.route_tables().is_empty(), "route tables");
+        let groups = ec2.describe_security_groups().filters(by_stack()).send().await.unwrap();
+        assert!(groups.security_groups().is_empty(), "security groups");
+        let nats = ec2.describe_nat_gateways().send().await.unwrap();
+        let live: Vec<_> = nats
+            .nat_gateways()
+            .iter()
+            .filter(|n| has_tag(n.tags(), "ca-a2a-flow:stack", stack))
+            .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
+            .collect();
+        assert!(live.is_empty(), "NAT gateways: {live:?}");
+
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        assert!(elb.describe_load_balancers().names(format!("{stack}-alb")).send().await.is_err(), "load balancer");
+        let tgs = elb.describe_target_groups().send().await.unwrap();
+        let prefix = format!("{stack}-");
+        assert!(
+            !tgs.target_groups().iter().any(|t| t.target_group_name().is_some_and(|n| n.starts_with(&prefix))),
+            "target groups"
+        );
+
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let clusters = ecs.describe_clusters().clusters(format!("{stack}-cluster")).send().await.unwrap();
+        assert!(!clusters.clusters().iter().any(|c| c.status() == Some("ACTIVE")), "cluster");
+        let tds = ecs.list_task_definitions().family_prefix(&prefix).send().await.unwrap();
+        assert!(tds.task_definition_arns().is_empty(), "active task definitions: {:?}", tds.task_definition_arns());
+
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let groups = logs.describe_log_groups().log_group_name_prefix(format!("/ecs/{stack}/")).send().await.unwrap();
+        assert!(groups.log_groups().is_empty(), "log groups");
+        let iam = aws_sdk_iam::Client::new(&config);
+        for role in ["execution-role", "keycloak-execution-role", "task-role"] {
+            assert!(iam.get_role().role_name(format!("{stack}-{role}")).send().await.is_err(), "{role}");
+        }
+        let rds = aws_sdk_rds::Client::new(&config);
+        let db = rds.describe_db_instances().db_instance_identifier(format!("{stack}-keycloak-db")).send().await;
+        assert!(db.is_err(), "DB instance");
+        let group = rds.describe_db_subnet_groups().db_subnet_group_name(format!("{stack}-db-subnets")).send().await;
+        assert!(group.is_err(), "DB subnet group");
+
+        let sm = aws_sdk_secretsmanager::Client::new(&config);
+        let secret = sm.describe_secret().secret_id(format!("{stack}/keycloak-admin")).send().await;
+        if kept_data_and_images {
+            assert!(secret.unwrap().deleted_date().is_some(), "the secret is scheduled for deletion");
+        } else {
+            assert!(secret.is_err(), "the secret is deleted at once");
+        }
+        let ecr = aws_sdk_ecr::Client::new(&config);
+        let repos = ecr.describe_repositories().send().await.unwrap();
+        let ours = repos
+            .repositories()
+            .iter()
+            .filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&format!("{stack}/"))))
+            .count();
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        let bucket = s3.head_bucket().bucket(format!("{stack}-documents-123456789012")).send().await;
+        if kept_data_and_images {
+            assert_eq!(ours, 5, "repositories are kept without --delete-images");
+            assert!(bucket.is_ok(), "the bucket is kept without --delete-data");
+        } else {
+            assert_eq!(ours, 0, "repositories");
+            assert!(bucket.is_err(), "bucket");
+        }
+    });
+}
+
 pub(crate) fn destroy(env: &Env, run: &str, flags: &[&str], extra: &[(&str, &str)]) -> Out {
     let mut args = vec!["destroy", run, "--yes"];
     args.extend_from_slice(flags);

@@ -1,0 +1,411 @@
+//! The deployment report's production checklist, `workflows/hardening.yaml`:
+//! HTTPS with an ACM certificate and port 80 redirecting, a WAF web ACL on the
+//! load balancer, an SNS topic with the alarms of the report's targets, CPU
+//! target-tracking autoscaling; each made, read back, adopted by a re-run, put
+//! back when changed by hand, and destroyed to zero.
+
+use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, ProtocolEnum};
+use serde_json::Value;
+
+use crate::support::aws::{
+    EVERYTHING, deploy_file, destroy, expect_nothing_left, local_images, moto, one_aws_step, sdk, unique_stack,
+};
+use crate::support::faults::{Fault, FaultProxy, Rule};
+use crate::support::{Env, block_on};
+
+const HARDENING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/hardening.yaml");
+const AGENTS: [&str; 4] = ["orchestrator", "extractor", "validator", "archivist"];
+
+/// A Route 53 hosted zone for `domain`; its id without `/hostedzone/`.
+fn a_hosted_zone(domain: &str) -> String {
+    let r53 = aws_sdk_route53::Client::new(&sdk());
+    let made = block_on(r53.create_hosted_zone().name(domain).caller_reference(domain).send()).unwrap();
+    made.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string()
+}
+
+/// The CNAME records of the hosted zone, as `NAME VALUE`. Read as XML here:
+/// moto writes each value as CDATA, which the SDK's XML reader reads as empty.
+fn cnames(zone: &str) -> Vec<String> {
+    let signed =
+        "AWS4-HMAC-SHA256 Credential=testing/20261130/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0";
+    let url = format!("{}/2013-04-01/hostedzone/{zone}/rrset", moto());
+    let xml = crate::support::web::http("GET", &url, &[("Authorization", signed)], None).body;
+    let between = |text: &str, tag: &str| -> String {
+        let open = format!("<{tag}>");
+        let start = text.find(&open).map(|i| i + open.len()).unwrap_or(text.len());
+        let end = text[start..].find(&format!("</{tag}>")).map(|i| start + i).unwrap_or(text.len());
+        text[start..end].trim().trim_start_matches("<![CDATA[").trim_end_matches("]]>").to_string()
+    };
+    xml.split("<ResourceRecordSet>")
+        .skip(1)
+        .filter(|set| between(set, "Type") == "CNAME")
+        .map(|set| format!("{} {}", between(set, "Name"), between(set, "Value")))
+        .collect()
+}
+
+/// The hardened stack's inputs for `stack` served as `domain` from `zone`.
+fn inputs(domain: &str, zone: &str) -> Vec<String> {
+    vec![format!("domain={domain}"), format!("hosted_zone_id={zone}"), "alarm_email=ops@example.com".into()]
+}
+
+fn deploy_hardened(env: &Env, stack: &str, inputs: &[String]) {
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    deploy_file(env, HARDENING, stack, None, &[], &inputs).expect_success();
+}
+
+/// The alarms whose name starts with `<stack>-`, by name.
+fn alarms(stack: &str) -> Vec<aws_sdk_cloudwatch::types::MetricAlarm> {
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk());
+    let found = block_on(cw.describe_alarms().alarm_name_prefix(format!("{stack}-")).max_records(100).send()).unwrap();
+    found.metric_alarms().to_vec()
+}
+
+fn alarm(stack: &str, step: &str) -> aws_sdk_cloudwatch::types::MetricAlarm {
+    let name = format!("{stack}-{step}");
+    alarms(stack).into_iter().find(|a| a.alarm_name() == Some(name.as_str())).unwrap_or_else(|| panic!("alarm {name}"))
+}
+
+/// The scalable target of the ECS service `<stack>-<agent>`: (min, max).
+fn scaling_of(stack: &str, agent: &str) -> Option<(i32, i32)> {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    let aas = aws_sdk_applicationautoscaling::Client::new(&sdk());
+    let id = format!("service/{stack}-cluster/{stack}-{agent}");
+    let found = block_on(
+        aas.describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .resource_ids(&id)
+            .send(),
+    )
+    .unwrap();
+    found.scalable_targets().first().map(|t| (t.min_capacity(), t.max_capacity()))
+}
+
+/// The load balancer's listeners by port, and the priorities of each one's rules.
+fn listeners(alb: &str) -> Vec<(i32, aws_sdk_elasticloadbalancingv2::types::Listener, Vec<String>)> {
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk());
+    let found = block_on(elb.describe_listeners().load_balancer_arn(alb).send()).unwrap();
+    let mut all = Vec::new();
+    for l in found.listeners() {
+        let rules = block_on(elb.describe_rules().listener_arn(l.listener_arn().unwrap()).send()).unwrap();
+        let mut priorities: Vec<String> = rules
+            .rules()
+            .iter()
+            .filter(|r| r.is_default() != Some(true))
+            .filter_map(|r| r.priority().map(String::from))
+            .collect();
+        priorities.sort();
+        all.push((l.port().unwrap(), l.clone(), priorities));
+    }
+    all.sort_by_key(|(port, _, _)| *port);
+    all
+}
+
+fn web_acl_of(alb: &str) -> Option<aws_sdk_wafv2::types::WebAcl> {
+    let waf = aws_sdk_wafv2::Client::new(&sdk());
+    block_on(waf.get_web_acl_for_resource().resource_arn(alb).send()).ok().and_then(|f| f.web_acl().cloned())
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_back_what_was_changed_and_destroys_to_zero()
+ {
+    let env = Env::sqlite();
+    let stack = unique_stack("hard");
+    let domain = format!("{stack}.example.com");
+    let zone = a_hosted_zone(&domain);
+    let inputs = inputs(&domain, &zone);
+    deploy_hardened(&env, &stack, &inputs);
+    let run = env.only_run().id;
+    let output =
+        |step: &str, key: &str| env.step(&run, step).outputs.unwrap()[key].as_str().unwrap_or_default().to_string();
+    let alb = output("alb", "arn");
+
+    // HTTPS: the certificate, proven by the records made in the zone.
+    let cert = output("certificate", "arn");
+    let acm = aws_sdk_acm::Client::new(&sdk());
+    let described = block_on(acm.describe_certificate().certificate_arn(&cert).send()).unwrap();
+    assert_eq!(described.certificate().unwrap().status().unwrap().as_str(), "ISSUED");
+    let records = env.step(&run, "certificate").outputs.unwrap()["validation_records"].clone();
+    let record = records[0].as_str().unwrap().to_string();
+    let (name, value) = (record.split(' ').next().unwrap(), record.rsplit(' ').next().unwrap());
+    assert!(name.ends_with(&format!("{domain}.")), "{record}");
+    assert!(cnames(&zone).contains(&format!("{name} {value}")), "made in the zone: {:?}", cnames(&zone));
+
+    // 443 forwards with the certificate and holds the path rules; 80 only redirects.
+    let found = listeners(&alb);
+    let ports: Vec<i32> = found.iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(ports, [80, 443]);
+    let (_, http, http_rules) = &found[0];
+    let redirect = http.default_actions()[0].redirect_config().expect("port 80 redirects");
+    assert_eq!((redirect.protocol(), redirect.port()), (Some("HTTPS"), Some("443")));
+    assert_eq!(redirect.status_code().map(|c| c.as_str()), Some("HTTP_301"));
+    assert!(http_rules.is_empty(), "no rule left on port 80: {http_rules:?}");
+    let (_, https, https_rules) = &found[1];
+    assert_eq!(https.protocol(), Some(&ProtocolEnum::Https));
+    assert_eq!(https.certificates()[0].certificate_arn(), Some(cert.as_str()));
+    assert_eq!(https.default_actions()[0].r#type(), Some(&ActionTypeEnum::Forward));
+    assert_eq!(https.default_actions()[0].target_group_arn(), Some(output("orchestrator-tg", "arn").as_str()));
+    assert_eq!(*https_rules, strs(&["10", "20", "30", "40"]), "the path rules moved to 443");
+    assert_eq!(output("http", "arn"), https.listener_arn().unwrap(), "the step's `arn` is the forwarding listener");
+
+    // WAF on the load balancer: the rate limit and three managed groups.
+    let acl = web_acl_of(&alb).expect("a web ACL protects the load balancer");
+    assert_eq!(acl.name(), format!("{stack}-waf"));
+    let rules: Vec<&str> = acl.rules().iter().map(|r| r.name()).collect();
+    assert_eq!(
+        rules,
+        [
+            "rate-limit",
+            "AWSManagedRulesCommonRuleSet",
+            "AWSManagedRulesSQLiRuleSet",
+            "AWSManagedRulesKnownBadInputsRuleSet"
+        ]
+    );
+    let rate = acl.rules()[0].statement().unwrap().rate_based_statement().unwrap();
+    assert_eq!(rate.limit(), 2000);
+
+    // The topic, subscribed by the alarm address; every alarm sends to it.
+    let topic = output("alerts", "arn");
+    let sns = aws_sdk_sns::Client::new(&sdk());
+    let subs = block_on(sns.list_subscriptions_by_topic().topic_arn(&topic).send()).unwrap();
+    assert!(
+        subs.subscriptions().iter().any(|s| s.endpoint() == Some("ops@example.com") && s.protocol() == Some("email"))
+    );
+    let all = alarms(&stack);
+    assert_eq!(all.len(), 4 * 2 + 2 + 5 + 3, "{:?}", all.iter().map(|a| a.alarm_name()).collect::<Vec<_>>());
+    for a in &all {
+        assert_eq!(a.alarm_actions(), [topic.clone()], "{:?} sends to the topic", a.alarm_name());
+    }
+    // The report's targets: error rate < 1%, p95 < 200 ms; 80% CPU and memory.
+    let errors = alarm(&stack, "alb-5xx-alarm");
+    assert_eq!(errors.threshold(), Some(1.0));
+    let ids: Vec<&str> = errors.metrics().iter().filter_map(|m| m.id()).collect();
+    assert_eq!(ids, ["m", "of", "ratio"]);
+    let stat = |id: &str| {
+        let m = errors.metrics().iter().find(|m| m.id() == Some(id)).unwrap();
+        m.metric_stat().unwrap().metric().unwrap().metric_name().unwrap().to_string()
+    };
+    assert_eq!((stat("m"), stat("of")), ("HTTPCode_Target_5XX_Count".into(), "RequestCount".into()));
+    let latency = alarm(&stack, "alb-latency-alarm");
+    assert_eq!((latency.extended_statistic(), latency.threshold()), (Some("p95"), Some(0.2)));
+    let dims: Vec<(&str, &str)> =
+        latency.dimensions().iter().map(|d| (d.name().unwrap(), d.value().unwrap())).collect();
+    assert_eq!(dims, [("LoadBalancer", alb.split_once(":loadbalancer/").unwrap().1)]);
+    let cpu = alarm(&stack, "orchestrator-cpu-alarm");
+    assert_eq!(
+        (cpu.namespace(), cpu.metric_name(), cpu.threshold()),
+        (Some("AWS/ECS"), Some("CPUUtilization"), Some(80.0))
+    );
+    let storage = alarm(&stack, "db-storage-alarm");
+    assert_eq!(storage.comparison_operator().unwrap().as_str(), "LessThanThreshold");
+
+    // Scaling: 1 to 5 tasks per agent, CPU at 70%.
+    for agent in AGENTS {
+        assert_eq!(scaling_of(&stack, agent), Some((1, 5)), "{agent}");
+    }
+
+    // `stop` suspends the scaling before it sets the counts to 0 (the scaling
+    // would start the minimum again); `start` resumes it once the counts are back.
+    let service = |step: &str| {
+        let all = env.run(&["services", &run, "--output", "json"]).json();
+        all.as_array().unwrap().iter().find(|s| s["step"] == step).cloned().unwrap()
+    };
+    env.run(&["stop", &run]).expect_success();
+    let stopped = service("orchestrator");
+    assert_eq!((stopped["desired"].as_i64(), stopped["scaling"].as_str()), (Some(0), Some("1..5 suspended")));
+    env.run(&["start", &run]).expect_success();
+    let started = service("orchestrator");
+    assert_eq!((started["desired"].as_i64(), started["scaling"].as_str()), (Some(1), Some("1..5")));
+    assert!(env.run(&["services", &run]).stdout.contains("SCALING"), "the table has the column");
+
+    // Changed by hand: port 80 forwards again, a threshold, the bounds, the WAF association.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk());
+    let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+        .r#type(ActionTypeEnum::Forward)
+        .target_group_arn(output("orchestrator-tg", "arn"))
+        .build();
+    block_on(elb.modify_listener().listener_arn(http.listener_arn().unwrap()).default_actions(forward).send()).unwrap();
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk());
+    block_on(
+        cw.put_metric_alarm()
+            .alarm_name(format!("{stack}-orchestrator-cpu-alarm"))
+            .namespace("AWS/ECS")
+            .metric_name("CPUUtilization")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Average)
+            .period(60)
+            .evaluation_periods(5)
+            .threshold(99.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+            .send(),
+    )
+    .unwrap();
+    {
+        use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+        let aas = aws_sdk_applicationautoscaling::Client::new(&sdk());
+        block_on(
+            aas.register_scalable_target()
+                .service_namespace(ServiceNamespace::Ecs)
+                .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+                .resource_id(format!("service/{stack}-cluster/{stack}-orchestrator"))
+                .min_capacity(2)
+                .max_capacity(3)
+                .send(),
+        )
+        .unwrap();
+    }
+    let waf = aws_sdk_wafv2::Client::new(&sdk());
+    block_on(waf.disassociate_web_acl().resource_arn(&alb).send()).unwrap();
+
+    let mut plan_args = vec!["plan".to_string(), HARDENING.into(), "--input".into(), format!("stack={stack}")];
+    for i in ["healthy_targets=1", "mcp=false"].iter().map(|s| s.to_string()).chain(inputs.iter().cloned()) {
+        plan_args.extend(["--input".into(), i]);
+    }
+    plan_args.extend(local_images().iter().map(|s| s.to_string()));
+    let plan_args: Vec<&str> = plan_args.iter().map(String::as_str).collect();
+    let plan = env.run(&plan_args);
+    plan.expect_success();
+    for said in [
+        ":80 default action: forward to",
+        "condition: GreaterThanThreshold 99",
+        "scaling: 2..3 -> 1..5",
+        "association: none ->",
+    ] {
+        assert!(plan.stdout.contains(said), "plan says `{said}`:\n{}", plan.stdout);
+    }
+
+    deploy_hardened(&env, &stack, &inputs);
+    let again = env.runs()[0].id.clone();
+    let action =
+        |step: &str| env.step(&again, step).outputs.unwrap()["action"].as_str().unwrap_or_default().to_string();
+    for step in ["http", "orchestrator-cpu-alarm", "orchestrator-scaling", "waf"] {
+        assert_eq!(action(step), "updated", "{step} put back");
+    }
+    for step in ["certificate", "alerts", "extractor-scaling", "alb-5xx-alarm", "db-storage-alarm"] {
+        assert_eq!(action(step), "adopted", "{step} found as it was");
+    }
+    let found = listeners(&alb);
+    assert!(found[0].1.default_actions()[0].redirect_config().is_some(), "port 80 redirects again");
+    assert_eq!(alarm(&stack, "orchestrator-cpu-alarm").threshold(), Some(80.0));
+    assert_eq!(scaling_of(&stack, "orchestrator"), Some((1, 5)));
+    assert_eq!(web_acl_of(&alb).map(|a| a.name().to_string()), Some(format!("{stack}-waf")));
+
+    destroy(&env, &run, &EVERYTHING, &[]).expect_success();
+    expect_nothing_left(&stack, false);
+    assert!(alarms(&stack).is_empty(), "alarms");
+    for agent in AGENTS {
+        assert_eq!(scaling_of(&stack, agent), None, "{agent}'s scaling");
+    }
+    let certs = block_on(acm.list_certificates().send()).unwrap();
+    assert!(
+        !certs.certificate_summary_list().iter().any(|c| c.certificate_arn() == Some(cert.as_str())),
+        "certificate"
+    );
+    assert!(cnames(&zone).is_empty(), "validation records: {:?}", cnames(&zone));
+    let acls = block_on(waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).send()).unwrap();
+    assert!(!acls.web_acls().iter().any(|a| a.name() == Some(format!("{stack}-waf").as_str())), "web ACL");
+    let topics = block_on(sns.list_topics().send()).unwrap();
+    assert!(!topics.topics().iter().any(|t| t.topic_arn() == Some(topic.as_str())), "topic");
+}
+
+/// Marks every certificate in a DescribeCertificate answer as still waiting for its DNS records.
+fn still_pending(doc: &mut Value) -> bool {
+    let Some(cert) = doc.get_mut("Certificate") else { return false };
+    cert["Status"] = "PENDING_VALIDATION".into();
+    if let Some(options) = cert.get_mut("DomainValidationOptions").and_then(Value::as_array_mut) {
+        for o in options {
+            o["ValidationStatus"] = "PENDING_VALIDATION".into();
+        }
+    }
+    true
+}
+
+#[test]
+fn a_certificate_still_pending_validation_at_its_deadline_fails_naming_the_records_to_make() {
+    let env = Env::sqlite();
+    let stack = unique_stack("pending");
+    let domain = format!("{stack}.example.com");
+    let rule = Rule {
+        action: "DescribeCertificate",
+        fault: Fault::EditAnswer { contains: "CertificateArn".into(), edit: still_pending },
+        times: None,
+    };
+    let proxy = FaultProxy::start(&moto(), vec![rule]);
+    let wf = one_aws_step(&env, "certificate", "aws.acm.certificate", &[("domain_name", &domain), ("wait", "2s")]);
+    let input = format!("stack={stack}");
+    let out = env.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &input],
+        &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "200ms")],
+    );
+    assert_ne!(out.code, Some(0), "the step fails");
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(said.contains(&format!("certificate for {domain} still PENDING_VALIDATION")), "{said}");
+    assert!(said.contains(&format!("{domain}. CNAME ")), "names the record to make:\n{said}");
+    assert!(said.contains("create these DNS records"), "says what to do:\n{said}");
+    let logs = env.run(&["logs", &env.only_run().id]).stdout;
+    assert!(logs.contains("waiting for DNS records"), "the wait showed the records:\n{logs}");
+
+    // Resumed once the records exist (here: once ACM says ISSUED), the run
+    // adopts the certificate it requested instead of requesting another.
+    env.run(&["resume", &env.only_run().id]).expect_success();
+    let outputs = env.step(&env.only_run().id, "certificate").outputs.unwrap();
+    assert_eq!(outputs["action"], "adopted", "{outputs:?}");
+    let acm = aws_sdk_acm::Client::new(&sdk());
+    let certs = block_on(acm.list_certificates().send()).unwrap();
+    let mine = certs.certificate_summary_list().iter().filter(|c| c.domain_name() == Some(domain.as_str())).count();
+    assert_eq!(mine, 1, "one certificate for the domain");
+}
+
+#[test]
+fn gc_finds_a_topic_an_alarm_and_a_certificate_no_run_owns_and_deletes_them() {
+    let env = Env::sqlite();
+    let stack = unique_stack("gchard");
+    let domain = format!("{stack}.example.com");
+    let input = format!("stack={stack}");
+    let yaml = format!(
+        "name: leftovers\ninputs: {{ stack: {{}} }}\ndefaults:\n  with: {{ stack: \"${{{{ inputs.stack }}}}\", region: eu-west-3 }}\nsteps:\n  - id: alerts\n    uses: aws.sns.topic\n  - id: cert\n    uses: aws.acm.certificate\n    with: {{ domain_name: {domain} }}\n  - id: cpu\n    uses: aws.cloudwatch.alarm\n    with: {{ namespace: AWS/ECS, metric_name: CPUUtilization, threshold: 80, notify: [\"${{{{ steps.alerts.outputs.arn }}}}\"] }}\n"
+    );
+    let wf = env.write("leftovers.yaml", &yaml);
+    env.run_with(&["run", wf.to_str().unwrap(), "--input", &input], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])
+        .expect_success();
+    // Another machine, whose store has no run of the stack.
+    let elsewhere = Env::sqlite();
+    let listed = elsewhere.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    listed.expect_success();
+    let kinds: Vec<String> =
+        listed.json().as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap_or_default().to_string()).collect();
+    for kind in ["aws.sns.topic", "aws.acm.certificate", "aws.cloudwatch.alarm"] {
+        assert!(kinds.iter().any(|k| k == kind), "gc lists the {kind}: {}", listed.stdout);
+    }
+    elsewhere
+        .run_with(
+            &["gc", "--stack", &stack, "--region", "eu-west-3", "--delete", "--yes"],
+            &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+        )
+        .expect_success();
+    let again = elsewhere.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
+    assert_eq!(again.json(), serde_json::json!([]), "nothing left: {}", again.stdout);
+}
+
+#[test]
+fn the_cost_of_the_hardened_stack_prices_the_web_acl_and_every_alarm_with_the_price_file_date() {
+    let env = Env::sqlite();
+    let out = env.run(&["cost", HARDENING, "--input", "region=eu-west-3", "--input", "domain=api.example.com"]);
+    out.expect_success();
+    assert!(out.stdout.contains("(prices checked 20"), "{}", out.stdout);
+    for line in [
+        "web ACL $5",
+        "4 rules x $1",
+        "5M requests x $0.6",
+        "alb-5xx-alarm",
+        "2 metric(s) x $0.1",
+        "public ACM certificate: free",
+    ] {
+        assert!(out.stdout.contains(line), "`{line}` in:\n{}", out.stdout);
+    }
+    let alarms = out.stdout.lines().filter(|l| l.contains("aws.cloudwatch.alarm")).count();
+    assert_eq!(alarms, 18, "{}", out.stdout);
+}
