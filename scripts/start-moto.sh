@@ -30,8 +30,8 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 log="${TMPDIR:-/tmp}/ca-a2a-flow-moto-$port.log"
 # MOTO_ECS_SERVICE_RUNNING: ECS services otherwise never become stable.
 # MOTO_IAM_LOAD_MANAGED_POLICIES: AWS-managed policies can be attached.
-# MOTO_ACM_VALIDATION_WAIT: a certificate is ISSUED at once (moto checks no DNS
-# record; the tests of a certificate that stays pending rewrite its status).
+# MOTO_ACM_VALIDATION_WAIT: moto issues a certificate at once, records or not;
+# aws-sim shows it pending until its DNS validation records exist, as ACM does.
 MOTO_ECS_SERVICE_RUNNING=1 MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=0 \
   nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!

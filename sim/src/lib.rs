@@ -12,6 +12,7 @@
 //! time to be deleted, and hold what they used meanwhile ([`deleting`]); ECS
 //! tasks that start, register, pass their health checks and drain ([`tasks`]);
 //! a new bucket or instance profile not usable at once ([`propagation`]);
+//! a certificate pending until its DNS validation records exist ([`validation`]);
 //! client tokens honoured as AWS honours
 //! them ([`tokens`]); what moto's API leaves out (a bucket's tags given at its
 //! creation, [`missing`]); and, on demand, the faults of [`faults`] (errors,
@@ -31,6 +32,7 @@ pub mod rules;
 pub mod tasks;
 pub mod throttle;
 pub mod tokens;
+pub mod validation;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
@@ -206,6 +208,7 @@ impl Sim {
                 let answer = self.tasks.shown(req, answer, now, upstream, &self.interfaces, &roles);
                 self.propagation.made(req, &answer, now, &self.config.upstream);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
+                let answer = validation::shown(req, answer, &self.config.upstream);
                 self.latency.shown(req, answer, &self.config.upstream)
             }
             None => {

@@ -7,6 +7,9 @@
 //! - an ECS service is not created on a target group that no listener or rule
 //!   forwards to: `InvalidParameterException` "The target group with
 //!   targetGroupArn … does not have an associated load balancer."
+//! - a WAF web ACL is not deleted while a load balancer is associated with it:
+//!   `WAFAssociatedItemException` (WAF API reference, DeleteWebACL; moto
+//!   deletes it and leaves the association dangling).
 //!
 //! The layer asks moto what it needs to know, with calls of its own.
 
@@ -136,12 +139,41 @@ fn public_addresses(upstream: &str, region: &str, vpc: &str) -> Vec<String> {
     found
 }
 
+/// The load balancers of the account of `key` in `region` whose WAF web ACL
+/// has the id `acl`, as moto holds them.
+fn protected_by(upstream: &str, key: &str, region: &str, acl: &str) -> Vec<String> {
+    let lbs = ask_as(upstream, key, region, "elasticloadbalancing", "Action=DescribeLoadBalancers&Version=2015-12-01");
+    all_tags(&lbs.unwrap_or_default(), "LoadBalancerArn")
+        .into_iter()
+        .filter(|arn| {
+            let asked = serde_json::json!({ "ResourceArn": arn }).to_string();
+            let target = "AWSWAF_20190729.GetWebACLForResource";
+            let answer = ask_json(upstream, key, region, "wafv2", target, &asked).unwrap_or_default();
+            let found = serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default();
+            found["WebACL"]["Id"].as_str() == Some(acl)
+        })
+        .collect()
+}
+
 /// AWS's answer where a rule applies to `req`, with the rule's name.
 pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)> {
     let body = req.body_text();
     let action = req.action();
     let region = req.region();
     match (req.service().as_str(), action.as_str()) {
+        ("wafv2", "DeleteWebACL") => {
+            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+            let acl = asked["Id"].as_str()?;
+            let held = protected_by(upstream, &req.access_key(), &region, acl);
+            if held.is_empty() {
+                return None;
+            }
+            let message = format!(
+                "AWS WAF couldn't perform the operation because your resource is being used by another resource or it's associated with another resource. ({})",
+                held.join(", ")
+            );
+            Some(("web_acl_in_use", error_answer(Protocol::Json, 400, "WAFAssociatedItemException", &message)))
+        }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             let scheme = form_values(&body, "Scheme").into_iter().next();
             let kind = form_values(&body, "Type").into_iter().next();

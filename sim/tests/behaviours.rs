@@ -1085,3 +1085,94 @@ fn a_secret_read_without_a_version_answers_the_one_labelled_current_after_a_stag
         assert_eq!(read.version_id(), Some(pending.as_str()));
     });
 }
+
+#[test]
+fn a_web_acl_is_not_deleted_while_a_load_balancer_is_associated_with_it() {
+    use aws_sdk_wafv2::types::{AllowAction, DefaultAction, Scope, VisibilityConfig};
+    let layer = Layer::start(&["--profile", "instant"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let waf = aws_sdk_wafv2::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        an_attached_internet_gateway(&ec2, &vpc).await;
+        let lb = elb.create_load_balancer().name(unique("waf")).set_subnets(Some(subnets)).send().await.unwrap();
+        let lb = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let name = unique("acl");
+        let visibility = VisibilityConfig::builder()
+            .sampled_requests_enabled(false)
+            .cloud_watch_metrics_enabled(false)
+            .metric_name(&name)
+            .build()
+            .unwrap();
+        let made = waf
+            .create_web_acl()
+            .name(&name)
+            .scope(Scope::Regional)
+            .default_action(DefaultAction::builder().allow(AllowAction::builder().build()).build())
+            .visibility_config(visibility)
+            .send()
+            .await
+            .unwrap();
+        let summary = made.summary().unwrap();
+        let (id, arn) = (summary.id().unwrap().to_string(), summary.arn().unwrap().to_string());
+        waf.associate_web_acl().web_acl_arn(&arn).resource_arn(&lb).send().await.unwrap();
+        let delete = || async {
+            let got = waf.get_web_acl().name(&name).scope(Scope::Regional).id(&id).send().await.unwrap();
+            let token = got.lock_token().unwrap().to_string();
+            waf.delete_web_acl().name(&name).scope(Scope::Regional).id(&id).lock_token(token).send().await
+        };
+
+        let refused = delete().await.expect_err("the load balancer still uses it");
+        assert_eq!(code(&refused).as_deref(), Some("WAFAssociatedItemException"), "{refused:?}");
+        assert!(format!("{refused:?}").contains(&lb), "names what holds it: {refused:?}");
+
+        waf.disassociate_web_acl().resource_arn(&lb).send().await.unwrap();
+        delete().await.expect("deleted once nothing is associated");
+    });
+}
+
+#[test]
+fn a_certificate_validated_by_dns_is_pending_until_its_record_is_in_a_hosted_zone() {
+    use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+    let layer = Layer::start(&["--time-scale", "600"]);
+    let config = layer.sdk();
+    block_on(async {
+        let acm = aws_sdk_acm::Client::new(&config);
+        let r53 = aws_sdk_route53::Client::new(&config);
+        let domain = format!("{}.example.com", unique("cert"));
+        let asked = acm
+            .request_certificate()
+            .domain_name(&domain)
+            .validation_method(aws_sdk_acm::types::ValidationMethod::Dns)
+            .send()
+            .await
+            .unwrap();
+        let arn = asked.certificate_arn().unwrap().to_string();
+        let describe = || async {
+            let d = acm.describe_certificate().certificate_arn(&arn).send().await.unwrap();
+            d.certificate().cloned().unwrap()
+        };
+        let pending = describe().await;
+        assert_eq!(pending.status().map(|s| s.as_str()), Some("PENDING_VALIDATION"), "no record anywhere yet");
+        let record = pending.domain_validation_options()[0].resource_record().cloned().expect("ACM names its record");
+
+        let zone = r53.create_hosted_zone().name(&domain).caller_reference(&domain).send().await.unwrap();
+        let zone = zone.hosted_zone().unwrap().id().to_string();
+        let value = ResourceRecord::builder().value(record.value()).build().unwrap();
+        let set = ResourceRecordSet::builder()
+            .name(record.name())
+            .r#type(RrType::Cname)
+            .ttl(300)
+            .resource_records(value)
+            .build()
+            .unwrap();
+        let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build().unwrap();
+        let batch = ChangeBatch::builder().changes(change).build().unwrap();
+        r53.change_resource_record_sets().hosted_zone_id(&zone).change_batch(batch).send().await.unwrap();
+
+        let issued = describe().await;
+        assert_eq!(issued.status().map(|s| s.as_str()), Some("ISSUED"), "issued once its record is there");
+    });
+}

@@ -5,12 +5,11 @@
 //! back when changed by hand, and destroyed to zero.
 
 use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, ProtocolEnum};
-use serde_json::Value;
 
 use crate::support::aws::{
-    EVERYTHING, deploy_file, destroy, expect_nothing_left, local_images, moto, one_aws_step, sdk, unique_stack,
+    EVERYTHING, behind_aws_sim, deploy_file, destroy, expect_nothing_left, local_images, moto, one_aws_step, sdk,
+    unique_stack,
 };
-use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, block_on};
 
 const HARDENING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/hardening.yaml");
@@ -311,46 +310,49 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     assert!(!topics.topics().iter().any(|t| t.topic_arn() == Some(topic.as_str())), "topic");
 }
 
-/// Marks every certificate in a DescribeCertificate answer as still waiting for its DNS records.
-fn still_pending(doc: &mut Value) -> bool {
-    let Some(cert) = doc.get_mut("Certificate") else { return false };
-    cert["Status"] = "PENDING_VALIDATION".into();
-    if let Some(options) = cert.get_mut("DomainValidationOptions").and_then(Value::as_array_mut) {
-        for o in options {
-            o["ValidationStatus"] = "PENDING_VALIDATION".into();
-        }
-    }
-    true
+/// Makes (UPSERT) the CNAME `name` -> `value` in the hosted zone `zone`.
+fn a_cname(zone: &str, name: &str, value: &str) {
+    use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType};
+    let r53 = aws_sdk_route53::Client::new(&sdk());
+    let value = ResourceRecord::builder().value(value).build().unwrap();
+    let set =
+        ResourceRecordSet::builder().name(name).r#type(RrType::Cname).ttl(300).resource_records(value).build().unwrap();
+    let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build().unwrap();
+    let batch = ChangeBatch::builder().changes(change).build().unwrap();
+    block_on(r53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch).send()).unwrap();
 }
 
 #[test]
 fn a_certificate_still_pending_validation_at_its_deadline_fails_naming_the_records_to_make() {
+    behind_aws_sim();
     let env = Env::sqlite();
     let stack = unique_stack("pending");
     let domain = format!("{stack}.example.com");
-    let rule = Rule {
-        action: "DescribeCertificate",
-        fault: Fault::EditAnswer { contains: "CertificateArn".into(), edit: still_pending },
-        times: None,
-    };
-    let proxy = FaultProxy::start(&moto(), vec![rule]);
+    // No hosted zone: nobody makes the records, and the layer keeps it pending as ACM does.
     let wf = one_aws_step(&env, "certificate", "aws.acm.certificate", &[("domain_name", &domain), ("wait", "2s")]);
     let input = format!("stack={stack}");
-    let out = env.run_with(
-        &["run", wf.to_str().unwrap(), "--input", &input],
-        &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "200ms")],
-    );
+    let out =
+        env.run_with(&["run", wf.to_str().unwrap(), "--input", &input], &[("CA_A2A_FLOW_POLL_INTERVAL", "200ms")]);
     assert_ne!(out.code, Some(0), "the step fails");
     let said = format!("{}{}", out.stdout, out.stderr);
     assert!(said.contains(&format!("certificate for {domain} still PENDING_VALIDATION")), "{said}");
-    assert!(said.contains(&format!("{domain}. CNAME ")), "names the record to make:\n{said}");
+    let record = said
+        .split("it needs the DNS records ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .unwrap_or_else(|| panic!("names the records: {said}"))
+        .to_string();
+    let parts: Vec<&str> = record.split(' ').collect();
+    assert_eq!(parts.len(), 3, "NAME CNAME VALUE: {record}");
+    assert!(parts[0].ends_with(&format!("{domain}.")) && parts[1] == "CNAME", "{record}");
     assert!(said.contains("create these DNS records"), "says what to do:\n{said}");
     let logs = env.run(&["logs", &env.only_run().id]).stdout;
     assert!(logs.contains("waiting for DNS records"), "the wait showed the records:\n{logs}");
 
-    // Resumed once the records exist (here: once ACM says ISSUED), the run
-    // adopts the certificate it requested instead of requesting another.
-    env.run(&["resume", &env.only_run().id]).expect_success();
+    // Made by hand where the domain is served, as the error says: the resumed
+    // run finds the certificate it requested issued, and requests no other.
+    a_cname(&a_hosted_zone(&domain), parts[0], parts[2]);
+    env.run_with(&["resume", &env.only_run().id], &[("CA_A2A_FLOW_POLL_INTERVAL", "200ms")]).expect_success();
     let outputs = env.step(&env.only_run().id, "certificate").outputs.unwrap();
     assert_eq!(outputs["action"], "adopted", "{outputs:?}");
     let acm = aws_sdk_acm::Client::new(&sdk());
@@ -365,8 +367,9 @@ fn gc_finds_a_topic_an_alarm_and_a_certificate_no_run_owns_and_deletes_them() {
     let stack = unique_stack("gchard");
     let domain = format!("{stack}.example.com");
     let input = format!("stack={stack}");
+    let zone = a_hosted_zone(&domain);
     let yaml = format!(
-        "name: leftovers\ninputs: {{ stack: {{}} }}\ndefaults:\n  with: {{ stack: \"${{{{ inputs.stack }}}}\", region: eu-west-3 }}\nsteps:\n  - id: alerts\n    uses: aws.sns.topic\n  - id: cert\n    uses: aws.acm.certificate\n    with: {{ domain_name: {domain} }}\n  - id: cpu\n    uses: aws.cloudwatch.alarm\n    with: {{ namespace: AWS/ECS, metric_name: CPUUtilization, threshold: 80, notify: [\"${{{{ steps.alerts.outputs.arn }}}}\"] }}\n"
+        "name: leftovers\ninputs: {{ stack: {{}} }}\ndefaults:\n  with: {{ stack: \"${{{{ inputs.stack }}}}\", region: eu-west-3 }}\nsteps:\n  - id: alerts\n    uses: aws.sns.topic\n  - id: cert\n    uses: aws.acm.certificate\n    with: {{ domain_name: {domain}, hosted_zone_id: {zone} }}\n  - id: cpu\n    uses: aws.cloudwatch.alarm\n    with: {{ namespace: AWS/ECS, metric_name: CPUUtilization, threshold: 80, notify: [\"${{{{ steps.alerts.outputs.arn }}}}\"] }}\n"
     );
     let wf = env.write("leftovers.yaml", &yaml);
     env.run_with(&["run", wf.to_str().unwrap(), "--input", &input], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])

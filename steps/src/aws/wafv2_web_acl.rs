@@ -219,14 +219,29 @@ impl Step for WebAclStep {
             ctx.log(format!("left alone: {}", owner.not_ours("web ACL", &name, &whose)));
             return Ok(super::removed(ctx, "web ACL", &[]));
         }
-        // The load balancer this step associated lets go of it first; anything
-        // else associated by hand holds it (WAFAssociatedItemException), said below.
-        if let Some(lb) = &p.load_balancer_arn
-            && associated(&waf, lb).await?.as_deref() == Some(arn.as_str())
-        {
+        // What it protects lets go of it first: the load balancer this step
+        // associated, or (for `gc`, which knows no parameters) every load
+        // balancer WAF lists for it. Anything else holds the delete
+        // (WAFAssociatedItemException), said below until the step's deadline.
+        let protected = match &p.load_balancer_arn {
+            Some(lb) => {
+                let ours = associated(&waf, lb).await?.as_deref() == Some(arn.as_str());
+                if ours { vec![lb.clone()] } else { Vec::new() }
+            }
+            None => waf
+                .list_resources_for_web_acl()
+                .web_acl_arn(&arn)
+                .resource_type(aws_sdk_wafv2::types::ResourceType::ApplicationLoadBalancer)
+                .send()
+                .await
+                .or_absent("wafv2:ListResourcesForWebACL", &["WAFNonexistentItemException"])?
+                .map(|r| r.resource_arns().to_vec())
+                .unwrap_or_default(),
+        };
+        for lb in protected {
             ctx.progress(format!("disassociating web ACL {name} from {lb}"));
             waf.disassociate_web_acl()
-                .resource_arn(lb)
+                .resource_arn(&lb)
                 .send()
                 .await
                 .or_absent("wafv2:DisassociateWebACL", &["WAFNonexistentItemException"])?;
