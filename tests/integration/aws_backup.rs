@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::aws::{a_db_instance_made_by_hand, behind_aws_sim, destroy, moto, one_aws_step, sdk, unique_stack};
-use crate::support::faults::{Fault, FaultProxy, Rule};
+use crate::support::faults::{Fault, FaultProxy, Rule, invocation};
 use crate::support::{Env, block_on};
 
 /// The manual snapshots of DB instance `db`, by identifier.
@@ -162,4 +162,104 @@ fn a_drill_killed_while_its_scratch_instance_is_restoring_resumes_on_it_and_dele
     assert!(!scratch_exists(&stack), "the resumed drill deleted its scratch instance");
     let logs = env.run(&["logs", &run]).stdout;
     assert_eq!(logs.matches("restoring ").count(), 1, "one restore, the resume went on with it:\n{logs}");
+}
+
+/// An instance launched by hand (the builder's stand-in), in `subnet` or, without
+/// one, in the default VPC: its id.
+fn an_instance_in(subnet: Option<&str>) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let images = block_on(ec2.describe_images().owners("amazon").send()).unwrap();
+    let image = images.images()[0].image_id().unwrap().to_string();
+    let launched = block_on(
+        ec2.run_instances().image_id(image).min_count(1).max_count(1).set_subnet_id(subnet.map(String::from)).send(),
+    )
+    .unwrap();
+    launched.instances()[0].instance_id().unwrap().to_string()
+}
+
+/// The drill run with `check_from`, through `proxy` (the SSM agent's stand-in).
+fn drill_from(env: &Env, stack: &str, from: &str, proxy: &FaultProxy) -> crate::support::Out {
+    let wf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/dr-drill.yaml");
+    let (stack, from) = (format!("stack={stack}"), format!("check_from={from}"));
+    env.run_with(
+        &["run", wf.to_str().unwrap(), "--input", &stack, "--input", "region=eu-west-3", "--input", &from],
+        &[("AWS_ENDPOINT_URL", proxy.url.as_str()), ("CA_A2A_FLOW_POLL_INTERVAL", "100ms")],
+    )
+}
+
+/// The security groups the drill step of `stack` owns.
+fn drill_groups(stack: &str) -> Vec<String> {
+    use aws_sdk_ec2::types::Filter;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk());
+    let tag = |k: &str, v: &str| Filter::builder().name(format!("tag:{k}")).values(v).build();
+    let found = block_on(
+        ec2.describe_security_groups()
+            .filters(tag("ca-a2a-flow:stack", stack))
+            .filters(tag("ca-a2a-flow:step", "drill"))
+            .send(),
+    )
+    .unwrap();
+    found.security_groups().iter().filter_map(|g| g.group_id()).map(String::from).collect()
+}
+
+/// The scripts SSM was asked to run on `instance`.
+fn scripts_sent_to(instance: &str) -> Vec<String> {
+    let ssm = aws_sdk_ssm::Client::new(&sdk());
+    let listed = block_on(ssm.list_commands().instance_id(instance).send()).unwrap();
+    listed
+        .commands()
+        .iter()
+        .filter_map(|c| c.parameters().and_then(|p| p.get("commands")).and_then(|c| c.first()).cloned())
+        .collect()
+}
+
+#[test]
+fn a_drill_from_a_builder_in_the_stacks_vpc_checks_a_connection_with_pg_isready_and_leaves_nothing() {
+    let env = Env::sqlite();
+    let stack = unique_stack("drillpg");
+    a_stack_with_its_database(&env, &stack);
+    let subnet = env.step(&env.only_run().id, "private-a").outputs.unwrap()["subnet_id"].as_str().unwrap().to_string();
+    let builder = an_instance_in(Some(&subnet));
+    let said = "scratch:5432 - accepting connections\n";
+    let proxy = FaultProxy::start(&moto(), vec![invocation("Success", 0, said)]);
+    drill_from(&env, &stack, &builder, &proxy).expect_success();
+
+    let outputs = env.step(&env.runs()[0].id, "drill").outputs.unwrap();
+    assert!(outputs["connection"].as_str().unwrap().contains("accepting connections"), "{outputs:?}");
+    let sent = scripts_sent_to(&builder);
+    assert_eq!(sent.len(), 1, "one check: {sent:?}");
+    let endpoint = format!("'{stack}-drill.");
+    assert!(sent[0].starts_with("pg_isready -h ") && sent[0].contains(&endpoint), "{}", sent[0]);
+    assert!(!scratch_exists(&stack), "the scratch instance is deleted");
+    assert!(drill_groups(&stack).is_empty(), "its security group is deleted");
+}
+
+#[test]
+fn a_drill_whose_connection_check_fails_says_what_pg_isready_said_and_still_leaves_nothing() {
+    let env = Env::sqlite();
+    let stack = unique_stack("drillno");
+    a_stack_with_its_database(&env, &stack);
+    let subnet = env.step(&env.only_run().id, "private-a").outputs.unwrap()["subnet_id"].as_str().unwrap().to_string();
+    let builder = an_instance_in(Some(&subnet));
+    let proxy = FaultProxy::start(&moto(), vec![invocation("Failed", 2, "scratch:5432 - no response\n")]);
+    let out = drill_from(&env, &stack, &builder, &proxy);
+    assert_ne!(out.code, Some(0), "the drill fails");
+    assert!(out.stderr.contains("no response") && out.stderr.contains("2 when nothing answers"), "{}", out.stderr);
+    assert!(!scratch_exists(&stack), "the scratch instance is deleted all the same");
+    assert!(drill_groups(&stack).is_empty(), "and its security group");
+}
+
+#[test]
+fn a_drill_from_an_instance_in_another_vpc_is_refused_before_anything_is_restored() {
+    let env = Env::sqlite();
+    let stack = unique_stack("drillvpc");
+    a_stack_with_its_database(&env, &stack);
+    let elsewhere = an_instance_in(None);
+    let proxy = FaultProxy::start(&moto(), vec![]);
+    let out = drill_from(&env, &stack, &elsewhere, &proxy);
+    assert_ne!(out.code, Some(0), "refused");
+    assert!(out.stderr.contains(&format!("instance {elsewhere} (`check_from`) is in VPC")), "{}", out.stderr);
+    assert!(out.stderr.contains("builder_subnet"), "says how to fix it: {}", out.stderr);
+    assert!(!scratch_exists(&stack), "nothing was restored");
+    assert!(drill_groups(&stack).is_empty(), "no security group was made");
 }

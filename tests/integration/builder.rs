@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::Filter;
 
 use crate::support::aws::{AGENTS, FULL, moto, sdk, task_image, unique_stack};
 use crate::support::block_on;
-use crate::support::faults::{Fault, FaultProxy, Rule};
+use crate::support::faults::{Fault, FaultProxy, Rule, invocation};
 use crate::support::{Env, Out};
 
 const BUILDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/builder.yaml");
@@ -22,15 +22,6 @@ fn agent_online() -> Rule {
         },
         times: None,
     }
-}
-
-/// What the script's invocation ended as, answered for moto (which runs nothing).
-fn invocation(status: &str, code: i32, stdout: &str) -> Rule {
-    let body = serde_json::json!({
-        "CommandId": "c", "InstanceId": "i", "Status": status, "StatusDetails": status,
-        "ResponseCode": code, "StandardOutputContent": stdout, "StandardErrorContent": ""
-    });
-    Rule { action: "GetCommandInvocation", fault: Fault::Answer { body: body.to_string() }, times: None }
 }
 
 fn run_builder(env: &Env, proxy: &FaultProxy, stack: &str) -> Out {

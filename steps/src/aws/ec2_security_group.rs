@@ -126,55 +126,72 @@ impl Step for SecurityGroup {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let ec2 = super::ec2(p.region.as_deref()).await;
-        let owned = super::owned::one::<aws_sdk_ec2::types::SecurityGroup>(&ec2, &owner).await?;
-        let (id, existing, action) = match owned {
-            Some(g) if g.vpc_id() != Some(p.vpc_id.as_str()) => {
-                let detail = format!("is in {}, not in {}", g.vpc_id().unwrap_or("?"), p.vpc_id);
-                let hint = "the stack's VPC changed: destroy the old network first";
-                return Err(owner.conflict("security group", g.group_id().unwrap_or("?"), detail, hint));
-            }
-            Some(g) => (g.group_id().unwrap_or_default().to_string(), g.ip_permissions().to_vec(), "adopted"),
-            None => {
-                ctx.progress(format!("creating security group {}", owner.name()));
-                let created = ec2
-                    .create_security_group()
-                    .group_name(owner.name())
-                    .description(p.description.clone().unwrap_or_else(|| owner.name()))
-                    .vpc_id(&p.vpc_id)
-                    .tag_specifications(owner.ec2_tag_spec(ResourceType::SecurityGroup))
-                    .send()
-                    .await
-                    .or_step_error("ec2:CreateSecurityGroup")?;
-                let id = created.group_id().unwrap_or_default().to_string();
-                super::owned::visible::<aws_sdk_ec2::types::SecurityGroup>(ctx, &ec2, &owner, &id).await?;
-                (id, Vec::new(), "created")
-            }
-        };
-        let missing: Vec<IpPermission> = p.ingress.iter().filter(|r| !allows(&existing, r)).map(permission).collect();
-        if !missing.is_empty() {
-            let n = missing.len();
-            ec2.authorize_security_group_ingress()
-                .group_id(&id)
-                .set_ip_permissions(Some(missing))
-                .send()
-                .await
-                .or_step_error_created("ec2:AuthorizeSecurityGroupIngress", action == "created")?;
-            ctx.log(format!("{id}: added {n} ingress rule(s)"));
-        }
-        let undeclared = existing
-            .iter()
-            .filter(|perm| {
-                !p.ingress.iter().any(|r| {
-                    perm.from_port() == Some(i32::from(r.port)) && perm.ip_protocol() == Some(r.protocol.as_str())
-                })
-            })
-            .count();
-        if undeclared > 0 {
-            ctx.log(format!("{id}: {undeclared} ingress rule(s) not in the workflow were left in place"));
-        }
-        ctx.log(format!("{action} security group {id} ({})", owner.name()));
+        let description = p.description.clone().unwrap_or_else(|| owner.name());
+        let (id, action) = converge(ctx, &ec2, &owner, &p.vpc_id, &description, &p.ingress).await?;
         Ok(outputs! { group_id: id, action })
     }
+}
+
+/// The security group `owner` owns in `vpc_id`, made if there is none, with
+/// every rule of `ingress` (missing ones added; undeclared ones reported and
+/// kept): its id, and whether it was `created` or `adopted`. Another step's
+/// own group (a drill's scratch access) is made the same way.
+pub(crate) async fn converge(
+    ctx: &StepContext,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &Owner,
+    vpc_id: &str,
+    description: &str,
+    ingress: &[Ingress],
+) -> Result<(String, &'static str), StepError> {
+    let owned = super::owned::one::<aws_sdk_ec2::types::SecurityGroup>(ec2, owner).await?;
+    let (id, existing, action) = match owned {
+        Some(g) if g.vpc_id() != Some(vpc_id) => {
+            let detail = format!("is in {}, not in {vpc_id}", g.vpc_id().unwrap_or("?"));
+            let hint = "the stack's VPC changed: destroy the old network first";
+            return Err(owner.conflict("security group", g.group_id().unwrap_or("?"), detail, hint));
+        }
+        Some(g) => (g.group_id().unwrap_or_default().to_string(), g.ip_permissions().to_vec(), "adopted"),
+        None => {
+            ctx.progress(format!("creating security group {}", owner.name()));
+            let created = ec2
+                .create_security_group()
+                .group_name(owner.name())
+                .description(description)
+                .vpc_id(vpc_id)
+                .tag_specifications(owner.ec2_tag_spec(ResourceType::SecurityGroup))
+                .send()
+                .await
+                .or_step_error("ec2:CreateSecurityGroup")?;
+            let id = created.group_id().unwrap_or_default().to_string();
+            super::owned::visible::<aws_sdk_ec2::types::SecurityGroup>(ctx, ec2, owner, &id).await?;
+            (id, Vec::new(), "created")
+        }
+    };
+    let missing: Vec<IpPermission> = ingress.iter().filter(|r| !allows(&existing, r)).map(permission).collect();
+    if !missing.is_empty() {
+        let n = missing.len();
+        ec2.authorize_security_group_ingress()
+            .group_id(&id)
+            .set_ip_permissions(Some(missing))
+            .send()
+            .await
+            .or_step_error_created("ec2:AuthorizeSecurityGroupIngress", action == "created")?;
+        ctx.log(format!("{id}: added {n} ingress rule(s)"));
+    }
+    let undeclared = existing
+        .iter()
+        .filter(|perm| {
+            !ingress
+                .iter()
+                .any(|r| perm.from_port() == Some(i32::from(r.port)) && perm.ip_protocol() == Some(r.protocol.as_str()))
+        })
+        .count();
+    if undeclared > 0 {
+        ctx.log(format!("{id}: {undeclared} ingress rule(s) not in the workflow were left in place"));
+    }
+    ctx.log(format!("{action} security group {id} ({})", owner.name()));
+    Ok((id, action))
 }
 
 use super::facts::{Facts, Leftover, Sweep};

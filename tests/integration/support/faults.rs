@@ -35,3 +35,13 @@ impl FaultProxy {
         self.sim.seen()
     }
 }
+
+/// What an SSM command's invocation ended as, answered for moto (which runs
+/// nothing): the stand-in for the instance's SSM agent.
+pub fn invocation(status: &str, code: i32, stdout: &str) -> Rule {
+    let body = serde_json::json!({
+        "CommandId": "c", "InstanceId": "i", "Status": status, "StatusDetails": status,
+        "ResponseCode": code, "StandardOutputContent": stdout, "StandardErrorContent": ""
+    });
+    Rule { action: "GetCommandInvocation", fault: Fault::Answer { body: body.to_string() }, times: None }
+}
