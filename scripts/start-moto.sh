@@ -28,12 +28,14 @@ fi
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="${TMPDIR:-/tmp}/ca-a2a-flow-moto-$port.log"
+# scripts/moto-server.py is moto's server with EC2 tags read by id (the same
+# answers; without it, describes slow down with every resource the suite made).
 # MOTO_ECS_SERVICE_RUNNING: ECS services otherwise never become stable.
 # MOTO_IAM_LOAD_MANAGED_POLICIES: AWS-managed policies can be attached.
 # MOTO_ACM_VALIDATION_WAIT: moto issues a certificate at once, records or not;
 # aws-sim shows it pending until its DNS validation records exist, as ACM does.
 MOTO_ECS_SERVICE_RUNNING=1 MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ACM_VALIDATION_WAIT=0 \
-  nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  nohup "$venv/bin/python" scripts/moto-server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
