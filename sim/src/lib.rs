@@ -209,12 +209,13 @@ impl Sim {
                 self.propagation.made(req, &answer, now, &self.config.upstream);
                 let answer = self.consistency.shown(req, answer, self.latency.now());
                 let answer = validation::shown(req, answer, &self.config.upstream);
+                let answer = rules::shown(req, answer, &self.config.upstream);
                 self.latency.shown(req, answer, &self.config.upstream)
             }
             None => {
                 let answer = self.forwarded(req);
                 missing::complete(req, &answer, &self.config.upstream);
-                answer
+                rules::shown(req, answer, &self.config.upstream)
             }
         };
         self.tokens.answered(req, &answer);

@@ -9,6 +9,10 @@
 //!   AWSCURRENT"); moto answers the version it last made current itself, not
 //!   one UpdateSecretVersionStage moved the label to (a staged rotation). The
 //!   layer asks moto for `AWSCURRENT` by name.
+//! - deleting an ECS service deregisters its Application Auto Scaling target
+//!   and deletes its scaling policies (a scalable target cannot outlive its
+//!   service: DeregisterScalableTarget then answers ObjectNotFoundException;
+//!   hako #69 met it); moto keeps the target. The layer deregisters it on moto.
 
 use crate::http::{Request, status_of};
 use crate::rules::all_tags;
@@ -28,7 +32,24 @@ pub fn asked(req: &Request) -> Option<Request> {
 
 /// Does, on moto, what AWS did with `req` and moto left out; `answer` is moto's.
 pub fn complete(req: &Request, answer: &[u8], upstream: &str) {
-    if status_of(answer) != 200 || req.service() != "s3" {
+    if status_of(answer) != 200 {
+        return;
+    }
+    if req.service() == "ecs" && req.action() == "DeleteService" {
+        if let Some(resource) = scalable_target_of(&req.body_text()) {
+            let asked = serde_json::json!({
+                "ServiceNamespace": "ecs",
+                "ScalableDimension": "ecs:service:DesiredCount",
+                "ResourceId": resource,
+            });
+            let target = "AnyScaleFrontendService.DeregisterScalableTarget";
+            let (key, region) = (req.access_key(), req.region());
+            let _ =
+                crate::rules::ask_json(upstream, &key, &region, "application-autoscaling", target, &asked.to_string());
+        }
+        return;
+    }
+    if req.service() != "s3" {
         return;
     }
     if let Some((bucket, tags)) = tags_at_creation(req) {
@@ -45,6 +66,21 @@ pub fn complete(req: &Request, answer: &[u8], upstream: &str) {
         let tagging = Request { head: format!("PUT /{bucket}?tagging HTTP/1.1"), headers, body: body.into_bytes() };
         let _ = tagging.forward(upstream);
     }
+}
+
+/// The scalable target id (`service/<cluster>/<service>`) of the service a
+/// DeleteService body names, by name or ARN (the cluster `default` when none).
+fn scalable_target_of(body: &str) -> Option<String> {
+    let asked: serde_json::Value = serde_json::from_str(body).ok()?;
+    let last = |v: &str| v.rsplit('/').next().unwrap_or(v).to_string();
+    let service = asked["service"].as_str()?;
+    let cluster = match (asked["cluster"].as_str(), service.split('/').collect::<Vec<_>>().as_slice()) {
+        // A long service ARN names its cluster: …:service/<cluster>/<name>.
+        (None, [_, cluster, _]) => cluster.to_string(),
+        (Some(c), _) => last(c),
+        (None, _) => "default".to_string(),
+    };
+    Some(format!("service/{cluster}/{}", last(service)))
 }
 
 /// The bucket a path-style CreateBucket names, and the `<Tag>` elements of its configuration.
@@ -66,6 +102,17 @@ mod tests {
 
     fn create(head: &str, body: &str) -> Request {
         Request { head: head.into(), headers: vec![], body: body.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn a_deleted_services_scalable_target_is_named_by_cluster_and_service() {
+        let by_name = r#"{"cluster":"ca-cluster","service":"ca-orchestrator","force":true}"#;
+        assert_eq!(scalable_target_of(by_name).as_deref(), Some("service/ca-cluster/ca-orchestrator"));
+        let by_arn = r#"{"cluster":"arn:aws:ecs:eu-west-3:123456789012:cluster/ca-cluster","service":"arn:aws:ecs:eu-west-3:123456789012:service/ca-cluster/ca-orchestrator"}"#;
+        assert_eq!(scalable_target_of(by_arn).as_deref(), Some("service/ca-cluster/ca-orchestrator"));
+        let no_cluster = r#"{"service":"arn:aws:ecs:eu-west-3:123456789012:service/ca-cluster/ca-orchestrator"}"#;
+        assert_eq!(scalable_target_of(no_cluster).as_deref(), Some("service/ca-cluster/ca-orchestrator"));
+        assert_eq!(scalable_target_of(r#"{"service":"web"}"#).as_deref(), Some("service/default/web"));
     }
 
     #[test]

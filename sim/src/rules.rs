@@ -10,10 +10,19 @@
 //! - a WAF web ACL is not deleted while a load balancer is associated with it:
 //!   `WAFAssociatedItemException` (WAF API reference, DeleteWebACL; moto
 //!   deletes it and leaves the association dangling).
+//! - an ACM certificate is not deleted while a load balancer's listener uses
+//!   it: `ResourceInUseException` (ACM API reference, DeleteCertificate), and
+//!   DescribeCertificate's `InUseBy` names those load balancers (moto names a
+//!   listener once one is made, keeps it after the listener is gone, and
+//!   deletes the certificate under the listener).
+//!
+//! And one answer moto lacks: WAF's ListResourcesForWebACL (the load balancers
+//! associated with a web ACL), which `gc` needs to take a web ACL off what it
+//! protects; the layer answers it from moto's associations.
 //!
 //! The layer asks moto what it needs to know, with calls of its own.
 
-use crate::http::{Protocol, Request, error_answer};
+use crate::http::{Protocol, Request, error_answer, json_answer};
 
 /// The values of `key=` (or `key.N=`) in a form body, URL-decoded.
 pub(crate) fn form_values(body: &str, key: &str) -> Vec<String> {
@@ -155,6 +164,39 @@ fn protected_by(upstream: &str, key: &str, region: &str, acl: &str) -> Vec<Strin
         .collect()
 }
 
+/// The load balancers of the account of `key` in `region` with a listener
+/// that serves the certificate `cert`, as moto holds them.
+pub(crate) fn certificate_used_by(upstream: &str, key: &str, region: &str, cert: &str) -> Vec<String> {
+    let service = "elasticloadbalancing";
+    let lbs = ask_as(upstream, key, region, service, "Action=DescribeLoadBalancers&Version=2015-12-01");
+    all_tags(&lbs.unwrap_or_default(), "LoadBalancerArn")
+        .into_iter()
+        .filter(|lb| {
+            let body = format!(
+                "Action=DescribeListeners&Version=2015-12-01&LoadBalancerArn={}",
+                crate::interfaces::encode(lb)
+            );
+            let listeners = ask_as(upstream, key, region, service, &body).unwrap_or_default();
+            all_tags(&listeners, "CertificateArn").iter().any(|c| c == cert)
+        })
+        .collect()
+}
+
+/// moto's DescribeCertificate answer with `InUseBy` as AWS fills it: the load
+/// balancers whose listeners serve the certificate.
+pub fn shown(req: &Request, answer: Vec<u8>, upstream: &str) -> Vec<u8> {
+    if req.service() != "acm" || req.action() != "DescribeCertificate" || crate::http::status_of(&answer) != 200 {
+        return answer;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(crate::http::body_of(&answer)) else {
+        return answer;
+    };
+    let Some(arn) = doc["Certificate"]["CertificateArn"].as_str().map(String::from) else { return answer };
+    let used = certificate_used_by(upstream, &req.access_key(), &req.region(), &arn);
+    doc["Certificate"]["InUseBy"] = used.into();
+    crate::http::with_answer_body(&answer, doc.to_string().as_bytes())
+}
+
 /// AWS's answer where a rule applies to `req`, with the rule's name.
 pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)> {
     let body = req.body_text();
@@ -173,6 +215,22 @@ pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)>
                 held.join(", ")
             );
             Some(("web_acl_in_use", error_answer(Protocol::Json, 400, "WAFAssociatedItemException", &message)))
+        }
+        ("wafv2", "ListResourcesForWebACL") => {
+            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+            let acl = asked["WebACLArn"].as_str()?.rsplit('/').next()?.to_string();
+            let held = protected_by(upstream, &req.access_key(), &region, &acl);
+            Some(("list_resources_for_web_acl", json_answer(&serde_json::json!({ "ResourceArns": held }))))
+        }
+        ("acm", "DeleteCertificate") => {
+            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+            let cert = asked["CertificateArn"].as_str()?;
+            let used = certificate_used_by(upstream, &req.access_key(), &region, cert);
+            if used.is_empty() {
+                return None;
+            }
+            let message = format!("Certificate {cert} is in use. ({})", used.join(", "));
+            Some(("certificate_in_use", error_answer(Protocol::Json, 400, "ResourceInUseException", &message)))
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             let scheme = form_values(&body, "Scheme").into_iter().next();

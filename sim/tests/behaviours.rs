@@ -1176,3 +1176,97 @@ fn a_certificate_validated_by_dns_is_pending_until_its_record_is_in_a_hosted_zon
         assert_eq!(issued.status().map(|s| s.as_str()), Some("ISSUED"), "issued once its record is there");
     });
 }
+
+#[test]
+fn a_certificate_is_not_deleted_while_a_listener_serves_it_and_says_which_load_balancer_uses_it() {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, Certificate, ProtocolEnum};
+    let layer = Layer::start(&["--profile", "instant"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+        let acm = aws_sdk_acm::Client::new(&config);
+        let (vpc, subnets) = network(&ec2).await;
+        an_attached_internet_gateway(&ec2, &vpc).await;
+        let lb = elb.create_load_balancer().name(unique("tls")).set_subnets(Some(subnets)).send().await.unwrap();
+        let lb = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let tg = elb
+            .create_target_group()
+            .name(unique("tls"))
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap();
+        let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
+        let domain = format!("{}.example.com", unique("used"));
+        let asked = acm.request_certificate().domain_name(&domain).send().await.unwrap();
+        let cert = asked.certificate_arn().unwrap().to_string();
+        let listener = elb
+            .create_listener()
+            .load_balancer_arn(&lb)
+            .protocol(ProtocolEnum::Https)
+            .port(443)
+            .certificates(Certificate::builder().certificate_arn(&cert).build())
+            .default_actions(Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&tg).build())
+            .send()
+            .await
+            .unwrap();
+        let listener = listener.listeners()[0].listener_arn().unwrap().to_string();
+
+        let described = acm.describe_certificate().certificate_arn(&cert).send().await.unwrap();
+        assert_eq!(described.certificate().unwrap().in_use_by(), [lb.clone()], "the load balancer, as AWS names it");
+        let refused = acm.delete_certificate().certificate_arn(&cert).send().await.expect_err("a listener serves it");
+        assert_eq!(code(&refused).as_deref(), Some("ResourceInUseException"), "{refused:?}");
+        assert!(format!("{refused:?}").contains(&lb), "names what uses it: {refused:?}");
+
+        elb.delete_listener().listener_arn(&listener).send().await.unwrap();
+        let described = acm.describe_certificate().certificate_arn(&cert).send().await.unwrap();
+        assert!(described.certificate().unwrap().in_use_by().is_empty(), "moto alone still names the listener");
+        acm.delete_certificate().certificate_arn(&cert).send().await.expect("deleted once no listener serves it");
+    });
+}
+
+#[test]
+fn deleting_an_ecs_service_deregisters_its_scalable_target() {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    let layer = Layer::start(&["--profile", "instant"]);
+    let config = layer.sdk();
+    let name = unique("scaled");
+    block_on(async {
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let aas = aws_sdk_applicationautoscaling::Client::new(&config);
+        ecs.create_cluster().cluster_name(&name).send().await.unwrap();
+        let container =
+            aws_sdk_ecs::types::ContainerDefinition::builder().name("app").image("app:1").memory(512).build();
+        let task = ecs.register_task_definition().family(&name).container_definitions(container).send().await;
+        let task = task.unwrap().task_definition().unwrap().task_definition_arn().unwrap().to_string();
+        let service = ecs.create_service().cluster(&name).service_name(&name).task_definition(&task).send().await;
+        let service = service.unwrap().service().unwrap().service_arn().unwrap().to_string();
+        let resource = format!("service/{name}/{name}");
+        aas.register_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .resource_id(&resource)
+            .min_capacity(1)
+            .max_capacity(5)
+            .send()
+            .await
+            .unwrap();
+        let targets = || async {
+            let found = aas
+                .describe_scalable_targets()
+                .service_namespace(ServiceNamespace::Ecs)
+                .resource_ids(&resource)
+                .send()
+                .await
+                .unwrap();
+            found.scalable_targets().len()
+        };
+        assert_eq!(targets().await, 1);
+
+        ecs.delete_service().cluster(&name).service(&service).force(true).send().await.unwrap();
+        assert_eq!(targets().await, 0, "the target went with its service (moto alone keeps it)");
+    });
+}
