@@ -221,7 +221,8 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     assert_eq!((started["desired"].as_i64(), started["scaling"].as_str()), (Some(1), Some("1..5")));
     assert!(env.run(&["services", &run]).stdout.contains("SCALING"), "the table has the column");
 
-    // Changed by hand: port 80 forwards again, a threshold, the bounds, the WAF association.
+    // Changed by hand: port 80 forwards again, a threshold, the bounds, the WAF
+    // association, the alarm address's subscription.
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk());
     let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
         .r#type(ActionTypeEnum::Forward)
@@ -258,6 +259,14 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     }
     let waf = aws_sdk_wafv2::Client::new(&sdk());
     block_on(waf.disassociate_web_acl().resource_arn(&alb).send()).unwrap();
+    let subscribed = |topic: &str| {
+        let subs = block_on(sns.list_subscriptions_by_topic().topic_arn(topic).send()).unwrap();
+        subs.subscriptions().iter().filter(|s| s.endpoint() == Some("ops@example.com")).count()
+    };
+    let subs = block_on(sns.list_subscriptions_by_topic().topic_arn(&topic).send()).unwrap();
+    let sub = subs.subscriptions()[0].subscription_arn().unwrap().to_string();
+    block_on(sns.unsubscribe().subscription_arn(&sub).send()).unwrap();
+    assert_eq!(subscribed(&topic), 0, "unsubscribed by hand");
 
     let mut plan_args = vec!["plan".to_string(), HARDENING.into(), "--input".into(), format!("stack={stack}")];
     for i in ["healthy_targets=1", "mcp=false"].iter().map(|s| s.to_string()).chain(inputs.iter().cloned()) {
@@ -272,6 +281,7 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
         "condition: GreaterThanThreshold 99",
         "scaling: 2..3 -> 1..5",
         "association: none ->",
+        "email subscription: none -> ops@example.com",
     ] {
         assert!(plan.stdout.contains(said), "plan says `{said}`:\n{}", plan.stdout);
     }
@@ -280,10 +290,10 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     let again = env.runs()[0].id.clone();
     let action =
         |step: &str| env.step(&again, step).outputs.unwrap()["action"].as_str().unwrap_or_default().to_string();
-    for step in ["http", "orchestrator-cpu-alarm", "orchestrator-scaling", "waf"] {
+    for step in ["http", "orchestrator-cpu-alarm", "orchestrator-scaling", "waf", "alerts"] {
         assert_eq!(action(step), "updated", "{step} put back");
     }
-    for step in ["certificate", "alerts", "extractor-scaling", "alb-5xx-alarm", "db-storage-alarm"] {
+    for step in ["certificate", "extractor-scaling", "alb-5xx-alarm", "db-storage-alarm"] {
         assert_eq!(action(step), "adopted", "{step} found as it was");
     }
     let found = listeners(&alb);
@@ -291,6 +301,7 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     assert_eq!(alarm(&stack, "orchestrator-cpu-alarm").threshold(), Some(80.0));
     assert_eq!(scaling_of(&stack, "orchestrator"), Some((1, 5)));
     assert_eq!(web_acl_of(&alb).map(|a| a.name().to_string()), Some(format!("{stack}-waf")));
+    assert_eq!(subscribed(&topic), 1, "the address is subscribed again, once");
 
     destroy(&env, &run, &EVERYTHING, &[]).expect_success();
     expect_nothing_left(&stack, false);
@@ -362,14 +373,15 @@ fn a_certificate_still_pending_validation_at_its_deadline_fails_naming_the_recor
 }
 
 #[test]
-fn gc_finds_a_topic_an_alarm_and_a_certificate_no_run_owns_and_deletes_them() {
+fn gc_finds_a_topic_an_alarm_a_certificate_and_a_web_acl_no_run_owns_and_deletes_them() {
     let env = Env::sqlite();
     let stack = unique_stack("gchard");
     let domain = format!("{stack}.example.com");
     let input = format!("stack={stack}");
     let zone = a_hosted_zone(&domain);
+    let (lb, _) = a_load_balancer_by_hand();
     let yaml = format!(
-        "name: leftovers\ninputs: {{ stack: {{}} }}\ndefaults:\n  with: {{ stack: \"${{{{ inputs.stack }}}}\", region: eu-west-3 }}\nsteps:\n  - id: alerts\n    uses: aws.sns.topic\n  - id: cert\n    uses: aws.acm.certificate\n    with: {{ domain_name: {domain}, hosted_zone_id: {zone} }}\n  - id: cpu\n    uses: aws.cloudwatch.alarm\n    with: {{ namespace: AWS/ECS, metric_name: CPUUtilization, threshold: 80, notify: [\"${{{{ steps.alerts.outputs.arn }}}}\"] }}\n"
+        "name: leftovers\ninputs: {{ stack: {{}} }}\ndefaults:\n  with: {{ stack: \"${{{{ inputs.stack }}}}\", region: eu-west-3 }}\nsteps:\n  - id: alerts\n    uses: aws.sns.topic\n  - id: cert\n    uses: aws.acm.certificate\n    with: {{ domain_name: {domain}, hosted_zone_id: {zone} }}\n  - id: cpu\n    uses: aws.cloudwatch.alarm\n    with: {{ namespace: AWS/ECS, metric_name: CPUUtilization, threshold: 80, notify: [\"${{{{ steps.alerts.outputs.arn }}}}\"] }}\n  - id: waf\n    uses: aws.wafv2.web_acl\n    with: {{ load_balancer_arn: \"{lb}\" }}\n"
     );
     let wf = env.write("leftovers.yaml", &yaml);
     env.run_with(&["run", wf.to_str().unwrap(), "--input", &input], &[("CA_A2A_FLOW_POLL_INTERVAL", "100ms")])
@@ -380,7 +392,7 @@ fn gc_finds_a_topic_an_alarm_and_a_certificate_no_run_owns_and_deletes_them() {
     listed.expect_success();
     let kinds: Vec<String> =
         listed.json().as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap_or_default().to_string()).collect();
-    for kind in ["aws.sns.topic", "aws.acm.certificate", "aws.cloudwatch.alarm"] {
+    for kind in ["aws.sns.topic", "aws.acm.certificate", "aws.cloudwatch.alarm", "aws.wafv2.web_acl"] {
         assert!(kinds.iter().any(|k| k == kind), "gc lists the {kind}: {}", listed.stdout);
     }
     elsewhere
@@ -391,6 +403,7 @@ fn gc_finds_a_topic_an_alarm_and_a_certificate_no_run_owns_and_deletes_them() {
         .expect_success();
     let again = elsewhere.run(&["gc", "--stack", &stack, "--region", "eu-west-3", "--output", "json"]);
     assert_eq!(again.json(), serde_json::json!([]), "nothing left: {}", again.stdout);
+    assert!(web_acl_of(&lb).is_none(), "the web ACL was taken off the load balancer before it went");
 }
 
 #[test]
@@ -411,4 +424,133 @@ fn the_cost_of_the_hardened_stack_prices_the_web_acl_and_every_alarm_with_the_pr
     }
     let alarms = out.stdout.lines().filter(|l| l.contains("aws.cloudwatch.alarm")).count();
     assert_eq!(alarms, 18, "{}", out.stdout);
+}
+
+/// The SDK straight on moto, not through the layer: for what a test makes by
+/// hand and does not test.
+fn on_moto() -> aws_config::SdkConfig {
+    let url = std::env::var("CA_A2A_FLOW_MOTO_URL").unwrap();
+    block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).endpoint_url(url).load())
+}
+
+/// An internet-facing load balancer made by hand in a VPC of its own, with a
+/// target group there: their ARNs.
+fn a_load_balancer_by_hand() -> (String, String) {
+    let (ec2, elb) = (aws_sdk_ec2::Client::new(&on_moto()), aws_sdk_elasticloadbalancingv2::Client::new(&on_moto()));
+    block_on(async {
+        let vpc = ec2.create_vpc().cidr_block("10.77.0.0/16").send().await.unwrap();
+        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        let mut subnets = Vec::new();
+        for (cidr, zone) in [("10.77.1.0/24", "eu-west-3a"), ("10.77.2.0/24", "eu-west-3b")] {
+            let made = ec2.create_subnet().vpc_id(&vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap();
+            subnets.push(made.subnet().unwrap().subnet_id().unwrap().to_string());
+        }
+        let igw = ec2.create_internet_gateway().send().await.unwrap();
+        let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+        ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+        let lb =
+            elb.create_load_balancer().name(unique_stack("byhand")).set_subnets(Some(subnets)).send().await.unwrap();
+        let lb = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let tg = elb
+            .create_target_group()
+            .name(unique_stack("byhand"))
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap();
+        (lb, tg.target_groups()[0].target_group_arn().unwrap().to_string())
+    })
+}
+
+/// A load balancer made by hand with an HTTPS listener serving `cert`: the listener's ARN.
+fn an_https_listener(cert: &str) -> String {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, Certificate};
+    let (lb, tg) = a_load_balancer_by_hand();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&on_moto());
+    let listener = block_on(
+        elb.create_listener()
+            .load_balancer_arn(&lb)
+            .protocol(ProtocolEnum::Https)
+            .port(443)
+            .certificates(Certificate::builder().certificate_arn(cert).build())
+            .default_actions(Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(tg).build())
+            .send(),
+    )
+    .unwrap();
+    listener.listeners()[0].listener_arn().unwrap().to_string()
+}
+
+#[test]
+fn a_certificate_asked_for_other_names_is_replaced_and_the_old_one_deleted_once_no_listener_uses_it() {
+    let env = Env::sqlite();
+    let stack = unique_stack("names");
+    let domain = format!("{stack}.example.com");
+    let zone = a_hosted_zone(&domain);
+    let fast = [("CA_A2A_FLOW_POLL_INTERVAL", "100ms")];
+    let certificate_for = |names: &str| {
+        let with = [("domain_name", domain.as_str()), ("hosted_zone_id", zone.as_str()), ("alternative_names", names)];
+        one_aws_step(&env, "certificate", "aws.acm.certificate", &with)
+    };
+    let run = |wf: &std::path::Path| {
+        env.run_with(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")], &fast).expect_success();
+        env.step(&env.runs()[0].id, "certificate").outputs.unwrap()
+    };
+    let plan = |wf: &std::path::Path| {
+        let out = env.run(&["plan", wf.to_str().unwrap(), "--input", &format!("stack={stack}")]);
+        out.expect_success();
+        out.stdout
+    };
+    let acm = aws_sdk_acm::Client::new(&sdk());
+    let exists = |arn: &str| block_on(acm.describe_certificate().certificate_arn(arn).send()).is_ok();
+
+    let first = run(&certificate_for("[]"))["arn"].as_str().unwrap().to_string();
+    let listener = an_https_listener(&first);
+
+    // Other names: a certificate's names cannot change, so a new one is asked
+    // for; the old one stays while the listener serves it.
+    let wider = certificate_for(&format!("[www.{domain}]"));
+    let planned = plan(&wider);
+    assert!(
+        planned
+            .contains(&format!("alternative names: [] -> [\"www.{domain}\"]: a new certificate; the old one, {first}")),
+        "{planned}"
+    );
+    let replaced = run(&wider);
+    let second = replaced["arn"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(replaced["action"], "replaced", "{replaced:?}");
+    assert_eq!(replaced["superseded"], serde_json::json!([first]), "kept: the listener serves it");
+    assert!(exists(&first), "not deleted under the listener");
+    let logs = env.run(&["logs", &env.runs()[0].id]).stdout;
+    assert!(logs.contains(&format!("kept certificate {first}")), "{logs}");
+
+    // The listener moves to the new certificate: the next run deletes the old one.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk());
+    let serve = aws_sdk_elasticloadbalancingv2::types::Certificate::builder().certificate_arn(&second).build();
+    block_on(elb.modify_listener().listener_arn(&listener).certificates(serve).send()).unwrap();
+    let planned = plan(&wider);
+    assert!(planned.contains(&format!("certificate {first} ({domain}): deleted, no listener uses it")), "{planned}");
+    let retired = run(&wider);
+    assert_eq!(
+        (retired["arn"].as_str(), retired["action"].as_str()),
+        (Some(second.as_str()), Some("updated")),
+        "{retired:?}"
+    );
+    assert_eq!(retired["superseded"], serde_json::json!([]));
+    assert!(!exists(&first), "the old certificate is deleted");
+    let records = retired["validation_records"].as_array().unwrap().clone();
+    for record in &records {
+        let parts: Vec<&str> = record.as_str().unwrap().split(' ').collect();
+        let made = format!("{} {}", parts[0], parts[2]);
+        assert!(cnames(&zone).contains(&made), "the new certificate's record {made} stays: {:?}", cnames(&zone));
+    }
+    let again = env.run(&["plan", wider.to_str().unwrap(), "--input", &format!("stack={stack}"), "--output", "json"]);
+    assert_eq!(again.json()["steps"][0]["action"], "adopt", "nothing left to do: {}", again.stdout);
+
+    block_on(elb.delete_listener().listener_arn(&listener).send()).unwrap();
+    destroy(&env, &env.runs()[0].id, &EVERYTHING, &[]).expect_success();
+    assert!(!exists(&second), "destroy deletes the certificate");
+    assert!(cnames(&zone).is_empty(), "and its records: {:?}", cnames(&zone));
 }

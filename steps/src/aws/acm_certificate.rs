@@ -15,6 +15,7 @@ use ca_a2a_flow_engine::{
 use serde::Deserialize;
 use serde_json::json;
 
+use super::classify::Deleted;
 use super::owner::{Stack, TAG_STACK, TAG_STEP};
 use super::wait::{self, Poll};
 use super::{AwsResult, Owner};
@@ -140,24 +141,53 @@ async fn describe(
         .and_then(|d| d.certificate().cloned()))
 }
 
-/// The step's certificate still in use (issued or on its way), and those whose
-/// validation ended.
-async fn current(
-    acm: &aws_sdk_acm::Client,
-    owner: &Owner,
-    domain: &str,
-) -> Result<(Option<CertificateDetail>, Vec<String>), StepError> {
-    let (mut live, mut ended) = (Vec::new(), Vec::new());
-    for arn in owned(acm, owner, domain).await? {
+/// The names a certificate covers besides its domain, sorted.
+fn other_names(c: &CertificateDetail) -> Vec<String> {
+    let domain = c.domain_name().unwrap_or_default();
+    names(domain, c.subject_alternative_names())
+}
+
+/// `alternative` without `domain`, sorted, each once.
+fn names(domain: &str, alternative: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = alternative.iter().filter(|n| *n != domain).cloned().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// What the step finds of its own certificates for the domain.
+struct Found {
+    /// The one for the wanted names, issued or on its way.
+    current: Option<CertificateDetail>,
+    /// Live ones for other names (a certificate's names cannot change): each is
+    /// deleted once no listener uses it any more.
+    superseded: Vec<CertificateDetail>,
+    /// Those whose validation ended without them.
+    ended: Vec<String>,
+}
+
+async fn found(acm: &aws_sdk_acm::Client, owner: &Owner, p: &Params) -> Result<Found, StepError> {
+    let wanted = names(&p.domain_name, &p.alternative_names);
+    let (mut live, mut superseded, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+    for arn in owned(acm, owner, &p.domain_name).await? {
         let Some(c) = describe(acm, &arn, false).await? else { continue };
         if c.status().is_some_and(|s| ENDED.contains(s)) {
             ended.push(arn);
-        } else {
+        } else if other_names(&c) == wanted {
             live.push(c);
+        } else {
+            superseded.push(c);
         }
     }
-    let one = super::one_owned(live, |c| c.certificate_arn(), "certificate", owner)?;
-    Ok((one, ended))
+    let current = super::one_owned(live, |c| c.certificate_arn(), "certificate", owner)?;
+    Ok(Found { current, superseded, ended })
+}
+
+/// A certificate as people name it: its ARN and the names it covers.
+fn label(c: &CertificateDetail) -> String {
+    let mut all = vec![c.domain_name().unwrap_or_default().to_string()];
+    all.extend(other_names(c));
+    format!("{} ({})", c.certificate_arn().unwrap_or_default(), all.join(", "))
 }
 
 fn route53_change(
@@ -226,26 +256,71 @@ fn not_issued(domain: &str, status: &str, records: &[Record], zone: Option<&str>
     .with_hint(hint)
 }
 
+/// Deletes each superseded certificate no listener uses any more, with its
+/// validation records that `current` (the step's certificate, asking for
+/// `asked`) does not share; the ARNs of those still in use, kept for the next
+/// run or `destroy`.
+async fn retire(
+    ctx: &StepContext,
+    acm: &aws_sdk_acm::Client,
+    p: &Params,
+    superseded: &[CertificateDetail],
+    asked: &[Record],
+    current: &str,
+) -> Result<Vec<String>, StepError> {
+    let mut kept = Vec::new();
+    for old in superseded {
+        let arn = old.certificate_arn().unwrap_or_default().to_string();
+        let deleted = if old.in_use_by().is_empty() {
+            let sent = acm.delete_certificate().certificate_arn(&arn).send().await;
+            sent.or_held("acm:DeleteCertificate", &["ResourceNotFoundException"])?
+        } else {
+            Deleted::Held(old.in_use_by().join(", "))
+        };
+        match deleted {
+            Deleted::Done => {
+                if let Some(zone) = p.zone() {
+                    let theirs: Vec<Record> = records(old).into_iter().filter(|r| !asked.contains(r)).collect();
+                    change_records(p.region.as_deref(), zone, aws_sdk_route53::types::ChangeAction::Delete, &theirs)
+                        .await?;
+                }
+                ctx.log(format!("deleted certificate {}: superseded by {current}", label(old)));
+            }
+            Deleted::Held(by) => {
+                ctx.log(format!(
+                    "kept certificate {} for now: still used ({by}); once the listener serves {current}, the next run or `destroy` deletes it",
+                    label(old)
+                ));
+                kept.push(arn);
+            }
+        }
+    }
+    Ok(kept)
+}
+
 impl Step for Certificate {
     const DEADLINE: Option<Deadline> = Some(Deadline::minutes(50, 47));
 
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let acm = aws_sdk_acm::Client::new(&super::config(p.region.as_deref()).await);
-        Ok(match current(&acm, &owner, &p.domain_name).await?.0 {
-            None => Plan::create(),
-            Some(c) => {
-                let mut now: Vec<&str> =
-                    c.subject_alternative_names().iter().map(String::as_str).filter(|n| *n != p.domain_name).collect();
-                let mut wanted: Vec<&str> = p.alternative_names.iter().map(String::as_str).collect();
-                now.sort_unstable();
-                wanted.sort_unstable();
-                if now == wanted {
-                    Plan::adopt()
-                } else {
-                    Plan::changes(vec![format!("alternative names: {now:?} -> {wanted:?} (a new certificate)")])
-                }
-            }
+        let found = found(&acm, &owner, &p).await?;
+        let unused: Vec<String> = found
+            .superseded
+            .iter()
+            .filter(|c| c.in_use_by().is_empty())
+            .map(|c| format!("certificate {}: deleted, no listener uses it", label(c)))
+            .collect();
+        Ok(match (found.current, found.superseded.first()) {
+            (Some(_), _) if unused.is_empty() => Plan::adopt(),
+            (Some(_), _) => Plan::changes(unused),
+            (None, None) => Plan::create(),
+            (None, Some(old)) => Plan::changes(vec![format!(
+                "alternative names: {:?} -> {:?}: a new certificate; the old one, {}, is deleted once no listener uses it",
+                other_names(old),
+                names(&p.domain_name, &p.alternative_names),
+                old.certificate_arn().unwrap_or_default()
+            )]),
         })
     }
 
@@ -285,7 +360,14 @@ impl Step for Certificate {
             ("arn", "the certificate's ARN"),
             ("status", "`ISSUED`"),
             ("validation_records", "the DNS records that prove the names, as `NAME CNAME VALUE`"),
-            ("action", "`created` or `adopted`"),
+            (
+                "action",
+                "`created`, `adopted`, `replaced` (new names: a new certificate) or `updated` (an old one deleted)",
+            ),
+            (
+                "superseded",
+                "certificates of the step for other names still used by a listener: the next run or `destroy` deletes them",
+            ),
         ],
         example: "- id: certificate\n  uses: aws.acm.certificate\n  with:\n    stack: \"${{ inputs.stack }}\"\n    domain_name: api.example.com\n    hosted_zone_id: Z0123456789ABCDEFGHIJ\n",
     };
@@ -316,26 +398,38 @@ impl Step for Certificate {
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {
         let owner = Owner::new(&p.stack, ctx);
         let acm = aws_sdk_acm::Client::new(&super::config(p.region.as_deref()).await);
-        let (found, ended) = current(&acm, &owner, &p.domain_name).await?;
-        let (arn, action) = match found {
+        let Found { current, superseded, ended } = found(&acm, &owner, &p).await?;
+        let (arn, action) = match current {
             Some(c) => (c.certificate_arn().unwrap_or_default().to_string(), "adopted"),
             None => {
                 for arn in &ended {
                     ctx.log(format!("certificate {arn} ended without being issued: requesting a new one"));
+                }
+                for old in &superseded {
+                    ctx.log(format!(
+                        "certificate {} covers other names: requesting one for the names asked (a certificate's names cannot change)",
+                        label(old)
+                    ));
                 }
                 ctx.progress(format!("requesting a certificate for {}", p.domain_name));
                 let tags =
                     owner.tags().into_iter().map(|(k, v)| aws_sdk_acm::types::Tag::builder().key(k).value(v).build());
                 let tags = tags.collect::<Result<Vec<_>, _>>().map_err(|e| StepError::fatal(e.to_string()))?;
                 // The token is the same for a resumed run (ACM answers the first
-                // request's certificate for an hour), and new once a certificate ended.
-                let token = owner.client_token(&format!("{}\n{}\n{}", p.domain_name, owner.run, ended.join(",")));
+                // request's certificate for an hour), and new for other names or
+                // once a certificate ended.
+                let wanted = names(&p.domain_name, &p.alternative_names);
+                let token = owner.client_token(&format!(
+                    "{}\n{}\n{}\n{}",
+                    p.domain_name,
+                    wanted.join(","),
+                    owner.run,
+                    ended.join(",")
+                ));
                 let asked = acm
                     .request_certificate()
                     .domain_name(&p.domain_name)
-                    .set_subject_alternative_names(
-                        (!p.alternative_names.is_empty()).then(|| p.alternative_names.clone()),
-                    )
+                    .set_subject_alternative_names((!wanted.is_empty()).then_some(wanted))
                     .validation_method(ValidationMethod::Dns)
                     .idempotency_token(token)
                     .set_tags(Some(tags))
@@ -405,9 +499,16 @@ impl Step for Certificate {
             }
             Err(e) => return Err(e),
         };
-        let validation_records: Vec<String> = records(&cert).iter().map(|r| r.to_string()).collect();
+        let asked = records(&cert);
+        let kept = retire(ctx, &acm, &p, &superseded, &asked, &arn).await?;
+        let validation_records: Vec<String> = asked.iter().map(|r| r.to_string()).collect();
+        let action = match action {
+            "created" if !superseded.is_empty() => "replaced",
+            "adopted" if kept.len() < superseded.len() => "updated",
+            other => other,
+        };
         ctx.log(format!("{action} certificate {arn} for {} (ISSUED)", p.domain_name));
-        Ok(outputs! { arn, status: "ISSUED", validation_records, action })
+        Ok(outputs! { arn, status: "ISSUED", validation_records, action, superseded: kept })
     }
 }
 
