@@ -264,6 +264,9 @@ impl Step for EcsScaling {
     }
 }
 
+/// No leftovers of its own: a scalable target cannot outlive its ECS service
+/// (deleting the service deregisters it and deletes its policies), so `gc`
+/// removes it with the service. It is free while it stays.
 impl super::facts::Facts for EcsScaling {
     fn console(o: &std::collections::BTreeMap<String, serde_json::Value>, r: &str) -> Option<String> {
         use super::facts::{console_in, output, url_part};

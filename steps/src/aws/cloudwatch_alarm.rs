@@ -432,7 +432,13 @@ impl Facts for Alarm {
                         tags,
                         a.alarm_name(),
                         price,
-                        json!({ "namespace": "", "metric_name": "", "threshold": 0 }),
+                        // What destroy needs is the name; the rest is the alarm's own
+                        // (empty for a metric-math alarm, which has no single metric).
+                        json!({
+                            "namespace": a.namespace().unwrap_or_default(),
+                            "metric_name": a.metric_name().unwrap_or_default(),
+                            "threshold": a.threshold().unwrap_or_default(),
+                        }),
                     ));
                 }
             }
