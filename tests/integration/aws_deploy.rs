@@ -27,6 +27,13 @@ fn the_full_stack_is_deployed_exactly_and_a_second_run_adopts_everything_and_no_
     let first = deploy(&env, &stack, None, &[]);
     first.expect_success();
     let counts = expect_exactly_the_stack(&stack);
+    let run = env.only_run().id;
+    let dns = env.step(&run, "alb").outputs.unwrap()["dns_name"].as_str().unwrap().to_string();
+    assert_eq!(
+        crate::support::aws::task_environment(&env, &run, "orchestrator-task", "KEYCLOAK_URL"),
+        Some(format!("http://{dns}/auth")),
+        "without a domain the agents reach Keycloak over plain HTTP on the load balancer"
+    );
 
     // Acceptance 6: no secret value in the state database, the event log or the terminal.
     let logs = env.run(&["logs", &env.only_run().id]);

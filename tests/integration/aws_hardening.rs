@@ -150,6 +150,12 @@ fn the_hardened_stack_serves_https_behind_a_waf_with_alarms_and_scaling_puts_bac
     assert_eq!(https.default_actions()[0].target_group_arn(), Some(output("orchestrator-tg", "arn").as_str()));
     assert_eq!(*https_rules, strs(&["10", "20", "30", "40"]), "the path rules moved to 443");
     assert_eq!(output("http", "arn"), https.listener_arn().unwrap(), "the step's `arn` is the forwarding listener");
+    // The agents reach Keycloak on the certificate's name: port 80 would answer a redirect.
+    assert_eq!(output("http", "url"), format!("https://{domain}"));
+    assert_eq!(
+        crate::support::aws::task_environment(&env, &run, "orchestrator-task", "KEYCLOAK_URL"),
+        Some(format!("https://{domain}/auth"))
+    );
 
     // WAF on the load balancer: the rate limit and three managed groups.
     let acl = web_acl_of(&alb).expect("a web ACL protects the load balancer");

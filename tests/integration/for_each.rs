@@ -290,9 +290,22 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
     before.insert("certificate".into(), now["certificate"].clone());
     let http = before.get_mut("http").unwrap();
     http["with"]["certificate_arn"] = "${{ steps.certificate.outputs.arn }}".into();
+    http["with"]["domain"] = "${{ inputs.domain }}".into();
     let needs = http["needs"].as_array_mut().unwrap();
     needs.push("certificate".into());
     needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    // - the agents reach Keycloak where the listener step says clients reach the
+    //   load balancer: https://<domain> once HTTPS is on, since port 80 then only
+    //   redirects (aws_hardening::the_hardened_stack_serves_https_...).
+    for agent in ["orchestrator", "extractor", "validator", "archivist"] {
+        let task = before.get_mut(&format!("{agent}-task")).unwrap();
+        let environment = &mut task["with"]["containers"][0]["environment"];
+        environment["KEYCLOAK_URL"] = "${{ steps.http.outputs.url }}/auth".into();
+        let needs = task["needs"].as_array_mut().unwrap();
+        needs.retain(|n| *n != "alb");
+        needs.push("http".into());
+        needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+    }
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

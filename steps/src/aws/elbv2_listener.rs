@@ -41,6 +41,8 @@ pub struct Params {
     /// the HTTPS listener's TLS policy (default ELBSecurityPolicy-TLS13-1-2-2021-06, AWS's recommended one)
     #[serde(default = "default_policy")]
     pub ssl_policy: String,
+    /// the name clients reach HTTPS on, the certificate's (default none: the load balancer's DNS name); only for the output `url`
+    pub domain: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -56,6 +58,19 @@ fn default_policy() -> String {
 impl Params {
     fn certificate(&self) -> Option<&str> {
         self.certificate_arn.as_deref().filter(|c| !c.trim().is_empty())
+    }
+
+    /// Where clients reach the load balancer, given its DNS name: HTTPS on the
+    /// certificate's name when there is a certificate, else plain HTTP.
+    fn url(&self, dns_name: &str) -> String {
+        let port = |p: u16, default: u16| if p == default { String::new() } else { format!(":{p}") };
+        match self.certificate() {
+            Some(_) => {
+                let host = self.domain.as_deref().map(str::trim).filter(|d| !d.is_empty()).unwrap_or(dns_name);
+                format!("https://{host}{}", port(self.https_port, 443))
+            }
+            None => format!("http://{dns_name}{}", port(self.port, 80)),
+        }
     }
 }
 
@@ -204,6 +219,7 @@ impl Step for Listener {
             ("arn", "the forwarding listener's ARN (HTTPS's when a certificate is given): path rules go there"),
             ("http_arn", "the listener on `port`"),
             ("https", "whether the load balancer serves HTTPS"),
+            ("url", "where clients reach it: `https://<domain>` with a certificate, else `http://<its DNS name>`"),
             ("action", "`created`, `adopted` or `updated`"),
         ],
         example: "- id: http
@@ -268,13 +284,17 @@ impl Step for Listener {
         let arn = arns.first().cloned().unwrap_or_default();
         let http_arn = arns.last().cloned().unwrap_or_default();
         let https = p.certificate().is_some();
+        let described = elb.describe_load_balancers().load_balancer_arns(&p.load_balancer_arn).send().await;
+        let described = described.or_step_error("elasticloadbalancing:DescribeLoadBalancers")?;
+        let dns = described.load_balancers().first().and_then(|lb| lb.dns_name()).unwrap_or_default();
+        let url = p.url(dns);
         ctx.log(format!(
             "{action} listener {}:{} ({arn}){}",
             if https { "HTTPS" } else { "HTTP" },
             if https { p.https_port } else { p.port },
             if https { format!("; :{} redirects to it", p.port) } else { String::new() }
         ));
-        Ok(outputs! { arn, http_arn, https, action })
+        Ok(outputs! { arn, http_arn, https, url, action })
     }
 }
 
@@ -382,3 +402,33 @@ async fn all(
 }
 
 impl super::facts::Facts for Listener {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(certificate: Option<&str>, domain: Option<&str>, https_port: u16) -> Params {
+        Params {
+            stack: serde_json::from_value(serde_json::json!("ca")).unwrap(),
+            region: None,
+            load_balancer_arn: "arn".into(),
+            port: 80,
+            default_target_group_arn: "tg".into(),
+            certificate_arn: certificate.map(String::from),
+            https_port,
+            ssl_policy: default_policy(),
+            domain: domain.map(String::from),
+        }
+    }
+
+    #[test]
+    fn clients_reach_https_on_the_certificates_name_and_plain_http_on_the_load_balancers() {
+        let dns = "ca-alb-1.eu-west-3.elb.amazonaws.com";
+        assert_eq!(params(None, None, 443).url(dns), format!("http://{dns}"));
+        assert_eq!(params(None, Some("api.example.com"), 443).url(dns), format!("http://{dns}"), "no certificate");
+        assert_eq!(params(Some(""), Some("api.example.com"), 443).url(dns), format!("http://{dns}"), "empty is none");
+        assert_eq!(params(Some("arn:cert"), Some("api.example.com"), 443).url(dns), "https://api.example.com");
+        assert_eq!(params(Some("arn:cert"), Some(""), 443).url(dns), format!("https://{dns}"));
+        assert_eq!(params(Some("arn:cert"), Some("api.example.com"), 8443).url(dns), "https://api.example.com:8443");
+    }
+}

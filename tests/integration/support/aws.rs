@@ -887,3 +887,14 @@ impl AnotherAccount {
         block_on(loader.credentials_provider(credentials).load())
     }
 }
+
+/// The value of `name` in the environment of the first container of the task
+/// definition a step of `run` registered (`step`'s output `arn`).
+pub(crate) fn task_environment(env: &Env, run: &str, step: &str, name: &str) -> Option<String> {
+    let arn = env.step(run, step).outputs.unwrap()["arn"].as_str().unwrap_or_default().to_string();
+    let ecs = aws_sdk_ecs::Client::new(&sdk());
+    let found = block_on(ecs.describe_task_definition().task_definition(&arn).send()).unwrap();
+    let containers = found.task_definition().unwrap().container_definitions();
+    let environment = containers.first().map(|c| c.environment()).unwrap_or_default();
+    environment.iter().find(|kv| kv.name() == Some(name)).and_then(|kv| kv.value()).map(String::from)
+}
