@@ -24,7 +24,7 @@
 //! - at the end, the peak RSS of the ca-a2a-flow processes.
 //!
 //! Each wait polls at its kind's own interval on AWS (1 s for a new resource
-//! to be visible, 5 to 10 s for a NAT gateway, a database, a service, target health), in the
+//! to be visible, 10 to 20 s for a NAT gateway, a database, a service), in the
 //! layer's clock (`CA_A2A_FLOW_TIME_SCALE`). moto is started by `scripts/start-moto.sh`; the layer runs in this
 //! process, so its record is read between the phases.
 

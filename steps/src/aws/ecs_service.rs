@@ -243,8 +243,7 @@ impl Step for EcsService {
         };
         let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(1200));
         let what = format!("service {name}");
-        // Every 10 s: Keycloak's service is on the deploy's longest chain.
-        wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
+        wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(15)), || {
             let (ecs, cluster, name) = (ecs.clone(), p.cluster.clone(), name.clone());
             async move {
                 let d = ecs

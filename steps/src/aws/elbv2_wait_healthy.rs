@@ -47,8 +47,7 @@ impl Step for WaitHealthy {
         // arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID
         let name = p.target_group_arn.split('/').nth(1).unwrap_or(&p.target_group_arn).to_string();
         let what = format!("target group {name}");
-        // Every 5 s: the last wait of the deploy's longest chain, one cheap call.
-        let healthy = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(5)), || {
+        let healthy = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
             let (elb, arn) = (elb.clone(), p.target_group_arn.clone());
             let min = p.min_healthy;
             async move {

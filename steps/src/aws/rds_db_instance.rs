@@ -348,10 +348,7 @@ impl Step for DbInstance {
         };
         let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(40 * 60));
         let what = format!("rds {id}");
-        // Every 10 s: the database heads the deploy's longest chain, and each
-        // second between `available` and the poll that sees it delays the end;
-        // a 6-minute creation costs about 36 describes.
-        let db = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(10)), || {
+        let db = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(20)), || {
             let (rds, id, what) = (rds.clone(), id.clone(), what.clone());
             async move {
                 let d = rds
