@@ -284,7 +284,8 @@ fn sample(moto: &Upstreams, root: &Path, time_scale: f64, n: usize, inputs: &[&s
     let path = path.into_iter().filter(|id| weight.contains_key(id)).collect();
 
     let (rerun, _) = runner.phase(&deploy_args);
-    let (destroy, _) = runner.phase(&["destroy", &run, "--yes"]);
+    // --delete-data: the database has deletion protection (a final snapshot is still taken).
+    let (destroy, _) = runner.phase(&["destroy", &run, "--yes", "--delete-data"]);
     Sample { deploy, critical, path, database_asked, rerun, destroy }
 }
 
