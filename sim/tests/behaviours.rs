@@ -157,6 +157,17 @@ async fn an_attached_internet_gateway(ec2: &aws_sdk_ec2::Client, vpc: &str) -> S
     igw
 }
 
+/// An internet-facing load balancer in a network of its own, made through the
+/// layer: its VPC's id and its ARN.
+async fn a_load_balancer(config: &aws_config::SdkConfig, prefix: &str) -> (String, String) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let (vpc, subnets) = network(&ec2).await;
+    an_attached_internet_gateway(&ec2, &vpc).await;
+    let lb = elb.create_load_balancer().name(unique(prefix)).set_subnets(Some(subnets)).send().await.unwrap();
+    (vpc, lb.load_balancers()[0].load_balancer_arn().unwrap().to_string())
+}
+
 /// A NAT gateway made through the layer in `subnet`, with an Elastic IP of its own: CreateNatGateway's answer.
 async fn a_nat_gateway(ec2: &aws_sdk_ec2::Client, subnet: &str) -> aws_sdk_ec2::types::NatGateway {
     let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
@@ -1092,13 +1103,8 @@ fn a_web_acl_is_not_deleted_while_a_load_balancer_is_associated_with_it() {
     let layer = Layer::start(&["--profile", "instant"]);
     let config = layer.sdk();
     block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
         let waf = aws_sdk_wafv2::Client::new(&config);
-        let (vpc, subnets) = network(&ec2).await;
-        an_attached_internet_gateway(&ec2, &vpc).await;
-        let lb = elb.create_load_balancer().name(unique("waf")).set_subnets(Some(subnets)).send().await.unwrap();
-        let lb = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let (_, lb) = a_load_balancer(&config, "waf").await;
         let name = unique("acl");
         let visibility = VisibilityConfig::builder()
             .sampled_requests_enabled(false)
@@ -1183,13 +1189,9 @@ fn a_certificate_is_not_deleted_while_a_listener_serves_it_and_says_which_load_b
     let layer = Layer::start(&["--profile", "instant"]);
     let config = layer.sdk();
     block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&config);
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
         let acm = aws_sdk_acm::Client::new(&config);
-        let (vpc, subnets) = network(&ec2).await;
-        an_attached_internet_gateway(&ec2, &vpc).await;
-        let lb = elb.create_load_balancer().name(unique("tls")).set_subnets(Some(subnets)).send().await.unwrap();
-        let lb = lb.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let (vpc, lb) = a_load_balancer(&config, "tls").await;
         let tg = elb
             .create_target_group()
             .name(unique("tls"))
