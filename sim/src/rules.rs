@@ -15,6 +15,10 @@
 //!   DescribeCertificate's `InUseBy` names those load balancers (moto names a
 //!   listener once one is made, keeps it after the listener is gone, and
 //!   deletes the certificate under the listener).
+//! - a security group is not deleted while another group's ingress rule lets
+//!   it in: `DependencyViolation` "resource sg-… has a dependent object" (EC2
+//!   API reference, DeleteSecurityGroup; moto deletes it and leaves the rule
+//!   naming a group that is gone).
 //!
 //! And one answer moto lacks: WAF's ListResourcesForWebACL (the load balancers
 //! associated with a web ACL), which `gc` needs to take a web ACL off what it
@@ -148,6 +152,18 @@ fn public_addresses(upstream: &str, region: &str, vpc: &str) -> Vec<String> {
     found
 }
 
+/// The other security groups of the account of `key` in `region` with an
+/// ingress rule from the group `id`, as moto holds them.
+fn groups_letting_in(upstream: &str, key: &str, region: &str, id: &str) -> Vec<String> {
+    let body = format!(
+        "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=ip-permission.group-id&Filter.1.Value.1={id}"
+    );
+    let mut found = all_tags(&ask_as(upstream, key, region, "ec2", &body).unwrap_or_default(), "groupId");
+    found.retain(|g| g != id);
+    found.dedup();
+    found
+}
+
 /// The load balancers of the account of `key` in `region` whose WAF web ACL
 /// has the id `acl`, as moto holds them.
 fn protected_by(upstream: &str, key: &str, region: &str, acl: &str) -> Vec<String> {
@@ -254,6 +270,18 @@ pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)>
             Some((
                 "internet_facing_needs_an_internet_gateway",
                 error_answer(Protocol::Query, 400, "InvalidSubnet", &message),
+            ))
+        }
+        ("ec2", "DeleteSecurityGroup") => {
+            let id = form_values(&body, "GroupId").into_iter().next()?;
+            let referring = groups_letting_in(upstream, &req.access_key(), &region, &id);
+            if referring.is_empty() {
+                return None;
+            }
+            let message = format!("resource {id} has a dependent object ({})", referring.join(", "));
+            Some((
+                "group_named_by_another_groups_rule",
+                error_answer(Protocol::Ec2, 400, "DependencyViolation", &message),
             ))
         }
         ("ec2", "DetachInternetGateway") => {

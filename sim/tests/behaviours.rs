@@ -1272,3 +1272,42 @@ fn deleting_an_ecs_service_deregisters_its_scalable_target() {
         assert_eq!(targets().await, 0, "the target went with its service (moto alone keeps it)");
     });
 }
+
+#[test]
+fn a_security_group_another_groups_rule_lets_in_is_not_deleted_until_that_rule_is_gone() {
+    use aws_sdk_ec2::types::{IpPermission, UserIdGroupPair};
+    let layer = Layer::start(&["--profile", "instant"]);
+    let config = layer.sdk();
+    block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let (vpc, _) = network(&ec2).await;
+        let group = |name: &'static str| {
+            let ec2 = ec2.clone();
+            let vpc = vpc.clone();
+            async move {
+                let made = ec2.create_security_group().group_name(unique(name)).description(name).vpc_id(&vpc);
+                made.send().await.unwrap().group_id().unwrap().to_string()
+            }
+        };
+        let (app, database) = (group("app").await, group("database").await);
+        let from_app = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(5432)
+            .to_port(5432)
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id(&app).build())
+            .build();
+        seen(|| ec2.describe_security_groups().group_ids(&app).group_ids(&database).send()).await;
+        let allow = ec2.authorize_security_group_ingress().group_id(&database).ip_permissions(from_app.clone());
+        allow.send().await.unwrap();
+
+        let refused =
+            ec2.delete_security_group().group_id(&app).send().await.expect_err("the database's rule names it");
+        assert_eq!(code(&refused).as_deref(), Some("DependencyViolation"), "{refused:?}");
+        assert!(format!("{refused:?}").contains(&format!("resource {app} has a dependent object")), "{refused:?}");
+
+        let revoke = ec2.revoke_security_group_ingress().group_id(&database).ip_permissions(from_app);
+        revoke.send().await.unwrap();
+        ec2.delete_security_group().group_id(&app).send().await.expect("deleted once no rule names it");
+        ec2.delete_security_group().group_id(&database).send().await.unwrap();
+    });
+}
