@@ -28,6 +28,7 @@ fn kinds() -> Kinds {
         .aws(aws::ec2_nat_gateway::NatGateway)
         .aws(aws::ec2_route_table::RouteTable)
         .aws(aws::ec2_security_group::SecurityGroup)
+        .aws(aws::ec2_security_group_ingress::SecurityGroupIngress)
         .aws(aws::ec2_subnet::Subnet)
         .aws(aws::ec2_subnet_lookup::SubnetLookup)
         .aws(aws::ec2_vpc::Vpc)

@@ -173,3 +173,80 @@ fn a_nat_gateway_deleted_behind_the_stacks_back_is_made_again_not_answered_by_it
     assert_ne!(fresh, first, "a fresh gateway");
     assert_eq!(state(&fresh), "available");
 }
+
+/// Two security groups in a VPC, and a rule of its own that lets the first
+/// into the second on 5432, as workflows/stack/network.yaml does for Keycloak
+/// and its database.
+const TWO_GROUPS_AND_A_RULE: &str = r#"name: groups
+inputs: { stack: {} }
+defaults:
+  retry: { max_attempts: 3, initial_delay: 200ms }
+  with: { stack: "${{ inputs.stack }}", region: eu-west-3, vpc_id: "${{ steps.vpc.outputs.vpc_id }}" }
+steps:
+  - id: vpc
+    uses: aws.ec2.vpc
+    with: { cidr: 10.7.0.0/16 }
+  - id: app-sg
+    uses: aws.ec2.security_group
+    with: { description: the app }
+  - id: db-sg
+    uses: aws.ec2.security_group
+    with: { description: the database }
+  - id: db-ingress
+    uses: aws.ec2.security_group_ingress
+    with:
+      group_id: "${{ steps.db-sg.outputs.group_id }}"
+      ingress: [{ port: 5432, source_group_id: "${{ steps.app-sg.outputs.group_id }}" }]
+"#;
+
+/// Whether the group `db` lets the group `app` in on 5432.
+fn lets_in(ec2: &aws_sdk_ec2::Client, db: &str, app: &str) -> bool {
+    let found = block_on(ec2.describe_security_groups().group_ids(db).send()).unwrap();
+    found.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .any(|p| p.from_port() == Some(5432) && p.user_id_group_pairs().iter().any(|g| g.group_id() == Some(app)))
+}
+
+#[test]
+fn an_ingress_rule_of_its_own_is_added_put_back_when_taken_away_and_revoked_before_its_groups_go() {
+    let ec2 = ec2();
+    let env = Env::sqlite();
+    let stack = unique_stack("rule");
+    let wf = env.write("groups.yaml", TWO_GROUPS_AND_A_RULE);
+    let (wf, input) = (wf.to_str().unwrap(), format!("stack={stack}"));
+    env.run(&["run", wf, "--input", &input]).expect_success();
+    let first = env.only_run().id;
+    let group = |step: &str| env.step(&first, step).outputs.unwrap()["group_id"].as_str().unwrap().to_string();
+    let (app, db) = (group("app-sg"), group("db-sg"));
+    assert_eq!(env.step(&first, "db-ingress").outputs.unwrap()["action"], "created");
+    assert!(lets_in(&ec2, &db, &app), "the database's group lets the app's in");
+
+    let from_app = aws_sdk_ec2::types::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(5432)
+        .to_port(5432)
+        .user_id_group_pairs(aws_sdk_ec2::types::UserIdGroupPair::builder().group_id(&app).build())
+        .build();
+    block_on(ec2.revoke_security_group_ingress().group_id(&db).ip_permissions(from_app).send()).unwrap();
+    let plan = env.run(&["plan", wf, "--input", &input, "--output", "json"]);
+    plan.expect_success();
+    let planned = plan.json()["steps"].as_array().unwrap().iter().find(|s| s["id"] == "db-ingress").unwrap().clone();
+    assert_eq!(planned["action"], "create", "{planned}");
+    assert_eq!(planned["changes"], serde_json::json!([format!("add ingress tcp/5432 from {app}")]), "{planned}");
+
+    env.run(&["run", wf, "--input", &input]).expect_success();
+    let second = env.runs()[0].id.clone();
+    assert_eq!(env.step(&second, "db-ingress").outputs.unwrap()["action"], "created", "put back");
+    assert!(lets_in(&ec2, &db, &app), "put back");
+    env.run(&["run", wf, "--input", &input]).expect_success();
+    assert_eq!(env.step(&env.runs()[0].id, "db-ingress").outputs.unwrap()["action"], "adopted");
+
+    env.run(&["destroy", &first, "--yes"]).expect_success();
+    let destroy = env.runs()[0].id.clone();
+    let revoked = env.step(&destroy, "db-ingress").outputs.unwrap();
+    assert_eq!(revoked["deleted"], serde_json::json!([format!("tcp/5432 from {app} on {db}")]), "{revoked:?}");
+    let by_stack = Filter::builder().name("tag:ca-a2a-flow:stack").values(&stack).build();
+    let left = block_on(ec2.describe_security_groups().filters(by_stack).send()).unwrap();
+    assert!(left.security_groups().is_empty(), "both groups are gone: {:?}", left.security_groups());
+}

@@ -33,7 +33,7 @@ fn plan_says_create_then_adopt_then_update_for_exactly_what_changed_and_never_wr
 
     let fresh = plan(&env, &stack, &proxy.url, &[]);
     let fresh = actions(&fresh);
-    assert_eq!(fresh.len(), 57, "every step that makes a resource");
+    assert_eq!(fresh.len(), 58, "every step that makes a resource");
     assert!(fresh.iter().all(|(_, a)| a == "create"), "a fresh stack: all create: {fresh:?}");
 
     deploy(&env, &stack, None, &[]).expect_success();
@@ -90,6 +90,42 @@ fn plan_as_mermaid_has_a_node_per_step_and_an_edge_per_dependency() {
     // 9 since the images wait for the builder's steps (made with build_on=builder, skipped here
     // with stand-in outputs): identity, its bucket, role, instance, readiness, then the images.
     assert_eq!(json.json()["waves"].as_array().unwrap().len(), 9, "the full stack runs in 9 waves");
+}
+
+#[test]
+fn the_database_is_asked_for_as_soon_as_its_network_and_its_password_exist() {
+    // The database is the longest wait of a deploy (RDS: about 6 minutes to
+    // create); whatever it waits for first lengthens the whole deploy.
+    let env = Env::sqlite();
+    let plan = env.run(&["plan", FULL, "--offline", "--output", "json"]);
+    plan.expect_success();
+    let plan = plan.json();
+    let needs: std::collections::BTreeMap<&str, Vec<&str>> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (s["id"].as_str().unwrap(), s["needs"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect())
+        })
+        .collect();
+    let before = |step: &str| {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut next = vec![step];
+        while let Some(s) = next.pop() {
+            for n in &needs[s] {
+                if seen.insert(*n) {
+                    next.push(n);
+                }
+            }
+        }
+        seen
+    };
+    assert_eq!(
+        before("keycloak-db").into_iter().collect::<Vec<_>>(),
+        ["db-subnets", "keycloak-db-credentials", "private-a", "private-b", "rds-sg", "vpc"],
+        "not the load balancer's nor Keycloak's security group"
+    );
+    assert!(before("keycloak").contains("rds-ingress"), "Keycloak's tasks start once the database lets them in");
 }
 
 #[test]

@@ -306,6 +306,29 @@ fn the_stack_files_written_with_for_each_plan_what_they_planned_before() {
         needs.push("http".into());
         needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     }
+    // - the database's security group is made empty, and its rule from Keycloak
+    //   is a step of its own, so the database is asked for without waiting for
+    //   the load balancer's and Keycloak's groups; Keycloak's tasks start once
+    //   the rule is there (aws_plan::the_database_is_asked_for_as_soon_as_...).
+    let rds_sg = before.get_mut("rds-sg").unwrap();
+    let rule = rds_sg["with"].as_object_mut().unwrap().remove("ingress").unwrap();
+    rds_sg["needs"] = serde_json::json!(["vpc"]);
+    before.insert(
+        "rds-ingress".into(),
+        serde_json::json!({
+            "kind": "aws.ec2.security_group_ingress",
+            "needs": ["keycloak-sg", "rds-sg"],
+            "with": {
+                "group_id": "${{ steps.rds-sg.outputs.group_id }}",
+                "ingress": rule,
+                "region": "${{ inputs.region }}",
+                "stack": "${{ inputs.stack }}"
+            }
+        }),
+    );
+    let needs = before.get_mut("keycloak").unwrap()["needs"].as_array_mut().unwrap();
+    needs.push("rds-ingress".into());
+    needs.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "the same steps");
     for (id, step) in &before {
         assert_eq!(&now[id], step, "step `{id}`: same kind, needs and parameters");

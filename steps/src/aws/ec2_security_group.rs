@@ -47,7 +47,7 @@ pub struct Params {
 }
 
 /// Whether `perms` already allow `rule`.
-fn allows(perms: &[IpPermission], rule: &Ingress) -> bool {
+pub(crate) fn allows(perms: &[IpPermission], rule: &Ingress) -> bool {
     perms.iter().any(|p| {
         p.ip_protocol() == Some(rule.protocol.as_str())
             && p.from_port() == Some(i32::from(rule.port))
@@ -60,7 +60,7 @@ fn allows(perms: &[IpPermission], rule: &Ingress) -> bool {
     })
 }
 
-fn permission(rule: &Ingress) -> IpPermission {
+pub(crate) fn permission(rule: &Ingress) -> IpPermission {
     let b = IpPermission::builder()
         .ip_protocol(&rule.protocol)
         .from_port(i32::from(rule.port))
@@ -77,6 +77,32 @@ fn permission(rule: &Ingress) -> IpPermission {
     .build()
 }
 
+/// Where a rule lets traffic in from: its CIDR block or its group.
+pub(crate) fn source(rule: &Ingress) -> &str {
+    rule.cidr.as_deref().or(rule.source_group_id.as_deref()).unwrap_or_default()
+}
+
+/// A rule to add, as a plan says it.
+pub(crate) fn adding(rule: &Ingress) -> String {
+    format!("add ingress {}/{} from {}", rule.protocol, rule.port, source(rule))
+}
+
+/// What is wrong with rules as written, each at `ingress.N`.
+pub(crate) fn rule_problems(ingress: &[Ingress]) -> Vec<ParamProblem> {
+    let mut problems = Vec::new();
+    for (i, r) in ingress.iter().enumerate() {
+        let i = i.to_string();
+        if r.cidr.is_some() == r.source_group_id.is_some() {
+            problems
+                .push(ParamProblem::at(&["ingress", &i], "a rule needs exactly one of `cidr` and `source_group_id`"));
+        }
+        if !matches!(r.protocol.as_str(), "tcp" | "udp") {
+            problems.push(ParamProblem::at(&["ingress", &i, "protocol"], "use tcp or udp"));
+        }
+    }
+    problems
+}
+
 impl Step for SecurityGroup {
     async fn plan(&self, ctx: &StepContext, p: Params) -> Result<Plan, StepError> {
         let owner = Owner::new(&p.stack, ctx);
@@ -85,10 +111,7 @@ impl Step for SecurityGroup {
             None => Plan::create(),
             Some(g) => {
                 let missing = p.ingress.iter().filter(|r| !allows(g.ip_permissions(), r));
-                let source = |r: &Ingress| r.cidr.clone().or(r.source_group_id.clone()).unwrap_or_default();
-                Plan::changes(
-                    missing.map(|r| format!("add ingress {}/{} from {}", r.protocol, r.port, source(r))).collect(),
-                )
+                Plan::changes(missing.map(adding).collect())
             }
         })
     }
@@ -107,20 +130,7 @@ impl Step for SecurityGroup {
     };
 
     fn problems(&self, p: &Params) -> Vec<ParamProblem> {
-        let mut problems = Vec::new();
-        for (i, r) in p.ingress.iter().enumerate() {
-            let i = i.to_string();
-            if r.cidr.is_some() == r.source_group_id.is_some() {
-                problems.push(ParamProblem::at(
-                    &["ingress", &i],
-                    "a rule needs exactly one of `cidr` and `source_group_id`",
-                ));
-            }
-            if !matches!(r.protocol.as_str(), "tcp" | "udp") {
-                problems.push(ParamProblem::at(&["ingress", &i, "protocol"], "use tcp or udp"));
-            }
-        }
-        problems
+        rule_problems(&p.ingress)
     }
 
     async fn run(&self, ctx: &StepContext, p: Params) -> Result<Outputs, StepError> {

@@ -228,6 +228,7 @@ pub mod ec2_internet_gateway;
 pub mod ec2_nat_gateway;
 pub mod ec2_route_table;
 pub mod ec2_security_group;
+pub mod ec2_security_group_ingress;
 pub mod ec2_subnet;
 pub mod ec2_subnet_lookup;
 pub mod ec2_vpc;
