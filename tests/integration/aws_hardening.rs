@@ -10,6 +10,7 @@ use crate::support::aws::{
     EVERYTHING, behind_aws_sim, deploy_file, destroy, expect_nothing_left, local_images, moto, one_aws_step, sdk,
     unique_stack,
 };
+use crate::support::faults::{Fault, FaultProxy, Rule};
 use crate::support::{Env, block_on};
 
 const HARDENING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/hardening.yaml");
@@ -376,6 +377,33 @@ fn a_certificate_still_pending_validation_at_its_deadline_fails_naming_the_recor
     let certs = block_on(acm.list_certificates().send()).unwrap();
     let mine = certs.certificate_summary_list().iter().filter(|c| c.domain_name() == Some(domain.as_str())).count();
     assert_eq!(mine, 1, "one certificate for the domain");
+}
+
+#[test]
+fn a_certificate_read_that_gets_no_answer_past_the_waits_deadline_is_retried_not_reported_as_still_pending() {
+    // ACM's answer to the wait's first read is lost: the call is cut at its own
+    // deadline (3 s), past the wait's (1 s). Nothing was learnt of the
+    // certificate: the attempt fails on the call, and the next one reads again.
+    let rule = Rule {
+        action: "DescribeCertificate",
+        fault: Fault::HangAfterForwarding(std::time::Duration::from_secs(30)),
+        times: Some(1),
+    };
+    let proxy = FaultProxy::start(&moto(), vec![rule]);
+    let env = Env::sqlite();
+    let stack = unique_stack("lost");
+    let domain = format!("{stack}.example.com");
+    let wf = one_aws_step(&env, "certificate", "aws.acm.certificate", &[("domain_name", &domain), ("wait", "1s")]);
+    let vars = [
+        ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ("CA_A2A_FLOW_AWS_CALL_TIMEOUT", "3s"),
+        ("CA_A2A_FLOW_POLL_INTERVAL", "200ms"),
+    ];
+    env.run_with(&["run", wf.to_str().unwrap(), "--input", &format!("stack={stack}")], &vars);
+    let attempts = env.attempts(&env.only_run().id, "certificate");
+    let first = attempts[0].error.as_ref().expect("the first attempt failed");
+    assert!(first.message.contains("acm:DescribeCertificate got no answer within 3s"), "{first:?}");
+    assert!(attempts.len() >= 2, "the lost answer was retried: {attempts:?}");
 }
 
 #[test]

@@ -441,11 +441,9 @@ impl Step for Certificate {
         };
         let limit = p.wait.map(|w| w.0).unwrap_or(Duration::from_secs(45 * 60));
         let what = format!("certificate for {}", p.domain_name);
-        let started = std::time::Instant::now();
-        let deadline = limit.min(ctx.remaining());
         // What the wait last saw (status, records) and the records it made.
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
-        let waited = wait::until(ctx, &what, limit, wait::interval(Duration::from_secs(15)), || {
+        let waited = wait::until_deadline(ctx, &what, limit, wait::interval(Duration::from_secs(15)), || {
             let (acm, arn, seen) = (acm.clone(), arn.clone(), seen.clone());
             let zone = p.zone().map(String::from);
             let region = p.region.clone();
@@ -483,21 +481,15 @@ impl Step for Certificate {
                 }
             }
         })
-        .await;
+        .await?;
         let cert = match waited {
-            Ok(c) => c,
-            // The wait's own deadline (not a throttled call): say what is missing.
-            Err(e) if e.class == ca_a2a_flow_engine::ErrorClass::Retryable && started.elapsed() >= deadline => {
+            wait::Waited::Ready(c) => c,
+            // The wait's own deadline (a look that failed is its own error): say what is missing.
+            wait::Waited::Deadline { waited, .. } => {
                 let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                return Err(not_issued(
-                    &p.domain_name,
-                    &seen.status,
-                    &seen.asked,
-                    p.zone(),
-                    &ca_a2a_flow_engine::duration::format(started.elapsed()),
-                ));
+                let waited = ca_a2a_flow_engine::duration::format(waited);
+                return Err(not_issued(&p.domain_name, &seen.status, &seen.asked, p.zone(), &waited));
             }
-            Err(e) => return Err(e),
         };
         let asked = records(&cert);
         let kept = retire(ctx, &acm, &p, &superseded, &asked, &arn).await?;

@@ -24,8 +24,42 @@ pub async fn until<T, F, Fut>(
     what: &str,
     limit: Duration,
     every: Duration,
-    mut look: F,
+    look: F,
 ) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T>, StepError>>,
+{
+    match until_deadline(ctx, what, limit, every, look).await? {
+        Waited::Ready(v) => Ok(v),
+        Waited::Deadline { last, waited } => Err(deadline(what, &last, waited)),
+    }
+}
+
+/// A wait that reached its deadline: what it waited for, and what it last saw.
+pub fn deadline(what: &str, last: &str, waited: Duration) -> StepError {
+    StepError::retryable(format!("{what} still {last} after {}", fmt(waited))).with_hint(
+        "the wait reached its deadline; the next attempt looks again (raise `wait` or the step's `timeout` if AWS is just slow)",
+    )
+}
+
+/// How a wait ended, when its deadline means something of its own to the step
+/// (a certificate still pending names the DNS records it needs): what it waited
+/// for, or the deadline with the last state it saw. A look that failed is
+/// never the deadline, even when it ended past it: it is the look's error.
+pub enum Waited<T> {
+    Ready(T),
+    Deadline { last: String, waited: Duration },
+}
+
+/// [`until`], with the deadline as an outcome rather than an error.
+pub async fn until_deadline<T, F, Fut>(
+    ctx: &StepContext,
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut look: F,
+) -> Result<Waited<T>, StepError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Poll<T>, StepError>>,
@@ -35,7 +69,7 @@ where
     let mut last = String::from("not seen yet");
     loop {
         match look().await? {
-            Poll::Ready(v) => return Ok(v),
+            Poll::Ready(v) => return Ok(Waited::Ready(v)),
             Poll::Pending(state) => {
                 if state != last {
                     ctx.log(format!("{what}: {state}"));
@@ -46,9 +80,7 @@ where
         let waited = start.elapsed();
         ctx.progress(format!("{what}: {last} {} / {}", fmt(waited), fmt(limit)));
         if waited >= limit {
-            return Err(StepError::retryable(format!("{what} still {last} after {}", fmt(waited))).with_hint(
-                "the wait reached its deadline; the next attempt looks again (raise `wait` or the step's `timeout` if AWS is just slow)",
-            ));
+            return Ok(Waited::Deadline { last, waited });
         }
         tokio::time::sleep(every.min(limit.saturating_sub(waited)).max(Duration::from_millis(50))).await;
     }
