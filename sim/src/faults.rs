@@ -44,6 +44,10 @@ pub enum Fault {
     /// Replace `from` with `to` in the answer when the answer contains
     /// `contains` (a service while it runs a given revision).
     RewriteAnswer { contains: String, from: &'static str, to: &'static str },
+    /// Answer with this AWS error instead of an answer that contains
+    /// `contains` (the call reached moto; a service's read while it runs a given
+    /// revision); counts against `times` only when it replaced an answer.
+    ErrorInstead { contains: String, status: u16, code: &'static str, message: String },
     /// Edit the JSON answer with `edit` when the answer contains `contains`,
     /// whatever its layout (moto's, or the layer's once it changed the answer);
     /// `edit` says whether it changed anything. For tests: a file cannot name a function.
@@ -121,6 +125,9 @@ impl Faults {
             Some((_, Fault::RewriteAnswer { contains, from, to })) if text.contains(contains.as_str()) => {
                 rewrite(&answer, from, to)
             }
+            Some((_, Fault::ErrorInstead { contains, status, code, message })) if text.contains(contains.as_str()) => {
+                Some(error_answer(req.protocol(), *status, code, message))
+            }
             Some((_, Fault::EditAnswer { contains, edit })) if text.contains(contains.as_str()) => {
                 let mut doc: Value = serde_json::from_slice(crate::http::body_of(&answer)).unwrap_or_default();
                 edit(&mut doc).then(|| with_answer_body(&answer, doc.to_string().as_bytes()))
@@ -159,7 +166,10 @@ impl Faults {
                 return None;
             }
         }
-        if !matches!(rule.fault, Fault::Rewrite { .. } | Fault::RewriteAnswer { .. } | Fault::EditAnswer { .. }) {
+        if !matches!(
+            rule.fault,
+            Fault::Rewrite { .. } | Fault::RewriteAnswer { .. } | Fault::ErrorInstead { .. } | Fault::EditAnswer { .. }
+        ) {
             used(rule);
         }
         Some((i, rule.fault.clone()))

@@ -313,6 +313,43 @@ fn a_new_revision_whose_deployment_fails_is_rolled_back_and_the_run_fails_with_t
 }
 
 #[test]
+fn an_aws_error_while_the_cutover_waits_is_retried_and_not_taken_for_a_failed_deployment() {
+    let config = sdk();
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let env = Env::sqlite();
+    let stack = unique_stack("blip");
+    let dev = keycloak_on_h2(&ecs, &stack);
+    // ECS answers its first four reads of the service on the new revision with
+    // an error on its side: the SDK's three tries of one read, then one more.
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        vec![Rule {
+            action: "DescribeServices",
+            fault: Fault::ErrorInstead {
+                contains: format!("task-definition/{stack}-keycloak-rds-task:"),
+                status: 500,
+                code: "ServerException",
+                message: "Service Unavailable. Please try again later.".into(),
+            },
+            times: Some(4),
+        }],
+    );
+
+    cutover(&env, &proxy.url, &stack, &["--yes"]).expect_success();
+
+    let now = service_revision(&ecs, &stack);
+    assert!(now.contains(&format!("task-definition/{stack}-keycloak-rds-task:")), "not rolled back: {now}");
+    let updates = proxy.actions().iter().filter(|a| a.as_str() == "UpdateService").count();
+    assert_eq!(updates, 1, "moved to the new revision once, never back: {:?}", proxy.actions());
+    let run = env.only_run();
+    let attempts = env.attempts(&run.id, "keycloak-cutover");
+    let first = attempts[0].error.as_ref().expect("the first attempt met the error");
+    assert!(first.message.contains("ecs:DescribeServices"), "{first:?}");
+    let out = env.step(&run.id, "keycloak-cutover").outputs.unwrap();
+    assert_eq!(out["previous_task_definition_arn"], dev.as_str(), "the next attempt knew the revision before");
+}
+
+#[test]
 fn a_new_revision_that_does_not_run_before_its_deadline_is_rolled_back() {
     let config = sdk();
     let ecs = aws_sdk_ecs::Client::new(&config);

@@ -130,7 +130,7 @@ impl Step for Rollout {
 
         let updated = std::time::Instant::now();
         let what = format!("service {} on {}", p.service, revision(&p.task_definition_arn));
-        let waited = wait::until(ctx, &what, deadline, wait::interval(Duration::from_secs(10)), || async {
+        let waited = wait::until_deadline(ctx, &what, deadline, wait::interval(Duration::from_secs(10)), || async {
             let s = describe(&ecs, &p).await?;
             if let Some(waiting) = judge(&s, &p.task_definition_arn, previous.as_deref(), updated.elapsed())? {
                 return Ok(Poll::Pending(waiting));
@@ -163,13 +163,19 @@ impl Step for Rollout {
         .await;
 
         match waited {
-            Ok(()) => {
+            Ok(wait::Waited::Ready(())) => {
                 ctx.log(format!("{what}: deployment completed and healthy"));
                 Ok(
                     outputs! { task_definition_arn: p.task_definition_arn, previous_task_definition_arn: previous.unwrap_or_default(), action },
                 )
             }
-            Err(why) => Err(roll_back(ctx, &ecs, &p, previous.as_deref(), &why).await),
+            Ok(wait::Waited::Deadline { last, waited }) => {
+                Err(roll_back(ctx, &ecs, &p, previous.as_deref(), &wait::deadline(&what, &last, waited)).await)
+            }
+            // A read that failed (throttled, an error on AWS's side) says nothing of the deployment: the next
+            // attempt finds the revision this one set, and the one before in the service's tag, and waits again.
+            Err(e) if e.class == ca_a2a_flow_engine::ErrorClass::Retryable => Err(e),
+            Err(verdict) => Err(roll_back(ctx, &ecs, &p, previous.as_deref(), &verdict).await),
         }
     }
 }
