@@ -39,7 +39,7 @@ async fn group(ec2: &aws_sdk_ec2::Client, id: &str) -> Result<Option<SecurityGro
     Ok(found.and_then(|f| f.security_groups().first().cloned()))
 }
 
-/// The rules of `p` that `existing` does not allow yet, as the plan says them.
+/// The rules of `p` that `existing` does not allow yet.
 fn missing<'a>(p: &'a Params, existing: &'a [IpPermission]) -> impl Iterator<Item = &'a Ingress> {
     p.ingress.iter().filter(|r| !allows(existing, r))
 }
