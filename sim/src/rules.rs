@@ -213,40 +213,48 @@ pub fn shown(req: &Request, answer: Vec<u8>, upstream: &str) -> Vec<u8> {
     crate::http::with_answer_body(&answer, doc.to_string().as_bytes())
 }
 
+/// AWS's refusal (HTTP 400 `code`) by the rule `rule` while `holders`, what
+/// still holds the resource, is not empty; `message` is given them, joined.
+fn refused(
+    holders: Vec<String>,
+    rule: &'static str,
+    protocol: Protocol,
+    code: &str,
+    message: impl FnOnce(&str) -> String,
+) -> Option<(&'static str, Vec<u8>)> {
+    (!holders.is_empty()).then(|| (rule, error_answer(protocol, 400, code, &message(&holders.join(", ")))))
+}
+
 /// AWS's answer where a rule applies to `req`, with the rule's name.
 pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)> {
     let body = req.body_text();
     let action = req.action();
     let region = req.region();
+    // A JSON-protocol request's parameters.
+    let asked = || serde_json::from_str::<serde_json::Value>(&body).ok();
     match (req.service().as_str(), action.as_str()) {
         ("wafv2", "DeleteWebACL") => {
-            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
-            let acl = asked["Id"].as_str()?;
-            let held = protected_by(upstream, &req.access_key(), &region, acl);
-            if held.is_empty() {
-                return None;
-            }
-            let message = format!(
-                "AWS WAF couldn't perform the operation because your resource is being used by another resource or it's associated with another resource. ({})",
-                held.join(", ")
-            );
-            Some(("web_acl_in_use", error_answer(Protocol::Json, 400, "WAFAssociatedItemException", &message)))
+            let asked = asked()?;
+            let held = protected_by(upstream, &req.access_key(), &region, asked["Id"].as_str()?);
+            refused(held, "web_acl_in_use", Protocol::Json, "WAFAssociatedItemException", |by| {
+                format!(
+                    "AWS WAF couldn't perform the operation because your resource is being used by another resource or it's associated with another resource. ({by})"
+                )
+            })
         }
         ("wafv2", "ListResourcesForWebACL") => {
-            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+            let asked = asked()?;
             let acl = asked["WebACLArn"].as_str()?.rsplit('/').next()?.to_string();
             let held = protected_by(upstream, &req.access_key(), &region, &acl);
             Some(("list_resources_for_web_acl", json_answer(&serde_json::json!({ "ResourceArns": held }))))
         }
         ("acm", "DeleteCertificate") => {
-            let asked = serde_json::from_str::<serde_json::Value>(&body).ok()?;
+            let asked = asked()?;
             let cert = asked["CertificateArn"].as_str()?;
             let used = certificate_used_by(upstream, &req.access_key(), &region, cert);
-            if used.is_empty() {
-                return None;
-            }
-            let message = format!("Certificate {cert} is in use. ({})", used.join(", "));
-            Some(("certificate_in_use", error_answer(Protocol::Json, 400, "ResourceInUseException", &message)))
+            refused(used, "certificate_in_use", Protocol::Json, "ResourceInUseException", |by| {
+                format!("Certificate {cert} is in use. ({by})")
+            })
         }
         ("elasticloadbalancing", "CreateLoadBalancer") => {
             let scheme = form_values(&body, "Scheme").into_iter().next();
@@ -275,32 +283,21 @@ pub fn enforce(req: &Request, upstream: &str) -> Option<(&'static str, Vec<u8>)>
         ("ec2", "DeleteSecurityGroup") => {
             let id = form_values(&body, "GroupId").into_iter().next()?;
             let referring = groups_letting_in(upstream, &req.access_key(), &region, &id);
-            if referring.is_empty() {
-                return None;
-            }
-            let message = format!("resource {id} has a dependent object ({})", referring.join(", "));
-            Some((
-                "group_named_by_another_groups_rule",
-                error_answer(Protocol::Ec2, 400, "DependencyViolation", &message),
-            ))
+            refused(referring, "group_named_by_another_groups_rule", Protocol::Ec2, "DependencyViolation", |by| {
+                format!("resource {id} has a dependent object ({by})")
+            })
         }
         ("ec2", "DetachInternetGateway") => {
             let vpc = form_values(&body, "VpcId").into_iter().next()?;
             let mapped = public_addresses(upstream, &region, &vpc);
-            if mapped.is_empty() {
-                return None;
-            }
-            let message = format!(
-                "Network {vpc} has some mapped public address(es). Please unmap those public address(es) before detaching the gateway. ({})",
-                mapped.join(", ")
-            );
-            Some((
-                "detach_while_addresses_are_mapped",
-                error_answer(Protocol::Ec2, 400, "DependencyViolation", &message),
-            ))
+            refused(mapped, "detach_while_addresses_are_mapped", Protocol::Ec2, "DependencyViolation", |by| {
+                format!(
+                    "Network {vpc} has some mapped public address(es). Please unmap those public address(es) before detaching the gateway. ({by})"
+                )
+            })
         }
         ("ecs", "CreateService") => {
-            let asked: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let asked = asked()?;
             let groups = asked["loadBalancers"].as_array()?.iter().filter_map(|lb| lb["targetGroupArn"].as_str());
             for arn in groups {
                 let xml = ask(
